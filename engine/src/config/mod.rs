@@ -1,0 +1,1 @@
+//! Momentum-style configuration: syntax, typed options with documented defaults, validation.

@@ -1,0 +1,6 @@
+//! Cohort's engine: everything that is logic and no I/O policy.
+//!
+//! Each module is named for the one thing it is: [`config`] reads Momentum-style configuration
+//! files into typed, validated settings.
+
+pub mod config;
