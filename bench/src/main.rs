@@ -1,1 +1,43 @@
-fn main() {}
+//! `cohort-bench <scenario>`: each scenario prints a table for people and, with `--json`, one JSON
+//! object on the last line of stdout. Every scenario is bounded and stops by itself.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod udp;
+
+#[derive(Parser, Debug)]
+#[command(name = "cohort-bench", version, about)]
+struct Cli {
+    /// Print one JSON object with the results after the table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Datagrams per second through the io_uring and the syscall UDP drivers.
+    Udp(udp::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.scenario {
+        Scenario::Udp(a) => udp::run(a),
+    };
+    match result {
+        Ok(v) => {
+            if cli.json {
+                println!("{v}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cohort-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
