@@ -967,12 +967,12 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
         }
     }
     if let Some(loc) = probe_loc
-        && m.suspect_timeout < m.probe_interval
+        && m.suspect_timeout <= m.probe_interval
     {
         return Err(ConfigError::new(
             &loc,
             format!(
-                "suspect_timeout ({}) must be at least probe_interval ({})",
+                "suspect_timeout ({}) must be greater than probe_interval ({})",
                 m.suspect_timeout, m.probe_interval
             ),
         ));
