@@ -35,7 +35,7 @@ fn example_parses_with_documented_defaults() {
     assert_eq!(c.log_active_interval, 1.0);
     assert_eq!(c.log_idle_interval, 10.0);
     assert_eq!(c.heartbeat_start_delay, 15.0);
-    assert_eq!(c.heartbeats_per_sec, 1.0);
+    assert_eq!(c.heartbeats_per_sec, 1);
     assert_eq!(c.if_check_interval, 30.0);
     assert_eq!(c.if_down_limit, 4.0);
     assert!(c.arp_all_hosts);
@@ -119,6 +119,7 @@ fn example_parses_with_documented_defaults() {
     assert_eq!(m.mtu, 1400);
     assert_eq!(m.max_unstable_bytes, 4 * 1024 * 1024);
     assert_eq!(m.max_queue, 65536);
+    assert_eq!(m.cluster_id, 0);
 
     // Listeners
     assert_eq!(

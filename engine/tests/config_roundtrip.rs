@@ -131,7 +131,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             secs(),
             secs(),
             secs(),
-            secs(),
+            1u32..1000,
             secs().prop_map(|s| s + 0.01),
             secs(),
         ),
@@ -218,6 +218,7 @@ fn msgc() -> impl Strategy<Value = MsgcServer> {
             576u32..=65507,
             0u64..1 << 40,
             1u32..1_000_000,
+            any::<u32>(),
         ),
     )
         .prop_map(|(peers, port, a, b)| {
@@ -238,13 +239,14 @@ fn msgc() -> impl Strategy<Value = MsgcServer> {
                 m.reconnect_interval,
                 m.tcpbuf_size,
             ) = a;
-            let (probe_ms, extra_ms, key, mtu, window, queue) = b;
+            let (probe_ms, extra_ms, key, mtu, window, queue, cluster_id) = b;
             m.probe_interval = f64::from(probe_ms) / 1000.0;
             m.suspect_timeout = f64::from(probe_ms + extra_ms) / 1000.0;
             m.cluster_key = key;
             m.mtu = mtu;
             m.max_unstable_bytes = u64::from(mtu) + window;
             m.max_queue = queue;
+            m.cluster_id = cluster_id;
             m
         })
 }

@@ -94,6 +94,7 @@ const MSGC_OPTIONS: &[&str] = &[
     "mtu",
     "max_unstable_bytes",
     "max_queue",
+    "cluster_id",
 ];
 
 /// Plain edit distance, for suggestions on misspelt option names.
@@ -591,7 +592,7 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
                     "log_active_interval" => c.log_active_interval = seconds(key, v)?,
                     "log_idle_interval" => c.log_idle_interval = seconds(key, v)?,
                     "heartbeat_start_delay" => c.heartbeat_start_delay = seconds(key, v)?,
-                    "heartbeats_per_sec" => c.heartbeats_per_sec = seconds(key, v)?,
+                    "heartbeats_per_sec" => c.heartbeats_per_sec = u32_in(key, v, 1, 1000)?,
                     "if_check_interval" => c.if_check_interval = positive_seconds(key, v)?,
                     "if_down_limit" => c.if_down_limit = seconds(key, v)?,
                     "arp_all_hosts" => c.arp_all_hosts = boolean(key, v)?,
@@ -959,6 +960,7 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
                 mtu_loc.get_or_insert(v.loc().clone());
             }
             "max_queue" => m.max_queue = u32_in(key, v, 1, u32::MAX)?,
+            "cluster_id" => m.cluster_id = u32_in(key, v, 0, u32::MAX)?,
             _ => m.extra.push(ctx.ignore(
                 item,
                 format!("msgc_server.{key}"),

@@ -66,8 +66,8 @@ pub struct Cluster {
     pub log_idle_interval: f64,
     /// Seconds after start-up before the cluster heartbeat starts. Default 15.
     pub heartbeat_start_delay: f64,
-    /// Heartbeats per second (0 disables the heartbeat). Default 1.
-    pub heartbeats_per_sec: f64,
+    /// Heartbeats per second, at least 1. Default 1.
+    pub heartbeats_per_sec: u32,
     /// Seconds between interface maintenance cycles. Default 30.
     pub if_check_interval: f64,
     /// Seconds to wait before plumbing an address the maintenance cycle found missing. Default 4.
@@ -121,7 +121,7 @@ impl Default for Cluster {
             log_active_interval: 1.0,
             log_idle_interval: 10.0,
             heartbeat_start_delay: 15.0,
-            heartbeats_per_sec: 1.0,
+            heartbeats_per_sec: 1,
             if_check_interval: 30.0,
             if_down_limit: 4.0,
             arp_all_hosts: true,
@@ -322,6 +322,9 @@ pub struct MsgcServer {
     pub max_unstable_bytes: u64,
     /// Cohort: messages buffered for delivery per sender before back-pressure. Default 65536.
     pub max_queue: u32,
+    /// Cohort: datagrams carrying another cluster id are dropped (several clusters, one network).
+    /// Default 0.
+    pub cluster_id: u32,
     pub extra: Vec<Extra>,
 }
 
@@ -344,6 +347,7 @@ impl Default for MsgcServer {
             mtu: 1400,
             max_unstable_bytes: 4 * 1024 * 1024,
             max_queue: 65536,
+            cluster_id: 0,
             extra: Vec::new(),
         }
     }

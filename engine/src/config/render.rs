@@ -164,6 +164,7 @@ fn msgc(w: &mut Writer, m: &MsgcServer) {
     w.num("mtu", m.mtu);
     w.num("max_unstable_bytes", m.max_unstable_bytes);
     w.num("max_queue", m.max_queue);
+    w.num("cluster_id", m.cluster_id);
     for e in &m.extra {
         w.extra(e);
     }
