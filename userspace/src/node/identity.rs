@@ -59,18 +59,21 @@ pub fn resolve_peer(peer: &str, addr: &str, port: u16) -> Result<SocketAddr, Ide
         .ok_or_else(|| err("no address found".into()))
 }
 
-/// A value that differs between any two starts of a node: boot-time nanoseconds mixed with the
-/// pid and kernel randomness.
+/// Wall-clock nanoseconds at start: differs between any two starts of a node and grows across
+/// restarts, which the transport relies on (the member with the smallest incarnation is the
+/// oldest, and the oldest member leads). Strictly increasing within one process.
 pub fn fresh_incarnation() -> u64 {
-    let mut r = [0u8; 8];
-    // getrandom(2) never fails for 8 bytes once the pool is initialised; fall back to the clock.
-    // SAFETY: writes at most 8 bytes into a live buffer.
-    let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), 8, 0) };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let rnd = if n == 8 { u64::from_le_bytes(r) } else { 0 };
-    (now ^ rnd ^ (u64::from(std::process::id()) << 32)) | 1
+        .map_or(1, |d| d.as_nanos() as u64);
+    let prev = LAST.fetch_max(now, Ordering::SeqCst);
+    if prev >= now {
+        LAST.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        now
+    }
 }
 
 /// Resolves this node's identity from the configuration and the environment.
@@ -125,8 +128,10 @@ mod tests {
     }
 
     #[test]
-    fn incarnations_differ() {
-        assert_ne!(fresh_incarnation(), fresh_incarnation());
+    fn incarnations_grow() {
+        let a = fresh_incarnation();
+        let b = fresh_incarnation();
+        assert!(b > a);
     }
 
     #[test]
