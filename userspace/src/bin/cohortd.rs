@@ -24,10 +24,18 @@ struct Args {
     /// Run as the cluster manager (eccmgr).
     #[arg(long)]
     manager: bool,
+    /// Print the embedded default configuration (Momentum 4's default ecelerity-cluster.conf) and
+    /// exit, e.g. to `include` it from a node's own file.
+    #[arg(long)]
+    print_default_config: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", cohort_engine::config::EMBEDDED_DEFAULT);
+        return ExitCode::SUCCESS;
+    }
     if let Some(file) = args.check_config {
         let file = file.or(args.config);
         return check_config::run(file.as_deref(), args.json);
