@@ -5,4 +5,5 @@ pub mod check_config;
 pub mod garp;
 pub mod node;
 pub mod plumb;
+pub mod privileges;
 pub mod xdp;
