@@ -2,3 +2,4 @@
 //! start-up, sockets, netlink, the XDP loader). Logic lives in `cohort-engine`.
 
 pub mod check_config;
+pub mod console;
