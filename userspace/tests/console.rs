@@ -550,3 +550,119 @@ fn server_answers_local_commands_from_config() {
     let cfg = ServerConfig::from_config(&dflt.config, Role::Node);
     assert_eq!(cfg.listens, vec![ListenAddr::Unix("/tmp/2025".into())]);
 }
+
+/// The output of a program on a pseudo-terminal, read up to what a test waits for.
+struct Pty {
+    master: std::fs::File,
+    seen: String,
+}
+
+impl Pty {
+    /// Reads until `needle` appears after what earlier calls consumed; returns the text up to and
+    /// including it. The poll timeout only turns a hang into a failure with the output so far.
+    fn expect(&mut self, needle: &str) -> String {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        loop {
+            if let Some(i) = self.seen.find(needle) {
+                let upto: String = self.seen.drain(..i + needle.len()).collect();
+                return upto;
+            }
+            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+            let n = poll(&mut fds, PollTimeout::from(30_000u16)).expect("poll");
+            assert!(
+                n > 0,
+                "no {needle:?} on the terminal; it shows {:?}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            match self.master.read(&mut buf) {
+                Ok(0) | Err(_) => panic!(
+                    "terminal closed before {needle:?}; it showed {:?}",
+                    self.seen
+                ),
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).expect("type");
+    }
+}
+
+fn is_prompt_clock(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 8
+        && b[2] == b':'
+        && b[5] == b':'
+        && [0, 1, 3, 4, 6, 7].iter().all(|&i| b[i].is_ascii_digit())
+}
+
+#[test]
+fn interactive_console_on_a_terminal() {
+    let h = start();
+    let sock = h.socket();
+    let sock = sock.to_str().expect("utf-8 path");
+    let ws = nix::pty::Winsize {
+        ws_row: 30,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(&ws, None).expect("a pseudo-terminal");
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = Process::new(env!("CARGO_BIN_EXE_cohortctl"))
+        .args(["--socket", sock])
+        .env("HOME", h.dir.path())
+        .env("TERM", "xterm")
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("cohortctl runs");
+    let mut term = Pty {
+        master: std::fs::File::from(pty.master),
+        seen: String::new(),
+    };
+    let prompt_tail = format!(" cohort({sock})> ");
+
+    let banner = term.expect(&prompt_tail);
+    assert!(banner.contains(&version_string()), "{banner:?}");
+    let clock = banner
+        .rsplit(['\n', '\r'])
+        .next()
+        .and_then(|l| l.get(l.len() - prompt_tail.len() - 8..l.len() - prompt_tail.len()))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        is_prompt_clock(&clock),
+        "prompt starts with HH:MM:SS: {banner:?}"
+    );
+
+    // Tab completes the keyword from the grammar; Enter runs it.
+    term.type_keys("cluster nodena\t");
+    term.expect("cluster nodename ");
+    term.type_keys("\r");
+    term.expect("relay-0-1\r\n");
+    term.expect(&prompt_tail);
+
+    // An error is shown and the console goes on.
+    term.type_keys("cluster abort 5\r");
+    term.expect("no job 5");
+    term.expect(&prompt_tail);
+
+    term.type_keys("quit\r");
+    let status = child.wait().expect("cohortctl exits");
+    assert_eq!(status.code(), Some(0));
+    let history =
+        std::fs::read_to_string(h.dir.path().join(".cohortctl_history")).expect("history saved");
+    assert!(
+        history.lines().any(|l| l == "cluster nodename"),
+        "{history:?}"
+    );
+    assert!(
+        history.lines().any(|l| l == "cluster abort 5"),
+        "{history:?}"
+    );
+}
