@@ -103,6 +103,8 @@ impl ConsoleHandler for ConfigHandler {
                 json,
             )),
             Command::Cluster(ClusterCommand::Abort { id }) => Err(format!("no job {id}")),
+            // A handler bug must not take the console down.
+            Command::Cluster(ClusterCommand::Reset) => panic!("reset is not supported here"),
             other => Err(format!("'{other}' needs the group protocol")),
         }
     }
@@ -146,6 +148,7 @@ fn server_config(socket: &Path, tcp: bool, role: Role, max: usize) -> ServerConf
             role,
         },
         max_connections: max,
+        frame_timeout: std::time::Duration::from_secs(10),
     }
 }
 
@@ -664,5 +667,51 @@ fn interactive_console_on_a_terminal() {
     assert!(
         history.lines().any(|l| l == "cluster abort 5"),
         "{history:?}"
+    );
+}
+
+#[test]
+fn handler_panic_is_an_error_and_the_connection_survives() {
+    let h = start();
+    let mut c = Client::connect(&cohort::console::Endpoint::Unix(h.socket())).expect("connect");
+    let r = c.run("cluster reset", false).expect("an answer");
+    assert_eq!(r.status, Status::Error);
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "internal error while running 'cluster reset'"
+    );
+    let r = c.run("cluster nodename", false).expect("still connected");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (Status::Ok, &b"relay-0-1\n"[..])
+    );
+}
+
+#[test]
+fn an_incomplete_request_is_dropped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("console.sock");
+    let mut cfg = server_config(&sock, false, Role::Node, 4);
+    cfg.frame_timeout = std::time::Duration::from_millis(50);
+    let _server = ConsoleServer::start(cfg, Arc::new(ConfigHandler::new())).expect("starts");
+    let mut raw = UnixStream::connect(&sock).expect("connect");
+    // Half a header, then silence: the server answers with an error and closes.
+    raw.write_all(b"CQ\x01").expect("write");
+    let resp = protocol::read_response(&mut raw)
+        .expect("a frame")
+        .expect("not EOF");
+    assert_eq!(resp.status, Status::Error);
+    assert!(String::from_utf8_lossy(&resp.body).contains("incomplete"));
+    let mut rest = Vec::new();
+    raw.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
+
+    // An idle connection between requests is not dropped (the interactive console relies on it).
+    let mut idle =
+        Client::connect(&cohort::console::Endpoint::Unix(sock.clone())).expect("connect");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        idle.run("version", false).expect("answer").status,
+        Status::Ok
     );
 }

@@ -208,6 +208,12 @@ fn bind_unix(path: &Path) -> Result<Listener, ListenError> {
                                 path: path.to_owned(),
                             })
                         }
+                        // A file system without hard links: rename instead, which is as safe
+                        // except against another daemon starting in the same instant.
+                        Err(_) if std::fs::symlink_metadata(path).is_err() => {
+                            std::fs::rename(&tmp, path)
+                                .map_err(unix_err(path, "cannot place the socket"))
+                        }
                         Err(e) => Err(unix_err(path, "cannot place the socket")(e)),
                     });
             let _ = std::fs::remove_file(&tmp);

@@ -5,8 +5,8 @@
 //! Threads: one acceptor polls all listeners and a wake-up socket; each connection gets its own
 //! thread, at most [`ServerConfig::max_connections`] at once (one more is told so and closed). A
 //! connection carries any number of requests in turn, so an interactive `cohortctl` keeps one.
-//! A request must arrive whole within [`FRAME_TIMEOUT`] of its first byte; a response write that
-//! blocks longer than that drops the connection. [`StopHandle::stop`] closes the listeners,
+//! A request must arrive whole within [`ServerConfig::frame_timeout`] of its first byte; a
+//! response write that blocks longer than that drops the connection. [`StopHandle::stop`] closes the listeners,
 //! removes the Unix socket files, shuts every connection down and joins every thread.
 
 use std::collections::HashMap;
@@ -29,9 +29,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::listener::{BoundAddr, ListenError, Listener};
 use super::stream::Stream;
 
-/// How long a request may take to arrive once its first byte has, and how long a response write
-/// may block.
-pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`ServerConfig::frame_timeout`].
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default bound on concurrent console connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
@@ -80,6 +79,9 @@ pub struct ServerConfig {
     pub identity: Identity,
     /// Concurrent connections served; one more is refused with an error response.
     pub max_connections: usize,
+    /// How long a request may take to arrive once its first byte has, and how long a response
+    /// write may block, before the connection is dropped.
+    pub frame_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -99,6 +101,7 @@ impl ServerConfig {
                 role,
             },
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
         }
     }
 }
@@ -131,6 +134,8 @@ pub struct StopHandle {
 #[derive(Debug)]
 struct Shared {
     stopping: AtomicBool,
+    /// Held for the whole of a stop, so a second caller returns only once the first has finished.
+    stop_lock: Mutex<()>,
     waker: Mutex<Option<UnixStream>>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
     conns: Mutex<Connections>,
@@ -155,6 +160,7 @@ impl StopHandle {
     /// handler call in progress is waited for.
     pub fn stop(&self) {
         let s = &self.inner;
+        let _one_at_a_time = lock(&s.stop_lock);
         s.stopping.store(true, Ordering::SeqCst);
         if let Some(mut w) = lock(&s.waker).take() {
             let _ = w.write_all(b"x");
@@ -198,6 +204,7 @@ impl ConsoleServer {
         })?;
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
+            stop_lock: Mutex::new(()),
             waker: Mutex::new(Some(wake_tx)),
             acceptor: Mutex::new(None),
             conns: Mutex::new(Connections::default()),
@@ -206,6 +213,7 @@ impl ConsoleServer {
         let dispatcher = Arc::new(Dispatcher {
             identity: cfg.identity,
             handler,
+            frame_timeout: cfg.frame_timeout,
         });
         let max = cfg.max_connections.max(1);
         let acc_shared = Arc::clone(&shared);
@@ -255,6 +263,8 @@ fn accept_loop(
     dispatcher: Arc<Dispatcher>,
     max: usize,
 ) {
+    let span = tracing::info_span!("console", node = %dispatcher.identity.nodename);
+    let _entered = span.enter();
     loop {
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(listeners.len() + 1);
         fds.push(PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN));
@@ -309,7 +319,9 @@ impl Drop for Slot {
 fn admit(stream: Stream, shared: &Arc<Shared>, dispatcher: &Arc<Dispatcher>, max: usize) {
     let peer = stream.peer();
     if stream.set_nonblocking(false).is_err()
-        || stream.set_write_timeout(Some(FRAME_TIMEOUT)).is_err()
+        || stream
+            .set_write_timeout(Some(dispatcher.frame_timeout))
+            .is_err()
     {
         return;
     }
@@ -341,7 +353,9 @@ fn admit(stream: Stream, shared: &Arc<Shared>, dispatcher: &Arc<Dispatcher>, max
         .name(format!("console-{id}"))
         .spawn(move || {
             let _slot = slot;
-            serve(stream, &peer, &d);
+            let span = tracing::info_span!("console", node = %d.identity.nodename, %peer);
+            let _entered = span.enter();
+            serve(stream, &d);
         });
     match spawned {
         Ok(h) => {
@@ -355,7 +369,7 @@ fn admit(stream: Stream, shared: &Arc<Shared>, dispatcher: &Arc<Dispatcher>, max
 
 /// Serves one connection until the peer closes it, a frame is malformed or times out, or the
 /// server stops (which shuts the socket down).
-fn serve(mut stream: Stream, peer: &str, d: &Dispatcher) {
+fn serve(mut stream: Stream, d: &Dispatcher) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut timed = false;
@@ -370,21 +384,21 @@ fn serve(mut stream: Stream, peer: &str, d: &Dispatcher) {
                         .expect("a short error message is far below the response limit")
                 });
                 if let Err(e) = stream.write_all(&frame) {
-                    tracing::debug!(%peer, error = %e, "console: response not delivered");
+                    tracing::debug!(error = %e, "console: response not delivered");
                     return;
                 }
                 continue;
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "console: malformed request; closing");
+                tracing::warn!(error = %e, "console: malformed request; closing");
                 refuse(&mut stream, &e);
                 return;
             }
         }
         let want_timeout = !buf.is_empty();
         if want_timeout != timed {
-            let t = want_timeout.then_some(FRAME_TIMEOUT);
+            let t = want_timeout.then_some(d.frame_timeout);
             if stream.set_read_timeout(t).is_err() {
                 return;
             }
@@ -393,7 +407,7 @@ fn serve(mut stream: Stream, peer: &str, d: &Dispatcher) {
         match stream.read(&mut chunk) {
             Ok(0) => {
                 if !buf.is_empty() {
-                    tracing::debug!(%peer, bytes = buf.len(), "console: peer closed inside a request");
+                    tracing::debug!(bytes = buf.len(), "console: peer closed inside a request");
                 }
                 return;
             }
@@ -405,7 +419,7 @@ fn serve(mut stream: Stream, peer: &str, d: &Dispatcher) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                tracing::warn!(%peer, "console: request incomplete after {FRAME_TIMEOUT:?}; closing");
+                tracing::warn!(timeout = ?d.frame_timeout, "console: request incomplete; closing");
                 let _ = stream.write_all(
                     &Response::error("request incomplete; closing")
                         .encode()
@@ -414,7 +428,7 @@ fn serve(mut stream: Stream, peer: &str, d: &Dispatcher) {
                 return;
             }
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "console: read failed");
+                tracing::debug!(error = %e, "console: read failed");
                 return;
             }
         }
@@ -431,6 +445,7 @@ fn refuse(stream: &mut Stream, e: &ProtocolError) {
 struct Dispatcher {
     identity: Identity,
     handler: Arc<dyn ConsoleHandler>,
+    frame_timeout: Duration,
 }
 
 fn error_body(msg: &str, json: bool) -> String {
