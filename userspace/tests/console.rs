@@ -715,3 +715,65 @@ fn an_incomplete_request_is_dropped() {
         Status::Ok
     );
 }
+
+/// A manager whose `shutdown` stops its own console from inside the handler.
+struct ShutdownHandler {
+    stop: std::sync::OnceLock<cohort::console::StopHandle>,
+}
+
+impl ConsoleHandler for ShutdownHandler {
+    fn handle(&self, cmd: &Command, json: bool) -> Result<String, String> {
+        match cmd {
+            Command::Manager(cohort_engine::console::ManagerCommand::Shutdown) => {
+                self.stop.get().ok_or("not started")?.stop();
+                Ok(render(
+                    &Message {
+                        message: "shutting down".into(),
+                    },
+                    json,
+                ))
+            }
+            other => Err(format!("'{other}' is not served here")),
+        }
+    }
+}
+
+#[test]
+fn shutdown_from_a_handler_answers_then_stops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("console.sock");
+    let handler = Arc::new(ShutdownHandler {
+        stop: std::sync::OnceLock::new(),
+    });
+    let server = ConsoleServer::start(
+        server_config(&sock, false, Role::Manager, 4),
+        handler.clone(),
+    )
+    .expect("starts");
+    handler.stop.set(server.stop_handle()).expect("set once");
+    let mut other =
+        Client::connect(&cohort::console::Endpoint::Unix(sock.clone())).expect("connect");
+    assert_eq!(
+        other.run("version", false).expect("answer").status,
+        Status::Ok
+    );
+
+    let o = ctl(
+        dir.path(),
+        &["--socket", sock.to_str().expect("utf-8"), "shutdown"],
+        None,
+    );
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "shutting down\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(server.stop_handle().is_stopped());
+    assert!(!sock.exists(), "the socket file is gone");
+    assert!(
+        other.run("version", false).is_err(),
+        "other connections were closed"
+    );
+    drop(server);
+}

@@ -157,7 +157,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl StopHandle {
     /// Closes the listeners (removing the Unix socket files this server created), shuts every
     /// connection down and waits for all server threads. Idempotent; returns once stopped. A
-    /// handler call in progress is waited for.
+    /// handler call in progress is waited for. Called from a handler (a `shutdown` command), it
+    /// spares the calling connection, so the command's response is still delivered; that
+    /// connection ends when its client closes it.
     pub fn stop(&self) {
         let s = &self.inner;
         let _one_at_a_time = lock(&s.stop_lock);
@@ -168,8 +170,13 @@ impl StopHandle {
         if let Some(h) = lock(&s.acceptor).take() {
             let _ = h.join();
         }
-        let open: Vec<(Stream, Option<JoinHandle<()>>)> =
-            lock(&s.conns).open.drain().map(|(_, v)| v).collect();
+        let me = std::thread::current().id();
+        let open: Vec<(Stream, Option<JoinHandle<()>>)> = lock(&s.conns)
+            .open
+            .drain()
+            .map(|(_, v)| v)
+            .filter(|(_, h)| h.as_ref().is_none_or(|h| h.thread().id() != me))
+            .collect();
         for (stream, _) in &open {
             let _ = stream.shutdown();
         }
