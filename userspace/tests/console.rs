@@ -783,3 +783,32 @@ fn shutdown_from_a_handler_answers_then_stops() {
     );
     drop(server);
 }
+
+#[test]
+fn wildcard_tcp_listens_on_every_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("console.sock");
+    let mut cfg = server_config(&sock, false, Role::Node, 4);
+    cfg.listens = vec![ListenAddr::Inet {
+        host: None,
+        port: 0,
+    }];
+    let server = ConsoleServer::start(cfg, Arc::new(ConfigHandler::new())).expect("starts");
+    let bound = match server.local_addrs() {
+        [BoundAddr::Tcp(a)] => *a,
+        other => panic!("one TCP listener expected, got {other:?}"),
+    };
+    assert!(bound.ip().is_unspecified(), "{bound}");
+    // Reached through IPv4 loopback whether the socket is dual-stack [::] or 0.0.0.0.
+    let o = ctl(
+        dir.path(),
+        &[
+            "--socket",
+            &format!("127.0.0.1:{}", bound.port()),
+            "cluster",
+            "nodename",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "relay-0-1\n", "{}", stderr(&o));
+}
