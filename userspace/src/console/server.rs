@@ -32,6 +32,9 @@ use super::stream::Stream;
 /// Default for [`ServerConfig::frame_timeout`].
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the acceptor pauses after a failed accept (file descriptors exhausted and the like).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
 /// Default bound on concurrent console connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 
@@ -303,8 +306,10 @@ fn accept_loop(
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         // ECONNABORTED, EMFILE and the like: this connection is lost, not the
-                        // listener; wait for the next readiness.
+                        // listener. A connection left in the backlog (EMFILE) keeps the listener
+                        // readable, so pause instead of spinning on it.
                         tracing::warn!(listener = %l.bound(), error = %e, "console: accept failed");
+                        std::thread::sleep(ACCEPT_ERROR_PAUSE);
                         break;
                     }
                 }
