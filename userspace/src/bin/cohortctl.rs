@@ -31,7 +31,7 @@ const EXIT_NO_CONSOLE: u8 = 2;
 
 /// Cohort's console client: runs one console command, or an interactive console without one.
 #[derive(Parser, Debug)]
-#[command(name = "cohortctl", version, about)]
+#[command(name = "cohortctl", version)]
 struct Args {
     /// The console: a Unix socket path, or HOST:PORT for a TCP Control_Listener.
     #[arg(
