@@ -297,8 +297,11 @@ pub enum Word {
 /// One command form of the grammar: its words, who accepts it and a one-line description.
 #[derive(Debug)]
 pub struct Form {
+    /// The words in order; an [`Arg::Command`] slot is always last.
     pub words: &'static [Word],
+    /// Which processes accept the form.
     pub scope: Scope,
+    /// One-line description for help.
     pub summary: &'static str,
     /// Left out of help (an alternative spelling of a listed form).
     pub hidden: bool,
