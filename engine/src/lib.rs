@@ -4,4 +4,5 @@
 //! files into typed, validated settings.
 
 pub mod config;
+pub mod console;
 pub mod udp;

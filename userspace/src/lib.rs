@@ -2,6 +2,7 @@
 //! start-up, sockets, netlink, the XDP loader). Logic lives in `cohort-engine`.
 
 pub mod check_config;
+pub mod console;
 pub mod dataplane;
 pub mod garp;
 pub mod node;
