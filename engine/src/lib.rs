@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod console;
+pub mod group;
 pub mod udp;

@@ -3,8 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
 use cohort::check_config;
+use cohort::console::server::{ConsoleServer, Role, ServerConfig};
+use cohort::node::console::NodeConsole;
+use cohort::node::runtime::Node;
+use cohort_engine::config::{self, UdpDriver};
+use cohort_engine::udp::Driver;
 
 /// Runs a Cohort node. `--check-config` validates a configuration and prints it with every default
 /// filled in.
@@ -40,9 +47,77 @@ fn main() -> ExitCode {
         let file = file.or(args.config);
         return check_config::run(file.as_deref(), args.json);
     }
-    eprintln!(
-        "cohortd: running a {} is not available in this build yet; `cohortd --check-config FILE` validates a configuration",
-        if args.manager { "manager" } else { "node" }
-    );
-    ExitCode::from(64)
+    run(args.config, args.manager)
+}
+
+fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
+    let loaded = match &path {
+        Some(p) => config::load_file(p),
+        None => config::load_str(
+            std::path::Path::new("<embedded default>"),
+            config::EMBEDDED_DEFAULT,
+        ),
+    };
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(check_config::EXIT_BAD_CONFIG);
+        }
+    };
+    let cfg = loaded.config;
+    let name = config::nodename::nodename(&cfg.cluster).unwrap_or_else(|| "unnamed".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let span = tracing::info_span!("cohortd", node = %name);
+    let _guard = span.enter();
+    for i in &loaded.ignored {
+        tracing::warn!("{i}");
+    }
+    let driver = match cfg.msgc_server.udp_driver {
+        UdpDriver::Syscall => Driver::Syscall,
+        UdpDriver::Uring => Driver::Uring,
+    };
+    let node = match Node::start(cfg.clone(), path, driver, manager) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("cohortd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Everything that needed more privilege is set up: keep only what DuraVIP needs at run time,
+    // before the console starts its threads (capabilities are per thread and inherited).
+    if let Err(e) = cohort::privileges::keep_only_runtime_caps() {
+        tracing::warn!("{e}");
+    }
+    let role = if manager { Role::Manager } else { Role::Node };
+    let console = match ConsoleServer::start(
+        ServerConfig::from_config(&cfg, role),
+        Arc::new(NodeConsole {
+            shared: node.shared.clone(),
+        }),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot start the console: {e}");
+            eprintln!("cohortd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = node.run();
+    console.stop();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("cohortd: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

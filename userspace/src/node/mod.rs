@@ -1,5 +1,7 @@
 //! The node runtime: identity, signals, and the event loop that drives the sans-IO protocol
 //! state machines with the UDP driver.
 
+pub mod console;
 pub mod identity;
+pub mod runtime;
 pub mod signals;

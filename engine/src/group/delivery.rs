@@ -1,0 +1,400 @@
+//! Reliable delivery within one view: per-sender FIFO streams with gap detection for NACKs and
+//! duplicate suppression, the leader's agreed order, stability from acknowledgement vectors, and the
+//! flow-control window.
+//!
+//! Every member numbers its items from 1 in each view. A receiver delivers a sender's items in that
+//! order, never skipping one. An agreed item waits until the leader's stream (stream 0) names it in a
+//! [`Item::Sequence`] entry; the leader's own agreed items are ordered by their place in its stream.
+//! So every member delivers agreed items in the order of the leader's stream, and each sender's items
+//! in the order they were sent.
+//!
+//! At a view change the flush fixes a cut (per sender, the last item to deliver in the view);
+//! [`ViewStreams::deliver_to_cut`] delivers exactly up to it, first in the normal order and then,
+//! for what the leader never sequenced, sender by sender: the same on every member holding the same
+//! items, which is what virtual synchrony needs.
+
+use std::collections::BTreeMap;
+
+use crate::group::wire::Item;
+
+/// An item handed to the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Index of the sender in the view.
+    pub origin: usize,
+    /// Its sequence number.
+    pub seq: u64,
+    /// The item.
+    pub item: Item,
+}
+
+/// What became of a received item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Stored for delivery.
+    New,
+    /// Already held or delivered: dropped.
+    Duplicate,
+    /// Further ahead of delivery than `max_queue`: dropped, to be retransmitted later.
+    Full,
+    /// The origin is not a member of the view.
+    UnknownOrigin,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stream {
+    /// Items received and not yet both delivered and stable.
+    items: BTreeMap<u64, Item>,
+    /// Every item up to this one is held (or was delivered and collected).
+    contiguous: u64,
+    delivered: u64,
+    /// Highest sequence number known to exist (seen, or announced in the sender's probe).
+    known_high: u64,
+    /// Every member holds every item up to this one.
+    stable: u64,
+}
+
+/// The streams of every member of one view, as one member sees them.
+#[derive(Debug, Clone)]
+pub struct ViewStreams {
+    me: usize,
+    streams: Vec<Stream>,
+    /// `acks[j][i]`: member j holds member i's items up to this one.
+    acks: Vec<Vec<u64>>,
+    /// Leader only: the highest item of each sender already sequenced.
+    sequenced: Vec<u64>,
+    unstable_bytes: usize,
+    max_queue: u64,
+}
+
+impl ViewStreams {
+    /// Empty streams for a view of `n` members, seen by member `me`.
+    pub fn new(n: usize, me: usize, max_queue: usize) -> ViewStreams {
+        ViewStreams {
+            me,
+            streams: vec![Stream::default(); n],
+            acks: vec![vec![0; n]; n],
+            sequenced: vec![0; n],
+            unstable_bytes: 0,
+            max_queue: max_queue.max(1) as u64,
+        }
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether the view is empty (never for a real view).
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Payload bytes this member sent that some member may still lack.
+    pub fn unstable_bytes(&self) -> usize {
+        self.unstable_bytes
+    }
+
+    /// Appends one of this member's own items to its stream; returns its sequence number.
+    pub fn push_own(&mut self, item: Item) -> u64 {
+        self.unstable_bytes += item.weight();
+        let s = &mut self.streams[self.me];
+        let seq = s.contiguous + 1;
+        s.items.insert(seq, item);
+        s.contiguous = seq;
+        s.known_high = seq;
+        self.acks[self.me][self.me] = seq;
+        seq
+    }
+
+    /// Stores an item received from the network.
+    pub fn receive(&mut self, origin: usize, seq: u64, item: Item) -> Received {
+        let max_queue = self.max_queue;
+        let Some(s) = self.streams.get_mut(origin) else {
+            return Received::UnknownOrigin;
+        };
+        if seq == 0 || seq <= s.contiguous || s.items.contains_key(&seq) {
+            return Received::Duplicate;
+        }
+        if seq > s.delivered + max_queue {
+            return Received::Full;
+        }
+        s.items.insert(seq, item);
+        s.known_high = s.known_high.max(seq);
+        while s.items.contains_key(&(s.contiguous + 1)) {
+            s.contiguous += 1;
+        }
+        let c = s.contiguous;
+        self.acks[self.me][origin] = c;
+        Received::New
+    }
+
+    /// An item still held, for a retransmission.
+    pub fn get(&self, origin: usize, seq: u64) -> Option<&Item> {
+        self.streams.get(origin)?.items.get(&seq)
+    }
+
+    /// Per sender, the highest item held contiguously: this member's acknowledgement vector.
+    pub fn received(&self) -> Vec<u64> {
+        self.streams.iter().map(|s| s.contiguous).collect()
+    }
+
+    /// Records member `j`'s acknowledgement vector, learns which items exist, and frees what every
+    /// member holds.
+    pub fn on_acks(&mut self, j: usize, acks: &[u64]) {
+        if j >= self.streams.len() || acks.len() != self.streams.len() || j == self.me {
+            return;
+        }
+        for (i, a) in acks.iter().enumerate() {
+            let slot = &mut self.acks[j][i];
+            *slot = (*slot).max(*a);
+        }
+        let announced = acks[j];
+        let s = &mut self.streams[j];
+        s.known_high = s.known_high.max(announced);
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        for i in 0..self.streams.len() {
+            let stable = self.acks.iter().map(|a| a[i]).min().unwrap_or(0);
+            let s = &mut self.streams[i];
+            if stable <= s.stable {
+                continue;
+            }
+            s.stable = stable;
+            let upto = stable.min(s.delivered);
+            while let Some(entry) = s.items.first_entry() {
+                if *entry.key() > upto {
+                    break;
+                }
+                let item = entry.remove();
+                if i == self.me {
+                    self.unstable_bytes = self.unstable_bytes.saturating_sub(item.weight());
+                }
+            }
+        }
+    }
+
+    /// Missing ranges to NACK: `(origin, from, to)`, at most `batch` items each.
+    pub fn gaps(&self, batch: u64) -> Vec<(usize, u64, u64)> {
+        let mut out = Vec::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            if i == self.me || s.contiguous >= s.known_high {
+                continue;
+            }
+            let from = s.contiguous + 1;
+            let mut to = s.known_high.min(from + batch - 1);
+            to = to.min(s.delivered + self.max_queue);
+            // Ask only for what is really missing at the front.
+            if let Some((&first_held, _)) = s.items.range(from..).next() {
+                to = to.min(first_held.saturating_sub(1)).max(from);
+            }
+            out.push((i, from, to));
+        }
+        out
+    }
+
+    /// Whether every item up to `cut[i]` of every sender `i` is held.
+    pub fn holds(&self, cut: &[u64]) -> bool {
+        self.streams
+            .iter()
+            .zip(cut)
+            .all(|(s, c)| s.contiguous >= *c)
+    }
+
+    /// Marks `upto` as existing for `origin`, so that [`ViewStreams::gaps`] asks for it.
+    pub fn expect(&mut self, origin: usize, upto: u64) {
+        if let Some(s) = self.streams.get_mut(origin) {
+            s.known_high = s.known_high.max(upto);
+        }
+    }
+
+    /// Delivers whatever the normal rules allow. With `sequence` (this member leads the view and no
+    /// flush is under way), agreed items reaching the head of their stream are sequenced: the new
+    /// [`Item::Sequence`] entries are appended to this member's stream and returned with their
+    /// numbers, for the caller to send.
+    pub fn deliver(&mut self, sequence: bool) -> (Vec<Delivered>, Vec<(u64, Item)>) {
+        let mut out = Vec::new();
+        let mut new_own = Vec::new();
+        let leader_seq = sequence && self.me == 0;
+        loop {
+            let mut progress = false;
+            for i in 0..self.streams.len() {
+                loop {
+                    let next = self.streams[i].delivered + 1;
+                    if next > self.streams[i].contiguous {
+                        break;
+                    }
+                    let Some(item) = self.streams[i].items.get(&next) else {
+                        // Collected items are always delivered ones; nothing past delivered is gone.
+                        break;
+                    };
+                    match item {
+                        Item::Sequence { origin, seq } => {
+                            let (o, seq) = (usize::from(*origin), *seq);
+                            if i != 0 || o == 0 || o >= self.streams.len() {
+                                // Only the leader's stream orders; anything else is ignored.
+                                self.streams[i].delivered = next;
+                                progress = true;
+                                continue;
+                            }
+                            let so = &self.streams[o];
+                            if so.delivered >= seq {
+                                self.streams[0].delivered = next;
+                                progress = true;
+                                continue;
+                            }
+                            if so.delivered + 1 != seq || so.contiguous < seq {
+                                break;
+                            }
+                            let Some(item) = so.items.get(&seq).cloned() else {
+                                break;
+                            };
+                            self.streams[o].delivered = seq;
+                            self.streams[0].delivered = next;
+                            out.push(Delivered {
+                                origin: o,
+                                seq,
+                                item,
+                            });
+                            progress = true;
+                        }
+                        it if it.is_agreed() && i != 0 => {
+                            if leader_seq && self.sequenced[i] < next {
+                                self.sequenced[i] = next;
+                                let entry = Item::Sequence {
+                                    origin: u16::try_from(i).unwrap_or(u16::MAX),
+                                    seq: next,
+                                };
+                                let s = self.push_own(entry.clone());
+                                new_own.push((s, entry));
+                                progress = true;
+                            }
+                            break;
+                        }
+                        it => {
+                            let item = it.clone();
+                            self.streams[i].delivered = next;
+                            out.push(Delivered {
+                                origin: i,
+                                seq: next,
+                                item,
+                            });
+                            progress = true;
+                        }
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.collect();
+        (out, new_own)
+    }
+
+    /// Delivers exactly the items up to `cut` (which this member holds: see [`ViewStreams::holds`]):
+    /// first what the agreed order allows, then the rest sender by sender in view order. Items past
+    /// the cut are never delivered.
+    pub fn deliver_to_cut(&mut self, cut: &[u64]) -> Vec<Delivered> {
+        for (s, c) in self.streams.iter_mut().zip(cut) {
+            s.contiguous = s.contiguous.min(*c);
+        }
+        let (mut out, _) = self.deliver(false);
+        for (i, c) in cut.iter().enumerate().take(self.streams.len()) {
+            while self.streams[i].delivered < *c {
+                let next = self.streams[i].delivered + 1;
+                self.streams[i].delivered = next;
+                match self.streams[i].items.get(&next) {
+                    Some(Item::Sequence { .. }) | None => {}
+                    Some(item) => out.push(Delivered {
+                        origin: i,
+                        seq: next,
+                        item: item.clone(),
+                    }),
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::wire::Order;
+
+    fn app(order: Order, tag: u8) -> Item {
+        Item::App {
+            group: "g".into(),
+            order,
+            payload: vec![tag],
+        }
+    }
+
+    fn tags(d: &[Delivered]) -> Vec<u8> {
+        d.iter()
+            .map(|d| match &d.item {
+                Item::App { payload, .. } => payload[0],
+                _ => 255,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fifo_waits_for_gaps_and_drops_duplicates() {
+        let mut v = ViewStreams::new(2, 0, 16);
+        assert_eq!(v.receive(1, 2, app(Order::Fifo, 2)), Received::New);
+        assert!(v.deliver(true).0.is_empty());
+        assert_eq!(v.gaps(8), vec![(1, 1, 1)]);
+        assert_eq!(v.receive(1, 1, app(Order::Fifo, 1)), Received::New);
+        assert_eq!(v.receive(1, 1, app(Order::Fifo, 1)), Received::Duplicate);
+        assert_eq!(tags(&v.deliver(true).0), vec![1, 2]);
+        assert_eq!(v.receive(1, 40, app(Order::Fifo, 1)), Received::Full);
+    }
+
+    #[test]
+    fn agreed_items_wait_for_the_leaders_sequence() {
+        // Member 1's view: the leader (0) sequences member 2's agreed item.
+        let mut v = ViewStreams::new(3, 1, 16);
+        v.receive(2, 1, app(Order::Agreed, 7));
+        v.receive(2, 2, app(Order::Fifo, 8));
+        assert!(v.deliver(true).0.is_empty(), "not the leader: waits");
+        v.receive(0, 1, Item::Sequence { origin: 2, seq: 1 });
+        assert_eq!(tags(&v.deliver(false).0), vec![7, 8]);
+    }
+
+    #[test]
+    fn leader_sequences_in_sender_order() {
+        let mut v = ViewStreams::new(2, 0, 16);
+        v.receive(1, 1, app(Order::Agreed, 1));
+        v.receive(1, 2, app(Order::Agreed, 2));
+        let (d, own) = v.deliver(true);
+        assert_eq!(tags(&d), vec![1, 2]);
+        assert_eq!(own.len(), 2);
+        assert_eq!(own[0].1, Item::Sequence { origin: 1, seq: 1 });
+    }
+
+    #[test]
+    fn cut_delivers_exactly_up_to_it() {
+        let mut v = ViewStreams::new(3, 1, 16);
+        v.receive(2, 1, app(Order::Agreed, 1));
+        v.receive(2, 2, app(Order::Fifo, 2));
+        v.receive(2, 3, app(Order::Fifo, 3));
+        v.receive(0, 1, app(Order::Agreed, 9));
+        let d = v.deliver_to_cut(&[1, 0, 2]);
+        assert_eq!(tags(&d), vec![9, 1, 2]);
+    }
+
+    #[test]
+    fn stability_frees_the_window() {
+        let mut v = ViewStreams::new(2, 0, 16);
+        v.push_own(app(Order::Fifo, 1));
+        v.deliver(true);
+        assert!(v.unstable_bytes() > 0);
+        v.on_acks(1, &[1, 0]);
+        assert_eq!(v.unstable_bytes(), 0);
+        assert!(v.get(0, 1).is_none());
+    }
+}

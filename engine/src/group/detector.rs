@@ -1,0 +1,224 @@
+//! Failure detection: SWIM-style suspicion with indirect confirmation, and Lifeguard's local health.
+//!
+//! Every datagram from a member is evidence that it lives ([`Detector::heard`]). A member silent for
+//! the suspicion timeout becomes a suspect: the endpoint probes it directly and asks other members
+//! whether they heard from it ([`Verdict::Suspect`]). If one more probe interval passes without
+//! evidence, it has failed ([`Verdict::Failed`]) and the coordinator removes it.
+//!
+//! Local health: a node whose own timers fire late, or which reads datagrams long after they
+//! arrived, is itself slow. It raises its health score, which stretches every timeout by
+//! `(1 + score)`, and it does not count the time it was stalled against its peers. So a loaded node
+//! does not declare healthy peers dead; the score decays once its timers are punctual again.
+
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use crate::group::member::MemberId;
+use crate::group::time::Time;
+
+/// Highest local-health score: timeouts stretch at most `1 + MAX_HEALTH` times.
+pub const MAX_HEALTH: u32 = 8;
+
+/// What the detector concluded about a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Silent too long: probe it and ask others about it.
+    Suspect(MemberId),
+    /// Still silent after confirmation: remove it.
+    Failed(MemberId),
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    last_heard: Time,
+    suspected_at: Option<Time>,
+    failed: bool,
+}
+
+/// The failure detector of one member.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    probe_interval: Duration,
+    suspect_timeout: Duration,
+    health: u32,
+    last_late: Time,
+    peers: BTreeMap<MemberId, Peer>,
+}
+
+impl Detector {
+    /// A detector with the configured probe interval and suspicion timeout.
+    pub fn new(probe_interval: Duration, suspect_timeout: Duration) -> Detector {
+        Detector {
+            probe_interval,
+            suspect_timeout,
+            health: 0,
+            last_late: Time::ZERO,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// Starts watching `m` (a new view member), as if just heard from.
+    pub fn watch(&mut self, m: &MemberId, now: Time) {
+        self.peers.entry(m.clone()).or_insert(Peer {
+            last_heard: now,
+            suspected_at: None,
+            failed: false,
+        });
+    }
+
+    /// Stops watching every member for which `keep` is false.
+    pub fn retain(&mut self, keep: impl Fn(&MemberId) -> bool) {
+        self.peers.retain(|m, _| keep(m));
+    }
+
+    /// Evidence that `m` was alive at `at` (the arrival time, kernel-stamped where possible).
+    /// Clears suspicion and failure: a member that speaks again is alive.
+    pub fn heard(&mut self, m: &MemberId, at: Time) {
+        if let Some(p) = self.peers.get_mut(m) {
+            if at > p.last_heard {
+                p.last_heard = at;
+            }
+            if p.suspected_at.is_some_and(|s| at >= s) || p.failed {
+                p.suspected_at = None;
+                p.failed = false;
+            }
+        }
+    }
+
+    /// Declares `m` failed at once (a graceful leave, or a newer incarnation of the same node).
+    pub fn fail(&mut self, m: &MemberId) {
+        if let Some(p) = self.peers.get_mut(m) {
+            p.failed = true;
+        }
+    }
+
+    /// A timer meant for `deadline` fired at `now`. Lateness is local slowness: raise the health
+    /// score and do not count the stall against any peer.
+    pub fn timer_fired(&mut self, now: Time, deadline: Time) {
+        let late = now.since(deadline);
+        if late < self.probe_interval / 2 {
+            return;
+        }
+        self.raise(now);
+        for p in self.peers.values_mut() {
+            p.last_heard = (p.last_heard + late).min(now);
+            if let Some(s) = p.suspected_at.as_mut() {
+                *s = (*s + late).min(now);
+            }
+        }
+    }
+
+    /// A datagram that arrived at `arrival` is processed at `now`: a long backlog is local slowness.
+    pub fn backlog(&mut self, arrival: Time, now: Time) {
+        if now.since(arrival) >= self.probe_interval / 2 {
+            self.raise(now);
+        }
+    }
+
+    fn raise(&mut self, now: Time) {
+        self.health = (self.health + 1).min(MAX_HEALTH);
+        self.last_late = now;
+    }
+
+    /// The local health score (0 = healthy).
+    pub fn health(&self) -> u32 {
+        self.health
+    }
+
+    /// Multiplier every timeout is stretched by.
+    pub fn stretch(&self) -> u32 {
+        1 + self.health
+    }
+
+    /// The suspicion timeout, stretched by local health.
+    pub fn suspect_timeout(&self) -> Duration {
+        self.suspect_timeout * self.stretch()
+    }
+
+    /// Whether `m` has been declared failed.
+    pub fn is_failed(&self, m: &MemberId) -> bool {
+        self.peers.get(m).is_some_and(|p| p.failed)
+    }
+
+    /// When `m` was last heard from, if watched.
+    pub fn last_heard(&self, m: &MemberId) -> Option<Time> {
+        self.peers.get(m).map(|p| p.last_heard)
+    }
+
+    /// Advances suspicion; returns what changed.
+    pub fn check(&mut self, now: Time) -> Vec<Verdict> {
+        if self.health > 0 && now.since(self.last_late) >= self.probe_interval * 4 {
+            self.health -= 1;
+            self.last_late = now;
+        }
+        let timeout = self.suspect_timeout();
+        let confirm = self.probe_interval * self.stretch();
+        let mut out = Vec::new();
+        for (m, p) in self.peers.iter_mut() {
+            if p.failed {
+                continue;
+            }
+            match p.suspected_at {
+                None if now.since(p.last_heard) >= timeout => {
+                    p.suspected_at = Some(now);
+                    out.push(Verdict::Suspect(m.clone()));
+                }
+                Some(s) if now.since(s) >= confirm => {
+                    p.failed = true;
+                    out.push(Verdict::Failed(m.clone()));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Time {
+        Time::from_nanos(n * 1_000_000)
+    }
+
+    #[test]
+    fn silence_leads_to_suspicion_then_failure() {
+        let mut d = Detector::new(Duration::from_millis(200), Duration::from_millis(600));
+        let m = MemberId::new("b", 1);
+        d.watch(&m, ms(0));
+        assert!(d.check(ms(500)).is_empty());
+        assert_eq!(d.check(ms(600)), vec![Verdict::Suspect(m.clone())]);
+        assert!(d.check(ms(700)).is_empty());
+        assert_eq!(d.check(ms(800)), vec![Verdict::Failed(m.clone())]);
+        assert!(d.is_failed(&m));
+        d.heard(&m, ms(850));
+        assert!(!d.is_failed(&m));
+    }
+
+    #[test]
+    fn evidence_during_suspicion_clears_it() {
+        let mut d = Detector::new(Duration::from_millis(200), Duration::from_millis(600));
+        let m = MemberId::new("b", 1);
+        d.watch(&m, ms(0));
+        d.check(ms(650));
+        d.heard(&m, ms(700));
+        assert!(d.check(ms(900)).is_empty());
+    }
+
+    #[test]
+    fn a_late_timer_stretches_timeouts_and_spares_peers() {
+        let mut d = Detector::new(Duration::from_millis(200), Duration::from_millis(600));
+        let m = MemberId::new("b", 1);
+        d.watch(&m, ms(0));
+        // The node itself stalled for two seconds.
+        d.timer_fired(ms(2050), ms(50));
+        assert_eq!(d.health(), 1);
+        assert!(
+            d.check(ms(2050)).is_empty(),
+            "the stall is not the peer's fault"
+        );
+        assert_eq!(d.suspect_timeout(), Duration::from_millis(1200));
+        assert!(d.check(ms(2050 + 500)).is_empty());
+    }
+}

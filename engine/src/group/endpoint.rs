@@ -1,0 +1,1345 @@
+//! [`Endpoint`]: one member's group-protocol state machine, with no sockets, clock or threads.
+//!
+//! The driver calls [`Endpoint::handle_packet`] for each datagram, [`Endpoint::handle_timeout`]
+//! when [`Endpoint::poll_timeout`] says, sends what [`Endpoint::poll_transmit`] returns and hands
+//! what [`Endpoint::poll_event`] returns to the layer above. Given the same inputs it produces the
+//! same outputs: the simulator relies on it.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use tracing::{debug, info, trace};
+
+use crate::group::auth::{ClusterKey, MAC_LEN, ReplayWindow};
+use crate::group::config::GroupConfig;
+use crate::group::delivery::{Delivered, Received, ViewStreams};
+use crate::group::detector::{Detector, Verdict};
+use crate::group::groups::{GroupTable, valid_group_name};
+use crate::group::heartbeat::HeartbeatMonitor;
+use crate::group::member::{MAX_NAME_LEN, MemberId};
+use crate::group::membership::{Coordination, FlushReport, Participation, Proposal};
+use crate::group::time::Time;
+use crate::group::view::{View, ViewId};
+use crate::group::wire::{self, Item, Message, Order, Packet, Repr};
+
+/// Most items one NACK asks for, and one retransmission answers.
+const NACK_BATCH: u64 = 256;
+/// How many other members a suspect's indirect probe asks.
+const INDIRECT_PROBES: usize = 3;
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The datagram, at most `mtu` bytes.
+    pub payload: Vec<u8>,
+}
+
+/// What the layer above learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A view was installed; every member of it installs the same one.
+    ViewChanged(View),
+    /// A named group's members changed (a join, a leave, or a view change).
+    GroupChanged {
+        /// The group.
+        group: String,
+        /// Its members now, oldest first.
+        members: Vec<MemberId>,
+    },
+    /// A message for a group this member belongs to.
+    Message {
+        /// The group it was sent to.
+        group: String,
+        /// Who sent it.
+        sender: MemberId,
+        /// The order it was sent with.
+        order: Order,
+        /// Its bytes.
+        payload: Vec<u8>,
+        /// The view it is delivered in (the same on every member delivering it).
+        view: ViewId,
+    },
+    /// The graceful leave finished: the driver may stop.
+    LeftCluster,
+}
+
+/// Why a send was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The flow-control window (`max_unstable_bytes` / `max_queue`) is full: retry after progress.
+    #[error("would block: {unstable} unstable bytes of {limit}")]
+    WouldBlock {
+        /// Bytes sent but not yet held by every member, plus those queued.
+        unstable: usize,
+        /// `max_unstable_bytes`.
+        limit: usize,
+    },
+    /// The payload does not fit in one datagram.
+    #[error("payload of {len} bytes exceeds the {max} one datagram carries")]
+    TooLarge {
+        /// Payload length.
+        len: usize,
+        /// Largest payload for this group name and MTU.
+        max: usize,
+    },
+    /// Group names are 1 to 64 bytes.
+    #[error("invalid group name {0:?}")]
+    GroupName(String),
+    /// The member left the cluster.
+    #[error("the member has left the cluster")]
+    Closed,
+}
+
+/// Why an endpoint could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// Node names are 1 to 64 bytes.
+    #[error("node name {0:?} must be 1 to 64 bytes")]
+    Name(String),
+    /// The MTU leaves no room for a message.
+    #[error("mtu {0} is below the minimum of 576")]
+    Mtu(usize),
+    /// `probe_interval` and `suspect_timeout` must be positive, the timeout above the interval.
+    #[error("suspect_timeout ({suspect:?}) must exceed probe_interval ({probe:?}) > 0")]
+    Timers {
+        /// `probe_interval`.
+        probe: Duration,
+        /// `suspect_timeout`.
+        suspect: Duration,
+    },
+}
+
+/// What the endpoint counted. Every dropped datagram is counted under exactly one reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams handed to the driver.
+    pub datagrams_sent: u64,
+    /// Bytes in them.
+    pub bytes_sent: u64,
+    /// Messages in them.
+    pub messages_sent: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Bytes in them.
+    pub bytes_received: u64,
+    /// Datagrams accepted (passed every check below).
+    pub datagrams_accepted: u64,
+    /// Dropped: the MAC was missing, unexpected or wrong.
+    pub dropped_bad_mac: u64,
+    /// Dropped: did not decode.
+    pub dropped_undecodable: u64,
+    /// Dropped: another cluster id.
+    pub dropped_foreign_cluster: u64,
+    /// Dropped: a sender not among the configured peers (or this node's own name).
+    pub dropped_unknown_sender: u64,
+    /// Dropped: an incarnation older than one already seen from that node.
+    pub dropped_stale_incarnation: u64,
+    /// Dropped: a packet number already seen or older than the replay window.
+    pub dropped_replay: u64,
+    /// Data items dropped because the receiver's queue for that sender was full.
+    pub dropped_queue_full: u64,
+    /// Items retransmitted on NACK.
+    pub retransmissions: u64,
+    /// NACKs sent.
+    pub nacks_sent: u64,
+    /// Views installed.
+    pub views_installed: u64,
+    /// Messages delivered to the layer above.
+    pub messages_delivered: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Known {
+    incarnation: u64,
+    replay: ReplayWindow,
+    /// The last `Discover` from this incarnation: its leader, when it came, when the first came.
+    discover: Option<(MemberId, Time, Time)>,
+}
+
+#[derive(Debug, Clone)]
+struct Leaving {
+    started: Time,
+    acked: BTreeSet<MemberId>,
+}
+
+#[derive(Debug, Clone)]
+struct Outgoing {
+    view: ViewId,
+    bytes: Vec<u8>,
+}
+
+/// One member's group-protocol state machine. See the module documentation of
+/// [`group`](crate::group).
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: GroupConfig,
+    me: MemberId,
+    key: Option<ClusterKey>,
+    peers: BTreeMap<String, SocketAddr>,
+    known: BTreeMap<String, Known>,
+    view: View,
+    my_index: usize,
+    view_installed_at: Time,
+    streams: ViewStreams,
+    participation: Option<Participation>,
+    coordination: Option<Coordination>,
+    last_install: Option<(ViewId, Message, Vec<MemberId>)>,
+    max_epoch: u64,
+    highest_accepted: ViewId,
+    detector: Detector,
+    heartbeat: HeartbeatMonitor,
+    groups: GroupTable,
+    my_groups: BTreeSet<String>,
+    pending: VecDeque<Item>,
+    pending_bytes: usize,
+    left: BTreeSet<MemberId>,
+    leaving: Option<Leaving>,
+    closed: bool,
+    outbox: BTreeMap<String, VecDeque<Outgoing>>,
+    outbox_cursor: Option<String>,
+    loopback: VecDeque<Message>,
+    events: VecDeque<Event>,
+    deadline: Time,
+    next_probe: Time,
+    last_merge: Time,
+    acks_due: bool,
+    packet_number: u64,
+    indirect_rotor: usize,
+    counters: Counters,
+}
+
+impl Endpoint {
+    /// A member `me` started at `now`, alone in its first view until it finds its peers.
+    /// `key` is the loaded `cluster_key` (see [`ClusterKey::load`]); `None` sends no MAC and
+    /// accepts none.
+    pub fn new(
+        cfg: GroupConfig,
+        me: MemberId,
+        key: Option<ClusterKey>,
+        now: Time,
+    ) -> Result<Endpoint, EndpointError> {
+        if me.name.is_empty() || me.name.len() > MAX_NAME_LEN {
+            return Err(EndpointError::Name(me.name));
+        }
+        if cfg.mtu < 576 {
+            return Err(EndpointError::Mtu(cfg.mtu));
+        }
+        if cfg.probe_interval.is_zero() || cfg.suspect_timeout <= cfg.probe_interval {
+            return Err(EndpointError::Timers {
+                probe: cfg.probe_interval,
+                suspect: cfg.suspect_timeout,
+            });
+        }
+        let peers: BTreeMap<String, SocketAddr> = cfg
+            .peers
+            .iter()
+            .filter(|(n, _)| *n != me.name)
+            .cloned()
+            .collect();
+        let view = View::new(
+            ViewId {
+                epoch: 0,
+                coordinator: me.tag(),
+            },
+            vec![me.clone()],
+        );
+        let mut ep = Endpoint {
+            detector: Detector::new(cfg.probe_interval, cfg.suspect_timeout),
+            heartbeat: HeartbeatMonitor::new(
+                cfg.heartbeat_timeout(),
+                cfg.heartbeat_start_delay,
+                now,
+            ),
+            streams: ViewStreams::new(1, 0, cfg.max_queue),
+            highest_accepted: view.id,
+            view,
+            my_index: 0,
+            view_installed_at: now,
+            participation: None,
+            coordination: None,
+            last_install: None,
+            max_epoch: 0,
+            groups: GroupTable::default(),
+            my_groups: BTreeSet::new(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            left: BTreeSet::new(),
+            leaving: None,
+            closed: false,
+            outbox: BTreeMap::new(),
+            outbox_cursor: None,
+            loopback: VecDeque::new(),
+            events: VecDeque::new(),
+            deadline: now,
+            next_probe: now,
+            last_merge: now,
+            acks_due: false,
+            packet_number: 0,
+            indirect_rotor: 0,
+            counters: Counters::default(),
+            known: BTreeMap::new(),
+            peers,
+            key,
+            me,
+            cfg,
+        };
+        ep.events.push_back(Event::ViewChanged(ep.view.clone()));
+        Ok(ep)
+    }
+
+    /// This member's identity.
+    pub fn me(&self) -> &MemberId {
+        &self.me
+    }
+
+    /// The installed view.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Whether a view change is under way (sends are queued until it ends).
+    pub fn is_changing_view(&self) -> bool {
+        self.participation.is_some()
+    }
+
+    /// The members of a named group, oldest first.
+    pub fn group_members(&self, group: &str) -> &[MemberId] {
+        self.groups.members(group)
+    }
+
+    /// What was counted so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Local health (0 = healthy; each point stretches timeouts by one more base timeout).
+    pub fn local_health(&self) -> u32 {
+        self.detector.health()
+    }
+
+    /// The next event for the layer above.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Endpoint::handle_timeout`] next; `None` once the member has left.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        (!self.closed).then_some(self.deadline)
+    }
+
+    fn tick_interval(&self) -> Duration {
+        self.cfg.probe_interval / 4
+    }
+
+    fn flush_timeout(&self) -> Duration {
+        self.cfg.suspect_timeout * self.detector.stretch()
+    }
+
+    /// The cluster layer is alive: call `heartbeats_per_sec` times a second. A member whose
+    /// counter stops while its transport keeps answering is removed as stuck.
+    pub fn heartbeat(&mut self, now: Time) {
+        self.heartbeat.beat(now);
+    }
+
+    /// A datagram from `peer` reached the host at `at` (a kernel timestamp, e.g. from the XDP fast
+    /// path), though it is processed at `now`: arrival, not processing, proves the peer alive, and a
+    /// long gap between them is local slowness.
+    pub fn note_arrival(&mut self, now: Time, peer: &str, at: Time) {
+        if let Some(k) = self.known.get(peer) {
+            let m = MemberId::new(peer, k.incarnation);
+            self.detector.heard(&m, at);
+            self.detector.backlog(at, now);
+        }
+    }
+
+    // ---------------------------------------------------------------- sending
+
+    /// Sends `payload` to `group` with the given order. It is delivered to every member of the
+    /// group (this one included if it belongs) in the view it is sent in. During a view change it is
+    /// queued and sent in the new view.
+    pub fn send(&mut self, group: &str, payload: &[u8], order: Order) -> Result<(), SendError> {
+        if !valid_group_name(group) {
+            return Err(SendError::GroupName(group.to_owned()));
+        }
+        let max = self.cfg.mtu.saturating_sub(wire::app_overhead(group.len()));
+        if payload.len() > max {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        self.submit(Item::App {
+            group: group.to_owned(),
+            order,
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// Joins a named group; the join is delivered to every member in agreed order.
+    pub fn join(&mut self, group: &str) -> Result<(), SendError> {
+        if !valid_group_name(group) {
+            return Err(SendError::GroupName(group.to_owned()));
+        }
+        if self.my_groups.contains(group) {
+            return Ok(());
+        }
+        self.submit(Item::Join(group.to_owned()))?;
+        self.my_groups.insert(group.to_owned());
+        Ok(())
+    }
+
+    /// Leaves a named group; the leave is delivered to every member in agreed order.
+    pub fn leave(&mut self, group: &str) -> Result<(), SendError> {
+        if !self.my_groups.contains(group) {
+            return Ok(());
+        }
+        self.submit(Item::Leave(group.to_owned()))?;
+        self.my_groups.remove(group);
+        Ok(())
+    }
+
+    fn submit(&mut self, item: Item) -> Result<(), SendError> {
+        if self.closed || self.leaving.is_some() {
+            return Err(SendError::Closed);
+        }
+        let unstable = self.streams.unstable_bytes() + self.pending_bytes;
+        let w = item.weight();
+        if unstable + w > self.cfg.max_unstable_bytes || self.pending.len() >= self.cfg.max_queue {
+            return Err(SendError::WouldBlock {
+                unstable,
+                limit: self.cfg.max_unstable_bytes,
+            });
+        }
+        if self.participation.is_some() {
+            self.pending_bytes += w;
+            self.pending.push_back(item);
+        } else {
+            self.push_item(item);
+            self.deliver();
+        }
+        Ok(())
+    }
+
+    fn push_item(&mut self, item: Item) {
+        let seq = self.streams.push_own(item.clone());
+        let origin = u16::try_from(self.my_index).unwrap_or(u16::MAX);
+        self.broadcast(Message::Data { origin, seq, item });
+    }
+
+    /// Leaves the cluster gracefully: the others install a view without this member at once.
+    /// [`Event::LeftCluster`] follows when they acknowledged (or after the suspicion timeout).
+    pub fn leave_cluster(&mut self, now: Time) {
+        if self.closed || self.leaving.is_some() {
+            return;
+        }
+        info!(member = %self.me, view = ?self.view.id, "leaving the cluster");
+        self.leaving = Some(Leaving {
+            started: now,
+            acked: BTreeSet::new(),
+        });
+        self.broadcast(Message::Leave);
+        self.check_left(now);
+    }
+
+    fn check_left(&mut self, now: Time) {
+        let Some(l) = &self.leaving else { return };
+        let all = self
+            .view
+            .members
+            .iter()
+            .filter(|m| **m != self.me)
+            .all(|m| l.acked.contains(m));
+        if all || now.since(l.started) >= self.cfg.suspect_timeout {
+            self.closed = true;
+            self.events.push_back(Event::LeftCluster);
+        }
+    }
+
+    // ---------------------------------------------------------------- output
+
+    fn send_to(&mut self, to: &MemberId, msg: Message) {
+        if *to == self.me {
+            self.loopback.push_back(msg);
+            return;
+        }
+        self.send_to_name(&to.name.clone(), msg);
+    }
+
+    fn send_to_name(&mut self, name: &str, msg: Message) {
+        if !self.peers.contains_key(name) {
+            return;
+        }
+        let mut bytes = Vec::new();
+        msg.emit(&mut bytes);
+        self.outbox
+            .entry(name.to_owned())
+            .or_default()
+            .push_back(Outgoing {
+                view: self.view.id,
+                bytes,
+            });
+    }
+
+    fn broadcast(&mut self, msg: Message) {
+        let mut bytes = Vec::new();
+        msg.emit(&mut bytes);
+        for m in &self.view.members {
+            if *m == self.me || !self.peers.contains_key(&m.name) {
+                continue;
+            }
+            self.outbox
+                .entry(m.name.clone())
+                .or_default()
+                .push_back(Outgoing {
+                    view: self.view.id,
+                    bytes: bytes.clone(),
+                });
+        }
+    }
+
+    /// The next datagram to send: as many queued messages for one destination as fit in the MTU.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let name = {
+            let after = self.outbox_cursor.clone().unwrap_or_default();
+            let next = self
+                .outbox
+                .range::<String, _>((
+                    core::ops::Bound::Excluded(after),
+                    core::ops::Bound::Unbounded,
+                ))
+                .map(|(k, _)| k.clone())
+                .next();
+            next.or_else(|| self.outbox.keys().next().cloned())?
+        };
+        self.outbox_cursor = Some(name.clone());
+        let addr = *self.peers.get(&name)?;
+        let queue = self.outbox.get_mut(&name)?;
+        let first_view = queue.front()?.view;
+        self.packet_number += 1;
+        let repr = Repr {
+            cluster_id: self.cfg.cluster_id,
+            sender: self.me.clone(),
+            view: first_view,
+            number: self.packet_number,
+            mac: self.key.is_some(),
+        };
+        let mut buf = Vec::with_capacity(self.cfg.mtu);
+        repr.emit(&mut buf);
+        let limit = self.cfg.mtu - if self.key.is_some() { MAC_LEN } else { 0 };
+        let mut count = 0u64;
+        while let Some(front) = queue.front() {
+            if front.view != first_view || (count > 0 && buf.len() + front.bytes.len() > limit) {
+                break;
+            }
+            let m = queue.pop_front().expect("front was just seen");
+            buf.extend_from_slice(&m.bytes);
+            count += 1;
+        }
+        if queue.is_empty() {
+            self.outbox.remove(&name);
+        }
+        if let Some(k) = &self.key {
+            let mac = k.mac(&buf);
+            buf.extend_from_slice(&mac);
+        }
+        self.counters.datagrams_sent += 1;
+        self.counters.messages_sent += count;
+        self.counters.bytes_sent += buf.len() as u64;
+        Some(Transmit {
+            destination: addr,
+            payload: buf,
+        })
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Handles one datagram received at `now` from `from`. Anything that fails to authenticate or
+    /// decode is dropped and counted; nothing in it is acted upon.
+    pub fn handle_packet(&mut self, now: Time, from: SocketAddr, bytes: &[u8]) {
+        self.counters.datagrams_received += 1;
+        self.counters.bytes_received += bytes.len() as u64;
+        if self.closed {
+            return;
+        }
+        let packet = match Packet::new_checked(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                trace!(%from, error = %e, "undecodable datagram");
+                self.counters.dropped_undecodable += 1;
+                return;
+            }
+        };
+        if packet.cluster_id() != self.cfg.cluster_id {
+            self.counters.dropped_foreign_cluster += 1;
+            return;
+        }
+        match (&self.key, packet.mac()) {
+            (Some(k), Some(tag)) if k.verify(packet.authenticated(), tag) => {}
+            (None, None) => {}
+            _ => {
+                trace!(%from, "bad MAC");
+                self.counters.dropped_bad_mac += 1;
+                return;
+            }
+        }
+        let repr = match Repr::parse(&packet) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.dropped_undecodable += 1;
+                return;
+            }
+        };
+        let sender = repr.sender.clone();
+        if sender.name == self.me.name || !self.peers.contains_key(&sender.name) {
+            self.counters.dropped_unknown_sender += 1;
+            return;
+        }
+        let known = self.known.entry(sender.name.clone()).or_default();
+        if sender.incarnation < known.incarnation {
+            self.counters.dropped_stale_incarnation += 1;
+            return;
+        }
+        if sender.incarnation > known.incarnation {
+            let old = MemberId::new(sender.name.clone(), known.incarnation);
+            *known = Known {
+                incarnation: sender.incarnation,
+                ..Known::default()
+            };
+            if self.view.contains(&old) {
+                debug!(member = %self.me, %old, new = %sender, "peer restarted");
+                self.detector.fail(&old);
+            }
+        }
+        if self.key.is_some() {
+            let known = self.known.entry(sender.name.clone()).or_default();
+            if !known.replay.accept(repr.number) {
+                self.counters.dropped_replay += 1;
+                return;
+            }
+        }
+        let messages: Result<Vec<Message>, _> = packet.messages().collect();
+        let Ok(messages) = messages else {
+            self.counters.dropped_undecodable += 1;
+            return;
+        };
+        self.counters.datagrams_accepted += 1;
+        self.detector.heard(&sender, now);
+        for m in messages {
+            self.handle_message(now, &sender, repr.view, m);
+        }
+        self.progress(now);
+    }
+
+    fn member_index(&self, m: &MemberId) -> Option<usize> {
+        self.view.index_of(m)
+    }
+
+    fn handle_message(&mut self, now: Time, from: &MemberId, hview: ViewId, msg: Message) {
+        let same_view = hview == self.view.id && self.view.contains(from);
+        match msg {
+            Message::Data { origin, seq, item } => {
+                if !same_view {
+                    return;
+                }
+                match self.streams.receive(usize::from(origin), seq, item) {
+                    Received::New => self.acks_due = true,
+                    Received::Full => self.counters.dropped_queue_full += 1,
+                    Received::Duplicate | Received::UnknownOrigin => {}
+                }
+            }
+            Message::Probe {
+                reply,
+                heartbeat,
+                acks,
+            } => {
+                self.heartbeat.observe(from, heartbeat, now);
+                if same_view && let Some(j) = self.member_index(from) {
+                    self.streams.on_acks(j, &acks);
+                }
+                if reply && self.view.contains(from) {
+                    let probe = self.probe(false);
+                    self.send_to(&from.clone(), probe);
+                }
+            }
+            Message::Nack {
+                origin,
+                from: lo,
+                to,
+            } => {
+                if !same_view {
+                    return;
+                }
+                let hi = to.min(lo.saturating_add(NACK_BATCH - 1));
+                for seq in lo..=hi {
+                    if let Some(item) = self.streams.get(usize::from(origin), seq).cloned() {
+                        self.counters.retransmissions += 1;
+                        self.send_to(from, Message::Data { origin, seq, item });
+                    }
+                }
+            }
+            Message::PingReq { target } => {
+                let recent = self
+                    .detector
+                    .last_heard(&target)
+                    .is_some_and(|t| now.since(t) < self.cfg.probe_interval * 2);
+                if recent {
+                    self.send_to(from, Message::Alive { target });
+                }
+            }
+            Message::Alive { target } => self.detector.heard(&target, now),
+            Message::Discover { leader } => {
+                if let Some(k) = self.known.get_mut(&from.name) {
+                    let first = match &k.discover {
+                        Some((_, at, first)) if now.since(*at) < self.cfg.suspect_timeout => *first,
+                        _ => now,
+                    };
+                    k.discover = Some((leader, now, first));
+                }
+            }
+            Message::Propose { proposal, members } => self.on_propose(now, from, proposal, members),
+            Message::Flush {
+                proposal,
+                old_view,
+                received,
+                groups,
+            } => self.on_flush(
+                now,
+                from,
+                proposal,
+                FlushReport {
+                    old_view,
+                    received,
+                    groups,
+                },
+            ),
+            Message::Cut { proposal, cuts } => {
+                let Some(p) = self.participation.as_mut() else {
+                    return;
+                };
+                if p.proposal.id != proposal || p.proposal.coordinator != *from || p.cut.is_some() {
+                    return;
+                }
+                let Some(cut) = cuts.into_iter().find(|c| c.view == self.view.id) else {
+                    return;
+                };
+                if cut.upto.len() != self.streams.len() {
+                    return;
+                }
+                for (i, u) in cut.upto.iter().enumerate() {
+                    self.streams.expect(i, *u);
+                }
+                p.cut = Some(cut);
+                self.fetch_and_ready();
+            }
+            Message::Ready { proposal } => self.on_ready(from, proposal),
+            Message::Install { proposal, groups } => self.on_install(now, from, proposal, groups),
+            Message::Leave => {
+                if self.view.contains(from) {
+                    self.left.insert(from.clone());
+                    self.detector.fail(from);
+                }
+                self.send_to(from, Message::LeaveAck);
+            }
+            Message::LeaveAck => {
+                if let Some(l) = self.leaving.as_mut() {
+                    l.acked.insert(from.clone());
+                }
+                self.check_left(now);
+            }
+        }
+    }
+
+    fn probe(&self, reply: bool) -> Message {
+        Message::Probe {
+            reply,
+            heartbeat: self.heartbeat.count(),
+            acks: self.streams.received(),
+        }
+    }
+
+    // ---------------------------------------------------------------- view change
+
+    fn on_propose(&mut self, now: Time, from: &MemberId, id: ViewId, members: Vec<MemberId>) {
+        if self.closed || self.leaving.is_some() {
+            return;
+        }
+        let proposal = Proposal {
+            id,
+            members: View::new(id, members).members,
+            coordinator: from.clone(),
+        };
+        if proposal.members.binary_search(&self.me).is_err() {
+            return;
+        }
+        self.max_epoch = self.max_epoch.max(id.epoch);
+        if id <= self.highest_accepted {
+            if let Some(p) = &self.participation
+                && p.proposal.id == id
+            {
+                let flush = self.flush_report(id);
+                self.send_to(from, flush);
+            }
+            return;
+        }
+        debug!(member = %self.me, view = ?self.view.id, proposal = ?id, coordinator = %from, "flushing");
+        self.highest_accepted = id;
+        if self
+            .coordination
+            .as_ref()
+            .is_some_and(|c| c.proposal.id != id)
+        {
+            self.coordination = None;
+        }
+        self.participation = Some(Participation {
+            proposal,
+            started: now,
+            cut: None,
+            ready_sent: false,
+        });
+        let flush = self.flush_report(id);
+        self.send_to(from, flush);
+    }
+
+    fn flush_report(&self, proposal: ViewId) -> Message {
+        Message::Flush {
+            proposal,
+            old_view: self.view.id,
+            received: self.streams.received(),
+            groups: self.my_groups.iter().cloned().collect(),
+        }
+    }
+
+    fn on_flush(&mut self, _now: Time, from: &MemberId, proposal: ViewId, report: FlushReport) {
+        let Some(c) = self.coordination.as_mut() else {
+            return;
+        };
+        if c.proposal.id != proposal || c.installed {
+            return;
+        }
+        if c.on_flush(from, report) {
+            let cuts = c.cuts();
+            c.cuts = Some(cuts.clone());
+            let members = c.proposal.members.clone();
+            for m in &members {
+                self.send_to(
+                    m,
+                    Message::Cut {
+                        proposal,
+                        cuts: cuts.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_ready(&mut self, from: &MemberId, proposal: ViewId) {
+        if let Some((id, install, members)) = &self.last_install
+            && *id == proposal
+            && members.contains(from)
+        {
+            let m = install.clone();
+            self.send_to(from, m);
+            return;
+        }
+        let Some(c) = self.coordination.as_mut() else {
+            return;
+        };
+        if c.proposal.id != proposal || c.installed {
+            return;
+        }
+        if c.on_ready(from) {
+            c.installed = true;
+            let install = Message::Install {
+                proposal,
+                groups: c.groups(),
+            };
+            let members = c.proposal.members.clone();
+            self.last_install = Some((proposal, install.clone(), members.clone()));
+            for m in &members {
+                self.send_to(m, install.clone());
+            }
+        }
+    }
+
+    /// NACKs what this member lacks up to its old view's cut, from the holders; says ready once
+    /// it holds everything.
+    fn fetch_and_ready(&mut self) {
+        let Some(p) = &self.participation else { return };
+        let Some(cut) = &p.cut else { return };
+        let coordinator = p.proposal.coordinator.clone();
+        let proposal = p.proposal.id;
+        if self.streams.holds(&cut.upto) {
+            if let Some(p) = self.participation.as_mut() {
+                p.ready_sent = true;
+            }
+            self.send_to(&coordinator, Message::Ready { proposal });
+            return;
+        }
+        let received = self.streams.received();
+        let mut nacks = Vec::new();
+        for (i, (u, h)) in cut.upto.iter().zip(&cut.holders).enumerate() {
+            if received[i] < *u
+                && let Some(holder) = p.proposal.members.get(usize::from(*h))
+            {
+                let from = received[i] + 1;
+                let to = (*u).min(from + NACK_BATCH - 1);
+                nacks.push((holder.clone(), i, from, to));
+            }
+        }
+        for (holder, i, from, to) in nacks {
+            self.counters.nacks_sent += 1;
+            let origin = u16::try_from(i).unwrap_or(u16::MAX);
+            self.send_to(&holder, Message::Nack { origin, from, to });
+        }
+    }
+
+    fn on_install(
+        &mut self,
+        now: Time,
+        from: &MemberId,
+        proposal: ViewId,
+        groups: Vec<Vec<String>>,
+    ) {
+        let Some(p) = &self.participation else { return };
+        if p.proposal.id != proposal || p.proposal.coordinator != *from {
+            return;
+        }
+        let Some(cut) = &p.cut else { return };
+        if !self.streams.holds(&cut.upto) || groups.len() != p.proposal.members.len() {
+            return;
+        }
+        let p = self.participation.take().expect("checked just above");
+        let cut = p.cut.expect("checked just above");
+        // Deliver exactly up to the cut, in the old view.
+        let delivered = self.streams.deliver_to_cut(&cut.upto);
+        self.hand_up(delivered);
+        self.install(now, p.proposal, &groups);
+    }
+
+    fn install(&mut self, now: Time, proposal: Proposal, groups: &[Vec<String>]) {
+        let view = View {
+            id: proposal.id,
+            members: proposal.members,
+        };
+        let my_index = view
+            .index_of(&self.me)
+            .expect("a member only accepts proposals that include it");
+        info!(member = %self.me, view = ?view.id, members = view.members.len(), "view installed");
+        let table = GroupTable::from_members(&view.members, groups);
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for g in table.names().chain(self.groups.names()) {
+            if table.members(g) != self.groups.members(g) {
+                changed.insert(g.to_owned());
+            }
+        }
+        self.groups = table;
+        self.streams = ViewStreams::new(view.members.len(), my_index, self.cfg.max_queue);
+        self.my_index = my_index;
+        self.view_installed_at = now;
+        self.highest_accepted = self.highest_accepted.max(view.id);
+        self.max_epoch = self.max_epoch.max(view.id.epoch);
+        for m in &view.members {
+            if *m != self.me {
+                self.detector.watch(m, now);
+                self.heartbeat.watch(m, now);
+            }
+        }
+        let vm = view.members.clone();
+        self.detector.retain(|m| vm.binary_search(m).is_ok());
+        self.heartbeat.retain(|m| vm.binary_search(m).is_ok());
+        self.left.retain(|m| vm.binary_search(m).is_ok());
+        for m in &vm {
+            if let Some(k) = self.known.get_mut(&m.name) {
+                k.discover = None;
+            }
+        }
+        self.view = view;
+        self.counters.views_installed += 1;
+        self.events.push_back(Event::ViewChanged(self.view.clone()));
+        for g in changed {
+            self.events.push_back(Event::GroupChanged {
+                members: self.groups.members(&g).to_vec(),
+                group: g,
+            });
+        }
+        if self
+            .coordination
+            .as_ref()
+            .is_some_and(|c| c.proposal.id <= self.view.id)
+        {
+            self.coordination = None;
+        }
+        // What was queued during the change is sent in the new view.
+        self.pending_bytes = 0;
+        while let Some(item) = self.pending.pop_front() {
+            self.push_item(item);
+        }
+        // Probe at once so that acknowledgements and heartbeats start flowing in the new view.
+        self.next_probe = now;
+    }
+
+    fn start_proposal(&mut self, now: Time, mut members: Vec<MemberId>) {
+        members.push(self.me.clone());
+        members.sort();
+        members.dedup();
+        self.max_epoch = self.max_epoch.max(self.highest_accepted.epoch) + 1;
+        let id = ViewId {
+            epoch: self.max_epoch,
+            coordinator: self.me.tag(),
+        };
+        debug!(member = %self.me, view = ?self.view.id, proposal = ?id, n = members.len(), "proposing");
+        let proposal = Proposal {
+            id,
+            members: members.clone(),
+            coordinator: self.me.clone(),
+        };
+        self.coordination = Some(Coordination::new(proposal, now));
+        for m in &members {
+            self.send_to(
+                m,
+                Message::Propose {
+                    proposal: id,
+                    members: members.clone(),
+                },
+            );
+        }
+    }
+
+    fn excluded(&self, m: &MemberId, now: Time) -> bool {
+        if *m == self.me {
+            return false;
+        }
+        let k = self.known.get(&m.name);
+        let restarted = k.is_some_and(|k| k.incarnation > m.incarnation);
+        let gone = k.is_some_and(|k| {
+            k.incarnation == m.incarnation
+                && k.discover.as_ref().is_some_and(|(_, at, _)| {
+                    *at > self.view_installed_at + self.cfg.probe_interval
+                })
+        });
+        restarted
+            || gone
+            || self.left.contains(m)
+            || self.detector.is_failed(m)
+            || self.heartbeat.stuck(m, now, self.detector.stretch())
+    }
+
+    /// Nodes outside the view that this member should merge: heard from lately, announcing a leader
+    /// no older than this member (the oldest leader merges the others).
+    fn merge_candidates(&self, now: Time) -> Vec<MemberId> {
+        let mut out = Vec::new();
+        for (name, k) in &self.known {
+            let Some((leader, at, first)) = &k.discover else {
+                continue;
+            };
+            let m = MemberId::new(name.clone(), k.incarnation);
+            let in_view = self.view.contains(&m);
+            if in_view && !self.excluded(&m, now) {
+                continue;
+            }
+            if now.since(*at) >= self.cfg.suspect_timeout
+                || now.since(*first) < self.cfg.probe_interval
+                || *leader < self.me
+                || self.left.contains(&m)
+            {
+                continue;
+            }
+            out.push(m);
+        }
+        out
+    }
+
+    /// The coordinator's decisions: remove failed members, merge others, take over a stalled change.
+    fn maybe_change(&mut self, now: Time) {
+        if self.closed || self.leaving.is_some() {
+            return;
+        }
+        if let Some(c) = &self.coordination
+            && !c.installed
+        {
+            let members = c.proposal.members.clone();
+            if members.iter().any(|m| self.excluded(m, now)) {
+                let keep: Vec<MemberId> = members
+                    .into_iter()
+                    .filter(|m| !self.excluded(m, now))
+                    .collect();
+                self.coordination = None;
+                self.start_proposal(now, keep);
+            }
+            return;
+        }
+        if let Some(p) = &self.participation {
+            let coordinator_gone = self.excluded(&p.proposal.coordinator, now);
+            let stalled = now.since(p.started) >= self.flush_timeout() * 2;
+            if !(coordinator_gone || stalled) {
+                return;
+            }
+            let alive: Vec<MemberId> = p
+                .proposal
+                .members
+                .iter()
+                .filter(|m| !self.excluded(m, now) && **m != p.proposal.coordinator)
+                .cloned()
+                .collect();
+            if alive.first() == Some(&self.me) || alive.is_empty() {
+                debug!(member = %self.me, "taking over a stalled view change");
+                self.start_proposal(now, alive);
+            }
+            return;
+        }
+        let coordinator = self
+            .view
+            .members
+            .iter()
+            .find(|m| !self.excluded(m, now))
+            .cloned();
+        if coordinator.as_ref() != Some(&self.me) {
+            return;
+        }
+        let keep: Vec<MemberId> = self
+            .view
+            .members
+            .iter()
+            .filter(|m| !self.excluded(m, now))
+            .cloned()
+            .collect();
+        let removals = keep.len() != self.view.members.len();
+        let mut candidates = Vec::new();
+        if !self.heartbeat.self_stuck(now) && now.since(self.last_merge) >= self.cfg.probe_interval
+        {
+            candidates = self.merge_candidates(now);
+        }
+        if !removals && candidates.is_empty() {
+            return;
+        }
+        if !candidates.is_empty() {
+            self.last_merge = now;
+        }
+        let mut members = keep;
+        members.extend(candidates);
+        self.start_proposal(now, members);
+    }
+
+    fn coordinator_tick(&mut self, now: Time) {
+        let Some(c) = &self.coordination else { return };
+        if c.installed {
+            return;
+        }
+        let silent = c.silent();
+        let id = c.proposal.id;
+        if now.since(c.started) >= self.flush_timeout() {
+            let members: Vec<MemberId> = c
+                .proposal
+                .members
+                .iter()
+                .filter(|m| !silent.contains(m) && !self.excluded(m, now))
+                .cloned()
+                .collect();
+            debug!(member = %self.me, proposal = ?id, silent = silent.len(), "view change stalled; proposing again");
+            self.coordination = None;
+            self.start_proposal(now, members);
+            return;
+        }
+        let resend: Message = match &c.cuts {
+            None => Message::Propose {
+                proposal: id,
+                members: c.proposal.members.clone(),
+            },
+            Some(cuts) => Message::Cut {
+                proposal: id,
+                cuts: cuts.clone(),
+            },
+        };
+        for m in silent {
+            self.send_to(&m, resend.clone());
+        }
+    }
+
+    // ---------------------------------------------------------------- delivery
+
+    fn deliver(&mut self) {
+        if self.participation.is_some() {
+            return;
+        }
+        let (delivered, new_own) = self.streams.deliver(self.my_index == 0);
+        let origin = u16::try_from(self.my_index).unwrap_or(u16::MAX);
+        for (seq, item) in new_own {
+            self.broadcast(Message::Data { origin, seq, item });
+        }
+        self.hand_up(delivered);
+    }
+
+    fn hand_up(&mut self, delivered: Vec<Delivered>) {
+        for d in delivered {
+            let sender = self.view.members[d.origin].clone();
+            match d.item {
+                Item::App {
+                    group,
+                    order,
+                    payload,
+                } => {
+                    if self.groups.contains(&group, &self.me) {
+                        self.counters.messages_delivered += 1;
+                        self.events.push_back(Event::Message {
+                            group,
+                            sender,
+                            order,
+                            payload,
+                            view: self.view.id,
+                        });
+                    }
+                }
+                Item::Join(g) => {
+                    if self.groups.join(&g, &sender) {
+                        self.events.push_back(Event::GroupChanged {
+                            members: self.groups.members(&g).to_vec(),
+                            group: g,
+                        });
+                    }
+                }
+                Item::Leave(g) => {
+                    if self.groups.leave(&g, &sender) {
+                        self.events.push_back(Event::GroupChanged {
+                            members: self.groups.members(&g).to_vec(),
+                            group: g,
+                        });
+                    }
+                }
+                Item::Sequence { .. } => {}
+            }
+        }
+    }
+
+    fn progress(&mut self, now: Time) {
+        for _ in 0..64 {
+            while let Some(m) = self.loopback.pop_front() {
+                let me = self.me.clone();
+                let v = self.view.id;
+                self.handle_message(now, &me, v, m);
+            }
+            self.deliver();
+            self.ready_if_complete();
+            self.maybe_change(now);
+            if self.loopback.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// Says ready as soon as this member holds its old view's cut (later repeats are on ticks).
+    fn ready_if_complete(&mut self) {
+        let Some(p) = &self.participation else { return };
+        if p.ready_sent {
+            return;
+        }
+        let Some(cut) = &p.cut else { return };
+        if self.streams.holds(&cut.upto) {
+            self.fetch_and_ready();
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Runs the timers due at `now`: probes, suspicion, retransmissions, view-change steps.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.closed {
+            return;
+        }
+        if now > self.deadline {
+            self.detector.timer_fired(now, self.deadline);
+        }
+        if now >= self.next_probe {
+            self.send_probes(now);
+            self.next_probe = (self.next_probe + self.cfg.probe_interval).max(now);
+            if self.next_probe <= now {
+                self.next_probe = now + self.cfg.probe_interval;
+            }
+        } else if self.acks_due {
+            let probe = self.probe(false);
+            self.broadcast(probe);
+        }
+        self.acks_due = false;
+        for v in self.detector.check(now) {
+            match v {
+                Verdict::Suspect(m) => self.on_suspect(&m),
+                Verdict::Failed(m) => {
+                    debug!(member = %self.me, view = ?self.view.id, failed = %m, "member failed")
+                }
+            }
+        }
+        if self.participation.is_none() {
+            for (i, from, to) in self.streams.gaps(NACK_BATCH) {
+                let target = self.view.members[i].clone();
+                self.counters.nacks_sent += 1;
+                let origin = u16::try_from(i).unwrap_or(u16::MAX);
+                self.send_to(&target, Message::Nack { origin, from, to });
+            }
+        } else {
+            self.fetch_and_ready();
+        }
+        self.coordinator_tick(now);
+        if let Some(l) = &self.leaving {
+            let missing: Vec<MemberId> = self
+                .view
+                .members
+                .iter()
+                .filter(|m| **m != self.me && !l.acked.contains(m))
+                .cloned()
+                .collect();
+            for m in missing {
+                self.send_to(&m, Message::Leave);
+            }
+            self.check_left(now);
+        }
+        self.progress(now);
+        self.deadline = now + self.tick_interval();
+    }
+
+    fn send_probes(&mut self, now: Time) {
+        let probe = self.probe(false);
+        self.broadcast(probe);
+        // A stuck node, or one in the middle of a view change, does not look for new members.
+        if self.participation.is_some() || self.heartbeat.self_stuck(now) {
+            return;
+        }
+        let leader = self.view.leader().clone();
+        let outside: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|n| self.view.index_of_name(n).is_none())
+            .cloned()
+            .collect();
+        for n in outside {
+            self.send_to_name(
+                &n,
+                Message::Discover {
+                    leader: leader.clone(),
+                },
+            );
+        }
+    }
+
+    fn on_suspect(&mut self, m: &MemberId) {
+        debug!(member = %self.me, view = ?self.view.id, suspect = %m, "suspecting");
+        let probe = self.probe(true);
+        self.send_to(m, probe);
+        let others: Vec<MemberId> = self
+            .view
+            .members
+            .iter()
+            .filter(|o| **o != self.me && *o != m)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        for k in 0..INDIRECT_PROBES.min(others.len()) {
+            let o = others[(self.indirect_rotor + k) % others.len()].clone();
+            self.send_to(&o, Message::PingReq { target: m.clone() });
+        }
+        self.indirect_rotor = self.indirect_rotor.wrapping_add(1);
+    }
+}

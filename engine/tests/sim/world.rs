@@ -1,0 +1,520 @@
+//! The simulated world: nodes, a network with seeded faults, per-node clocks, and the event loop.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use cohort_engine::group::{
+    ClusterKey, Endpoint, Event, GroupConfig, MemberId, Order, SendError, Time,
+};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+
+use crate::checker::{Checker, encode_payload};
+
+pub const MS: u64 = 1_000_000;
+pub const SEC: u64 = 1_000_000_000;
+pub const GROUP: &str = "g";
+
+/// The network's fault settings, changed by the scenario as it runs.
+#[derive(Clone, Debug, Default)]
+pub struct NetFaults {
+    pub loss: f64,
+    pub duplicate: f64,
+    pub delay_min: u64,
+    pub delay_jitter: u64,
+    /// Partition side of each node; packets cross only between equal sides.
+    pub sides: Option<Vec<u8>>,
+}
+
+pub struct Node {
+    pub idx: usize,
+    pub ep: Option<Endpoint>,
+    pub incarnation: u64,
+    /// Local clock: local = offset + global * (1 + drift).
+    pub drift: f64,
+    pub offset: u64,
+    /// Stalls: while `stalled_until > now` nothing is processed.
+    pub slow: bool,
+    pub stalled_until: u64,
+    pub next_stall: u64,
+    pub kernel_stamps: bool,
+    pub deferred: Vec<(u64, SocketAddr, Vec<u8>)>,
+    pub timer_at: Option<u64>,
+    pub stuck: bool,
+    pub next_heartbeat: u64,
+    pub next_send: u64,
+    pub counter: u64,
+    pub sends: bool,
+}
+
+impl Node {
+    pub fn local(&self, global: u64) -> Time {
+        Time::from_nanos(self.offset + (global as f64 * (1.0 + self.drift)) as u64)
+    }
+    pub fn global(&self, local: Time) -> u64 {
+        let l = local.as_nanos().saturating_sub(self.offset) as f64;
+        (l / (1.0 + self.drift)).ceil() as u64
+    }
+    pub fn member(&self) -> MemberId {
+        MemberId::new(format!("n{}", self.idx), self.incarnation)
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Ev {
+    Packet {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+    },
+    Wake {
+        node: usize,
+    },
+}
+
+pub struct World {
+    pub now: u64,
+    pub rng: ChaCha8Rng,
+    pub nodes: Vec<Node>,
+    pub cfg: GroupConfig,
+    pub key: Option<ClusterKey>,
+    pub faults: NetFaults,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    seq: u64,
+    pub checker: Checker,
+    pub send_interval: (u64, u64),
+    pub agreed_share: f64,
+    /// (global time, node, event) of every view installed: for measurements.
+    pub view_log: Vec<(u64, usize, cohort_engine::group::View)>,
+    /// Events processed: a storm of them is a liveness bug.
+    pub steps: u64,
+}
+
+pub fn addr(i: usize) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1)),
+        4809,
+    )
+}
+
+impl World {
+    pub fn new(seed: u64, n: usize, cfg_base: GroupConfig, key: Option<ClusterKey>) -> World {
+        let mut cfg = cfg_base;
+        cfg.peers = (0..n).map(|i| (format!("n{i}"), addr(i))).collect();
+        let rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes = (0..n)
+            .map(|idx| Node {
+                idx,
+                ep: None,
+                incarnation: 0,
+                drift: 0.0,
+                offset: 0,
+                slow: false,
+                stalled_until: 0,
+                next_stall: 0,
+                kernel_stamps: false,
+                deferred: Vec::new(),
+                timer_at: None,
+                stuck: false,
+                next_heartbeat: 0,
+                next_send: 0,
+                counter: 0,
+                sends: true,
+            })
+            .collect();
+        World {
+            now: 0,
+            rng,
+            nodes,
+            cfg,
+            key,
+            faults: NetFaults {
+                delay_min: 100_000,
+                delay_jitter: 200_000,
+                ..NetFaults::default()
+            },
+            queue: BinaryHeap::new(),
+            seq: 0,
+            checker: Checker::default(),
+            send_interval: (20 * MS, 100 * MS),
+            agreed_share: 0.5,
+            view_log: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, ev)));
+    }
+
+    /// Starts (or restarts, with a new incarnation) node `i`.
+    pub fn start(&mut self, i: usize) -> Result<(), String> {
+        if let Some(ep) = &self.nodes[i].ep {
+            let m = ep.me().clone();
+            self.checker.forget(&m);
+        }
+        // Incarnations grow with (global) start time, as wall-clock nanoseconds would.
+        let inc = self.now * 16 + i as u64 + 1;
+        let node = &mut self.nodes[i];
+        node.incarnation = inc;
+        let now_local = node.local(self.now);
+        let me = node.member();
+        let mut ep = Endpoint::new(self.cfg.clone(), me, self.key.clone(), now_local)
+            .map_err(|e| e.to_string())?;
+        ep.heartbeat(now_local);
+        ep.join(GROUP).map_err(|e| e.to_string())?;
+        node.ep = Some(ep);
+        node.deferred.clear();
+        node.next_heartbeat = self.now + SEC / u64::from(self.cfg.heartbeats_per_sec.max(1));
+        node.next_send = self.now
+            + self
+                .rng
+                .random_range(self.send_interval.0..=self.send_interval.1);
+        node.counter = 0;
+        node.timer_at = None;
+        self.after_call(i)
+    }
+
+    /// Kills node `i` (kill -9): its state is gone, its in-flight packets still arrive.
+    pub fn crash(&mut self, i: usize) {
+        if let Some(ep) = self.nodes[i].ep.take() {
+            self.checker.forget(ep.me());
+        }
+        self.nodes[i].deferred.clear();
+        self.nodes[i].timer_at = None;
+    }
+
+    pub fn leave(&mut self, i: usize) -> Result<(), String> {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let local = node.local(now);
+        if let Some(ep) = node.ep.as_mut() {
+            ep.leave_cluster(local);
+        }
+        self.after_call(i)
+    }
+
+    fn stalled(&self, i: usize) -> bool {
+        self.nodes[i].stalled_until > self.now
+    }
+
+    /// Drains node i's transmits and events after any call into its endpoint.
+    fn after_call(&mut self, i: usize) -> Result<(), String> {
+        let now = self.now;
+        let Some(ep) = self.nodes[i].ep.as_mut() else {
+            return Ok(());
+        };
+        let mut tx = Vec::new();
+        while let Some(t) = ep.poll_transmit() {
+            tx.push(t);
+        }
+        let mut events = Vec::new();
+        while let Some(e) = ep.poll_event() {
+            events.push(e);
+        }
+        let me = ep.me().clone();
+        let timeout = ep.poll_timeout();
+        let left = events.iter().any(|e| matches!(e, Event::LeftCluster));
+        for e in &events {
+            if let Event::ViewChanged(v) = e {
+                self.view_log.push((now, i, v.clone()));
+            }
+        }
+        self.checker
+            .batch(&me, &events)
+            .map_err(|e| format!("t={:.3}s {e}", now as f64 / SEC as f64))?;
+        for t in tx {
+            let to = (t
+                .destination
+                .ip()
+                .to_string()
+                .rsplit('.')
+                .next()
+                .and_then(|x| x.parse::<usize>().ok()))
+            .map(|x| x - 1)
+            .ok_or("bad address")?;
+            self.transmit(i, to, t.payload);
+        }
+        if left {
+            self.crash(i);
+            return Ok(());
+        }
+        if let Some(t) = timeout {
+            let g = self.nodes[i].global(t).max(now);
+            if self.nodes[i].timer_at.is_none_or(|cur| cur != g) {
+                self.nodes[i].timer_at = Some(g);
+                self.push(g, Ev::Timer { node: i });
+            }
+        }
+        Ok(())
+    }
+
+    fn transmit(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if to >= self.nodes.len() {
+            return;
+        }
+        if let Some(sides) = &self.faults.sides
+            && sides[from] != sides[to]
+        {
+            return;
+        }
+        if self.rng.random_bool(self.faults.loss.clamp(0.0, 1.0)) {
+            return;
+        }
+        let copies = if self.rng.random_bool(self.faults.duplicate.clamp(0.0, 1.0)) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.faults.delay_min + self.rng.random_range(0..=self.faults.delay_jitter);
+            let at = self.now + delay;
+            self.push(
+                at,
+                Ev::Packet {
+                    to,
+                    from,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    /// Runs until global time `until`, calling `tick` every 10 ms of simulated time.
+    pub fn run_until(&mut self, until: u64) -> Result<(), String> {
+        loop {
+            let next_app = self.next_app_time();
+            let next_q = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let t = match (next_q, next_app) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => {
+                    self.now = self.now.max(until);
+                    return Ok(());
+                }
+            };
+            if t > until {
+                self.now = until;
+                return Ok(());
+            }
+            self.now = t;
+            self.steps += 1;
+            if self.steps.is_multiple_of(5_000_000) {
+                return Err(format!(
+                    "event storm: {} steps by t={:.3}s (queue {}):{}",
+                    self.steps,
+                    t as f64 / SEC as f64,
+                    self.queue.len(),
+                    self.describe()
+                ));
+            }
+            if next_app == Some(t) {
+                self.app_step()?;
+                continue;
+            }
+            let Some(Reverse((_, _, ev))) = self.queue.pop() else {
+                continue;
+            };
+            match ev {
+                Ev::Packet { to, from, bytes } => {
+                    if self.nodes[to].ep.is_none() {
+                        continue;
+                    }
+                    if self.stalled(to) {
+                        self.nodes[to].deferred.push((self.now, addr(from), bytes));
+                        continue;
+                    }
+                    let local = self.nodes[to].local(self.now);
+                    if let Some(ep) = self.nodes[to].ep.as_mut() {
+                        ep.handle_packet(local, addr(from), &bytes);
+                    }
+                    self.after_call(to)?;
+                }
+                Ev::Timer { node } => {
+                    if self.nodes[node].timer_at != Some(self.now) || self.nodes[node].ep.is_none()
+                    {
+                        continue;
+                    }
+                    if self.stalled(node) {
+                        continue; // the wake event runs it
+                    }
+                    self.nodes[node].timer_at = None;
+                    let local = self.nodes[node].local(self.now);
+                    if let Some(ep) = self.nodes[node].ep.as_mut() {
+                        ep.handle_timeout(local);
+                    }
+                    self.after_call(node)?;
+                }
+                Ev::Wake { node } => {
+                    if self.stalled(node) || self.nodes[node].ep.is_none() {
+                        continue;
+                    }
+                    let deferred = std::mem::take(&mut self.nodes[node].deferred);
+                    let local_now = self.nodes[node].local(self.now);
+                    for (at, from, bytes) in deferred {
+                        let stamps = self.nodes[node].kernel_stamps;
+                        let at_local = self.nodes[node].local(at);
+                        if let Some(ep) = self.nodes[node].ep.as_mut() {
+                            ep.handle_packet(local_now, from, &bytes);
+                            if stamps {
+                                let name = format!(
+                                    "n{}",
+                                    from.ip()
+                                        .to_string()
+                                        .rsplit('.')
+                                        .next()
+                                        .and_then(|x| x.parse::<usize>().ok())
+                                        .unwrap_or(1)
+                                        - 1
+                                );
+                                ep.note_arrival(local_now, &name, at_local);
+                            }
+                        }
+                        self.after_call(node)?;
+                    }
+                    if let Some(ep) = self.nodes[node].ep.as_mut() {
+                        ep.handle_timeout(local_now);
+                    }
+                    self.nodes[node].timer_at = None;
+                    self.after_call(node)?;
+                }
+            }
+        }
+    }
+
+    fn next_app_time(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.ep.is_some())
+            .flat_map(|n| {
+                let mut v = vec![n.next_heartbeat];
+                if n.sends {
+                    v.push(n.next_send);
+                }
+                if n.slow {
+                    v.push(n.next_stall);
+                }
+                v
+            })
+            .min()
+    }
+
+    /// Heartbeats, application sends and stalls that fall due now.
+    fn app_step(&mut self) -> Result<(), String> {
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].ep.is_none() {
+                continue;
+            }
+            if self.nodes[i].slow && self.nodes[i].next_stall <= now {
+                let len = self.rng.random_range(20 * MS..=300 * MS);
+                self.nodes[i].stalled_until = now + len;
+                self.nodes[i].next_stall = now + len + self.rng.random_range(100 * MS..=1000 * MS);
+                self.push(now + len, Ev::Wake { node: i });
+            }
+            if self.nodes[i].next_heartbeat <= now {
+                self.nodes[i].next_heartbeat =
+                    now + SEC / u64::from(self.cfg.heartbeats_per_sec.max(1));
+                if !self.nodes[i].stuck && !self.stalled(i) {
+                    let local = self.nodes[i].local(now);
+                    if let Some(ep) = self.nodes[i].ep.as_mut() {
+                        ep.heartbeat(local);
+                    }
+                }
+            }
+            if self.nodes[i].sends && self.nodes[i].next_send <= now {
+                let gap = self
+                    .rng
+                    .random_range(self.send_interval.0..=self.send_interval.1);
+                self.nodes[i].next_send = now + gap;
+                if self.stalled(i) {
+                    continue;
+                }
+                let order = if self.rng.random_bool(self.agreed_share) {
+                    Order::Agreed
+                } else {
+                    Order::Fifo
+                };
+                let node = &mut self.nodes[i];
+                let id = (node.idx as u32, node.incarnation, node.counter + 1);
+                if let Some(ep) = node.ep.as_mut() {
+                    match ep.send(GROUP, &encode_payload(id), order) {
+                        Ok(()) => node.counter += 1,
+                        Err(SendError::WouldBlock { .. } | SendError::Closed) => {}
+                        Err(e) => return Err(format!("send failed: {e}")),
+                    }
+                }
+                self.after_call(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Live members (started, not crashed, not left).
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].ep.is_some())
+            .collect()
+    }
+
+    /// Whether every live, non-stuck node has installed one view made of exactly them, and no
+    /// view change is under way.
+    pub fn converged(&self) -> bool {
+        let want: Vec<MemberId> = {
+            let mut v: Vec<MemberId> = self
+                .live()
+                .into_iter()
+                .filter(|i| !self.nodes[*i].stuck)
+                .map(|i| self.nodes[i].member())
+                .collect();
+            v.sort();
+            v
+        };
+        self.live()
+            .into_iter()
+            .filter(|i| !self.nodes[*i].stuck)
+            .all(|i| {
+                let ep = self.nodes[i].ep.as_ref().expect("live");
+                ep.view().members == want && !ep.is_changing_view()
+            })
+            && self
+                .live()
+                .into_iter()
+                .filter(|i| !self.nodes[*i].stuck)
+                .map(|i| self.nodes[i].ep.as_ref().expect("live").view().id)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                <= 1
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            match &n.ep {
+                None => s.push_str(&format!("\n  n{}: down", n.idx)),
+                Some(ep) => s.push_str(&format!(
+                    "\n  n{} inc {} stuck {} slow {} changing {} health {}: view {:?} {:?}",
+                    n.idx,
+                    n.incarnation,
+                    n.stuck,
+                    n.slow,
+                    ep.is_changing_view(),
+                    ep.local_health(),
+                    ep.view().id,
+                    ep.view()
+                        .members
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect::<Vec<_>>()
+                )),
+            }
+        }
+        s
+    }
+}

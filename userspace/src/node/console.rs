@@ -1,0 +1,198 @@
+//! The node's answers to console commands, from the status the event loop keeps current.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohort_engine::console::render::render;
+use cohort_engine::console::status::{
+    ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
+};
+use cohort_engine::console::{ClusterCommand, Command};
+
+use super::runtime::{Request, Shared};
+use crate::console::server::ConsoleHandler;
+
+/// Answers `cluster ...` commands with the node's live state.
+pub struct NodeConsole {
+    pub shared: Arc<Shared>,
+}
+
+/// Momentum's private names: `#ec0-<pid>#<node>` (main connection) and `#ec1-...` (shared objects).
+pub fn private_name(conn: u8, pid: u32, node: &str) -> String {
+    format!("#ec{conn}-{pid}#{node}")
+}
+
+impl NodeConsole {
+    fn info(&self) -> Result<ClusterInfo, String> {
+        let s = self
+            .shared
+            .status
+            .lock()
+            .map_err(|_| "status unavailable")?;
+        let id = &s.identity;
+        Ok(ClusterInfo {
+            daemon_port: id.addr.port(),
+            m_private_name: private_name(0, id.pid, &id.nodename),
+            s_private_name: private_name(1, id.pid, &id.nodename),
+            control_group: s.config.cluster.control_group.clone(),
+            cluster_group: s.config.cluster.cluster_group.clone(),
+            leader: Some(s.view.leader().name.clone()),
+            logger_group: s.config.cluster.log_group.clone(),
+        })
+    }
+
+    fn membership(&self) -> Result<Membership, String> {
+        let s = self
+            .shared
+            .status
+            .lock()
+            .map_err(|_| "status unavailable")?;
+        let members = s
+            .view
+            .members
+            .iter()
+            .map(|m| {
+                let info = s.infos.get(m);
+                let manager = info.is_some_and(|i| i.node_type == "Manager");
+                let pid = info.map_or(0, |i| i.pid);
+                // Groups in the order Momentum prints them: control, subcluster, cluster, others.
+                let mut groups: Vec<String> = s
+                    .groups
+                    .iter()
+                    .filter(|(_, ms)| ms.contains(m))
+                    .map(|(g, _)| g.clone())
+                    .collect();
+                let rank = |g: &String| {
+                    if *g == s.config.cluster.control_group {
+                        0
+                    } else if g.starts_with("ec_sc_") {
+                        1
+                    } else if *g == s.config.cluster.cluster_group {
+                        2
+                    } else {
+                        3
+                    }
+                };
+                groups.sort_by_key(|g| (rank(g), g.clone()));
+                Member {
+                    private_name: if manager {
+                        format!("#{0}#{0}", m.name)
+                    } else {
+                        private_name(0, pid, &m.name)
+                    },
+                    node_name: (!manager).then(|| m.name.clone()),
+                    subcluster: if manager {
+                        None
+                    } else {
+                        info.map(|i| i.subcluster.clone())
+                    },
+                    node_type: if manager {
+                        NodeType::Manager
+                    } else {
+                        NodeType::Node
+                    },
+                    version: info.map_or_else(|| "(unknown)".to_owned(), |i| i.version.clone()),
+                    address: info
+                        .and_then(|i| i.eccluster_addr.parse::<SocketAddr>().ok())
+                        .filter(|a| a.port() != 0),
+                    groups,
+                }
+            })
+            .collect();
+        Ok(Membership { members })
+    }
+
+    fn counters(&self) -> Result<Counters, String> {
+        let s = self
+            .shared
+            .status
+            .lock()
+            .map_err(|_| "status unavailable")?;
+        let c = &s.counters;
+        Ok(Counters {
+            datagrams_sent: c.datagrams_sent,
+            datagrams_received: c.datagrams_received,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            dropped_bad_mac: c.dropped_bad_mac,
+            dropped_undecodable: c.dropped_undecodable,
+            dropped_stale_incarnation: c.dropped_stale_incarnation,
+            dropped_replay: c.dropped_replay,
+            extra: vec![
+                ("dropped_foreign_cluster".into(), c.dropped_foreign_cluster),
+                ("dropped_unknown_sender".into(), c.dropped_unknown_sender),
+                ("dropped_queue_full".into(), c.dropped_queue_full),
+                ("messages_sent".into(), c.messages_sent),
+                ("messages_delivered".into(), c.messages_delivered),
+                ("retransmissions".into(), c.retransmissions),
+                ("nacks_sent".into(), c.nacks_sent),
+                ("views_installed".into(), c.views_installed),
+                ("io_syscalls".into(), s.io.syscalls),
+                ("io_send_errors".into(), s.io.send_errors),
+                ("io_truncated".into(), s.io.truncated),
+            ],
+        })
+    }
+
+    fn nodeaddr(&self) -> Result<NodeAddr, String> {
+        let s = self
+            .shared
+            .status
+            .lock()
+            .map_err(|_| "status unavailable")?;
+        let me = s.me.clone();
+        let addr = s
+            .infos
+            .get(&me)
+            .and_then(|i| i.eccluster_addr.parse::<SocketAddr>().ok())
+            .unwrap_or(s.identity.addr);
+        Ok(NodeAddr { address: addr })
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        let before = self
+            .shared
+            .status
+            .lock()
+            .map_err(|_| "status unavailable")?
+            .last_reload
+            .clone();
+        self.shared.request(Request::Reload);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+            let s = self
+                .shared
+                .status
+                .lock()
+                .map_err(|_| "status unavailable")?;
+            if s.last_reload != before
+                || s.last_reload.is_some() && t0.elapsed() > Duration::from_millis(500)
+            {
+                return Ok(format!("{}\n", s.last_reload.clone().unwrap_or_default()));
+            }
+        }
+        Err("the reload did not finish within 5 s".into())
+    }
+}
+
+impl ConsoleHandler for NodeConsole {
+    fn handle(&self, cmd: &Command, json: bool) -> Result<String, String> {
+        match cmd {
+            Command::ConfigReload => self.reload(),
+            Command::Cluster(c) => match c {
+                ClusterCommand::Info => Ok(render(&self.info()?, json)),
+                ClusterCommand::Membership => Ok(render(&self.membership()?, json)),
+                ClusterCommand::Nodeaddr => Ok(render(&self.nodeaddr()?, json)),
+                ClusterCommand::Counters => Ok(render(&self.counters()?, json)),
+                ClusterCommand::Reset => {
+                    self.shared.request(Request::Reset);
+                    Ok("cluster membership reset requested\n".into())
+                }
+                other => Err(format!("'{other}' is not available on this node yet")),
+            },
+            other => Err(format!("'{other}' is not a node command")),
+        }
+    }
+}

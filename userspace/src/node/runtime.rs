@@ -1,0 +1,448 @@
+//! The event loop of a node: the UDP driver feeds the sans-IO group endpoint; what the endpoint
+//! wants sent goes out in one batch per turn; what it delivers updates the status the console
+//! reads. Signals and console requests wake the loop through the driver's waker.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cohort_engine::config::{self, Config};
+use cohort_engine::group::{
+    ClusterKey, Counters, Endpoint, Event, GroupConfig, MemberId, Order, Time, View,
+};
+use cohort_engine::udp::{self, DatagramIo, Driver, IoStats, Outgoing};
+
+use super::identity::{self, Identity};
+use super::signals::SignalFlags;
+
+/// What a member tells the others about itself, so that `cluster membership` can show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberInfo {
+    pub pid: u32,
+    pub subcluster: String,
+    /// `Momentum` for a node, `Manager` for the manager (the docs' words).
+    pub node_type: String,
+    pub version: String,
+    /// The member's ECCluster_Listener address, `0.0.0.0:0` if it has none.
+    pub eccluster_addr: String,
+}
+
+/// Tag byte of Cohort's own messages on the cluster group.
+const MSG_MEMBER_INFO: u8 = 1;
+
+/// Everything the console shows, kept current by the loop.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub identity: Identity,
+    pub me: MemberId,
+    pub view: View,
+    pub view_installed: Instant,
+    pub groups: BTreeMap<String, Vec<MemberId>>,
+    pub infos: BTreeMap<MemberId, MemberInfo>,
+    pub counters: Counters,
+    pub io: IoStats,
+    pub started: Instant,
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub last_reload: Option<String>,
+}
+
+/// A request from a console thread, carried out by the loop.
+#[derive(Debug)]
+pub enum Request {
+    /// `cluster reset`: leave and rejoin with a new incarnation.
+    Reset,
+    /// `config reload` (also SIGHUP).
+    Reload,
+    /// `shutdown` / SIGTERM: leave gracefully and stop.
+    Shutdown,
+}
+
+/// Shared between the loop and console threads.
+pub struct Shared {
+    pub status: Mutex<NodeStatus>,
+    pub requests: Mutex<VecDeque<Request>>,
+    pub waker: udp::Waker,
+}
+
+impl Shared {
+    /// Queues a request and wakes the loop.
+    pub fn request(&self, r: Request) {
+        if let Ok(mut q) = self.requests.lock() {
+            q.push_back(r);
+        }
+        let _ = self.waker.wake();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error("cannot read the cluster key: {0}")]
+    Key(String),
+    #[error("cannot start the group transport: {0}")]
+    Endpoint(String),
+    #[error("cannot open UDP {addr}: {why}")]
+    Socket { addr: SocketAddr, why: String },
+    #[error("I/O error in the event loop: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The transport settings of a configuration, with every peer resolved.
+pub fn group_config(cfg: &Config) -> Result<GroupConfig, identity::IdentityError> {
+    let m = &cfg.msgc_server;
+    let peers = m
+        .peers
+        .iter()
+        .map(|p| identity::resolve_peer(&p.name, &p.address, m.port).map(|a| (p.name.clone(), a)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(GroupConfig {
+        port: m.port,
+        peers,
+        probe_interval: Duration::from_secs_f64(m.probe_interval),
+        suspect_timeout: Duration::from_secs_f64(m.suspect_timeout),
+        cluster_key: m.cluster_key.clone(),
+        mtu: m.mtu as usize,
+        max_unstable_bytes: m.max_unstable_bytes as usize,
+        max_queue: m.max_queue as usize,
+        heartbeats_per_sec: cfg.cluster.heartbeats_per_sec,
+        heartbeat_start_delay: Duration::from_secs_f64(cfg.cluster.heartbeat_start_delay),
+        cluster_id: m.cluster_id,
+    })
+}
+
+/// This node's `MemberInfo`.
+fn my_info(cfg: &Config, id: &Identity, manager: bool) -> MemberInfo {
+    let ecc = cfg
+        .eccluster_listener
+        .listens
+        .iter()
+        .find_map(|l| match &l.addr {
+            config::ListenAddr::Inet {
+                host: Some(h),
+                port,
+            } => Some(SocketAddr::new(*h, *port)),
+            config::ListenAddr::Inet { host: None, port } => {
+                Some(SocketAddr::new(id.addr.ip(), *port))
+            }
+            config::ListenAddr::Unix(_) => None,
+        })
+        .map_or_else(|| "0.0.0.0:0".to_owned(), |a| a.to_string());
+    MemberInfo {
+        pid: id.pid,
+        subcluster: id.subcluster.clone(),
+        node_type: if manager { "Manager" } else { "Momentum" }.to_owned(),
+        version: format!("Cohort {}", env!("CARGO_PKG_VERSION")),
+        eccluster_addr: if manager { "0.0.0.0:0".to_owned() } else { ecc },
+    }
+}
+
+/// The groups a node joins: the cluster and control groups and its subcluster's group; a manager
+/// joins only the cluster group (as in the documented `cluster membership` sample).
+pub fn groups_to_join(cfg: &Config, id: &Identity, manager: bool) -> Vec<String> {
+    if manager {
+        return vec![cfg.cluster.cluster_group.clone()];
+    }
+    vec![
+        cfg.cluster.control_group.clone(),
+        format!("ec_sc_{}", id.subcluster),
+        cfg.cluster.cluster_group.clone(),
+    ]
+}
+
+/// The monotonic clock the protocol runs on: nanoseconds since the loop started.
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> Time {
+        Time::from_nanos(self.0.elapsed().as_nanos() as u64)
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub shared: Arc<Shared>,
+    endpoint: Endpoint,
+    io: Box<dyn DatagramIo>,
+    clock: Clock,
+    signals: SignalFlags,
+    peers_by_addr: BTreeMap<SocketAddr, String>,
+    info: MemberInfo,
+    joins: Vec<String>,
+    cluster_group: String,
+}
+
+impl Node {
+    /// Binds the transport and creates the endpoint; nothing is sent until [`Node::run`].
+    pub fn start(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        driver: Driver,
+        manager: bool,
+    ) -> Result<Node, RunError> {
+        let id = identity::resolve(&cfg)?;
+        let gcfg = group_config(&cfg)?;
+        let key = match &gcfg.cluster_key {
+            Some(p) => Some(
+                ClusterKey::load(p).map_err(|e| RunError::Key(format!("{}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        let io = udp::open(driver, id.addr).map_err(|e| RunError::Socket {
+            addr: id.addr,
+            why: e.to_string(),
+        })?;
+        let clock = Clock(Instant::now());
+        let me = MemberId::new(id.nodename.clone(), id.incarnation);
+        let endpoint = Endpoint::new(gcfg.clone(), me.clone(), key, clock.now())
+            .map_err(|e| RunError::Endpoint(e.to_string()))?;
+        let waker = io.waker();
+        let signals = SignalFlags::install(&waker)?;
+        let peers_by_addr = gcfg.peers.iter().map(|(n, a)| (*a, n.clone())).collect();
+        let info = my_info(&cfg, &id, manager);
+        let joins = groups_to_join(&cfg, &id, manager);
+        let status = NodeStatus {
+            identity: id,
+            me: me.clone(),
+            view: endpoint.view().clone(),
+            view_installed: Instant::now(),
+            groups: BTreeMap::new(),
+            infos: BTreeMap::from([(me, info.clone())]),
+            counters: endpoint.counters().clone(),
+            io: io.stats(),
+            started: Instant::now(),
+            config: cfg.clone(),
+            config_path,
+            last_reload: None,
+        };
+        Ok(Node {
+            shared: Arc::new(Shared {
+                status: Mutex::new(status),
+                requests: Mutex::new(VecDeque::new()),
+                waker,
+            }),
+            endpoint,
+            io,
+            clock,
+            signals,
+            peers_by_addr,
+            info,
+            joins,
+            cluster_group: cfg.cluster.cluster_group.clone(),
+        })
+    }
+
+    /// Runs until a graceful leave completes (SIGTERM, SIGINT, `shutdown`).
+    pub fn run(mut self) -> Result<(), RunError> {
+        for g in self.joins.clone() {
+            if let Err(e) = self.endpoint.join(&g) {
+                tracing::warn!(group = %g, error = %e, "cannot join group");
+            }
+        }
+        let hb_period = Duration::from_secs(1)
+            / self
+                .shared
+                .status
+                .lock()
+                .map_or(1, |s| s.config.cluster.heartbeats_per_sec.max(1));
+        let mut next_heartbeat = self.clock.now();
+        let mut leaving: Option<Time> = None;
+        let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        loop {
+            let now = self.clock.now();
+            if self.signals.take_reload() {
+                self.shared.request(Request::Reload);
+            }
+            if self.signals.terminate_requested() && leaving.is_none() {
+                tracing::info!("leaving the cluster");
+                self.endpoint.leave_cluster(now);
+                leaving = Some(now);
+            }
+            let requests: Vec<Request> = self
+                .shared
+                .requests
+                .lock()
+                .map(|mut q| q.drain(..).collect())
+                .unwrap_or_default();
+            for r in requests {
+                match r {
+                    Request::Shutdown if leaving.is_none() => {
+                        self.endpoint.leave_cluster(now);
+                        leaving = Some(now);
+                    }
+                    Request::Shutdown => {}
+                    Request::Reload => self.reload(),
+                    Request::Reset => tracing::warn!(
+                        "cluster reset: restart the process to rejoin as a new incarnation"
+                    ),
+                }
+            }
+            if let Some(t) = self.endpoint.poll_timeout()
+                && t <= now
+            {
+                self.endpoint.handle_timeout(now);
+            }
+            if now >= next_heartbeat {
+                self.endpoint.heartbeat(now);
+                next_heartbeat = now + hb_period;
+            }
+            let mut done = false;
+            while let Some(ev) = self.endpoint.poll_event() {
+                if self.on_event(ev) {
+                    done = true;
+                }
+            }
+            while let Some(t) = self.endpoint.poll_transmit() {
+                out.push((t.destination, t.payload));
+            }
+            if !out.is_empty() {
+                let batch: Vec<Outgoing<'_>> = out
+                    .iter()
+                    .map(|(to, d)| Outgoing { to: *to, data: d })
+                    .collect();
+                self.io.send_batch(&batch)?;
+                out.clear();
+            }
+            if done {
+                tracing::info!("left the cluster");
+                return Ok(());
+            }
+            // A leave that cannot finish (no peer answers) still ends promptly.
+            if let Some(t) = leaving
+                && now.since(t) > Duration::from_secs(2)
+            {
+                tracing::warn!("leave not acknowledged within 2 s; stopping anyway");
+                return Ok(());
+            }
+            self.publish();
+            let deadline = [self.endpoint.poll_timeout(), Some(next_heartbeat)]
+                .into_iter()
+                .flatten()
+                .min();
+            let wait = deadline
+                .map_or(Duration::from_millis(100), |d| d.since(now))
+                .min(Duration::from_millis(100));
+            let (endpoint, clock, peers) = (&mut self.endpoint, &self.clock, &self.peers_by_addr);
+            self.io.recv(Some(wait), &mut |r| {
+                let now = clock.now();
+                if let (Some(k), Some(name)) = (r.kernel_ns, peers.get(&r.from)) {
+                    // The kernel stamped arrival on the realtime clock; place it on ours.
+                    let real_now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    let age = Duration::from_nanos(real_now.saturating_sub(k));
+                    let at = Time::from_nanos(now.as_nanos().saturating_sub(age.as_nanos() as u64));
+                    endpoint.note_arrival(now, name, at);
+                }
+                endpoint.handle_packet(now, r.from, r.data);
+            })?;
+        }
+    }
+
+    /// Applies one event; returns true when the graceful leave has finished.
+    fn on_event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::ViewChanged(view) => {
+                tracing::info!(view = ?view.id, members = view.members.len(), "view installed");
+                if let Ok(mut s) = self.shared.status.lock() {
+                    s.infos.retain(|m, _| view.members.contains(m));
+                    s.view = view;
+                    s.view_installed = Instant::now();
+                }
+                // Tell the (possibly new) members who we are.
+                let mut msg = vec![MSG_MEMBER_INFO];
+                msg.extend(serde_json::to_vec(&self.info).unwrap_or_default());
+                if let Err(e) = self.endpoint.send(&self.cluster_group, &msg, Order::Fifo) {
+                    tracing::warn!(error = %e, "cannot announce member info");
+                }
+                false
+            }
+            Event::GroupChanged { group, members } => {
+                if let Ok(mut s) = self.shared.status.lock() {
+                    s.groups.insert(group, members);
+                }
+                false
+            }
+            Event::Message {
+                group,
+                sender,
+                payload,
+                ..
+            } => {
+                if group == self.cluster_group && payload.first() == Some(&MSG_MEMBER_INFO) {
+                    match serde_json::from_slice::<MemberInfo>(&payload[1..]) {
+                        Ok(info) => {
+                            if let Ok(mut s) = self.shared.status.lock() {
+                                s.infos.insert(sender, info);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(from = %sender.name, error = %e, "undecodable member info")
+                        }
+                    }
+                }
+                false
+            }
+            Event::LeftCluster => true,
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.counters = self.endpoint.counters().clone();
+            s.io = self.io.stats();
+        }
+    }
+
+    /// Re-reads the configuration file; reports what would need a restart.
+    fn reload(&mut self) {
+        let Ok(mut s) = self.shared.status.lock() else {
+            return;
+        };
+        let Some(path) = s.config_path.clone() else {
+            s.last_reload = Some("running on the embedded configuration: nothing to reload".into());
+            return;
+        };
+        match config::load_file(&path) {
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the running configuration");
+                s.last_reload = Some(format!("reload failed, running configuration kept: {e}"));
+            }
+            Ok(loaded) => {
+                let new = loaded.config;
+                let mut restart = Vec::new();
+                if new.msgc_server != s.config.msgc_server {
+                    restart.push("msgc_server");
+                }
+                if new.cluster.nodename != s.config.cluster.nodename
+                    || new.cluster.nodeaddr != s.config.cluster.nodeaddr
+                {
+                    restart.push("nodename/nodeaddr");
+                }
+                if new.cluster.cluster_group != s.config.cluster.cluster_group
+                    || new.cluster.control_group != s.config.cluster.control_group
+                    || new.cluster.subcluster != s.config.cluster.subcluster
+                {
+                    restart.push("groups");
+                }
+                if new.control_listener != s.config.control_listener {
+                    restart.push("Control_Listener");
+                }
+                let msg = if restart.is_empty() {
+                    "configuration reloaded".to_owned()
+                } else {
+                    format!(
+                        "configuration reloaded; changes to {} take effect after a restart",
+                        restart.join(", ")
+                    )
+                };
+                tracing::info!("{msg}");
+                s.config = new;
+                s.last_reload = Some(msg);
+            }
+        }
+    }
+}
