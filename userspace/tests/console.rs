@@ -812,3 +812,49 @@ fn wildcard_tcp_listens_on_every_address() {
     );
     assert_eq!(stdout(&o), "relay-0-1\n", "{}", stderr(&o));
 }
+
+#[test]
+fn garbage_on_the_socket_never_takes_the_server_down() {
+    use proptest::prelude::*;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("console.sock");
+    // Enough slots that connections of earlier cases still closing never refuse a new one.
+    let mut cfg = server_config(&sock, false, Role::Node, 256);
+    cfg.frame_timeout = std::time::Duration::from_millis(20);
+    let _server = ConsoleServer::start(cfg, Arc::new(ConfigHandler::new())).expect("starts");
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 64,
+        ..Default::default()
+    });
+    let valid_start = prop_oneof![
+        Just(Vec::new()),
+        Just(b"CQ\x01\x00".to_vec()),
+        Just(b"CQ\x01\x01\x00\x00\x00".to_vec()),
+    ];
+    let input =
+        (valid_start, proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(mut a, b)| {
+            a.extend(b);
+            a
+        });
+    runner
+        .run(&input, |bytes| {
+            let mut raw = UnixStream::connect(&sock).expect("connect");
+            let _ = raw.write_all(&bytes);
+            let _ = raw.shutdown(std::net::Shutdown::Write);
+            // Whatever comes back is whole response frames, and then the server closes.
+            let mut back = Vec::new();
+            let _ = raw.read_to_end(&mut back);
+            let mut rest = &back[..];
+            while !rest.is_empty() {
+                match protocol::Response::decode(rest) {
+                    Ok(Some((_, used))) => rest = &rest[used..],
+                    other => panic!("not a response frame: {other:?} in {back:?}"),
+                }
+            }
+            let mut c = Client::connect(&cohort::console::Endpoint::Unix(sock.clone()))
+                .expect("still listening");
+            prop_assert_eq!(c.run("version", false).expect("answer").status, Status::Ok);
+            Ok(())
+        })
+        .expect("the server survives every input");
+}
