@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output, Stdio};
 use std::sync::Arc;
@@ -360,8 +360,20 @@ fn socket_mode_is_0660_and_stop_removes_it() {
 fn stale_socket_is_replaced_live_one_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sock = dir.path().join("console.sock");
-    // A socket file nobody listens on, as a crashed daemon leaves it.
-    drop(UnixListener::bind(&sock).expect("bind"));
+    // A socket file nobody listens on, as a crashed daemon leaves it. Bound but never listening:
+    // a dropped listener could live on for a moment in a child another test is forking.
+    {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(fd.as_raw_fd(), &UnixAddr::new(&sock).expect("path fits")).expect("bind");
+    }
     assert!(sock.exists());
     let server = ConsoleServer::start(
         server_config(&sock, false, Role::Node, 4),
