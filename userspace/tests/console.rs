@@ -632,6 +632,12 @@ fn interactive_console_on_a_terminal() {
             return;
         }
     };
+    // openpty's descriptors are inheritable; keep them out of children other tests spawn.
+    for fd in [&pty.master, &pty.slave] {
+        use nix::fcntl::{F_SETFD, FdFlag, fcntl};
+        use std::os::fd::AsRawFd;
+        fcntl(fd.as_raw_fd(), F_SETFD(FdFlag::FD_CLOEXEC)).expect("set close-on-exec");
+    }
     let slave = std::fs::File::from(pty.slave);
     let mut child = Process::new(env!("CARGO_BIN_EXE_cohortctl"))
         .args(["--socket", sock])
