@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output, Stdio};
 use std::sync::Arc;
@@ -360,8 +360,20 @@ fn socket_mode_is_0660_and_stop_removes_it() {
 fn stale_socket_is_replaced_live_one_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sock = dir.path().join("console.sock");
-    // A socket file nobody listens on, as a crashed daemon leaves it.
-    drop(UnixListener::bind(&sock).expect("bind"));
+    // A socket file nobody listens on, as a crashed daemon leaves it. Bound but never listening:
+    // a dropped listener could live on for a moment in a child another test is forking.
+    {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(fd.as_raw_fd(), &UnixAddr::new(&sock).expect("path fits")).expect("bind");
+    }
     assert!(sock.exists());
     let server = ConsoleServer::start(
         server_config(&sock, false, Role::Node, 4),
@@ -620,6 +632,12 @@ fn interactive_console_on_a_terminal() {
             return;
         }
     };
+    // openpty's descriptors are inheritable; keep them out of children other tests spawn.
+    for fd in [&pty.master, &pty.slave] {
+        use nix::fcntl::{F_SETFD, FdFlag, fcntl};
+        use std::os::fd::AsRawFd;
+        fcntl(fd.as_raw_fd(), F_SETFD(FdFlag::FD_CLOEXEC)).expect("set close-on-exec");
+    }
     let slave = std::fs::File::from(pty.slave);
     let mut child = Process::new(env!("CARGO_BIN_EXE_cohortctl"))
         .args(["--socket", sock])
@@ -811,4 +829,50 @@ fn wildcard_tcp_listens_on_every_address() {
         None,
     );
     assert_eq!(stdout(&o), "relay-0-1\n", "{}", stderr(&o));
+}
+
+#[test]
+fn garbage_on_the_socket_never_takes_the_server_down() {
+    use proptest::prelude::*;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("console.sock");
+    // Enough slots that connections of earlier cases still closing never refuse a new one.
+    let mut cfg = server_config(&sock, false, Role::Node, 256);
+    cfg.frame_timeout = std::time::Duration::from_millis(20);
+    let _server = ConsoleServer::start(cfg, Arc::new(ConfigHandler::new())).expect("starts");
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 64,
+        ..Default::default()
+    });
+    let valid_start = prop_oneof![
+        Just(Vec::new()),
+        Just(b"CQ\x01\x00".to_vec()),
+        Just(b"CQ\x01\x01\x00\x00\x00".to_vec()),
+    ];
+    let input =
+        (valid_start, proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(mut a, b)| {
+            a.extend(b);
+            a
+        });
+    runner
+        .run(&input, |bytes| {
+            let mut raw = UnixStream::connect(&sock).expect("connect");
+            let _ = raw.write_all(&bytes);
+            let _ = raw.shutdown(std::net::Shutdown::Write);
+            // Whatever comes back is whole response frames, and then the server closes.
+            let mut back = Vec::new();
+            let _ = raw.read_to_end(&mut back);
+            let mut rest = &back[..];
+            while !rest.is_empty() {
+                match protocol::Response::decode(rest) {
+                    Ok(Some((_, used))) => rest = &rest[used..],
+                    other => panic!("not a response frame: {other:?} in {back:?}"),
+                }
+            }
+            let mut c = Client::connect(&cohort::console::Endpoint::Unix(sock.clone()))
+                .expect("still listening");
+            prop_assert_eq!(c.run("version", false).expect("answer").status, Status::Ok);
+            Ok(())
+        })
+        .expect("the server survives every input");
 }

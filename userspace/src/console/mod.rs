@@ -12,4 +12,6 @@ pub mod stream;
 
 pub use client::{Client, ClientError, Endpoint};
 pub use listener::{BoundAddr, ListenError};
-pub use server::{ConsoleHandler, ConsoleServer, Identity, Role, ServerConfig, StopHandle};
+pub use server::{
+    ConsoleHandler, ConsoleServer, Identity, Role, ServerConfig, ServerError, StopHandle,
+};
