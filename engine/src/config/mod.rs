@@ -1,6 +1,6 @@
 //! Momentum-style configuration: the syntax ([`syntax`]), the typed options with their documented
 //! defaults ([`model`]), reading and validation ([`load`]), printing the effective configuration
-//! ([`render`]) and the node's identity ([`nodename`]).
+//! ([`mod@render`]) and the node's identity ([`nodename`]).
 //!
 //! ```
 //! use cohort_engine::config;

@@ -3,7 +3,7 @@
 //! default the README's configuration reference states).
 //!
 //! These types hold values only, no source positions, so that two configurations compare equal
-//! when they mean the same thing (the round-trip property of [`super::render`]).
+//! when they mean the same thing (the round-trip property of [`super::render()`]).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
