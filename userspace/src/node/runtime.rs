@@ -58,6 +58,23 @@ pub enum Request {
     Reload,
     /// `shutdown` / SIGTERM: leave gracefully and stop.
     Shutdown,
+    /// An application joins a group.
+    Join(String),
+    /// An application sends to a group (kept queued while the transport says "would block").
+    Send {
+        group: String,
+        payload: Vec<u8>,
+        order: Order,
+    },
+}
+
+/// A message delivered to the application.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub group: String,
+    pub sender: MemberId,
+    pub order: Order,
+    pub payload: Vec<u8>,
 }
 
 /// Shared between the loop and console threads.
@@ -65,9 +82,40 @@ pub struct Shared {
     pub status: Mutex<NodeStatus>,
     pub requests: Mutex<VecDeque<Request>>,
     pub waker: udp::Waker,
+    /// Where application messages go (groups other than Cohort's own traffic), if anyone listens.
+    pub deliveries: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
 }
 
 impl Shared {
+    /// Subscribes to application deliveries; at most `bound` wait unread (then the loop blocks on
+    /// the reader, so a reader must keep up).
+    pub fn subscribe(&self, bound: usize) -> std::sync::mpsc::Receiver<Delivery> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(bound);
+        if let Ok(mut d) = self.deliveries.lock() {
+            *d = Some(tx);
+        }
+        rx
+    }
+
+    /// Requests waiting for the loop (application sends included).
+    pub fn backlog(&self) -> usize {
+        self.requests.lock().map_or(0, |q| q.len())
+    }
+
+    /// Queues application sends and wakes the loop once.
+    pub fn send_batch(&self, group: &str, payloads: Vec<Vec<u8>>, order: Order) {
+        if let Ok(mut q) = self.requests.lock() {
+            for payload in payloads {
+                q.push_back(Request::Send {
+                    group: group.to_owned(),
+                    payload,
+                    order,
+                });
+            }
+        }
+        let _ = self.waker.wake();
+    }
+
     /// Queues a request and wakes the loop.
     pub fn request(&self, r: Request) {
         if let Ok(mut q) = self.requests.lock() {
@@ -223,6 +271,7 @@ impl Node {
                 status: Mutex::new(status),
                 requests: Mutex::new(VecDeque::new()),
                 waker,
+                deliveries: Mutex::new(None),
             }),
             endpoint,
             io,
@@ -267,8 +316,34 @@ impl Node {
                 .lock()
                 .map(|mut q| q.drain(..).collect())
                 .unwrap_or_default();
+            let mut blocked: VecDeque<Request> = VecDeque::new();
             for r in requests {
+                if !blocked.is_empty() {
+                    // Keep application sends in order behind the one that would block.
+                    blocked.push_back(r);
+                    continue;
+                }
                 match r {
+                    Request::Join(g) => {
+                        if let Err(e) = self.endpoint.join(&g) {
+                            tracing::warn!(group = %g, error = %e, "cannot join group");
+                        }
+                    }
+                    Request::Send {
+                        group,
+                        payload,
+                        order,
+                    } => match self.endpoint.send(&group, &payload, order) {
+                        Ok(()) => {}
+                        Err(cohort_engine::group::SendError::WouldBlock { .. }) => {
+                            blocked.push_back(Request::Send {
+                                group,
+                                payload,
+                                order,
+                            });
+                        }
+                        Err(e) => tracing::warn!(group = %group, error = %e, "send refused"),
+                    },
                     Request::Shutdown if leaving.is_none() => {
                         self.endpoint.leave_cluster(now);
                         leaving = Some(now);
@@ -278,6 +353,13 @@ impl Node {
                     Request::Reset => tracing::warn!(
                         "cluster reset: restart the process to rejoin as a new incarnation"
                     ),
+                }
+            }
+            if !blocked.is_empty()
+                && let Ok(mut q) = self.shared.requests.lock()
+            {
+                while let Some(r) = blocked.pop_back() {
+                    q.push_front(r);
                 }
             }
             if let Some(t) = self.endpoint.poll_timeout()
@@ -370,8 +452,21 @@ impl Node {
                 group,
                 sender,
                 payload,
+                order,
                 ..
             } => {
+                if group != self.cluster_group {
+                    let tx = self.shared.deliveries.lock().ok().and_then(|d| d.clone());
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Delivery {
+                            group,
+                            sender,
+                            order,
+                            payload,
+                        });
+                    }
+                    return false;
+                }
                 if group == self.cluster_group && payload.first() == Some(&MSG_MEMBER_INFO) {
                     match serde_json::from_slice::<MemberInfo>(&payload[1..]) {
                         Ok(info) => {

@@ -2,4 +2,5 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cluster;
+pub mod inproc;
 pub mod netns;

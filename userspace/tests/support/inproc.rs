@@ -1,0 +1,103 @@
+//! Nodes run in this process, each on threads that entered one host's network namespace: the
+//! application channel (send, deliveries) is then directly at hand for tests and benchmarks.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use cohort::node::runtime::{Delivery, Node, Request, Shared};
+use cohort_engine::udp::Driver;
+
+use super::netns::Lab;
+
+pub struct InProc {
+    pub shared: Arc<Shared>,
+    pub deliveries: Receiver<Delivery>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn enter(ns: &str) {
+    let file = File::open(format!("/run/netns/{ns}")).expect("netns file");
+    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+/// Starts node `i` of `lab` (names node1..), joined to `groups`, with `extra` configuration.
+pub fn start(lab: &Lab, i: usize, extra: &str, groups: &[&str]) -> InProc {
+    let peers: String = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(j, h)| format!("node{} = \"{}\"\n", j + 1, h.addr))
+        .collect();
+    let text = format!(
+        "cluster {{ nodename = \"node{}\" }}\nmsgc_server {{ peers = [\n{peers}] }}\nControl_Listener {{ }}\n{extra}\n",
+        i + 1
+    );
+    let cfg = cohort_engine::config::load_str(Path::new("inproc.conf"), &text)
+        .expect("valid config")
+        .config;
+    let ns = lab.hosts[i].ns.clone();
+    let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        enter(&ns);
+        let node = Node::start(cfg, None, Driver::Syscall, false).expect("node starts");
+        let shared = node.shared.clone();
+        let deliveries = shared.subscribe(1 << 20);
+        for g in groups {
+            shared.request(Request::Join(g));
+        }
+        tx.send((shared, deliveries)).expect("handover");
+        node.run().expect("node runs");
+    });
+    let (shared, deliveries) = rx.recv().expect("node started");
+    InProc {
+        shared,
+        deliveries,
+        thread: Some(thread),
+    }
+}
+
+impl InProc {
+    pub fn view_size(&self) -> usize {
+        self.shared
+            .status
+            .lock()
+            .map_or(0, |s| s.view.members.len())
+    }
+
+    pub fn views_installed(&self) -> u64 {
+        self.shared
+            .status
+            .lock()
+            .map_or(0, |s| s.counters.views_installed)
+    }
+
+    /// Waits (bounded) for a view of `n` members in which `group` has `n` members too.
+    pub fn wait_view(&self, n: usize, group: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self.shared.status.lock().is_ok_and(|s| {
+                s.view.members.len() == n && s.groups.get(group).is_some_and(|m| m.len() == n)
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no view of {n} with group {group}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.shared.request(Request::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
