@@ -40,7 +40,6 @@ pub struct Record {
 }
 
 struct OpenSegment {
-    log: u32,
     data: Arc<SharedFile>,
     idx: Arc<SharedFile>,
 }
@@ -186,16 +185,16 @@ impl Reader {
         }
     }
 
+    /// Opens segment `log` and its index by path on every call: repair may have replaced the
+    /// index file, and a descriptor kept from before would read the unlinked one. Within the
+    /// process the descriptors are shared (see `lock.rs`), so this is a `stat` and a map lookup.
     fn open_segment(&mut self, log: u32) -> Result<&OpenSegment> {
-        if self.seg.as_ref().is_none_or(|s| s.log != log) {
-            let dir = self.journal.path();
-            let mode = self.journal.file_mode();
-            self.seg = Some(OpenSegment {
-                log,
-                data: SharedFile::open(&segment_path(dir, log), Create::No, mode)?,
-                idx: SharedFile::open(&index_path(dir, log), Create::IfMissing, mode)?,
-            });
-        }
+        let dir = self.journal.path();
+        let mode = self.journal.file_mode();
+        self.seg = Some(OpenSegment {
+            data: SharedFile::open(&segment_path(dir, log), Create::No, mode)?,
+            idx: SharedFile::open(&index_path(dir, log), Create::IfMissing, mode)?,
+        });
         Ok(self.seg.as_ref().expect("segment was just opened"))
     }
 
@@ -255,9 +254,7 @@ impl Reader {
     /// [`Safety::Safe`](super::Safety::Safe) journal the checkpoint is on disk when this returns.
     pub fn checkpoint(&mut self, id: JlogId) -> Result<()> {
         self.journal.store_checkpoint(&self.cp, id)?;
-        if self.seg.as_ref().is_some_and(|s| s.log < id.log) {
-            self.seg = None;
-        }
+        self.seg = None;
         Ok(())
     }
 
