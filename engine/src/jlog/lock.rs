@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 
 use super::error::{JlogError, Result, io_err};
 
@@ -22,7 +22,11 @@ pub struct SharedFile {
     file: File,
     path: PathBuf,
     key: (u64, u64),
-    mutex: Mutex<()>,
+    /// Whether a thread of this process holds the lock; with `freed`, the in-process half of
+    /// the lock. (A plain flag rather than a `MutexGuard` so that a writer can hold the lock
+    /// across calls.)
+    held: Mutex<bool>,
+    freed: Condvar,
 }
 
 type Registry = Mutex<HashMap<(u64, u64), Weak<SharedFile>>>;
@@ -88,7 +92,8 @@ impl SharedFile {
             file,
             path: path.to_path_buf(),
             key,
-            mutex: Mutex::new(()),
+            held: Mutex::new(false),
+            freed: Condvar::new(),
         });
         reg.insert(key, Arc::downgrade(&shared));
         reg.retain(|_, w| w.strong_count() > 0);
@@ -145,16 +150,43 @@ impl SharedFile {
             .map_err(|e| io_err(&self.path, "fdatasync", e))
     }
 
-    /// Takes the in-process mutex and then the exclusive fcntl lock over the whole file, waiting
+    /// Takes the in-process lock and then the exclusive fcntl lock over the whole file, waiting
     /// for both; the guard releases them in reverse order.
     pub fn lock(&self) -> Result<FileLock<'_>> {
-        let guard = self.mutex.lock().unwrap_or_else(|p| p.into_inner());
-        fcntl_lock(&self.file, libc::F_WRLCK as libc::c_short)
-            .map_err(|e| io_err(&self.path, "fcntl(F_SETLKW)", e))?;
-        Ok(FileLock {
-            file: self,
-            _guard: guard,
-        })
+        self.acquire()?;
+        Ok(FileLock { file: self })
+    }
+
+    /// [`lock`](Self::lock) without a guard, for a holder that keeps the lock across calls; it
+    /// must call [`release`](Self::release) exactly once afterwards.
+    pub fn acquire(&self) -> Result<()> {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            while *held {
+                held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+            }
+            *held = true;
+        }
+        if let Err(e) = fcntl_lock(&self.file, libc::F_WRLCK as libc::c_short) {
+            self.release_local();
+            return Err(io_err(&self.path, "fcntl(F_SETLKW)", e));
+        }
+        Ok(())
+    }
+
+    /// Releases a lock taken with [`acquire`](Self::acquire).
+    pub fn release(&self) {
+        if let Err(e) = fcntl_lock(&self.file, libc::F_UNLCK as libc::c_short) {
+            // Unlocking a valid descriptor cannot fail on Linux; if it somehow did, the lock
+            // goes away when the descriptor closes.
+            tracing::warn!(path = %self.path.display(), error = %e, "fcntl unlock failed");
+        }
+        self.release_local();
+    }
+
+    fn release_local(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.freed.notify_one();
     }
 }
 
@@ -192,16 +224,11 @@ fn fcntl_lock(file: &File, kind: libc::c_short) -> io::Result<()> {
 #[derive(Debug)]
 pub struct FileLock<'a> {
     file: &'a SharedFile,
-    _guard: MutexGuard<'a, ()>,
 }
 
 impl Drop for FileLock<'_> {
     fn drop(&mut self) {
-        if let Err(e) = fcntl_lock(&self.file.file, libc::F_UNLCK as libc::c_short) {
-            // Unlocking a valid descriptor cannot fail on Linux; if it somehow did, the lock
-            // goes away when the descriptor closes.
-            tracing::warn!(path = %self.file.path.display(), error = %e, "fcntl unlock failed");
-        }
+        self.file.release();
     }
 }
 

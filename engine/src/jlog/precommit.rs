@@ -95,7 +95,27 @@ impl PreCommit {
 
     /// Appends `parts` (one or more whole records) if they fit; returns whether they did. The
     /// bytes are copied before `used` is advanced, so a crash never exposes a partial record.
-    pub fn try_push(&mut self, parts: &[&[u8]]) -> bool {
+    /// With `sync`, the new bytes and then the `used` word are flushed to disk (`msync`) before
+    /// returning, for `Safety::Safe`.
+    pub fn push(&mut self, parts: &[&[u8]], sync: bool) -> Result<bool> {
+        let before = self.pending().len();
+        if !self.try_push(parts) {
+            return Ok(false);
+        }
+        if sync {
+            let after = self.pending().len();
+            let path = self.file.path();
+            self.map
+                .flush_range(4 + before, after - before)
+                .map_err(|e| io_err(path, "msync", e))?;
+            self.map
+                .flush_range(0, 4)
+                .map_err(|e| io_err(path, "msync", e))?;
+        }
+        Ok(true)
+    }
+
+    fn try_push(&mut self, parts: &[&[u8]]) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let used = (self.used_raw() as usize).min(self.capacity());
         if used + len > self.capacity() {
@@ -114,13 +134,6 @@ impl PreCommit {
     /// Marks the buffer empty (after its contents reached the segment).
     pub fn clear(&mut self) {
         self.used_word().store(0, Ordering::Release);
-    }
-
-    /// Flushes the mapping to disk (`msync`), for `Safety::Safe`.
-    pub fn sync(&self) -> Result<()> {
-        self.map
-            .flush()
-            .map_err(|e| io_err(self.file.path(), "msync", e))
     }
 
     /// Replaces the buffer with an empty one of `size` bytes; the caller has flushed it first.

@@ -15,7 +15,7 @@
 use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::error::{JlogError, Result, io_err};
 use super::journal::Journal;
@@ -39,13 +39,40 @@ pub enum AppendBackend {
 }
 
 /// Settings for [`Journal::writer`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterOptions {
     /// Size of the `pre_commit` buffer. `None` keeps the size the file already has (jlog's
     /// "sticky" behaviour; 0 for a new journal); `Some(n)` resizes it after flushing it.
     pub pre_commit_size: Option<u32>,
     /// Write path.
     pub backend: AppendBackend,
+    /// How long the writer may keep the segment's fcntl lock between appends. While it holds
+    /// the lock it knows the segment's size, so an append is a single `pwritev`; other writers
+    /// (C or Cohort) wait at most this long, and [`Writer::flush`], [`Writer::close`], a roll
+    /// and dropping the writer release it at once. `Duration::ZERO` locks and unlocks around
+    /// every append, as jlog does. Readers never take this lock.
+    pub lock_hold: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            pre_commit_size: None,
+            backend: AppendBackend::Plain,
+            lock_hold: DEFAULT_LOCK_HOLD,
+        }
+    }
+}
+
+/// Default for [`WriterOptions::lock_hold`].
+pub const DEFAULT_LOCK_HOLD: Duration = Duration::from_millis(1);
+
+/// The segment lock as a writer holds it across appends.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    since: Instant,
+    /// The segment's size: exact, because nobody else can write while the lock is held.
+    size: u64,
 }
 
 /// An open writer (`jlog_ctx_open_writer`). One per process per journal when a pre-commit buffer
@@ -58,6 +85,8 @@ pub struct Writer {
     pre: PreCommit,
     uring: Option<UringAppender>,
     scratch: Vec<u8>,
+    held: Option<Held>,
+    lock_hold: Duration,
 }
 
 impl std::fmt::Debug for Writer {
@@ -116,6 +145,8 @@ impl Journal {
             pre,
             uring,
             scratch: Vec::new(),
+            held: None,
+            lock_hold: opts.lock_hold,
         };
         w.recover()?;
         if let Some(size) = opts.pre_commit_size
@@ -144,9 +175,13 @@ impl Writer {
     }
 
     fn recover(&mut self) -> Result<()> {
-        let seg = self.seg.clone();
-        let _l = seg.lock()?;
-        let len = self.seg.size()?;
+        let result = self.recover_held();
+        self.unhold();
+        result
+    }
+
+    fn recover_held(&mut self) -> Result<()> {
+        let len = self.hold()?.size;
         if len > 0 {
             let mut data = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
             self.seg.read_exact_at(&mut data, 0)?;
@@ -154,20 +189,12 @@ impl Writer {
                 let r = repair_segment_locked(&self.seg, self.meta.hdr_magic)?;
                 tracing::warn!(segment = %self.seg.path().display(), dropped = r.dropped_bytes,
                     "removed a torn or damaged tail left by a crashed writer");
+                if let Some(h) = self.held.as_mut() {
+                    h.size = r.new_len;
+                }
             }
         }
-        self.flush_pre_commit_locked()
-    }
-
-    fn flush_pre_commit_locked(&mut self) -> Result<()> {
-        if self.pre.pending().is_empty() {
-            return Ok(());
-        }
-        let off = self.seg.size()?;
-        let pending = self.pre.pending().to_vec();
-        self.write_locked(&[&pending], off)?;
-        self.pre.clear();
-        Ok(())
+        self.flush_pre_commit_held()
     }
 
     fn write_locked(&mut self, parts: &[&[u8]], offset: u64) -> Result<()> {
@@ -237,7 +264,7 @@ impl Writer {
     }
 
     /// Appends several records, stamped with the current time, with as few writes as the segment
-    /// size limit allows (one lock and one write per segment touched).
+    /// size limit allows (one write per segment touched).
     pub fn append_batch<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> Result<()> {
         let (s, us) = now();
         let magic = self.meta.hdr_magic;
@@ -246,10 +273,10 @@ impl Writer {
         let result = (|| {
             while i < payloads.len() {
                 buf.clear();
-                // A chunk never crosses a roll point: jlog rolls after the write that reaches the limit.
+                // A chunk never crosses a roll point: jlog rolls after the write that reaches the
+                // limit. (With a pre-commit buffer the roll point is decided at flush time.)
                 let start_len = if self.pre.capacity() == 0 {
-                    let _l = self.seg.lock()?;
-                    self.seg.size()?
+                    self.hold()?.size
                 } else {
                     0
                 };
@@ -286,98 +313,176 @@ impl Writer {
         result
     }
 
+    /// Takes the segment lock unless this writer already holds it, and returns what is known
+    /// while holding it. On taking it, a newer segment started by another writer is adopted.
+    fn hold(&mut self) -> Result<Held> {
+        if let Some(h) = self.held {
+            return Ok(h);
+        }
+        let storage_log = Metastore::load(self.journal.meta_file())?.storage_log;
+        if storage_log > self.current_log {
+            self.adopt(storage_log)?;
+        }
+        self.seg.acquire()?;
+        let size = match self.seg.size() {
+            Ok(s) => s,
+            Err(e) => {
+                self.seg.release();
+                return Err(e);
+            }
+        };
+        let h = Held {
+            since: Instant::now(),
+            size,
+        };
+        self.held = Some(h);
+        Ok(h)
+    }
+
+    fn grew(&mut self, by: u64) {
+        if let Some(h) = self.held.as_mut() {
+            h.size += by;
+        }
+    }
+
+    /// Gives the segment lock back.
+    fn unhold(&mut self) {
+        if self.held.take().is_some() {
+            self.seg.release();
+        }
+    }
+
+    /// Gives the lock back once it has been held for `lock_hold`.
+    fn unhold_if_due(&mut self) {
+        if self
+            .held
+            .is_some_and(|h| h.since.elapsed() >= self.lock_hold)
+        {
+            self.unhold();
+        }
+    }
+
     /// Writes whole records (`parts` concatenated, `len` bytes) under the segment lock.
     fn append_records(&mut self, parts: &[&[u8]], len: usize) -> Result<()> {
+        let result = self.append_records_held(parts, len);
+        if result.is_err() {
+            // After a failure the cached size may be wrong: start afresh next time.
+            self.unhold();
+        } else {
+            self.unhold_if_due();
+        }
+        result
+    }
+
+    fn append_records_held(&mut self, parts: &[&[u8]], len: usize) -> Result<()> {
+        let limit = u64::from(self.meta.unit_limit);
         loop {
-            let seg = self.seg.clone();
-            let lock = seg.lock()?;
+            self.hold()?;
             if self.pre.capacity() > 0 {
-                if self.pre.try_push(parts) {
-                    if self.meta.safety == Safety::Safe {
-                        self.pre.sync()?;
-                    }
+                if self.pre.push(parts, self.meta.safety == Safety::Safe)? {
                     return Ok(());
                 }
                 // Full: its records go to the segment first, keeping the order.
-                self.flush_pre_commit_locked()?;
-                let size = self.seg.size()?;
-                if size >= u64::from(self.meta.unit_limit) {
-                    drop(lock);
+                self.flush_pre_commit_held()?;
+                if self.held.is_some_and(|h| h.size >= limit) {
                     self.roll()?;
                     continue;
                 }
-                if len <= self.pre.capacity() && self.pre.try_push(parts) {
-                    if self.meta.safety == Safety::Safe {
-                        self.pre.sync()?;
-                    }
+                if len <= self.pre.capacity()
+                    && self.pre.push(parts, self.meta.safety == Safety::Safe)?
+                {
                     return Ok(());
                 }
             }
-            let off = self.seg.size()?;
-            if off >= u64::from(self.meta.unit_limit) {
+            // The flush above may have grown the segment: use the size as it is now.
+            let held = self.hold()?;
+            if held.size >= limit {
                 // Another writer filled this segment (or a crash left it full): roll first.
-                drop(lock);
                 self.roll()?;
                 continue;
             }
-            self.write_locked(parts, off)?;
-            drop(lock);
-            if off + len as u64 >= u64::from(self.meta.unit_limit) {
+            self.write_locked(parts, held.size)?;
+            self.grew(len as u64);
+            if held.size + len as u64 >= limit {
                 self.roll()?;
             }
             return Ok(());
         }
     }
 
-    /// Moves to the next segment (`__jlog_metastore_atomic_increment`): the finished segment is
-    /// fdatasync'd, and `storage_log` is advanced only if no other writer already did.
-    fn roll(&mut self) -> Result<()> {
-        self.seg.sync_data()?;
-        let meta_file = self.journal.meta_file();
-        let _l = meta_file.lock()?;
-        let mut m = Metastore::load(meta_file)?;
-        if m.storage_log == self.current_log {
-            let next = self
-                .current_log
-                .checked_add(1)
-                .ok_or_else(|| JlogError::Invalid {
-                    path: self.journal.path().to_path_buf(),
-                    what: "segment ids exhausted (0xffffffff)".into(),
-                })?;
-            SharedFile::open(
-                &segment_path(self.journal.path(), next),
-                Create::IfMissing,
-                self.journal.file_mode(),
-            )?;
-            m.storage_log = next;
-            m.save(meta_file)?;
+    fn flush_pre_commit_held(&mut self) -> Result<()> {
+        if self.pre.pending().is_empty() {
+            return Ok(());
         }
-        self.meta = m;
-        self.current_log = m.storage_log;
+        let held = self.hold()?;
+        let pending = self.pre.pending().to_vec();
+        self.write_locked(&[&pending], held.size)?;
+        self.grew(pending.len() as u64);
+        self.pre.clear();
+        Ok(())
+    }
+
+    /// Switches to segment `log`, which another writer (or this one) has started.
+    fn adopt(&mut self, log: u32) -> Result<()> {
+        self.unhold();
+        self.current_log = log;
         self.seg = SharedFile::open(
-            &segment_path(self.journal.path(), self.current_log),
+            &segment_path(self.journal.path(), log),
             Create::IfMissing,
             self.journal.file_mode(),
         )?;
         Ok(())
     }
 
-    /// Appends whatever the pre-commit buffer holds to the segment, making it visible to readers
-    /// (`jlog_ctx_flush_pre_commit_buffer`).
-    pub fn flush(&mut self) -> Result<()> {
-        if self.pre.pending().is_empty() {
-            return Ok(());
-        }
-        let size = {
-            let seg = self.seg.clone();
-            let _l = seg.lock()?;
-            self.flush_pre_commit_locked()?;
-            self.seg.size()?
+    /// Moves to the next segment (`__jlog_metastore_atomic_increment`): the finished segment is
+    /// fdatasync'd, and `storage_log` is advanced only if no other writer already did.
+    fn roll(&mut self) -> Result<()> {
+        self.unhold();
+        self.seg.sync_data()?;
+        let meta_file = self.journal.meta_file();
+        let m = {
+            let _l = meta_file.lock()?;
+            let mut m = Metastore::load(meta_file)?;
+            if m.storage_log == self.current_log {
+                let next = self
+                    .current_log
+                    .checked_add(1)
+                    .ok_or_else(|| JlogError::Invalid {
+                        path: self.journal.path().to_path_buf(),
+                        what: "segment ids exhausted (0xffffffff)".into(),
+                    })?;
+                SharedFile::open(
+                    &segment_path(self.journal.path(), next),
+                    Create::IfMissing,
+                    self.journal.file_mode(),
+                )?;
+                m.storage_log = next;
+                m.save(meta_file)?;
+            }
+            m
         };
-        if size >= u64::from(self.meta.unit_limit) {
-            self.roll()?;
-        }
-        Ok(())
+        self.meta = m;
+        self.adopt(m.storage_log)
+    }
+
+    /// Appends whatever the pre-commit buffer holds to the segment, making it visible to readers
+    /// (`jlog_ctx_flush_pre_commit_buffer`), and gives the segment lock back to other writers.
+    pub fn flush(&mut self) -> Result<()> {
+        let result = (|| {
+            if self.pre.pending().is_empty() {
+                return Ok(());
+            }
+            self.flush_pre_commit_held()?;
+            if self
+                .held
+                .is_some_and(|h| h.size >= u64::from(self.meta.unit_limit))
+            {
+                self.roll()?;
+            }
+            Ok(())
+        })();
+        self.unhold();
+        result
     }
 
     /// Flushes the pre-commit buffer and fdatasyncs the segment (`jlog_ctx_close`). Dropping a
@@ -385,6 +490,12 @@ impl Writer {
     pub fn close(mut self) -> Result<()> {
         self.flush()?;
         self.seg.sync_data()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.unhold();
     }
 }
 

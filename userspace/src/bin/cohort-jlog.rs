@@ -297,15 +297,31 @@ fn run(cli: Cli) -> Result<(), JlogError> {
             let mut writer = j.writer(WriterOptions {
                 pre_commit_size: pre_commit,
                 backend,
+                ..Default::default()
             })?;
-            let stdin = std::io::stdin().lock();
+            let mut stdin = std::io::BufReader::with_capacity(1 << 16, std::io::stdin().lock());
             let mut n: u64 = 0;
-            for line in stdin.split(b'\n') {
-                let line = line.map_err(|e| JlogError::Io {
-                    path: "<stdin>".into(),
-                    op: "read",
-                    source: e,
-                })?;
+            let mut line = Vec::new();
+            loop {
+                if stdin.buffer().is_empty() {
+                    // About to wait for input: make buffered records visible and let other
+                    // writers have the segment.
+                    writer.flush()?;
+                }
+                line.clear();
+                let got = stdin
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| JlogError::Io {
+                        path: "<stdin>".into(),
+                        op: "read",
+                        source: e,
+                    })?;
+                if got == 0 {
+                    break;
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
                 writer.append(&line)?;
                 n += 1;
                 if ack {
