@@ -46,4 +46,4 @@ pub use metastore::{Metastore, Safety};
 pub use reader::{Interval, Reader, Record};
 pub use repair::SegmentRepair;
 pub use subscriber::Position;
-pub use writer::{AppendBackend, Writer, WriterOptions};
+pub use writer::{AppendBackend, Writer, WriterOptions, WriterStats};

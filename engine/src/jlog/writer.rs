@@ -67,6 +67,21 @@ impl Default for WriterOptions {
 /// Default for [`WriterOptions::lock_hold`].
 pub const DEFAULT_LOCK_HOLD: Duration = Duration::from_millis(1);
 
+/// Counters of what a writer did, for metrics and for checking a safety mode's promise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records appended.
+    pub records: u64,
+    /// Positioned writes to segment files (appends and pre-commit flushes).
+    pub writes: u64,
+    /// fdatasyncs of segment data (per write in `Safe` mode, and on roll and close).
+    pub data_syncs: u64,
+    /// msyncs of the pre-commit buffer (per append in `Safe` mode with a pre-commit buffer).
+    pub pre_commit_syncs: u64,
+    /// Segment rolls.
+    pub rolls: u64,
+}
+
 /// The segment lock as a writer holds it across appends.
 #[derive(Debug, Clone, Copy)]
 struct Held {
@@ -87,6 +102,7 @@ pub struct Writer {
     scratch: Vec<u8>,
     held: Option<Held>,
     lock_hold: Duration,
+    stats: WriterStats,
 }
 
 impl std::fmt::Debug for Writer {
@@ -147,6 +163,7 @@ impl Journal {
             scratch: Vec::new(),
             held: None,
             lock_hold: opts.lock_hold,
+            stats: WriterStats::default(),
         };
         w.recover()?;
         if let Some(size) = opts.pre_commit_size
@@ -167,6 +184,11 @@ impl Writer {
     /// Id of the segment being written.
     pub fn current_log(&self) -> u32 {
         self.current_log
+    }
+
+    /// What this writer has done so far.
+    pub fn stats(&self) -> WriterStats {
+        self.stats
     }
 
     /// The journal's safety mode as this writer applies it.
@@ -202,6 +224,10 @@ impl Writer {
         let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let fd = self.seg.file().as_raw_fd();
+        self.stats.writes += 1;
+        if sync {
+            self.stats.data_syncs += 1;
+        }
         let mut done = match self.uring.as_mut() {
             Some(ring) => {
                 ring.write_at(fd, &slices, offset, sync)
@@ -260,7 +286,9 @@ impl Writer {
             mlen,
         }
         .emit();
-        self.append_records(&[&hdr, payload], HEADER_LEN + payload.len())
+        self.append_records(&[&hdr, payload], HEADER_LEN + payload.len())?;
+        self.stats.records += 1;
+        Ok(())
     }
 
     /// Appends several records, stamped with the current time, with as few writes as the segment
@@ -281,6 +309,7 @@ impl Writer {
                     0
                 };
                 let limit = u64::from(self.meta.unit_limit);
+                let chunk_start = i;
                 while i < payloads.len()
                     && (buf.is_empty() || start_len + (buf.len() as u64) < limit)
                 {
@@ -306,6 +335,7 @@ impl Writer {
                 }
                 let len = buf.len();
                 self.append_records(&[&buf], len)?;
+                self.stats.records += (i - chunk_start) as u64;
             }
             Ok(())
         })();
@@ -380,6 +410,7 @@ impl Writer {
             self.hold()?;
             if self.pre.capacity() > 0 {
                 if self.pre.push(parts, self.meta.safety == Safety::Safe)? {
+                    self.count_pre_commit_push();
                     return Ok(());
                 }
                 // Full: its records go to the segment first, keeping the order.
@@ -391,6 +422,7 @@ impl Writer {
                 if len <= self.pre.capacity()
                     && self.pre.push(parts, self.meta.safety == Safety::Safe)?
                 {
+                    self.count_pre_commit_push();
                     return Ok(());
                 }
             }
@@ -407,6 +439,12 @@ impl Writer {
                 self.roll()?;
             }
             return Ok(());
+        }
+    }
+
+    fn count_pre_commit_push(&mut self) {
+        if self.meta.safety == Safety::Safe {
+            self.stats.pre_commit_syncs += 1;
         }
     }
 
@@ -439,6 +477,8 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         self.unhold();
         self.seg.sync_data()?;
+        self.stats.data_syncs += 1;
+        self.stats.rolls += 1;
         let meta_file = self.journal.meta_file();
         let m = {
             let _l = meta_file.lock()?;
@@ -487,9 +527,16 @@ impl Writer {
 
     /// Flushes the pre-commit buffer and fdatasyncs the segment (`jlog_ctx_close`). Dropping a
     /// writer without calling this keeps buffered records in `pre_commit` for the next writer.
-    pub fn close(mut self) -> Result<()> {
+    pub fn close(self) -> Result<()> {
+        self.close_and_report().map(|_| ())
+    }
+
+    /// [`close`](Self::close), returning the writer's final counters.
+    pub fn close_and_report(mut self) -> Result<WriterStats> {
         self.flush()?;
-        self.seg.sync_data()
+        self.seg.sync_data()?;
+        self.stats.data_syncs += 1;
+        Ok(self.stats)
     }
 }
 

@@ -94,10 +94,12 @@ enum Cmd {
     Tail {
         /// Journal directory.
         dir: PathBuf,
-        /// Subscriber to read as; created at the end of the journal if missing (at the beginning
-        /// with --begin).
-        #[arg(short, long, default_value = "cohort-jlog-tail")]
-        subscriber: String,
+        /// Subscriber to read as and checkpoint; created at the end of the journal if missing
+        /// (at the beginning with --begin). Without it, like jlogtail, a temporary subscriber
+        /// starts at the end and its checkpoint file is removed at once, so it never holds back
+        /// the removal of old segments.
+        #[arg(short, long)]
+        subscriber: Option<String>,
         /// Start a new subscriber at the oldest record instead of the end.
         #[arg(long)]
         begin: bool,
@@ -339,15 +341,28 @@ fn run(cli: Cli) -> Result<(), JlogError> {
             count,
         } => {
             let j = Journal::open(&dir)?;
-            if !j.subscribers()?.contains(&subscriber) {
-                let at = if begin {
-                    Position::Begin
-                } else {
-                    Position::End
-                };
-                j.add_subscriber(&subscriber, at)?;
-            }
-            let mut r = j.reader(&subscriber)?;
+            let at = if begin {
+                Position::Begin
+            } else {
+                Position::End
+            };
+            let mut r = match &subscriber {
+                Some(name) => {
+                    if !j.subscribers()?.contains(name) {
+                        j.add_subscriber(name, at)?;
+                    }
+                    j.reader(name)?
+                }
+                None => {
+                    let name = format!("cohort-jlog-tail-{}", std::process::id());
+                    j.add_subscriber(&name, at)?;
+                    let r = j.reader(&name)?;
+                    // The reader keeps its checkpoint file open; unlinked, it is invisible to
+                    // cleanup.
+                    j.remove_subscriber(&name)?;
+                    r
+                }
+            };
             let mut printed: u64 = 0;
             let mut backoff = Duration::from_millis(10);
             loop {
