@@ -1,10 +1,11 @@
 //! `cohort-bench jlog`: appends/s and reads/s of 100-byte records in each safety mode, for
 //! Cohort's writer (plain writes and io_uring, one record per call, batches, the pre-commit
-//! buffer) next to the real jlog C library (built by `ci/build-jlog`, driven by `jlog-driver`)
+//! buffer, and in the `safe` group the power-loss-durable `sync_appends`, which jlog has no
+//! equivalent of) next to the real jlog C library (built by `ci/build-jlog`, driven by `jlog-driver`)
 //! on the same disk in the same run.
 //!
 //! Every measurement stops after `--records` records or `--max-seconds`, whichever comes first,
-//! so the run is bounded even where each append waits for the disk (Cohort's `safe` mode).
+//! so the run is bounded even where each append waits for the disk (`sync_appends`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,6 +46,7 @@ struct Variant {
     batch: usize,
     pre_commit: u32,
     lock_hold: Duration,
+    sync_appends: bool,
 }
 
 const HOLD: Duration = DEFAULT_LOCK_HOLD;
@@ -57,6 +59,7 @@ const VARIANTS: &[Variant] = &[
         batch: 1,
         pre_commit: 0,
         lock_hold: HOLD,
+        sync_appends: false,
     },
     Variant {
         name: "cohort, lock per append",
@@ -64,6 +67,7 @@ const VARIANTS: &[Variant] = &[
         batch: 1,
         pre_commit: 0,
         lock_hold: NO_HOLD,
+        sync_appends: false,
     },
     Variant {
         name: "cohort io_uring",
@@ -71,6 +75,7 @@ const VARIANTS: &[Variant] = &[
         batch: 1,
         pre_commit: 0,
         lock_hold: HOLD,
+        sync_appends: false,
     },
     Variant {
         name: "cohort batch 64",
@@ -78,6 +83,7 @@ const VARIANTS: &[Variant] = &[
         batch: 64,
         pre_commit: 0,
         lock_hold: HOLD,
+        sync_appends: false,
     },
     Variant {
         name: "cohort io_uring, batch 64",
@@ -85,6 +91,7 @@ const VARIANTS: &[Variant] = &[
         batch: 64,
         pre_commit: 0,
         lock_hold: HOLD,
+        sync_appends: false,
     },
     Variant {
         name: "cohort pre-commit 128 KiB",
@@ -92,6 +99,35 @@ const VARIANTS: &[Variant] = &[
         batch: 1,
         pre_commit: 128 * 1024,
         lock_hold: HOLD,
+        sync_appends: false,
+    },
+];
+
+/// Cohort's power-loss-durable appends (`sync_appends`), measured once, in the `safe` group.
+const SYNC_VARIANTS: &[Variant] = &[
+    Variant {
+        name: "cohort sync each append",
+        backend: AppendBackend::Plain,
+        batch: 1,
+        pre_commit: 0,
+        lock_hold: HOLD,
+        sync_appends: true,
+    },
+    Variant {
+        name: "cohort sync, batch 64",
+        backend: AppendBackend::Plain,
+        batch: 64,
+        pre_commit: 0,
+        lock_hold: HOLD,
+        sync_appends: true,
+    },
+    Variant {
+        name: "cohort sync, io_uring, batch 64",
+        backend: AppendBackend::Uring,
+        batch: 64,
+        pre_commit: 0,
+        lock_hold: HOLD,
+        sync_appends: true,
     },
 ];
 
@@ -117,7 +153,12 @@ pub fn run(args: &Args) -> BenchResult<()> {
     let payload = vec![b'X'; args.record_bytes];
     let mut rows = Vec::new();
     for mode in [Safety::Unsafe, Safety::AlmostSafe, Safety::Safe] {
-        for (i, v) in VARIANTS.iter().enumerate() {
+        let extra: &[Variant] = if mode == Safety::Safe {
+            SYNC_VARIANTS
+        } else {
+            &[]
+        };
+        for (i, v) in VARIANTS.iter().chain(extra).enumerate() {
             let dir = tmp.path().join(format!("{}-{i}", mode.name()));
             rows.push(cohort_run(&dir, mode, v, &payload, args.records, limit)?);
             std::fs::remove_dir_all(&dir)?;
@@ -217,6 +258,7 @@ fn cohort_run(
         pre_commit_size: Some(v.pre_commit),
         backend: v.backend,
         lock_hold: v.lock_hold,
+        sync_appends: v.sync_appends,
     })?;
     let batch: Vec<&[u8]> = vec![payload; v.batch];
     let start = Instant::now();

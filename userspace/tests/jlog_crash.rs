@@ -1,6 +1,7 @@
 //! Crash safety of journal appends: 200 times, a `cohort-jlog write --ack` process is killed with
 //! SIGKILL at a random instant while it appends (cycling through the three safety modes, with and
-//! without the pre-commit buffer, plain writes and io_uring). After each kill:
+//! without the pre-commit buffer, plain writes and io_uring, with and without per-append sync).
+//! After each kill:
 //! - every record the process reported written (acknowledged on stdout) is still readable, in order
 //!   (re-delivery of a record is tolerated: a pre-commit buffer flushed just before the kill is
 //!   flushed again by the next writer);
@@ -121,6 +122,7 @@ fn kill_nine_never_loses_an_acknowledged_record_or_shows_a_torn_one() {
         j.set_safety(safety).expect("alter safety");
         let pre_commit = if round % 4 == 1 { "4096" } else { "0" };
         let backend = if round % 5 == 2 { "uring" } else { "plain" };
+        let sync: &[&str] = if round % 7 == 3 { &["--sync"] } else { &[] };
         let mut child = Command::new(bin)
             .args([
                 "write",
@@ -130,6 +132,7 @@ fn kill_nine_never_loses_an_acknowledged_record_or_shows_a_torn_one() {
                 pre_commit,
             ])
             .args(["--backend", backend])
+            .args(sync)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

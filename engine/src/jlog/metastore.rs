@@ -17,21 +17,21 @@ pub const LEGACY_META_LEN: usize = 12;
 /// jlog's default segment size limit (4 MiB).
 pub const DEFAULT_UNIT_LIMIT: u32 = 4 * 1024 * 1024;
 
-/// The durability a journal promises, stored in the metastore and shared by every process that
-/// opens it. Cohort keeps jlog's meaning for the metastore and checkpoints and adds a data promise
-/// of its own in [`Safety::Safe`] (see the README section "Journals (jlog)").
+/// The safety mode stored in the metastore and shared by every process that opens the journal.
+/// Cohort gives each mode exactly jlog 2.6's meaning, so a journal behaves the same whichever
+/// implementation writes it. In every mode a record survives the death of the writing process as
+/// soon as `append` returns, and survives a power loss once its segment has rolled or the writer
+/// has closed (both fdatasync the segment). For power-loss durability of each record as soon as
+/// the call returns, use `WriterOptions::sync_appends`, in any mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Safety {
-    /// `JLOG_UNSAFE` (0): no fsync except on segment roll and writer close. A record survives the
-    /// death of the writing process once `append` returns; it survives a power loss only once its
-    /// segment has been rolled or the writer closed.
+    /// `JLOG_UNSAFE` (0): nothing is fsync'd except segments on roll and close.
     Unsafe,
-    /// `JLOG_ALMOST_SAFE` (1, jlog's default, "metasafe"): the same data promise as `Unsafe`, as in
-    /// jlog 2.6.
+    /// `JLOG_ALMOST_SAFE` (1, jlog's default, "metasafe"): the same as `Unsafe` in jlog 2.6.
     AlmostSafe,
-    /// `JLOG_SAFE` (2): checkpoints and the metastore are fdatasync'd when written, and Cohort's
-    /// writer fdatasyncs the segment before `append`/`append_batch` return, so a reported record
-    /// survives a power loss.
+    /// `JLOG_SAFE` (2): checkpoints and the metastore are also fdatasync'd when written, so after a
+    /// power loss a subscriber neither re-reads nor skips records it had checkpointed, and the
+    /// journal's segment bookkeeping is intact.
     Safe,
 }
 

@@ -96,7 +96,7 @@ impl PreCommit {
     /// Appends `parts` (one or more whole records) if they fit; returns whether they did. The
     /// bytes are copied before `used` is advanced, so a crash never exposes a partial record.
     /// With `sync`, the new bytes and then the `used` word are flushed to disk (`msync`) before
-    /// returning, for `Safety::Safe`.
+    /// returning, for `WriterOptions::sync_appends`.
     pub fn push(&mut self, parts: &[&[u8]], sync: bool) -> Result<bool> {
         let before = self.pending().len();
         if !self.try_push(parts) {

@@ -116,7 +116,8 @@ impl Journal {
         let safe = self.metastore()?.safety == Safety::Safe;
         let old = {
             let _l = file.lock()?;
-            let old = read_checkpoint_locked(file)?.unwrap_or(id);
+            // An unreadable old value (damaged file) is simply replaced.
+            let old = read_checkpoint_locked(file).ok().flatten().unwrap_or(id);
             write_checkpoint_locked(file, id, safe)?;
             old
         };

@@ -1,4 +1,4 @@
-//! Positioned appends through io_uring: the record write and, in `Safety::Safe`, the fdatasync
+//! Positioned appends through io_uring: the record write and, with `sync_appends`, the fdatasync
 //! that must follow it are submitted together and completed with a single `io_uring_enter`.
 
 use std::io::{self, IoSlice};

@@ -7,10 +7,11 @@
 //! writer and flushes a `pre_commit` buffer left by a previous writer, so that nothing is lost or
 //! reordered and readers never meet garbage.
 //!
-//! Durability once `append`/`append_batch` returns (see [`Safety`]): in every mode the record
-//! survives a crash of the writing process (it is in the page cache or in the shared `pre_commit`
-//! mapping); in [`Safety::Safe`] it also survives a power loss (the segment, or the pre-commit
-//! buffer, is synced before returning).
+//! Durability once `append`/`append_batch` returns: in every [`Safety`] mode the record survives
+//! a crash of the writing process (it is in the page cache or in the shared `pre_commit`
+//! mapping), and survives a power loss once its segment has rolled or the writer has closed (both
+//! fdatasync the segment), exactly as with jlog. With [`WriterOptions::sync_appends`] (a Cohort
+//! extension, independent of the mode) it survives a power loss as soon as the call returns.
 
 use std::io::IoSlice;
 use std::os::fd::AsRawFd;
@@ -30,11 +31,13 @@ use super::uring::UringAppender;
 /// How record bytes reach the segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AppendBackend {
-    /// `pwritev(2)` (+ `fdatasync(2)` in `Safe` mode). The default: measured faster than io_uring
-    /// for this lock-write-unlock pattern (see the README's jlog benchmark).
+    /// `pwritev(2)` (+ `fdatasync(2)` with `sync_appends`). The default: appends that extend an
+    /// ext4 file cannot complete inline in io_uring and are handed to a kernel worker thread, so
+    /// plain writes measured several times faster (see the README's jlog benchmark).
     #[default]
     Plain,
-    /// io_uring `WRITEV` (linked with `FSYNC(DATASYNC)` in `Safe` mode), one `io_uring_enter`.
+    /// io_uring `WRITEV` (linked with `FSYNC(DATASYNC)` with `sync_appends`), one
+    /// `io_uring_enter` per append.
     Uring,
 }
 
@@ -52,6 +55,10 @@ pub struct WriterOptions {
     /// and dropping the writer release it at once. `Duration::ZERO` locks and unlocks around
     /// every append, as jlog does. Readers never take this lock.
     pub lock_hold: Duration,
+    /// fdatasync the segment (or msync the new pre-commit bytes) before each `append` /
+    /// `append_batch` returns, so a reported record survives a power loss. jlog has no such
+    /// mode in any safety level; batching appends amortises the cost (group commit).
+    pub sync_appends: bool,
 }
 
 impl Default for WriterOptions {
@@ -60,6 +67,7 @@ impl Default for WriterOptions {
             pre_commit_size: None,
             backend: AppendBackend::Plain,
             lock_hold: DEFAULT_LOCK_HOLD,
+            sync_appends: false,
         }
     }
 }
@@ -74,9 +82,9 @@ pub struct WriterStats {
     pub records: u64,
     /// Positioned writes to segment files (appends and pre-commit flushes).
     pub writes: u64,
-    /// fdatasyncs of segment data (per write in `Safe` mode, and on roll and close).
+    /// fdatasyncs of segment data (per write with `sync_appends`, and on roll and close).
     pub data_syncs: u64,
-    /// msyncs of the pre-commit buffer (per append in `Safe` mode with a pre-commit buffer).
+    /// msyncs of the pre-commit buffer (per append with `sync_appends` and a pre-commit buffer).
     pub pre_commit_syncs: u64,
     /// Segment rolls.
     pub rolls: u64,
@@ -102,6 +110,7 @@ pub struct Writer {
     scratch: Vec<u8>,
     held: Option<Held>,
     lock_hold: Duration,
+    sync_appends: bool,
     stats: WriterStats,
 }
 
@@ -163,6 +172,7 @@ impl Journal {
             scratch: Vec::new(),
             held: None,
             lock_hold: opts.lock_hold,
+            sync_appends: opts.sync_appends,
             stats: WriterStats::default(),
         };
         w.recover()?;
@@ -220,7 +230,7 @@ impl Writer {
     }
 
     fn write_locked(&mut self, parts: &[&[u8]], offset: u64) -> Result<()> {
-        let sync = self.meta.safety == Safety::Safe;
+        let sync = self.sync_appends;
         let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let fd = self.seg.file().as_raw_fd();
@@ -344,15 +354,13 @@ impl Writer {
     }
 
     /// Takes the segment lock unless this writer already holds it, and returns what is known
-    /// while holding it. On taking it, a newer segment started by another writer is adopted.
+    /// while holding it.
     fn hold(&mut self) -> Result<Held> {
         if let Some(h) = self.held {
             return Ok(h);
         }
-        let storage_log = Metastore::load(self.journal.meta_file())?.storage_log;
-        if storage_log > self.current_log {
-            self.adopt(storage_log)?;
-        }
+        // Another writer that rolled did so because this segment reached `unit_limit`; the size
+        // check after taking the lock then rolls this writer too, adopting the newer segment.
         self.seg.acquire()?;
         let size = match self.seg.size() {
             Ok(s) => s,
@@ -409,7 +417,7 @@ impl Writer {
         loop {
             self.hold()?;
             if self.pre.capacity() > 0 {
-                if self.pre.push(parts, self.meta.safety == Safety::Safe)? {
+                if self.pre.push(parts, self.sync_appends)? {
                     self.count_pre_commit_push();
                     return Ok(());
                 }
@@ -419,9 +427,7 @@ impl Writer {
                     self.roll()?;
                     continue;
                 }
-                if len <= self.pre.capacity()
-                    && self.pre.push(parts, self.meta.safety == Safety::Safe)?
-                {
+                if len <= self.pre.capacity() && self.pre.push(parts, self.sync_appends)? {
                     self.count_pre_commit_push();
                     return Ok(());
                 }
@@ -443,7 +449,7 @@ impl Writer {
     }
 
     fn count_pre_commit_push(&mut self) {
-        if self.meta.safety == Safety::Safe {
+        if self.sync_appends {
             self.stats.pre_commit_syncs += 1;
         }
     }

@@ -88,6 +88,9 @@ enum Cmd {
         /// After each append returns, print the number of records appended so far on stdout.
         #[arg(long)]
         ack: bool,
+        /// fdatasync each record before acknowledging it (survives a power loss).
+        #[arg(long)]
+        sync: bool,
     },
     /// Print records as a subscriber and checkpoint after each interval; --follow keeps waiting
     /// for new records like `tail -f`.
@@ -290,6 +293,7 @@ fn run(cli: Cli) -> Result<(), JlogError> {
             pre_commit,
             backend,
             ack,
+            sync,
         } => {
             let j = Journal::open_or_create(&dir, JournalOptions::default())?;
             let backend = match backend {
@@ -299,6 +303,7 @@ fn run(cli: Cli) -> Result<(), JlogError> {
             let mut writer = j.writer(WriterOptions {
                 pre_commit_size: pre_commit,
                 backend,
+                sync_appends: sync,
                 ..Default::default()
             })?;
             let mut stdin = std::io::BufReader::with_capacity(1 << 16, std::io::stdin().lock());
