@@ -214,7 +214,7 @@ pub fn run(args: &Args) -> BenchResult<()> {
             base.display()
         );
         println!(
-            "{:<9} {:<28} {:>9} {:>12} {:>12} {:>8}",
+            "{:<9} {:<32} {:>9} {:>12} {:>12} {:>8}",
             "mode", "writer", "records", "appends/s", "reads/s", "vs real"
         );
         for r in &rows {
@@ -225,7 +225,7 @@ pub fn run(args: &Args) -> BenchResult<()> {
                 format!("{:.2}x", r.appends_per_sec / x)
             });
             println!(
-                "{:<9} {:<28} {:>9} {:>12.0} {:>12} {:>8}",
+                "{:<9} {:<32} {:>9} {:>12.0} {:>12} {:>8}",
                 r.mode.name(),
                 r.name,
                 r.appends,
