@@ -417,3 +417,37 @@ fn appends_sync_exactly_as_promised() {
         }
     }
 }
+
+/// Ids far apart (a damaged metastore or checkpoint) cost a directory listing, not a probe per id,
+/// and reading resumes at the next segment present.
+#[test]
+fn huge_gaps_between_ids_are_skipped_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("j");
+    let j = small(&dir, 1 << 20);
+    j.add_subscriber("s", Position::Begin).expect("add");
+    let mut w = j.writer(WriterOptions::default()).expect("writer");
+    w.append(b"in segment 0").expect("append");
+    w.close().expect("close");
+    // Pretend the writer has since moved to segment 0xfffffff0, leaving one record there.
+    let far = 0xffff_fff0u32;
+    let mut meta = std::fs::read(dir.join("metastore")).expect("meta");
+    meta[..4].copy_from_slice(&far.to_ne_bytes());
+    std::fs::write(dir.join("metastore"), &meta).expect("meta");
+    let mut seg = std::fs::read(dir.join("00000000")).expect("seg");
+    let n = seg.len();
+    seg[n - 12..].copy_from_slice(b"far segment!");
+    std::fs::write(dir.join(format!("{far:08x}")), &seg).expect("far segment");
+    let got: Vec<(JlogId, Vec<u8>)> = read_all(&j, "s");
+    assert_eq!(
+        got,
+        vec![
+            (JlogId::new(0, 1), b"in segment 0".to_vec()),
+            (JlogId::new(far, 1), b"far segment!".to_vec())
+        ]
+    );
+    assert!(
+        !dir.join("00000000").exists(),
+        "the consumed segment was removed"
+    );
+}

@@ -13,7 +13,10 @@ use super::index::{read_offsets, resync_index};
 use super::journal::Journal;
 use super::lock::{Create, SharedFile};
 use super::record::{HEADER_LEN, RecordHeader};
-use super::segment::{index_path, segment_path};
+use super::segment::{index_path, list_segments, segment_path};
+
+/// Most records [`Reader::next_batch`] returns at once.
+pub const MAX_BATCH: u32 = 8192;
 
 /// The records available to a subscriber in one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +104,13 @@ impl Reader {
                     if start.log >= storage_log {
                         break start;
                     }
-                    start = JlogId::new(start.log + 1, 0);
+                    // Skip the gap in one step (to the next segment present, at most the newest),
+                    // so a checkpoint far behind costs one directory listing, not a probe per id.
+                    let next = list_segments(self.journal.path())?
+                        .into_iter()
+                        .find(|&l| l > start.log)
+                        .map_or(storage_log, |l| l.min(storage_log));
+                    start = JlogId::new(next, 0);
                 }
                 Some(state) => {
                     let last = JlogId::new(start.log, state.count);
@@ -258,10 +267,16 @@ impl Reader {
         Ok(())
     }
 
-    /// Reads the next interval's records (possibly none). The caller checkpoints
-    /// `records.last().id` (or the returned interval's `last`) once it has handled them.
+    /// Reads the next records (possibly none): the next interval, cut to at most
+    /// [`MAX_BATCH`] records so that memory stays bounded whatever the segment size. The returned
+    /// interval describes exactly the records returned; the caller checkpoints its `last` once it
+    /// has handled them.
     pub fn next_batch(&mut self) -> Result<(Interval, Vec<Record>)> {
-        let interval = self.read_interval()?;
+        let mut interval = self.read_interval()?;
+        if interval.count > MAX_BATCH {
+            interval.count = MAX_BATCH;
+            interval.last = JlogId::new(interval.first.log, interval.first.marker + MAX_BATCH - 1);
+        }
         let records = self.read_messages(interval.first, interval.count)?;
         Ok((interval, records))
     }

@@ -62,6 +62,32 @@ pub fn complete_prefix_len(data: &[u8], magic: u32) -> usize {
     pos
 }
 
+/// [`complete_prefix_len`] over a file, read in bounded chunks (a segment may be far larger
+/// than memory should hold at once).
+pub fn complete_prefix_len_of(file: &SharedFile, magic: u32) -> Result<u64> {
+    const CHUNK: u64 = 1 << 20;
+    let len = file.size()?;
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    while pos + HEADER_LEN as u64 <= len {
+        buf.resize(HEADER_LEN, 0);
+        file.read_exact_at(&mut buf, pos)?;
+        let Some(h) = RecordHeader::parse(&buf) else {
+            break;
+        };
+        if h.magic != magic || h.tv_usec >= 1_000_000 || pos + h.record_len() > len {
+            break;
+        }
+        // Walk the headers of the records inside the next chunk without one read per record.
+        let window = (len - pos).min(CHUNK);
+        buf.resize(usize::try_from(window).unwrap_or(usize::MAX), 0);
+        file.read_exact_at(&mut buf, pos)?;
+        let inner = complete_prefix_len(&buf, magic) as u64;
+        pos += if inner > 0 { inner } else { h.record_len() };
+    }
+    Ok(pos)
+}
+
 /// Repairs a segment in place; the caller holds the segment's lock so no writer is appending.
 pub fn repair_segment_locked(file: &SharedFile, magic: u32) -> Result<SegmentRepair> {
     let len = file.size()?;

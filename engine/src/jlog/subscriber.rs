@@ -8,7 +8,7 @@ use super::error::{JlogError, Result};
 use super::journal::Journal;
 use super::lock::{Create, SharedFile, is_not_found};
 use super::metastore::Safety;
-use super::segment::unlink_segment;
+use super::segment::{list_segments, unlink_segment};
 
 /// Where a new subscriber starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +121,12 @@ impl Journal {
             write_checkpoint_locked(file, id, safe)?;
             old
         };
-        for log in old.log..id.log {
-            if self.pending_readers(log)?.0 == 0 {
-                unlink_segment(self.path(), log)?;
+        if old.log < id.log {
+            // Only segments that exist: a damaged or rewound checkpoint may span a huge range.
+            for log in list_segments(self.path())? {
+                if log >= old.log && log < id.log && self.pending_readers(log)?.0 == 0 {
+                    unlink_segment(self.path(), log)?;
+                }
             }
         }
         Ok(())

@@ -24,7 +24,7 @@ use super::lock::{Create, SharedFile};
 use super::metastore::{Metastore, Safety};
 use super::precommit::PreCommit;
 use super::record::{HEADER_LEN, RecordHeader};
-use super::repair::{complete_prefix_len, repair_segment_locked};
+use super::repair::{complete_prefix_len_of, repair_segment_locked};
 use super::segment::segment_path;
 use super::uring::UringAppender;
 
@@ -214,16 +214,12 @@ impl Writer {
 
     fn recover_held(&mut self) -> Result<()> {
         let len = self.hold()?.size;
-        if len > 0 {
-            let mut data = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-            self.seg.read_exact_at(&mut data, 0)?;
-            if complete_prefix_len(&data, self.meta.hdr_magic) as u64 != len {
-                let r = repair_segment_locked(&self.seg, self.meta.hdr_magic)?;
-                tracing::warn!(segment = %self.seg.path().display(), dropped = r.dropped_bytes,
-                    "removed a torn or damaged tail left by a crashed writer");
-                if let Some(h) = self.held.as_mut() {
-                    h.size = r.new_len;
-                }
+        if len > 0 && complete_prefix_len_of(&self.seg, self.meta.hdr_magic)? != len {
+            let r = repair_segment_locked(&self.seg, self.meta.hdr_magic)?;
+            tracing::warn!(segment = %self.seg.path().display(), dropped = r.dropped_bytes,
+                "removed a torn or damaged tail left by a crashed writer");
+            if let Some(h) = self.held.as_mut() {
+                h.size = r.new_len;
             }
         }
         self.flush_pre_commit_held()
