@@ -101,6 +101,26 @@ impl RealJlog {
     }
 }
 
+/// Asserts two record sequences are equal, reporting the first difference briefly.
+fn assert_same(got: &[Vec<u8>], want: &[Vec<u8>], what: &str) {
+    if got == want {
+        return;
+    }
+    let i = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    let show = |v: &[Vec<u8>]| {
+        v.get(i).map_or("<end>".to_string(), |p| {
+            String::from_utf8_lossy(&p[..p.len().min(40)]).into_owned()
+        })
+    };
+    panic!(
+        "{what}: {} records read, {} expected; first difference at #{i}: got {:?}, expected {:?}",
+        got.len(),
+        want.len(),
+        show(got),
+        show(want)
+    );
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -168,7 +188,7 @@ fn cohort_writes_real_jlog_reads_record_for_record() {
 
     let c_read = real.read(&dir, "c-reader", None);
     let got: Vec<Vec<u8>> = c_read.iter().map(|(_, p)| p.clone()).collect();
-    assert_eq!(got, data, "real jlog must read exactly what Cohort wrote");
+    assert_same(&got, &data, "real jlog reading what Cohort wrote");
     assert!(
         c_read.last().expect("records").0.log > 2,
         "several segments were written"
@@ -185,7 +205,23 @@ fn cohort_writes_real_jlog_reads_record_for_record() {
         }
     }
     let cohort_read = cohort_read_all(&Journal::open(&copy).expect("open copy"), "cohort");
-    assert_eq!(cohort_read, c_read, "Cohort and C assign the same ids");
+    let ids = |v: &[(JlogId, Vec<u8>)]| {
+        v.iter()
+            .map(|(id, _)| id.to_string().into_bytes())
+            .collect::<Vec<_>>()
+    };
+    assert_same(
+        &ids(&cohort_read),
+        &ids(&c_read),
+        "ids assigned by Cohort and by C",
+    );
+    let payloads_of =
+        |v: &[(JlogId, Vec<u8>)]| v.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>();
+    assert_same(
+        &payloads_of(&cohort_read),
+        &payloads_of(&c_read),
+        "Cohort and C reading one journal",
+    );
     let mut compared = 0;
     for e in std::fs::read_dir(&dir).expect("readdir") {
         let name = e.expect("entry").file_name().into_string().expect("utf-8");
@@ -217,10 +253,7 @@ fn real_jlog_writes_cohort_reads_and_cleans() {
     assert_eq!((m.unit_limit, m.safety), (1000, Safety::AlmostSafe));
     let read = cohort_read_all(&j, "cohort");
     let got: Vec<Vec<u8>> = read.iter().map(|(_, p)| p.clone()).collect();
-    assert_eq!(
-        got, data,
-        "Cohort must read exactly what the real jlog wrote"
-    );
+    assert_same(&got, &data, "Cohort reading what the real jlog wrote");
     // The only subscriber is past every closed segment: they are gone.
     let left = j.segments().expect("segments");
     assert_eq!(left.len(), 1, "only the current segment remains: {left:?}");
@@ -252,8 +285,16 @@ fn real_jlog_writes_cohort_reads_and_cleans() {
     let tagged = |v: &[Vec<u8>], t: &[u8]| -> Vec<Vec<u8>> {
         v.iter().filter(|p| p.starts_with(t)).cloned().collect()
     };
-    assert_eq!(tagged(&both, b"conc-c"), tagged(&c_data, b"conc-c"));
-    assert_eq!(tagged(&both, b"conc-r"), tagged(&r_data, b"conc-r"));
+    assert_same(
+        &tagged(&both, b"conc-c"),
+        &tagged(&c_data, b"conc-c"),
+        "C writer's records",
+    );
+    assert_same(
+        &tagged(&both, b"conc-r"),
+        &tagged(&r_data, b"conc-r"),
+        "Cohort writer's records",
+    );
     assert_eq!(
         both.len(),
         c_data.len() + r_data.len(),
@@ -301,9 +342,10 @@ fn checkpoints_move_between_cohort_and_real_jlog() {
     let mut all = first;
     all.extend(c_part);
     all.extend(rest);
-    assert_eq!(
-        all, data,
-        "each record consumed exactly once across the two implementations"
+    assert_same(
+        &all,
+        &data,
+        "records consumed across the two implementations",
     );
 
     // A subscriber added by the C library at the beginning is honoured by Cohort's cleanup.
