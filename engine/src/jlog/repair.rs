@@ -155,6 +155,29 @@ mod tests {
     }
 
     #[test]
+    fn streamed_prefix_matches_in_memory_prefix_across_chunks() {
+        use crate::jlog::lock::{Create, SharedFile};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut seg = Vec::new();
+        // Small records crossing the 1 MiB chunk boundary, then one record larger than a chunk.
+        for i in 0..1200u32 {
+            seg.extend(rec(&vec![(i % 251) as u8; 1000]));
+        }
+        seg.extend(rec(&vec![7u8; 3 << 20]));
+        let whole = seg.len();
+        let torn = rec(b"torn at the end");
+        seg.extend(&torn[..20]);
+        let path = tmp.path().join("00000000");
+        std::fs::write(&path, &seg).expect("write");
+        let f = SharedFile::open(&path, Create::No, 0o640).expect("open");
+        assert_eq!(complete_prefix_len(&seg, DEFAULT_HDR_MAGIC), whole);
+        assert_eq!(
+            complete_prefix_len_of(&f, DEFAULT_HDR_MAGIC).expect("scan"),
+            whole as u64
+        );
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for len in 0..300 {
