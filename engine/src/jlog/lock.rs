@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use super::error::{JlogError, Result, io_err};
 /// One open descriptor of a journal file, shared by everything in this process that uses the file.
 #[derive(Debug)]
 pub struct SharedFile {
-    file: File,
+    /// Closed in `Drop` while the registry is locked (see there).
+    file: ManuallyDrop<File>,
     path: PathBuf,
     key: (u64, u64),
     /// Whether a thread of this process holds the lock; with `freed`, the in-process half of
@@ -89,7 +91,7 @@ impl SharedFile {
             return Ok(found);
         }
         let shared = Arc::new(SharedFile {
-            file,
+            file: ManuallyDrop::new(file),
             path: path.to_path_buf(),
             key,
             held: Mutex::new(false),
@@ -192,10 +194,15 @@ impl SharedFile {
 
 impl Drop for SharedFile {
     fn drop(&mut self) {
+        // Close while holding the registry: a thread opening the same file meanwhile cannot
+        // register (and so cannot lock through) a new descriptor before this close, which drops
+        // every POSIX lock the process holds on the file.
         let mut reg = lock_registry();
         if reg.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
             reg.remove(&self.key);
         }
+        // SAFETY: `file` is never used again; this is the only place it is dropped.
+        unsafe { ManuallyDrop::drop(&mut self.file) };
     }
 }
 
