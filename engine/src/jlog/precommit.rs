@@ -136,15 +136,17 @@ impl PreCommit {
         self.used_word().store(0, Ordering::Release);
     }
 
-    /// Replaces the buffer with an empty one of `size` bytes; the caller has flushed it first.
-    pub fn resize(self, dir: &Path, size: u32, mode: u32) -> Result<PreCommit> {
+    /// Replaces the buffer with an empty one of `size` bytes (a new file: jlog does the same, so
+    /// that a process still mapping the old one never sees it change size); the caller has
+    /// flushed it first.
+    pub fn resize(&mut self, dir: &Path, size: u32, mode: u32) -> Result<()> {
         let path = dir.join(PRE_COMMIT);
-        drop(self);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&path, "unlink", e)),
         }
-        PreCommit::open(dir, size, mode)
+        *self = PreCommit::open(dir, size, mode)?;
+        Ok(())
     }
 }

@@ -52,7 +52,6 @@ pub struct Reader {
     journal: Journal,
     name: String,
     cp: Arc<SharedFile>,
-    seg: Option<OpenSegment>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -72,7 +71,6 @@ impl Journal {
             journal: self.clone(),
             name: name.to_string(),
             cp,
-            seg: None,
         })
     }
 }
@@ -197,17 +195,16 @@ impl Reader {
     /// Opens segment `log` and its index by path on every call: repair may have replaced the
     /// index file, and a descriptor kept from before would read the unlinked one. Within the
     /// process the descriptors are shared (see `lock.rs`), so this is a `stat` and a map lookup.
-    fn open_segment(&mut self, log: u32) -> Result<&OpenSegment> {
+    fn open_segment(&self, log: u32) -> Result<OpenSegment> {
         let dir = self.journal.path();
         let mode = self.journal.file_mode();
-        self.seg = Some(OpenSegment {
+        Ok(OpenSegment {
             data: SharedFile::open(&segment_path(dir, log), Create::No, mode)?,
             idx: SharedFile::open(&index_path(dir, log), Create::IfMissing, mode)?,
-        });
-        Ok(self.seg.as_ref().expect("segment was just opened"))
+        })
     }
 
-    fn try_read(&mut self, first: JlogId, count: u32) -> Result<Vec<Record>> {
+    fn try_read(&self, first: JlogId, count: u32) -> Result<Vec<Record>> {
         let magic = self.journal.metastore()?.hdr_magic;
         let seg = self.open_segment(first.log)?;
         let data_path = seg.data.path().to_path_buf();
@@ -262,9 +259,7 @@ impl Reader {
     /// (`jlog_ctx_read_checkpoint`); segments no subscriber needs any more are removed. In a
     /// [`Safety::Safe`](super::Safety::Safe) journal the checkpoint is on disk when this returns.
     pub fn checkpoint(&mut self, id: JlogId) -> Result<()> {
-        self.journal.store_checkpoint(&self.cp, id)?;
-        self.seg = None;
-        Ok(())
+        self.journal.store_checkpoint(&self.cp, id)
     }
 
     /// Reads the next records (possibly none): the next interval, cut to at most

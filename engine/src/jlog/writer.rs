@@ -180,11 +180,7 @@ impl Journal {
             && size as usize != w.pre.capacity()
         {
             w.flush()?;
-            let pre = std::mem::replace(
-                &mut w.pre,
-                PreCommit::open(self.path(), 0, self.file_mode())?,
-            );
-            w.pre = pre.resize(self.path(), size, self.file_mode())?;
+            w.pre.resize(self.path(), size, self.file_mode())?;
         }
         Ok(w)
     }
