@@ -186,6 +186,35 @@ fn cohort_writes_real_jlog_reads_record_for_record() {
         "jlogctl -s: {subs}"
     );
 
+    // A copy whose indexes Cohort builds first: the C reader must accept them as its own.
+    let pre = tmp.path().join("indexed-by-cohort");
+    std::fs::create_dir(&pre).expect("mkdir");
+    for e in std::fs::read_dir(&dir).expect("readdir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), pre.join(e.file_name())).expect("copy");
+    }
+    let indexed = Journal::open(&pre)
+        .expect("open")
+        .segments()
+        .expect("index");
+    assert!(
+        indexed
+            .iter()
+            .filter(|s| s.index.is_some_and(|i| i.closed))
+            .count()
+            > 2
+    );
+    let c_on_cohort_idx: Vec<Vec<u8>> = real
+        .read(&pre, "c-reader", None)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_same(
+        &c_on_cohort_idx,
+        &data,
+        "real jlog reading through Cohort-built indexes",
+    );
+
     let c_read = real.read(&dir, "c-reader", None);
     let got: Vec<Vec<u8>> = c_read.iter().map(|(_, p)| p.clone()).collect();
     assert_same(&got, &data, "real jlog reading what Cohort wrote");
