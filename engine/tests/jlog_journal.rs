@@ -498,3 +498,38 @@ fn writers_in_threads_of_one_process_exclude_each_other() {
         "segments rolled"
     );
 }
+
+/// A writer that appends and then goes idle without flushing does not keep other writers out:
+/// its lease on the segment lock is given back after `lock_hold` of idleness.
+#[test]
+fn an_idle_writer_gives_the_segment_lock_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let j = small(&tmp.path().join("j"), 1 << 20);
+    j.add_subscriber("s", Position::Begin).expect("add");
+    let mut idle = j.writer(WriterOptions::default()).expect("writer");
+    idle.append(b"then idle").expect("append");
+    let (done, finished) = std::sync::mpsc::channel();
+    let j2 = j.clone();
+    std::thread::spawn(move || {
+        let mut other = j2.writer(WriterOptions::default()).expect("second writer");
+        other.append(b"second writer").expect("append");
+        other.close().expect("close");
+        let _ = done.send(());
+    });
+    // A hang guard only: the second writer needs about a millisecond.
+    finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the second writer got the segment lock while the first was idle");
+    idle.append(b"first again")
+        .expect("append after the lease was reaped");
+    drop(idle);
+    let got: Vec<Vec<u8>> = read_all(&j, "s").into_iter().map(|(_, p)| p).collect();
+    assert_eq!(
+        got,
+        vec![
+            b"then idle".to_vec(),
+            b"second writer".to_vec(),
+            b"first again".to_vec()
+        ]
+    );
+}

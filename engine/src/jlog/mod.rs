@@ -27,6 +27,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod index;
 pub mod journal;
+pub mod lease;
 pub mod lock;
 pub mod metastore;
 pub mod precommit;

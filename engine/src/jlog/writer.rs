@@ -16,10 +16,12 @@
 use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::error::{JlogError, Result, io_err};
 use super::journal::Journal;
+use super::lease::LeaseShared;
 use super::lock::{Create, SharedFile};
 use super::metastore::{Metastore, Safety};
 use super::precommit::PreCommit;
@@ -50,10 +52,12 @@ pub struct WriterOptions {
     /// Write path.
     pub backend: AppendBackend,
     /// How long the writer may keep the segment's fcntl lock between appends. While it holds
-    /// the lock it knows the segment's size, so an append is a single `pwritev`; other writers
-    /// (C or Cohort) wait at most this long, and [`Writer::flush`], [`Writer::close`], a roll
-    /// and dropping the writer release it at once. `Duration::ZERO` locks and unlocks around
-    /// every append, as jlog does. Readers never take this lock.
+    /// the lock it knows the segment's size, so an append is a single `pwritev`. The lock is
+    /// given back after an append once it has been held this long, by a small reaper thread once
+    /// the writer has been idle this long, and at once by [`Writer::flush`], [`Writer::close`], a
+    /// roll or dropping the writer; so other writers (C or Cohort) wait about this long at most.
+    /// `Duration::ZERO` locks and unlocks around every append, as jlog does (and starts no
+    /// thread). Readers never take this lock.
     pub lock_hold: Duration,
     /// fdatasync the segment (or msync the new pre-commit bytes) before each `append` /
     /// `append_batch` returns, so a reported record survives a power loss. jlog has no such
@@ -110,6 +114,8 @@ pub struct Writer {
     scratch: Vec<u8>,
     held: Option<Held>,
     lock_hold: Duration,
+    lease: Arc<LeaseShared>,
+    reaper: Option<JoinHandle<()>>,
     sync_appends: bool,
     stats: WriterStats,
 }
@@ -162,6 +168,7 @@ impl Journal {
                 })?)
             }
         };
+        let (lease, reaper) = LeaseShared::start(opts.lock_hold);
         let mut w = Writer {
             journal: self.clone(),
             meta,
@@ -172,10 +179,12 @@ impl Journal {
             scratch: Vec::new(),
             held: None,
             lock_hold: opts.lock_hold,
+            lease,
+            reaper,
             sync_appends: opts.sync_appends,
             stats: WriterStats::default(),
         };
-        w.recover()?;
+        w.leased(Writer::recover)?;
         if let Some(size) = opts.pre_commit_size
             && size as usize != w.pre.capacity()
         {
@@ -288,7 +297,7 @@ impl Writer {
             mlen,
         }
         .emit();
-        self.append_records(&[&hdr, payload], HEADER_LEN + payload.len())?;
+        self.leased(|w| w.append_records(&[&hdr, payload], HEADER_LEN + payload.len()))?;
         self.stats.records += 1;
         Ok(())
     }
@@ -296,6 +305,10 @@ impl Writer {
     /// Appends several records, stamped with the current time, with as few writes as the segment
     /// size limit allows (one write per segment touched).
     pub fn append_batch<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> Result<()> {
+        self.leased(|w| w.append_batch_leased(payloads))
+    }
+
+    fn append_batch_leased<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> Result<()> {
         let (s, us) = now();
         let magic = self.meta.hdr_magic;
         let mut buf = std::mem::take(&mut self.scratch);
@@ -342,6 +355,19 @@ impl Writer {
             Ok(())
         })();
         self.scratch = buf;
+        result
+    }
+
+    /// Runs one writer operation with the reaper kept out, first forgetting a lock the reaper
+    /// released meanwhile.
+    fn leased<T>(&mut self, op: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T> {
+        let lease = self.lease.clone();
+        let mut guard = lease.enter();
+        if guard.take_reaped() {
+            self.held = None;
+        }
+        let result = op(self);
+        guard.leave(self.held.map(|_| self.seg.clone()));
         result
     }
 
@@ -506,6 +532,10 @@ impl Writer {
     /// Appends whatever the pre-commit buffer holds to the segment, making it visible to readers
     /// (`jlog_ctx_flush_pre_commit_buffer`), and gives the segment lock back to other writers.
     pub fn flush(&mut self) -> Result<()> {
+        self.leased(Writer::flush_leased)
+    }
+
+    fn flush_leased(&mut self) -> Result<()> {
         let result = (|| {
             if self.pre.pending().is_empty() {
                 return Ok(());
@@ -540,7 +570,15 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.unhold();
+        let _ = self.leased(|w| {
+            w.unhold();
+            Ok(())
+        });
+        self.lease.shutdown();
+        if let Some(r) = self.reaper.take() {
+            // The reaper only waits on the lease; it ends as soon as it sees the shutdown.
+            let _ = r.join();
+        }
     }
 }
 
