@@ -1,40 +1,36 @@
-//! `cohort-bench <scenario>`: each scenario prints a table for people and, with `--json`, one JSON
-//! object on the last line of stdout. Every scenario is bounded and stops by itself.
+//! `cohort-bench <scenario>`: Cohort's benchmarks. Each scenario prints a table for people and,
+//! with `--json`, one JSON object. None of them runs in CI; each is bounded and ends by itself.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod jlog;
 mod udp;
 
-#[derive(Parser, Debug)]
-#[command(name = "cohort-bench", version, about)]
+#[derive(Parser)]
+#[command(name = "cohort-bench", version, about = "Cohort's benchmarks")]
 struct Cli {
-    /// Print one JSON object with the results after the table.
-    #[arg(long, global = true)]
-    json: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
 
-#[derive(Subcommand, Debug)]
+/// One variant per scenario, each implemented in its own module.
+#[derive(Subcommand)]
 enum Scenario {
+    /// Journal appends and reads per second, Cohort against the real jlog on the same disk.
+    Jlog(jlog::Args),
     /// Datagrams per second through the io_uring and the syscall UDP drivers.
     Udp(udp::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.scenario {
-        Scenario::Udp(a) => udp::run(a),
+    let result: Result<(), Box<dyn std::error::Error>> = match Cli::parse().scenario {
+        Scenario::Jlog(args) => jlog::run(&args),
+        Scenario::Udp(args) => udp::run(&args),
     };
     match result {
-        Ok(v) => {
-            if cli.json {
-                println!("{v}");
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cohort-bench: {e}");
             ExitCode::FAILURE

@@ -8,6 +8,9 @@ use serde_json::json;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Also print one JSON object after the table.
+    #[arg(long)]
+    pub json: bool,
     /// Datagrams sent per driver.
     #[arg(long, default_value_t = 500_000)]
     pub count: u64,
@@ -73,7 +76,7 @@ fn run_one(driver: Driver, a: &Args) -> Result<Run, String> {
     })
 }
 
-pub fn run(a: &Args) -> Result<serde_json::Value, String> {
+pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     println!(
         "udp: {} datagrams of {} B on loopback, {} per send call",
@@ -103,7 +106,11 @@ pub fn run(a: &Args) -> Result<serde_json::Value, String> {
             "loss_percent": loss, "send_syscalls": r.send_syscalls, "recv_syscalls": r.recv_syscalls,
         }));
     }
-    Ok(
-        json!({ "scenario": "udp", "count": a.count, "size": a.size, "batch": a.batch, "drivers": rows }),
-    )
+    if a.json {
+        println!(
+            "{}",
+            json!({ "scenario": "udp", "count": a.count, "size": a.size, "batch": a.batch, "drivers": rows })
+        );
+    }
+    Ok(())
 }

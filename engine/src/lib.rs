@@ -6,4 +6,5 @@
 pub mod config;
 pub mod console;
 pub mod group;
+pub mod jlog;
 pub mod udp;
