@@ -5,6 +5,7 @@ pub mod check_config;
 pub mod console;
 pub mod dataplane;
 pub mod garp;
+pub mod lab;
 pub mod node;
 pub mod plumb;
 pub mod privileges;

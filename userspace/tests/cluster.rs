@@ -5,8 +5,8 @@
 
 mod support;
 
+use cohort::lab::Lab;
 use support::cluster::Cluster;
-use support::netns::Lab;
 
 fn private_name(c: &Cluster<'_>, observer: usize, node: &str) -> String {
     let v = c
@@ -27,7 +27,7 @@ fn three_nodes_crash_restart_and_agree() {
     let Some(lab) = Lab::new("three_nodes_crash_restart_and_agree", 3) else {
         return;
     };
-    let mut c = Cluster::new(&lab, "");
+    let mut c = support::cluster::cluster(&lab, "");
     c.start_all();
     let v0 = c.wait_members(0, &[0, 1, 2]);
     let v1 = c.wait_members(1, &[0, 1, 2]);
@@ -59,7 +59,7 @@ fn partition_gives_two_views_and_heals_into_one() {
     let Some(lab) = Lab::new("partition_gives_two_views_and_heals_into_one", 3) else {
         return;
     };
-    let mut c = Cluster::new(&lab, "");
+    let mut c = support::cluster::cluster(&lab, "");
     c.start_all();
     for i in 0..3 {
         c.wait_members(i, &[0, 1, 2]);
@@ -79,7 +79,7 @@ fn sigterm_leaves_gracefully() {
     let Some(lab) = Lab::new("sigterm_leaves_gracefully", 3) else {
         return;
     };
-    let mut c = Cluster::new(&lab, "");
+    let mut c = support::cluster::cluster(&lab, "");
     c.start_all();
     for i in 0..3 {
         c.wait_members(i, &[0, 1, 2]);
@@ -105,7 +105,7 @@ fn forged_datagrams_are_dropped_and_counted_with_a_cluster_key() {
     std::fs::write(key.path(), b"correct horse battery staple, the cluster key")
         .expect("write key");
     // Three members; host 4 is an outsider on the same switch.
-    let mut c = Cluster::new(&lab, "");
+    let mut c = support::cluster::cluster(&lab, "");
     c.nodes.truncate(3);
     // The key goes into msgc_server: rewrite the configurations with it.
     for i in 0..3 {

@@ -2,8 +2,6 @@
 //! acquiring plumbs + announces + feeds XDP, the maintenance cycle re-plumbs an address that
 //! disappeared once `if_down_limit` has passed, releasing removes it.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cohort::dataplane::DataPlane;
-use support::netns::{Lab, run};
+use cohort::lab::{Lab, run};
 
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");

@@ -1,12 +1,10 @@
 //! The namespace lab itself works: hosts reach each other over the bridge, a cut cable isolates a
 //! host, and the nftables loss rule drops what it should. (Root; skips otherwise.)
 
-mod support;
-
 use std::net::UdpSocket;
 use std::process::Command;
 
-use support::netns::{Lab, run};
+use cohort::lab::{Lab, run};
 
 #[test]
 fn hosts_reach_each_other_and_links_cut() {

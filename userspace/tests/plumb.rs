@@ -1,17 +1,15 @@
 //! Address plumbing over rtnetlink and ARP announcements over AF_PACKET, on real veths in network
 //! namespaces (root; skips otherwise).
 
-mod support;
-
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 use std::process::Command;
 
 use cohort::garp::{self, ArpSocket};
+use cohort::lab::{Lab, run};
 use cohort::plumb::{PlumbError, Plumber};
 use cohort::xdp;
-use support::netns::{Lab, run};
 
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");

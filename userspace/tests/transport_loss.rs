@@ -2,12 +2,10 @@
 //! every message still arrives, in order, exactly once, and agreed-order messages arrive in the
 //! same order everywhere. Real sockets in network namespaces (root; skips otherwise).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use cohort::lab::Lab;
 use cohort_engine::group::Order;
-use support::netns::Lab;
 
 #[test]
 fn every_message_in_order_under_20_percent_loss() {
@@ -15,7 +13,7 @@ fn every_message_in_order_under_20_percent_loss() {
         return;
     };
     let nodes: Vec<_> = (0..3)
-        .map(|i| support::inproc::start(&lab, i, "", &["app"]))
+        .map(|i| cohort::lab::inproc::start(&lab, i, "", &["app"]))
         .collect();
     for n in &nodes {
         n.wait_view(3, "app");

@@ -3,16 +3,14 @@
 //! addresses in its map; it stamps transport packets per peer; native mode works when the veth peer
 //! runs the pass-through program.
 
-mod support;
-
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::Duration;
 
+use cohort::lab::Lab;
 use cohort::xdp::{self, AttachedMode, FastPath, XdpSetting};
-use support::netns::Lab;
 
 /// Runs `f` on a thread that has entered network namespace `ns` (setns is per thread).
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -1,5 +1,7 @@
 //! Nodes run in this process, each on threads that entered one host's network namespace: the
-//! application channel (send, deliveries) is then directly at hand for tests and benchmarks.
+//! application channel (send, deliveries) is then directly at hand for tests and benchmarks. Like
+//! the rest of the lab it serves tests and benchmarks only: a failure panics, and the panic is the
+//! report.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -8,10 +10,10 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use cohort::node::runtime::{Delivery, Node, Request, Shared};
+use crate::node::runtime::{Delivery, Node, Request, Shared};
 use cohort_engine::udp::Driver;
 
-use super::netns::Lab;
+use super::Lab;
 
 pub struct InProc {
     pub shared: Arc<Shared>,
@@ -62,6 +64,11 @@ pub fn start(lab: &Lab, i: usize, extra: &str, groups: &[&str]) -> InProc {
 }
 
 impl InProc {
+    /// A new delivery channel (replacing the one `start` made), for a reader on another thread.
+    pub fn subscribe_fresh(&self) -> std::sync::mpsc::Receiver<Delivery> {
+        self.shared.subscribe(1 << 20)
+    }
+
     pub fn view_size(&self) -> usize {
         self.shared
             .status

@@ -1,4 +1,5 @@
-//! A network lab made of namespaces: one "switch" namespace holding a bridge, and one namespace
+//! The network-namespace lab used by the multi-node tests, the benchmarks and (in shell form)
+//! `ci/demo`. A lab is made of namespaces: one "switch" namespace holding a bridge, and one namespace
 //! per host, each wired to the bridge by a veth pair (`eth0` inside the host). Addresses are
 //! `10.<net>.0.<n>/24`, inside namespaces this lab created and nowhere else. Dropping the lab
 //! deletes every namespace (and with them the veths and anything still running inside is left to
@@ -13,22 +14,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+pub mod inproc;
+pub mod procs;
+
 /// Whether this process may build namespaces.
 pub fn is_root() -> bool {
-    nix_euid() == 0
-}
-
-fn nix_euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() }
+    unsafe { libc::geteuid() == 0 }
 }
 
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
-}
-
-/// Runs a command, panicking with its output if it fails (lab set-up must not half-succeed).
+/// Runs a command, panicking with its output if it fails: lab set-up must not half-succeed, and
+/// the lab only serves tests and benchmarks, where a panic is the report.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()

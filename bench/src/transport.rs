@@ -1,0 +1,179 @@
+//! `cohort-bench transport`: messages per second from one sender through the group transport to
+//! every other member, with per-message latency (hdrhistogram), datagrams per second and messages
+//! per datagram. Real sockets: every node runs in its own network namespace on a bridge (root).
+
+use std::time::{Duration, Instant};
+
+use cohort::lab::{Lab, inproc};
+use cohort_engine::group::Order;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Members of the cluster (one sender, the others receive).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Payload bytes per message (at least 16: a sequence number and a send time).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Messages sent.
+    #[arg(long, default_value_t = 200_000)]
+    pub count: u64,
+    /// agreed (total order, the default) or fifo.
+    #[arg(long, default_value = "agreed")]
+    pub order: String,
+    /// Offered load in messages per second; 0 sends as fast as the transport takes them
+    /// (throughput; latency is then mostly queueing).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Also print one JSON object after the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let order = match a.order.as_str() {
+        "agreed" => Order::Agreed,
+        "fifo" => Order::Fifo,
+        o => return Err(format!("--order {o}: expected agreed or fifo").into()),
+    };
+    if a.nodes < 2 {
+        return Err("--nodes must be at least 2".into());
+    }
+    let size = a.size.max(16);
+    let lab = Lab::new("cohort-bench transport", a.nodes)
+        .ok_or("the transport benchmark needs root (network namespaces)")?;
+    let nodes: Vec<_> = (0..a.nodes)
+        .map(|i| inproc::start(&lab, i, "", &["bench"]))
+        .collect();
+    for n in &nodes {
+        n.wait_view(a.nodes, "bench");
+    }
+    let epoch = Instant::now();
+    let (count, nodes_n) = (a.count, a.nodes);
+    // Receivers: every member but the sender counts and times what it gets.
+    let mut handles = Vec::new();
+    for n in nodes.iter().skip(1) {
+        let rx = n.subscribe_fresh();
+        handles.push(std::thread::spawn(move || {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("histogram bounds are valid");
+            let mut got = 0u64;
+            let mut last = Duration::ZERO;
+            while got < count {
+                let Ok(d) = rx.recv_timeout(Duration::from_secs(10)) else {
+                    break;
+                };
+                let sent = u64::from_le_bytes(d.payload[8..16].try_into().expect("16-byte header"));
+                let now = epoch.elapsed();
+                let _ = h.record((now.as_nanos() as u64).saturating_sub(sent).max(1));
+                got += 1;
+                last = now;
+            }
+            (got, last, h)
+        }));
+    }
+    let sender = &nodes[0].shared;
+    let start = epoch.elapsed();
+    let before = sender
+        .status
+        .lock()
+        .map(|s| s.counters.clone())
+        .map_err(|_| "status")?;
+    let mut seq = 0u64;
+    while seq < count {
+        // Keep at most 50k messages queued ahead of the transport (its window gives back-pressure).
+        if sender.backlog() > 50_000 {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        let mut n = 1000.min(count - seq);
+        if a.rate > 0 {
+            // Paced: never ahead of rate x elapsed; small batches keep the spacing even.
+            let due = ((epoch.elapsed() - start).as_secs_f64() * a.rate as f64) as u64;
+            if due <= seq {
+                std::thread::sleep(Duration::from_micros(100));
+                continue;
+            }
+            n = n.min(due - seq).min(100);
+        }
+        let now = epoch.elapsed().as_nanos() as u64;
+        let batch: Vec<Vec<u8>> = (seq..seq + n)
+            .map(|i| {
+                let mut p = vec![0u8; size];
+                p[..8].copy_from_slice(&i.to_le_bytes());
+                p[8..16].copy_from_slice(&now.to_le_bytes());
+                p
+            })
+            .collect();
+        sender.send_batch("bench", batch, order);
+        seq += n;
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .expect("histogram bounds are valid");
+    let mut end = start;
+    let mut delivered = Vec::new();
+    for h in handles {
+        let (got, last, hist) = h.join().map_err(|_| "receiver panicked")?;
+        all.add(&hist).map_err(|e| e.to_string())?;
+        end = end.max(last);
+        delivered.push(got);
+    }
+    let after = sender
+        .status
+        .lock()
+        .map(|s| s.counters.clone())
+        .map_err(|_| "status")?;
+    let secs = (end - start).as_secs_f64().max(1e-9);
+    let datagrams = after.datagrams_sent - before.datagrams_sent;
+    let messages = after.messages_sent - before.messages_sent;
+    let min_delivered = delivered.iter().copied().min().unwrap_or(0);
+    let rate = min_delivered as f64 / secs;
+    let p50 = all.value_at_quantile(0.50) as f64 / 1e6;
+    let p99 = all.value_at_quantile(0.99) as f64 / 1e6;
+    let offered = if a.rate > 0 {
+        format!("offered {} msg/s", a.rate)
+    } else {
+        "unpaced".to_owned()
+    };
+    println!(
+        "transport: {nodes_n} nodes in namespaces, one sender, {count} {} messages of {size} B, {offered}",
+        a.order
+    );
+    println!(
+        "{:>14} {:>10} {:>10} {:>14} {:>14} {:>12}",
+        "msgs/s", "p50 ms", "p99 ms", "datagrams/s", "msgs/datagram", "delivered"
+    );
+    println!(
+        "{:>14.0} {:>10.3} {:>10.3} {:>14.0} {:>14.1} {:>12}",
+        rate,
+        p50,
+        p99,
+        datagrams as f64 / secs,
+        messages as f64 / datagrams.max(1) as f64,
+        min_delivered
+    );
+    for n in nodes {
+        n.stop();
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "scenario": "transport", "nodes": nodes_n, "offered_rate": a.rate, "size": size, "count": count, "order": a.order,
+                "messages_per_sec": rate, "latency_p50_ms": p50, "latency_p99_ms": p99,
+                "datagrams_per_sec": datagrams as f64 / secs,
+                "messages_per_datagram": messages as f64 / datagrams.max(1) as f64,
+                "delivered_min": min_delivered, "seconds": secs,
+            })
+        );
+    }
+    if min_delivered < count {
+        return Err(format!(
+            "only {min_delivered} of {count} messages were delivered to every receiver"
+        )
+        .into());
+    }
+    Ok(())
+}

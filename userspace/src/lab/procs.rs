@@ -1,0 +1,179 @@
+//! A cluster of real `cohortd` processes, one per host of a [`Lab`], each with its own
+//! configuration file, console socket and log; queried through the console protocol. For tests
+//! and benchmarks: failures panic, and the panic is the report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Lab;
+use crate::console::client::{Client, Endpoint};
+
+pub struct Cluster<'a> {
+    pub lab: &'a Lab,
+    /// The `cohortd` binary to run.
+    pub cohortd: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Option<Child>>,
+    /// Extra text appended to every node's configuration.
+    pub extra: String,
+}
+
+impl<'a> Cluster<'a> {
+    /// Writes the configurations; starts nothing.
+    pub fn new(lab: &'a Lab, cohortd: &Path, extra: &str) -> Cluster<'a> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Cluster {
+            lab,
+            cohortd: cohortd.to_path_buf(),
+            dir,
+            nodes: (0..lab.hosts.len()).map(|_| None).collect(),
+            extra: extra.to_owned(),
+        };
+        for i in 0..lab.hosts.len() {
+            std::fs::write(c.config_path(i), c.config_text(i)).expect("write config");
+        }
+        c
+    }
+
+    pub fn name(&self, i: usize) -> String {
+        format!("node{}", i + 1)
+    }
+
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.conf", self.name(i)))
+    }
+
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.sock", self.name(i)))
+    }
+
+    pub fn log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.name(i)))
+    }
+
+    fn config_text(&self, i: usize) -> String {
+        let peers: String = self
+            .lab
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(j, h)| format!("    {} = \"{}\"\n", self.name(j), h.addr))
+            .collect();
+        format!(
+            "cluster {{\n  nodename = \"{name}\"\n}}\nmsgc_server {{\n  peers = [\n{peers}  ]\n}}\n\
+             Control_Listener {{ Listen \"{sock}\" {{}} }}\nECCluster_Listener {{ Listen \"{addr}:4802\" {{}} }}\n{extra}\n",
+            name = self.name(i),
+            sock = self.socket(i).display(),
+            addr = self.lab.hosts[i].addr,
+            extra = self.extra,
+        )
+    }
+
+    /// Starts node `i` (again, if it was killed): a new process, hence a new incarnation.
+    pub fn start(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(i))
+            .expect("log");
+        let child = self
+            .lab
+            .cmd(i, &self.cohortd.to_string_lossy())
+            .arg("--config")
+            .arg(self.config_path(i))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("log fd")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("cohortd starts");
+        self.nodes[i] = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut c = self.nodes[i].take().expect("node running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().expect("exit status")
+    }
+
+    /// `<cmd> --json` on node `i`'s console.
+    pub fn ctl_json(&self, i: usize, cmd: &[&str]) -> Option<serde_json::Value> {
+        let mut c = Client::connect(&Endpoint::parse(&self.socket(i).to_string_lossy())).ok()?;
+        let r = c.run(&cmd.join(" "), true).ok()?;
+        if r.status != cohort_engine::console::protocol::Status::Ok {
+            return None;
+        }
+        serde_json::from_slice(&r.body).ok()
+    }
+
+    /// Node names of node `i`'s current view, in view order.
+    pub fn members(&self, i: usize) -> Option<Vec<String>> {
+        let v = self.ctl_json(i, &["cluster", "membership"])?;
+        v["members"].as_array().map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["node_name"].as_str().map(str::to_owned))
+                .collect()
+        })
+    }
+
+    /// Waits (bounded) until node `i`'s view has exactly the members `want` (any order).
+    pub fn wait_members(&self, i: usize, want: &[usize]) -> Vec<String> {
+        let mut want_names: Vec<String> = want.iter().map(|&j| self.name(j)).collect();
+        want_names.sort();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(m) = self.members(i) {
+                let mut sorted = m.clone();
+                sorted.sort();
+                if sorted == want_names {
+                    return m;
+                }
+                last = Some(m);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} never saw {:?} (last view {:?}); its log:\n{}",
+            self.name(i),
+            want_names,
+            last,
+            std::fs::read_to_string(self.log(i)).unwrap_or_default()
+        );
+    }
+
+    pub fn counters(&self, i: usize) -> serde_json::Value {
+        self.ctl_json(i, &["cluster", "counters"])
+            .expect("counters")
+    }
+}
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Reads a file, or "" when absent.
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
