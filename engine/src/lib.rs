@@ -4,3 +4,4 @@
 //! files into typed, validated settings.
 
 pub mod config;
+pub mod replicate;
