@@ -70,6 +70,9 @@ pub enum Op {
         ttl: u32,
         /// The value bytes.
         value: Vec<u8>,
+        /// The member that wrote it, when it is not the sender (a snapshot relays everyone's
+        /// writes); `None` is the sender.
+        writer: Option<String>,
     },
 }
 

@@ -16,6 +16,8 @@
 //! text     := len varint (<= 65535) | UTF-8 bytes
 //! op       := 1 delta:zigzag-varint                       (add)
 //!           | 2 version:varint ttl:varint len:varint value (cache set, value <= 65535 bytes)
+//!           | 3 version:varint ttl:varint len:varint value writer:text
+//!                                                    (cache set relayed for another writer)
 //! ```
 //!
 //! Parsing never panics and never trusts a length: every error names the byte offset where the
@@ -299,7 +301,7 @@ impl<'a> Reader<'a> {
                 let z = self.varint("delta")?;
                 Ok(Op::Add(((z >> 1) as i64) ^ -((z & 1) as i64)))
             }
-            2 => {
+            tag @ (2 | 3) => {
                 let version = self.varint("cache version")?;
                 let ttl_at = self.pos;
                 let ttl =
@@ -316,10 +318,16 @@ impl<'a> Reader<'a> {
                     });
                 }
                 let value = self.take(len as usize, "cache value")?.to_vec();
+                let writer = if tag == 3 {
+                    Some(self.text("cache writer")?)
+                } else {
+                    None
+                };
                 Ok(Op::Set {
                     version,
                     ttl,
                     value,
+                    writer,
                 })
             }
             _ => Err(WireError::Malformed {
@@ -404,11 +412,15 @@ impl Update {
                 version,
                 ttl,
                 value,
+                writer,
             } => {
                 1 + varint_len(*version)
                     + varint_len(u64::from(*ttl))
                     + varint_len(value.len() as u64)
                     + value.len()
+                    + writer
+                        .as_ref()
+                        .map_or(0, |w| varint_len(w.len() as u64) + w.len())
             }
         };
         key + op
@@ -429,7 +441,9 @@ impl Update {
         };
         let op_ok = match &self.op {
             Op::Add(_) => true,
-            Op::Set { value, .. } => value.len() <= MAX_TEXT,
+            Op::Set { value, writer, .. } => {
+                value.len() <= MAX_TEXT && writer.as_ref().is_none_or(|w| w.len() <= MAX_TEXT)
+            }
         };
         key_ok && op_ok
     }
@@ -461,12 +475,16 @@ impl Update {
                 version,
                 ttl,
                 value,
+                writer,
             } => {
-                out.push(2);
+                out.push(if writer.is_some() { 3 } else { 2 });
                 put_varint(out, *version);
                 put_varint(out, u64::from(*ttl));
                 put_varint(out, value.len() as u64);
                 out.extend_from_slice(value);
+                if let Some(w) = writer {
+                    put_text(out, w);
+                }
             }
         }
     }
@@ -750,12 +768,14 @@ mod tests {
             (
                 any::<u64>(),
                 any::<u32>(),
-                proptest::collection::vec(any::<u8>(), 0..40)
+                proptest::collection::vec(any::<u8>(), 0..40),
+                proptest::option::of("#[a-z0-9#-]{0,12}")
             )
-                .prop_map(|(version, ttl, value)| Op::Set {
+                .prop_map(|(version, ttl, value, writer)| Op::Set {
                     version,
                     ttl,
-                    value
+                    value,
+                    writer
                 }),
         ];
         (arb_key(), op).prop_map(|(key, op)| Update { key, op })

@@ -1,0 +1,170 @@
+//! `cluster shared list` and `cluster shared show <obj> [from <node>]`, as text in the shapes of
+//! Momentum's console samples and as JSON for `--json`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::cidr;
+use super::gauge;
+use super::member::MemberId;
+use super::replica::{ReplicateError, Replicator, Rows};
+
+/// Why a `cluster shared` command could not be answered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConsoleError {
+    /// No such object, or another replication error.
+    #[error(transparent)]
+    Replicate(#[from] ReplicateError),
+    /// `from <node>` named nobody in the current view.
+    #[error("no member {0:?} in the current view")]
+    UnknownMember(String),
+}
+
+/// `cluster shared list`: the header, then each object's name right-aligned in 30 columns and
+/// its description in brackets.
+pub fn shared_list(replicator: &Replicator) -> String {
+    let mut out = String::from("Currently managed objects:\n");
+    for obj in replicator.objects().iter() {
+        let s = obj.settings();
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "{:>30} [{}]", s.name, s.description());
+    }
+    out
+}
+
+/// `cluster shared list --json`.
+pub fn shared_list_json(replicator: &Replicator) -> Value {
+    let objects: Vec<Value> = replicator
+        .objects()
+        .iter()
+        .map(|obj| {
+            let s = obj.settings();
+            json!({
+                "name": s.name,
+                "type": s.kind.shape().type_name(),
+                "lazy": true,
+                "snapshots": s.snapshot,
+                "manager_only": s.manager_only,
+                "max_delay": s.max_delay.as_secs_f64(),
+                "max_pending": s.max_pending,
+                "description": s.description(),
+            })
+        })
+        .collect();
+    json!({ "objects": objects })
+}
+
+fn resolve(replicator: &Replicator, from: Option<&str>) -> Result<Option<MemberId>, ConsoleError> {
+    let Some(name) = from else {
+        return Ok(None);
+    };
+    if replicator.me().matches(name) {
+        return Ok(Some(replicator.me().clone()));
+    }
+    replicator
+        .view()
+        .iter()
+        .find(|m| m.matches(name))
+        .cloned()
+        .map(Some)
+        .ok_or_else(|| ConsoleError::UnknownMember(name.to_string()))
+}
+
+fn header(replicator: &Replicator, object: &str, view: &str) -> Result<String, ConsoleError> {
+    let settings = replicator.objects().settings(object)?;
+    let snapped = if settings.snapshot { "snapped " } else { "" };
+    Ok(format!(
+        "lazy, {snapped}{} '{object}', view '{view}'\n",
+        settings.kind.shape().type_name()
+    ))
+}
+
+/// `cluster shared show <object>` (global view) or `... from <node>` (that member's view; the
+/// node name or the full member name).
+pub fn shared_show(
+    replicator: &Replicator,
+    object: &str,
+    from: Option<&str>,
+    now: Duration,
+) -> Result<String, ConsoleError> {
+    let member = resolve(replicator, from)?;
+    let view = member
+        .as_ref()
+        .map_or_else(|| "global".to_string(), |m| m.to_string());
+    let mut out = header(replicator, object, &view)?;
+    match replicator.rows(object, member.as_ref(), now)? {
+        Rows::Cidr(entries) => out.push_str(&cidr::render_entries(&entries)),
+        Rows::Table(entries) => out.push_str(&gauge::render_entries(&entries)),
+        Rows::Cache(entries) => {
+            for (key, entry) in entries {
+                let _ = writeln!(out, "{key:>60}: {}", String::from_utf8_lossy(&entry.value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `cluster shared show <object> [from <node>] --json`.
+pub fn shared_show_json(
+    replicator: &Replicator,
+    object: &str,
+    from: Option<&str>,
+    now: Duration,
+) -> Result<Value, ConsoleError> {
+    let member = resolve(replicator, from)?;
+    let settings = replicator.objects().settings(object)?;
+    let rows = match replicator.rows(object, member.as_ref(), now)? {
+        Rows::Cidr(entries) => entries
+            .into_iter()
+            .map(|(net, count)| json!({ "prefix": net.to_string(), "count": count }))
+            .collect::<Vec<_>>(),
+        Rows::Table(entries) => entries
+            .into_iter()
+            .map(|(key, count)| json!({ "key": key.to_string(), "count": count }))
+            .collect(),
+        Rows::Cache(entries) => entries
+            .into_iter()
+            .map(|(key, e)| {
+                json!({
+                    "key": key,
+                    "value": String::from_utf8_lossy(&e.value),
+                    "version": e.version,
+                    "writer": e.writer.to_string(),
+                    "ttl": e.ttl_left(now),
+                })
+            })
+            .collect(),
+    };
+    Ok(json!({
+        "object": object,
+        "type": settings.kind.shape().type_name(),
+        "snapped": settings.snapshot,
+        "view": member.map_or_else(|| "global".to_string(), |m| m.to_string()),
+        "rows": rows,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicate::object::{ObjectKind, ObjectSettings};
+
+    #[test]
+    fn list_matches_the_sample() {
+        let settings = ["inbound_cidr", "outbound_cidr", "outbound_domains"]
+            .map(|n| ObjectSettings::new(n, ObjectKind::from_name(n).unwrap()))
+            .to_vec();
+        let r = Replicator::new(MemberId::new("#ec1-1#relay-0-1"), settings, 1400, false).unwrap();
+        let sample = "Currently managed objects:
+                  inbound_cidr [lazy, cidrtree w/ snapshots]
+                 outbound_cidr [lazy, cidrtree w/ snapshots]
+              outbound_domains [lazy, gauge table w/ snapshots]
+";
+        assert_eq!(shared_list(&r), sample);
+        let json = shared_list_json(&r);
+        assert_eq!(json["objects"][2]["type"], "gauge table");
+        assert_eq!(json["objects"].as_array().map(Vec::len), Some(3));
+    }
+}
