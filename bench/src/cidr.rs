@@ -16,11 +16,8 @@ use prefix_trie::PrefixMap;
 use serde_json::json;
 
 /// Options of the `cidr` scenario.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Distinct /32 prefixes in the trees.
     #[arg(long, default_value_t = 100_000)]
     prefixes: usize,
@@ -120,8 +117,8 @@ where
     (reads, writes)
 }
 
-/// Runs the scenario and prints its results.
-pub fn run(args: &Args) {
+/// Runs the scenario, prints its table and returns its JSON object.
+pub fn run(args: &Args) -> Result<serde_json::Value, String> {
     let mut rng = SplitMix(1);
     let nets: Arc<Vec<Ipv4Net>> = Arc::new(
         (0..args.prefixes)
@@ -155,6 +152,21 @@ pub fn run(args: &Args) {
             timed(1, ms, move |_, r| {
                 std::hint::black_box(t.count(IpNet::V4(ns[(r.next() % n) as usize])));
             }),
+        ));
+        let (t, ns) = (Arc::clone(&cohort), Arc::clone(&nets));
+        rows.push((
+            "lookups, 256 per pin",
+            "cohort",
+            1,
+            timed(1, ms, move |_, r| {
+                let guard = cohort_engine::replicate::cidr::pin();
+                for _ in 0..255 {
+                    std::hint::black_box(
+                        t.count_with(IpNet::V4(ns[(r.next() % n) as usize]), &guard),
+                    );
+                }
+                std::hint::black_box(t.count_with(IpNet::V4(ns[(r.next() % n) as usize]), &guard));
+            }) * 256.0,
         ));
         let (t, ns) = (Arc::clone(&trie), Arc::clone(&nets));
         let map = t.read().map(|m| m.clone()).unwrap_or_default();
@@ -256,22 +268,13 @@ pub fn run(args: &Args) {
         ));
     }
 
-    if args.json {
-        let results: Vec<_> = rows
-            .iter()
-            .map(|(what, imp, threads, rate)| {
-                json!({ "measure": what, "implementation": imp, "threads": threads,
-                        "ops_per_sec": rate.round(), "ns_per_op": 1e9 / rate * *threads as f64 })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({ "scenario": "cidr", "prefixes": n, "cohort_nodes": nodes,
-                    "writer_ops_per_sec": { "cohort": mixed_cohort.1.round(), "prefix-trie+RwLock": mixed_trie.1.round() },
-                    "results": results })
-        );
-        return;
-    }
+    let results: Vec<_> = rows
+        .iter()
+        .map(|(what, imp, threads, rate)| {
+            json!({ "measure": what, "implementation": imp, "threads": threads,
+                    "ops_per_sec": rate.round(), "ns_per_op": 1e9 / rate * *threads as f64 })
+        })
+        .collect();
     println!(
         "cidr: {n} random /32 prefixes in 10.0.0.0/8 ({nodes} Cohort tree nodes), {ms} ms per row"
     );
@@ -293,4 +296,9 @@ pub fn run(args: &Args) {
         "writer during the mixed rows: cohort {:.0} ops/s, prefix-trie+RwLock {:.0} ops/s",
         mixed_cohort.1, mixed_trie.1
     );
+    Ok(
+        json!({ "scenario": "cidr", "prefixes": n, "cohort_nodes": nodes,
+               "writer_ops_per_sec": { "cohort": mixed_cohort.1.round(), "prefix-trie+RwLock": mixed_trie.1.round() },
+               "results": results }),
+    )
 }

@@ -15,11 +15,8 @@ use ipnet::{IpNet, Ipv4Net};
 use serde_json::json;
 
 /// Options of the `replicate-local` scenario.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Application updates per configuration.
     #[arg(long, default_value_t = 2_000_000)]
     updates: u64,
@@ -125,8 +122,8 @@ fn one(args: &Args, label: &'static str, max_delay: f64, max_pending: usize) -> 
     }
 }
 
-/// Runs the scenario and prints its results.
-pub fn run(args: &Args) {
+/// Runs the scenario, prints its table and returns its JSON object.
+pub fn run(args: &Args) -> Result<serde_json::Value, String> {
     let outcomes = [
         one(args, "Momentum defaults", 1.0, 100),
         one(args, "low max_delay", 0.01, 100),
@@ -134,30 +131,22 @@ pub fn run(args: &Args) {
         one(args, "default max_delay, large max_pending", 1.0, 1_000_000),
     ];
     let virtual_secs = args.updates as f64 / args.rate as f64;
-    if args.json {
-        let rows: Vec<_> = outcomes
-            .iter()
-            .map(|o| {
-                json!({
-                    "config": o.label, "max_delay": o.max_delay, "max_pending": o.max_pending,
-                    "app_updates_per_sec": (args.updates as f64 / o.wall).round(),
-                    "wire_updates_per_sec_encode_decode_apply": (o.wire_updates as f64 / o.encode_apply_secs.max(1e-9)).round(),
-                    "datagrams": o.datagrams,
-                    "datagrams_per_virtual_sec": (o.datagrams as f64 / virtual_secs).round(),
-                    "wire_updates": o.wire_updates,
-                    "updates_per_datagram": o.wire_updates as f64 / o.datagrams.max(1) as f64,
-                    "bytes_per_datagram": o.bytes as f64 / o.datagrams.max(1) as f64,
-                    "app_updates_per_wire_update": args.updates as f64 / o.wire_updates.max(1) as f64,
-                })
+    let rows: Vec<_> = outcomes
+        .iter()
+        .map(|o| {
+            json!({
+                "config": o.label, "max_delay": o.max_delay, "max_pending": o.max_pending,
+                "app_updates_per_sec": (args.updates as f64 / o.wall).round(),
+                "wire_updates_per_sec_encode_decode_apply": (o.wire_updates as f64 / o.encode_apply_secs.max(1e-9)).round(),
+                "datagrams": o.datagrams,
+                "datagrams_per_virtual_sec": (o.datagrams as f64 / virtual_secs).round(),
+                "wire_updates": o.wire_updates,
+                "updates_per_datagram": o.wire_updates as f64 / o.datagrams.max(1) as f64,
+                "bytes_per_datagram": o.bytes as f64 / o.datagrams.max(1) as f64,
+                "app_updates_per_wire_update": args.updates as f64 / o.wire_updates.max(1) as f64,
             })
-            .collect();
-        println!(
-            "{}",
-            json!({ "scenario": "replicate-local", "mtu": 1400, "updates": args.updates,
-                    "virtual_rate": args.rate, "keys": args.keys, "results": rows })
-        );
-        return;
-    }
+        })
+        .collect();
     println!(
         "replicate-local: {} updates over {} addresses at a virtual {} updates/s, MTU 1400",
         args.updates, args.keys, args.rate
@@ -193,4 +182,8 @@ pub fn run(args: &Args) {
         "wire upd/s e+d+a: coalesced updates per second of A's encode plus B's decode and apply;"
     );
     println!("dgram/vs: datagrams per virtual second at the virtual rate.");
+    Ok(
+        json!({ "scenario": "replicate-local", "mtu": 1400, "updates": args.updates,
+               "virtual_rate": args.rate, "keys": args.keys, "results": rows }),
+    )
 }

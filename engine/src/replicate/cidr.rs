@@ -234,12 +234,16 @@ impl CidrTree {
     ///
     /// Linearizable: once `add` returns, every lookup of a netblock containing `net` reflects it.
     pub fn add(&self, net: IpNet, delta: i64) {
+        self.add_with(net, delta, &epoch::pin());
+    }
+
+    /// [`CidrTree::add`] under a guard the caller holds (see [`pin`]), saving the pin.
+    pub fn add_with(&self, net: IpNet, delta: i64, guard: &Guard) {
         if delta == 0 {
             return;
         }
         let (family, key, len) = encode(net);
         let root = self.root(family);
-        let guard = &epoch::pin();
         // The deepest node our delta has been added to (the root stands for "none yet").
         let mut parent: &Node = root;
         loop {
@@ -336,9 +340,14 @@ impl CidrTree {
 
     /// The sum of every count inside `net`: one walk, lock-free.
     pub fn count(&self, net: IpNet) -> i64 {
+        self.count_with(net, &epoch::pin())
+    }
+
+    /// [`CidrTree::count`] under a guard the caller holds (see [`pin`]): a thread doing many
+    /// lookups in a row pins once for all of them.
+    pub fn count_with(&self, net: IpNet, guard: &Guard) -> i64 {
         let (family, key, len) = encode(net);
         let root = self.root(family);
-        let guard = &epoch::pin();
         let mut node: &Node = root;
         if len == 0 {
             return child_counts(root, guard);
@@ -416,6 +425,12 @@ impl CidrTree {
     pub fn render_lines(&self) -> String {
         render_entries(&self.entries())
     }
+}
+
+/// Pins the current thread for [`CidrTree::count_with`] and [`CidrTree::add_with`]. Holding a
+/// guard delays the reclamation of replaced nodes, so hold it for a batch, not forever.
+pub fn pin() -> Guard {
+    epoch::pin()
 }
 
 /// Formats console lines for `(prefix, count)` pairs exactly as Momentum prints a cidrtree.

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/* Cohort's XDP fast path.
+ *
+ * 1. ARP responder: a request (not a gratuitous announcement) for an address in `vips` is turned
+ *    into the reply in place and sent back out of the same interface (XDP_TX), while the lease is
+ *    valid. Everything else goes on to the kernel unchanged.
+ * 2. Arrival stamping: every IPv4 UDP packet to the transport port records, per source address,
+ *    the kernel time it arrived, so the failure detector sees true arrival times even when the
+ *    daemon is descheduled.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "cohort_xdp.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, COHORT_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct cohort_vip);
+} vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cohort_lease);
+} lease SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cohort_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, COHORT_MAX_PEERS);
+	__type(key, __u32);
+	__type(value, struct cohort_peer);
+} peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COHORT_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* An Ethernet/IPv4 ARP packet after the Ethernet header. */
+struct arp_eth {
+	__be16 hrd;
+	__be16 pro;
+	__u8 hln;
+	__u8 pln;
+	__be16 op;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int handle_arp(struct ethhdr *eth, void *end)
+{
+	struct arp_eth *arp = (void *)(eth + 1);
+	if ((void *)(arp + 1) > end)
+		return XDP_PASS;
+	if (arp->hrd != bpf_htons(1) || arp->pro != bpf_htons(ETH_P_IP) || arp->hln != 6 ||
+	    arp->pln != 4 || arp->op != bpf_htons(1 /* request */)) {
+		count(COHORT_STAT_ARP_PASSED);
+		return XDP_PASS;
+	}
+	__u32 tip, sip;
+	__builtin_memcpy(&tip, arp->tpa, 4);
+	__builtin_memcpy(&sip, arp->spa, 4);
+	/* A gratuitous request announces the sender's own address; it asks nothing. */
+	if (tip == sip) {
+		count(COHORT_STAT_ARP_PASSED);
+		return XDP_PASS;
+	}
+	struct cohort_vip *vip = bpf_map_lookup_elem(&vips, &tip);
+	if (!vip) {
+		count(COHORT_STAT_ARP_PASSED);
+		return XDP_PASS;
+	}
+	__u32 zero = 0;
+	struct cohort_lease *l = bpf_map_lookup_elem(&lease, &zero);
+	if (!l || bpf_ktime_get_ns() >= l->expires_ns) {
+		count(COHORT_STAT_ARP_LEASE_EXPIRED);
+		return XDP_PASS;
+	}
+	/* The request becomes the reply: to the asker, from the VIP's owner. */
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, vip->mac, ETH_ALEN);
+	arp->op = bpf_htons(2 /* reply */);
+	__builtin_memcpy(arp->tha, arp->sha, 6);
+	__builtin_memcpy(arp->tpa, &sip, 4);
+	__builtin_memcpy(arp->sha, vip->mac, 6);
+	__builtin_memcpy(arp->spa, &tip, 4);
+	count(COHORT_STAT_ARP_REPLIED);
+	return XDP_TX;
+}
+
+static __always_inline void stamp(struct ethhdr *eth, void *end)
+{
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_UDP || ip->ihl != 5)
+		return;
+	/* Only whole first fragments carry the UDP header. */
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return;
+	struct udphdr *udp = (void *)(ip + 1);
+	if ((void *)(udp + 1) > end)
+		return;
+	__u32 zero = 0;
+	struct cohort_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->transport_port == 0 || udp->dest != cfg->transport_port)
+		return;
+	__u32 src = ip->saddr;
+	__u64 now = bpf_ktime_get_ns();
+	struct cohort_peer *p = bpf_map_lookup_elem(&peers, &src);
+	if (p) {
+		p->last_ns = now;
+		__sync_fetch_and_add(&p->packets, 1);
+	} else {
+		struct cohort_peer fresh = { .last_ns = now, .packets = 1 };
+		bpf_map_update_elem(&peers, &src, &fresh, BPF_ANY);
+	}
+	count(COHORT_STAT_TRANSPORT_STAMPED);
+}
+
+SEC("xdp")
+int cohort_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return handle_arp(eth, end);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		stamp(eth, end);
+	return XDP_PASS;
+}
+
+/* Attached to the peer of a veth so that frames sent with XDP_TX in native mode are received. */
+SEC("xdp")
+int cohort_xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

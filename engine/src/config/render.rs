@@ -1,0 +1,305 @@
+//! Prints a [`Config`] as Momentum configuration text with every default written out: the output of
+//! `cohortd --check-config`. Parsing the output gives back an equal `Config` (tested by property).
+
+use std::fmt::Write as _;
+
+use super::model::*;
+use super::syntax::quote;
+
+/// The effective configuration as configuration text.
+pub fn render(cfg: &Config) -> String {
+    let mut w = Writer::default();
+    cluster(&mut w, &cfg.cluster);
+    msgc(&mut w, &cfg.msgc_server);
+    listeners(
+        &mut w,
+        "Control_Listener",
+        &cfg.control_listener.listens,
+        &cfg.control_listener.extra,
+    );
+    listeners(
+        &mut w,
+        "ECCluster_Listener",
+        &cfg.eccluster_listener.listens,
+        &cfg.eccluster_listener.extra,
+    );
+    bindings(&mut w, cfg);
+    esmtp(&mut w, cfg);
+    for l in &cfg.loggers {
+        logger(&mut w, l);
+    }
+    if let Some(m) = &cfg.manager_logs {
+        manager_logs(&mut w, m);
+    }
+    for e in &cfg.extra {
+        w.extra(e);
+    }
+    w.out
+}
+
+#[derive(Default)]
+struct Writer {
+    out: String,
+    indent: usize,
+}
+
+impl Writer {
+    fn line(&mut self, s: impl AsRef<str>) {
+        let _ = writeln!(self.out, "{:w$}{}", "", s.as_ref(), w = self.indent);
+    }
+    fn open(&mut self, s: impl AsRef<str>) {
+        self.line(format!("{} {{", s.as_ref()));
+        self.indent += 2;
+    }
+    fn close(&mut self) {
+        self.indent -= 2;
+        self.line("}");
+    }
+    fn str(&mut self, key: &str, v: &str) {
+        self.line(format!("{key} = {}", quote(v)));
+    }
+    fn num(&mut self, key: &str, v: impl std::fmt::Display) {
+        self.line(format!("{key} = {v}"));
+    }
+    fn extra(&mut self, e: &Extra) {
+        for l in e.text.lines() {
+            self.line(l);
+        }
+    }
+}
+
+fn cluster(w: &mut Writer, c: &Cluster) {
+    w.open("cluster");
+    w.str("cluster_group", &c.cluster_group);
+    w.str("control_group", &c.control_group);
+    if let Some(g) = &c.log_group {
+        w.str("log_group", g);
+    }
+    if let Some(n) = &c.nodename {
+        w.str("nodename", n);
+    }
+    if let Some(a) = &c.nodeaddr {
+        w.str("nodeaddr", &a.to_string());
+    }
+    if let Some(s) = &c.subcluster {
+        w.str("subcluster", s);
+    }
+    w.line("logs = [");
+    w.indent += 2;
+    for (k, p) in &c.logs {
+        w.line(format!("{} = {}", quote(k), quote(&p.to_string_lossy())));
+    }
+    w.indent -= 2;
+    w.line("]");
+    w.num("log_active_interval", c.log_active_interval);
+    w.num("log_idle_interval", c.log_idle_interval);
+    w.num("heartbeat_start_delay", c.heartbeat_start_delay);
+    w.num("heartbeats_per_sec", c.heartbeats_per_sec);
+    w.num("if_check_interval", c.if_check_interval);
+    w.num("if_down_limit", c.if_down_limit);
+    w.num("arp_all_hosts", c.arp_all_hosts);
+    w.num("duravip_balance_set_size", c.duravip_balance_set_size);
+    w.num("view_mature_time", c.view_mature_time);
+    w.num("view_balance_interval", c.view_balance_interval);
+    w.num("view_broadcast_interval", c.view_broadcast_interval);
+    w.num("unconditional_rebind", c.unconditional_rebind);
+    w.str("debug_level", &c.debug_level);
+    w.num("enabled", c.enabled);
+    w.num("tcp_buffer_size", c.tcp_buffer_size);
+    for r in &c.replicate {
+        w.open(format!("Replicate {}", quote(&r.name)));
+        w.str("type", r.kind.name());
+        if let Some(class) = r.class {
+            w.str("class", class.name());
+        }
+        if !r.parameters.is_empty() {
+            let p: Vec<&str> = r.parameters.iter().map(|p| p.name()).collect();
+            w.str("parameters", &p.join(";"));
+        }
+        w.num("max_delay", r.max_delay);
+        w.num("max_pending", r.max_pending);
+        if r.kind == ReplicateKind::Cache {
+            w.num("max_size", r.max_size);
+        }
+        if let Some(g) = &r.binding_group {
+            w.str("binding_group", g);
+        }
+        w.close();
+    }
+    for t in &c.topology {
+        w.open(format!("Topology {}", quote(&t.network.to_string())));
+        w.str("interface", &t.interface);
+        w.num("cidrmask", t.cidrmask);
+        w.close();
+    }
+    for e in &c.extra {
+        w.extra(e);
+    }
+    w.close();
+}
+
+fn msgc(w: &mut Writer, m: &MsgcServer) {
+    w.open("msgc_server");
+    w.line("peers = [");
+    w.indent += 2;
+    for p in &m.peers {
+        w.line(format!("{} = {}", quote(&p.name), quote(&p.address)));
+    }
+    w.indent -= 2;
+    w.line("]");
+    w.num("port", m.port);
+    w.num("connect_timeout", m.connect_timeout);
+    w.str("debug_level", &m.debug_level);
+    w.num("idle_timeout", m.idle_timeout);
+    w.num("keepalive_interval", m.keepalive_interval);
+    w.num("max_backlog", m.max_backlog);
+    w.num("messages_per_iter", m.messages_per_iter);
+    w.num("reconnect_interval", m.reconnect_interval);
+    w.num("tcpbuf_size", m.tcpbuf_size);
+    w.num("probe_interval", m.probe_interval);
+    w.num("suspect_timeout", m.suspect_timeout);
+    if let Some(k) = &m.cluster_key {
+        w.str("cluster_key", &k.to_string_lossy());
+    }
+    w.num("mtu", m.mtu);
+    w.num("max_unstable_bytes", m.max_unstable_bytes);
+    w.num("max_queue", m.max_queue);
+    w.num("cluster_id", m.cluster_id);
+    for e in &m.extra {
+        w.extra(e);
+    }
+    w.close();
+}
+
+fn listen_scope(w: &mut Writer, addr: &ListenAddr, extra: &[Extra]) {
+    if extra.is_empty() {
+        w.line(format!("Listen {} {{}}", quote(&addr.to_string())));
+    } else {
+        w.open(format!("Listen {}", quote(&addr.to_string())));
+        extra.iter().for_each(|e| w.extra(e));
+        w.close();
+    }
+}
+
+fn listeners(w: &mut Writer, stanza: &str, listens: &[Listen], extra: &[Extra]) {
+    w.open(stanza);
+    for e in extra {
+        w.extra(e);
+    }
+    for l in listens {
+        listen_scope(w, &l.addr, &l.extra);
+    }
+    w.close();
+}
+
+fn bindings(w: &mut Writer, cfg: &Config) {
+    // Groups first, in order, carrying their own options; each grouped binding is then wrapped in a
+    // scope of its group, which keeps the bindings' order when the output is parsed again.
+    for g in &cfg.binding_groups {
+        w.open(format!("Binding_Group {}", quote(&g.name)));
+        g.extra.iter().for_each(|e| w.extra(e));
+        w.close();
+    }
+    for b in &cfg.bindings {
+        if let Some(g) = &b.binding_group {
+            w.open(format!("Binding_Group {}", quote(g)));
+        }
+        w.open(format!("Binding {}", quote(&b.name)));
+        if let Some(a) = &b.bind_address {
+            w.str("Bind_Address", &a.to_string());
+        }
+        w.num("Enable_Duravip", b.enable_duravip);
+        if let Some(p) = &b.duravip_preference {
+            w.str("Duravip_Preference", p);
+        }
+        b.extra.iter().for_each(|e| w.extra(e));
+        w.close();
+        if b.binding_group.is_some() {
+            w.close();
+        }
+    }
+}
+
+fn esmtp(w: &mut Writer, cfg: &Config) {
+    if cfg.esmtp_listeners.is_empty() && cfg.esmtp_listener_extra.is_empty() {
+        return;
+    }
+    w.open("ESMTP_Listener");
+    cfg.esmtp_listener_extra.iter().for_each(|e| w.extra(e));
+    for l in &cfg.esmtp_listeners {
+        w.open(format!("Listen {}", quote(&l.addr.to_string())));
+        w.num("Enable_Duravip", l.enable_duravip);
+        if let Some(p) = &l.duravip_preference {
+            w.str("Duravip_Preference", p);
+        }
+        if let Some(f) = &l.duravip_follow {
+            w.str("Duravip_Follow", f);
+        }
+        l.extra.iter().for_each(|e| w.extra(e));
+        w.close();
+    }
+    w.close();
+}
+
+/// A journal destination in canonical form: `=>sub` for one subscriber, `?subscribers=` for more.
+pub fn journal_uri(j: &JournalDest) -> String {
+    let mut s = format!("{}://{}", j.scheme, j.path.to_string_lossy());
+    match j.subscribers.as_slice() {
+        [] => {}
+        [one] => {
+            let _ = write!(s, "=>{one}");
+        }
+        many => {
+            let _ = write!(s, "?subscribers={}", many.join(","));
+        }
+    }
+    s
+}
+
+fn logger(w: &mut Writer, l: &Logger) {
+    match &l.name {
+        Some(n) => w.open(format!("{} {}", l.module.scope_name(), quote(n))),
+        None => w.open(l.module.scope_name()),
+    }
+    for o in &l.outputs {
+        match &o.destination {
+            Destination::Journal(j) => w.str(&o.log, &journal_uri(j)),
+            Destination::File(f) => w.str(&o.log, f),
+        }
+    }
+    l.extra.iter().for_each(|e| w.extra(e));
+    w.close();
+}
+
+fn subscriber_list(subs: &[String]) -> String {
+    let q: Vec<String> = subs.iter().map(|s| quote(s)).collect();
+    if q.is_empty() {
+        "()".into()
+    } else {
+        format!("( {} )", q.join(", "))
+    }
+}
+
+fn manager_logs(w: &mut Writer, m: &ManagerLogs) {
+    w.open("Logs");
+    w.str("logfile", &m.logfile);
+    w.str("file_mode", &format!("{:04o}", m.file_mode));
+    w.str("dir_mode", &format!("{:04o}", m.dir_mode));
+    w.num("max_open", m.max_open);
+    w.num("max_idle", m.max_idle);
+    w.str("control_cache", &m.control_cache.to_string_lossy());
+    for mgr in &m.managers {
+        w.open(format!("Manager {}", quote(&mgr.name)));
+        if let Some(s) = &mgr.subscribers {
+            w.line(format!("Subscriber = {}", subscriber_list(s)));
+        }
+        for n in &mgr.nodes {
+            w.open(format!("Node {}", quote(&n.name)));
+            w.line(format!("Subscriber = {}", subscriber_list(&n.subscribers)));
+            w.close();
+        }
+        w.close();
+    }
+    m.extra.iter().for_each(|e| w.extra(e));
+    w.close();
+}

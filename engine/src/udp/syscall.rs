@@ -1,0 +1,230 @@
+//! The plain-syscall driver: `recvmmsg` and `sendmmsg`, 64 datagrams per call, `poll` to wait.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use super::socket::{self, CMSG_SPACE};
+use super::{DatagramIo, IoStats, MAX_DATAGRAM, Outgoing, Received, Waker};
+
+/// Datagrams moved per system call.
+const BATCH: usize = 64;
+
+/// `recvmmsg`/`sendmmsg` on a non-blocking socket.
+pub struct SyscallUdp {
+    sock: UdpSocket,
+    waker: Waker,
+    bufs: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    controls: Vec<[u8; CMSG_SPACE]>,
+    stats: IoStats,
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+    unsafe { std::mem::zeroed() }
+}
+
+impl SyscallUdp {
+    pub fn new(sock: UdpSocket) -> io::Result<Self> {
+        Ok(SyscallUdp {
+            sock,
+            waker: Waker::new()?,
+            bufs: vec![0; BATCH * MAX_DATAGRAM],
+            names: vec![zeroed_storage(); BATCH],
+            controls: vec![[0; CMSG_SPACE]; BATCH],
+            stats: IoStats::default(),
+        })
+    }
+
+    /// One non-blocking `recvmmsg`; returns how many datagrams were handed to `sink`.
+    fn recv_once(&mut self, sink: &mut dyn FnMut(Received<'_>)) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .chunks_mut(MAX_DATAGRAM)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain old data; every pointer field is set below.
+        let mut hdrs: Vec<libc::mmsghdr> =
+            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_iov = &mut iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CMSG_SPACE;
+        }
+        self.stats.syscalls += 1;
+        // SAFETY: every header points into buffers owned by self that outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        let mut handed = 0;
+        for (i, h) in hdrs.iter().take(n as usize).enumerate() {
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                self.stats.truncated += 1;
+                continue;
+            }
+            let Some(from) = socket::from_sockaddr(&self.names[i], h.msg_hdr.msg_namelen as usize)
+            else {
+                continue;
+            };
+            let ctl = &self.controls[i][..h.msg_hdr.msg_controllen.min(CMSG_SPACE)];
+            let data = &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + h.msg_len as usize];
+            self.stats.datagrams_received += 1;
+            handed += 1;
+            sink(Received {
+                from,
+                data,
+                kernel_ns: socket::timestamp_from_cmsgs(ctl),
+            });
+        }
+        Ok(handed)
+    }
+
+    fn poll(&mut self, events: libc::c_short, wait: Option<Duration>) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.waker.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
+        self.stats.syscalls += 1;
+        // SAFETY: fds is a live array of two pollfd structs.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.waker.drain();
+        Ok(())
+    }
+}
+
+impl DatagramIo for SyscallUdp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    fn send_batch(&mut self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+        let mut sent = 0;
+        for chunk in batch.chunks(BATCH) {
+            let mut names: Vec<libc::sockaddr_storage> = vec![zeroed_storage(); chunk.len()];
+            let mut lens = Vec::with_capacity(chunk.len());
+            for (o, n) in chunk.iter().zip(names.iter_mut()) {
+                lens.push(socket::to_sockaddr(o.to, n));
+            }
+            let mut iovs: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|o| libc::iovec {
+                    iov_base: o.data.as_ptr() as *mut _,
+                    iov_len: o.data.len(),
+                })
+                .collect();
+            // SAFETY: plain old data, pointers set below.
+            let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
+                .map(|_| unsafe { std::mem::zeroed() })
+                .collect();
+            for (i, h) in hdrs.iter_mut().enumerate() {
+                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = lens[i];
+                h.msg_hdr.msg_iov = &mut iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            let mut off = 0;
+            let mut retried = false;
+            while off < hdrs.len() {
+                self.stats.syscalls += 1;
+                // SAFETY: headers point at names, iovecs and caller data, all alive for the call.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        hdrs[off..].as_mut_ptr(),
+                        (hdrs.len() - off) as u32,
+                        0,
+                    )
+                };
+                if n > 0 {
+                    off += n as usize;
+                    sent += n as usize;
+                    self.stats.datagrams_sent += n as u64;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock if !retried => {
+                        // The send buffer is full: give the kernel a moment once, then drop (UDP).
+                        retried = true;
+                        self.poll(libc::POLLOUT, Some(Duration::from_millis(10)))?;
+                    }
+                    _ => {
+                        // This datagram cannot be sent (no route, refused); skip it like UDP does.
+                        self.stats.send_errors += 1;
+                        off += 1;
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn recv(
+        &mut self,
+        wait: Option<Duration>,
+        sink: &mut dyn FnMut(Received<'_>),
+    ) -> io::Result<usize> {
+        let mut total = self.recv_once(sink)?;
+        if total == 0 && wait != Some(Duration::ZERO) {
+            self.poll(libc::POLLIN, wait)?;
+            total = self.recv_once(sink)?;
+        }
+        // Drain what is queued, bounded so that sends and timers are never starved.
+        let mut rounds = 0;
+        while total > 0 && rounds < 16 {
+            let n = self.recv_once(sink)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+            rounds += 1;
+        }
+        Ok(total)
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn stats(&self) -> IoStats {
+        self.stats
+    }
+}

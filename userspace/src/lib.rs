@@ -1,0 +1,6 @@
+//! The `cohort` crate: the binaries `cohortd` and `cohortctl` and what only they need (process
+//! start-up, sockets, netlink, the XDP loader). Logic lives in `cohort-engine`.
+
+pub mod check_config;
+pub mod node;
+pub mod xdp;

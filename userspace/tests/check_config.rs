@@ -1,0 +1,145 @@
+//! `cohortd --check-config`, run as a process: exit status, stdout and the `FILE:LINE:COL` contract.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cohortd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cohortd"))
+}
+
+fn shared_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/examples/momentum-default-cluster.conf")
+}
+
+#[test]
+fn example_prints_effective_config_and_exits_0() {
+    let out = cohortd()
+        .arg("--check-config")
+        .arg(shared_example())
+        .env("EC_NODE_NAME", "node7")
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    assert!(stdout.contains("# nodename: node7"), "{stdout}");
+    assert!(stdout.contains("  view_mature_time = 5\n"), "{stdout}");
+    assert!(
+        stdout.contains("  heartbeat_start_delay = 15\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  port = 4809\n"), "{stdout}");
+    assert!(stdout.contains("Listen \"/tmp/2025\" {}"), "{stdout}");
+    assert!(
+        stdout.contains("mainlog = \"cluster:///var/log/ecelerity/mainlog.cluster=>master\""),
+        "{stdout}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "nothing ignored in the documented default"
+    );
+
+    // The printed configuration is itself a valid configuration that prints the same.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let again = dir.path().join("effective.conf");
+    std::fs::write(&again, &stdout).expect("write");
+    let out2 = cohortd()
+        .arg("--check-config")
+        .arg(&again)
+        .env("EC_NODE_NAME", "node7")
+        .output()
+        .expect("runs");
+    assert_eq!(out2.status.code(), Some(0));
+    let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&String::from_utf8_lossy(&out2.stdout)), body(&stdout));
+}
+
+#[test]
+fn embedded_default_without_a_file() {
+    let out = cohortd().arg("--check-config").output().expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<embedded default>"));
+}
+
+#[test]
+fn json_output() {
+    let out = cohortd()
+        .args(["--check-config", "--json"])
+        .env("EC_NODE_NAME", "n1")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["nodename"], "n1");
+    assert_eq!(v["config"]["cluster"]["view_balance_interval"], 10.0);
+    assert_eq!(
+        v["config"]["cluster"]["topology"][0]["network"],
+        "10.1.1.0/24"
+    );
+}
+
+#[test]
+fn errors_print_file_line_col_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("node.conf");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
+    std::fs::write(&main, "cluster { }\ninclude \"conf.d/msgc.conf\"\n").expect("write");
+    std::fs::write(
+        dir.path().join("conf.d/msgc.conf"),
+        "msgc_server {\n  port = 0\n}\n",
+    )
+    .expect("write");
+    let out = cohortd()
+        .arg("--check-config")
+        .arg(&main)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).expect("utf8");
+    let want = format!(
+        "{}:2:10: 'port' must be between 1 and 65535 (found 0)\n",
+        dir.path().join("conf.d/msgc.conf").display()
+    );
+    assert_eq!(stderr, want);
+}
+
+#[test]
+fn missing_file_is_a_config_error() {
+    let out = cohortd()
+        .args(["--check-config", "/nonexistent/cohort.conf"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("/nonexistent/cohort.conf:1:1: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ignored_mta_options_are_reported_on_stderr_and_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("mta.conf");
+    std::fs::write(&f, "spool_base = \"/var/spool\"\ncluster { }\n").expect("write");
+    let out = cohortd()
+        .arg("--check-config")
+        .arg(&f)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:1:1: ignored: spool_base (belongs to the MTA, not to Cohort)\n",
+            f.display()
+        )
+    );
+}
