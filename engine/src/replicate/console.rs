@@ -72,6 +72,23 @@ fn resolve(replicator: &Replicator, from: Option<&str>) -> Result<Option<MemberI
         .ok_or_else(|| ConsoleError::UnknownMember(name.to_string()))
 }
 
+/// The configured object a console argument names: exact, or the singular/plural spelling the
+/// Momentum samples mix up (`outbound_domain` for `outbound_domains`).
+fn object_name<'a>(replicator: &Replicator, object: &'a str) -> std::borrow::Cow<'a, str> {
+    let objects = replicator.objects();
+    if objects.settings(object).is_ok() {
+        return object.into();
+    }
+    let plural = format!("{object}s");
+    if objects.settings(&plural).is_ok() {
+        return plural.into();
+    }
+    match object.strip_suffix('s') {
+        Some(singular) if objects.settings(singular).is_ok() => singular.into(),
+        _ => object.into(),
+    }
+}
+
 fn header(replicator: &Replicator, object: &str, view: &str) -> Result<String, ConsoleError> {
     let settings = replicator.objects().settings(object)?;
     let snapped = if settings.snapshot { "snapped " } else { "" };
@@ -89,6 +106,7 @@ pub fn shared_show(
     from: Option<&str>,
     now: Duration,
 ) -> Result<String, ConsoleError> {
+    let object = &*object_name(replicator, object);
     let member = resolve(replicator, from)?;
     let view = member
         .as_ref()
@@ -113,6 +131,7 @@ pub fn shared_show_json(
     from: Option<&str>,
     now: Duration,
 ) -> Result<Value, ConsoleError> {
+    let object = &*object_name(replicator, object);
     let member = resolve(replicator, from)?;
     let settings = replicator.objects().settings(object)?;
     let rows = match replicator.rows(object, member.as_ref(), now)? {
@@ -166,5 +185,11 @@ mod tests {
         let json = shared_list_json(&r);
         assert_eq!(json["objects"][2]["type"], "gauge table");
         assert_eq!(json["objects"].as_array().map(Vec::len), Some(3));
+        let show = shared_show(&r, "outbound_domain", None, Duration::ZERO).unwrap();
+        assert_eq!(
+            show,
+            "lazy, snapped gauge table 'outbound_domains', view 'global'\n"
+        );
+        assert!(shared_show(&r, "nothing", None, Duration::ZERO).is_err());
     }
 }

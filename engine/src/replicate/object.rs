@@ -268,6 +268,22 @@ impl ObjectSettings {
         Ok(settings)
     }
 
+    /// Settings from the configuration's parsed `Replicate` scope (types, parameters and
+    /// defaults were validated by the configuration loader).
+    pub fn from_config(scope: &crate::config::Replicate) -> Result<ObjectSettings, SettingsError> {
+        let parameters: Vec<&str> = scope.parameters.iter().map(|p| p.name()).collect();
+        ObjectSettings::from_scope(
+            &scope.name,
+            Some(scope.kind.name()),
+            None,
+            Some(&parameters.join(";")),
+            Some(scope.max_delay),
+            Some(i64::from(scope.max_pending)),
+            Some(scope.max_size),
+            scope.binding_group.as_deref(),
+        )
+    }
+
     pub(crate) fn validate_name(&self) -> Result<(), SettingsError> {
         if self.name.is_empty() || self.name.len() > 255 {
             return Err(SettingsError::Name(self.name.clone()));
@@ -350,6 +366,19 @@ mod tests {
             Err(SettingsError::Parameter { .. })
         ));
         assert_eq!(Monitor::parse("300,6").unwrap().span(), 1800);
+        let mut scope = crate::config::Replicate::new("OBTM", crate::config::ReplicateKind::Obtm);
+        scope.max_delay = 0.25;
+        scope.parameters = vec![crate::config::ReplicateParam::Snapshot];
+        let from_config = ObjectSettings::from_config(&scope).unwrap();
+        assert_eq!(from_config.kind, ObjectKind::Obtm);
+        assert_eq!(from_config.max_delay, Duration::from_millis(250));
+        assert!(from_config.snapshot);
+        let every = crate::config::ReplicateKind::ALL
+            .iter()
+            .map(|k| ObjectSettings::from_config(&crate::config::Replicate::new(k.name(), *k)))
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(every, 10);
         assert!(Monitor::parse("300").is_err());
     }
 }

@@ -41,6 +41,16 @@ pub enum ThrottleError {
     Full(usize),
 }
 
+/// The throttle name of an `OBTM` / `OBTC` scope: `binding::domain`, `binding_group::domain`,
+/// or the domain alone in the global scope. Throttles that fall back to one configuration stanza
+/// share its name, hence one bucket cluster-wide, as Momentum shares them "by reference".
+pub fn outbound_name(scope: Option<&str>, domain: &str) -> String {
+    match scope {
+        Some(scope) => format!("{scope}::{domain}"),
+        None => domain.to_string(),
+    }
+}
+
 /// X messages per Y seconds, with the epsilon of `ec_shared_throttle_create`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ThrottleSpec {
@@ -234,6 +244,12 @@ impl Throttles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbound_names() {
+        assert_eq!(outbound_name(Some("b1"), "aol.com"), "b1::aol.com");
+        assert_eq!(outbound_name(None, "aol.com"), "aol.com");
+    }
 
     #[test]
     fn specs() {
