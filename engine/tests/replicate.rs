@@ -714,3 +714,97 @@ proptest! {
         run(&actions)?;
     }
 }
+
+#[test]
+fn caches_without_snapshot_show_joiners_only_new_writes() {
+    let mut plain = ObjectSettings::new("plain", ObjectKind::Cache);
+    plain.snapshot = false;
+    let mut snapped = ObjectSettings::new("snapped", ObjectKind::Cache);
+    snapped.snapshot = true;
+    let now = Duration::from_secs(1_700_000_000);
+    let (ia, ib) = (MemberId::new("#1#a"), MemberId::new("#2#b"));
+    let mut a = Replicator::new(
+        ia.clone(),
+        vec![plain.clone(), snapped.clone()],
+        1400,
+        false,
+    )
+    .unwrap();
+    let mut b = Replicator::new(ib.clone(), vec![plain, snapped], 1400, false).unwrap();
+    a.handle_view(now, std::slice::from_ref(&ia));
+    for object in ["plain", "snapped"] {
+        a.objects().cache_set(object, "old", b"1", 0, now).unwrap();
+    }
+    a.flush(now);
+    while a.poll_transmit().is_some() {}
+    let view = [ia.clone(), ib.clone()];
+    a.handle_view(now, &view);
+    b.handle_view(now, &view);
+    a.objects().cache_set("plain", "new", b"2", 0, now).unwrap();
+    a.flush(now);
+    while let Some(t) = a.poll_transmit() {
+        b.handle_message(now, &ia, &t.payload).unwrap();
+    }
+    let ob = b.objects();
+    assert_eq!(ob.cache_get("plain", "old", now).unwrap(), None);
+    assert_eq!(
+        ob.cache_get("plain", "new", now).unwrap(),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(
+        ob.cache_get("snapped", "old", now).unwrap(),
+        Some(b"1".to_vec())
+    );
+}
+
+#[test]
+fn eccmgr_metrics_go_to_the_manager_only() {
+    let settings = vec![ObjectSettings::new(
+        "eccmgr_metrics",
+        ObjectKind::EccmgrMetrics,
+    )];
+    let now = Duration::from_secs(1_700_000_000);
+    let (node, mgr, peer) = (
+        MemberId::new("#1#node"),
+        MemberId::new("#2#manager"),
+        MemberId::new("#3#peer"),
+    );
+    let mut n = Replicator::new(node.clone(), settings.clone(), 1400, false).unwrap();
+    let mut m = Replicator::new(mgr.clone(), settings.clone(), 1400, true).unwrap();
+    let mut p = Replicator::new(peer.clone(), settings, 1400, false).unwrap();
+    let view = [node.clone(), mgr.clone(), peer.clone()];
+    for r in [&mut n, &mut m, &mut p] {
+        r.handle_view(now, &view);
+        while r.poll_transmit().is_some() {}
+    }
+    let item = SeriesItem::Net(IpNet::from(ip("192.0.2.1")));
+    n.objects()
+        .series_add("eccmgr_metrics", "connect", item.clone(), 3, now)
+        .unwrap();
+    n.flush(now);
+    let t = n.poll_transmit().unwrap();
+    assert_eq!(t.destination, Destination::Manager);
+    m.handle_message(now, &node, &t.payload).unwrap();
+    // A node that is not the manager ignores the objects it does not keep.
+    p.handle_message(now, &node, &t.payload).unwrap();
+    let monitor = Monitor {
+        window: 300,
+        windows: 6,
+    };
+    let count = |r: &Replicator| {
+        r.objects()
+            .series_count(
+                "eccmgr_metrics",
+                "connect",
+                &item,
+                monitor,
+                0,
+                0,
+                View::Global,
+                now,
+            )
+            .unwrap()
+    };
+    assert_eq!(count(&m), 3);
+    assert_eq!(count(&p), 0);
+}

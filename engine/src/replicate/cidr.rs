@@ -251,7 +251,8 @@ impl CidrTree {
                 return;
             }
             if len == 0 {
-                // The /0 netblock is the sentinel itself; its total is derived, not stored.
+                // The /0 netblock is the sentinel: it holds only its own count (never frozen).
+                root.try_add(delta);
                 return;
             }
             let slot = &parent.children[bit(key, parent.len)];
@@ -350,7 +351,7 @@ impl CidrTree {
         let root = self.root(family);
         let mut node: &Node = root;
         if len == 0 {
-            return child_counts(root, guard);
+            return root.count() + child_counts(root, guard);
         }
         loop {
             let slot = &node.children[bit(key, node.len)];
@@ -410,6 +411,10 @@ impl CidrTree {
         let guard = &epoch::pin();
         for (family, root) in [(Family::V4, &self.roots[0]), (Family::V6, &self.roots[1])] {
             let mut stack: Vec<&Node> = Vec::new();
+            let own = root.count();
+            if own != 0 {
+                visit(decode(family, 0, 0), own + child_counts(root, guard), own);
+            }
             push_children(root, &mut stack, guard);
             while let Some(node) = stack.pop() {
                 let count = node.count();
@@ -614,6 +619,11 @@ mod tests {
         assert_eq!(tree.count(net("11.0.0.0/8")), 0);
         assert_eq!(tree.count(net("0.0.0.0/0")), 31);
         assert_eq!(tree.count(net("::/0")), 0);
+        tree.add(net("0.0.0.0/0"), 2);
+        assert_eq!(tree.count(net("0.0.0.0/0")), 33);
+        assert_eq!(tree.entries()[0], (net("0.0.0.0/0"), 33));
+        assert_eq!(tree.own_entries()[0], (net("0.0.0.0/0"), 2));
+        tree.add(net("0.0.0.0/0"), -2);
         assert_eq!(tree.count_addr(ip("10.0.0.176")), 0);
     }
 
