@@ -82,17 +82,30 @@ struct Node {
     /// Prefix bits, left-aligned and masked to `len`.
     key: u128,
     len: u8,
-    /// Frozen bit plus biased subtree sum.
+    /// Frozen bit plus biased count: the subtree sum when `sums`, else the node's own count.
     word: AtomicU64,
+    /// Whether `word` holds the subtree sum. Short prefixes (the few nodes every increment would
+    /// otherwise hit, see [`SUMS_FROM_V4`]) hold only their own count and are summed on read.
+    sums: bool,
     children: [Atomic<Node>; 2],
 }
 
+/// IPv4 nodes at least this long carry subtree sums; shorter ones are summed when read.
+///
+/// Every increment adds to every summing node above it, so the nodes near the root are hit by
+/// every thread: keeping them out of the write path is what lets increments scale with threads.
+/// A lookup of a block shorter than this walks the (few) summing nodes below it instead.
+pub const SUMS_FROM_V4: u8 = 12;
+/// The IPv6 counterpart of [`SUMS_FROM_V4`].
+pub const SUMS_FROM_V6: u8 = 32;
+
 impl Node {
-    fn new(key: u128, len: u8, count: i64) -> Self {
+    fn new(key: u128, len: u8, count: i64, sums: bool) -> Self {
         Node {
             key,
             len,
             word: AtomicU64::new(pack(count)),
+            sums,
             children: [Atomic::null(), Atomic::null()],
         }
     }
@@ -180,6 +193,13 @@ fn encode(net: IpNet) -> (Family, u128, u8) {
     }
 }
 
+fn sums_from(family: Family) -> u8 {
+    match family {
+        Family::V4 => SUMS_FROM_V4,
+        Family::V6 => SUMS_FROM_V6,
+    }
+}
+
 fn decode(family: Family, key: u128, len: u8) -> IpNet {
     match family {
         Family::V4 => {
@@ -219,7 +239,7 @@ impl CidrTree {
     /// An empty tree.
     pub fn new() -> Self {
         CidrTree {
-            roots: [Node::new(0, 0, 0), Node::new(0, 0, 0)],
+            roots: [Node::new(0, 0, 0, false), Node::new(0, 0, 0, false)],
         }
     }
 
@@ -244,7 +264,9 @@ impl CidrTree {
         }
         let (family, key, len) = encode(net);
         let root = self.root(family);
-        // The deepest node our delta has been added to (the root stands for "none yet").
+        let from = sums_from(family);
+        // The deepest node on the path that our delta has been added to or passed (the root
+        // stands for "none yet"); every summing node above it holds the delta.
         let mut parent: &Node = root;
         loop {
             if parent.len == len && !std::ptr::eq(parent, root) {
@@ -265,7 +287,7 @@ impl CidrTree {
             }
             // SAFETY: `current` was loaded under `guard`; retired nodes outlive every pin.
             let Some(child) = (unsafe { current.as_ref() }) else {
-                let leaf = Owned::new(Node::new(key, len, delta));
+                let leaf = Owned::new(Node::new(key, len, delta, len >= from));
                 if slot
                     .compare_exchange(current, leaf, Ordering::AcqRel, Ordering::Acquire, guard)
                     .is_ok()
@@ -275,7 +297,10 @@ impl CidrTree {
                 continue;
             };
             if covers(child.key, child.len, key, len) {
-                if child.try_add(delta) {
+                if !child.sums && child.len < len {
+                    // Not summing and not the target: nothing to add here, pass through.
+                    parent = child;
+                } else if child.try_add(delta) {
                     parent = child;
                 } else {
                     help_replace(slot, current, guard);
@@ -292,18 +317,23 @@ impl CidrTree {
                 key: child.key,
                 len: child.len,
                 word: AtomicU64::new(word),
+                sums: child.sums,
                 children: [Atomic::from(kids[0]), Atomic::from(kids[1])],
             })
             .into_shared(guard);
             let split = common_len(child.key, key, len.min(child.len));
-            let below = unpack(word);
+            // A summing middle node holds everything below it; `child` then sums too, since
+            // summing depends only on the length.
+            let summing = split >= from;
+            let below = if summing { unpack(word) } else { 0 };
             let (middle, leaf) = if split == len {
-                let middle = Node::new(key, len, below + delta);
+                let middle = Node::new(key, len, below + delta, summing);
                 middle.children[bit(child.key, len)].store(copy, Ordering::Relaxed);
                 (middle, Shared::null())
             } else {
-                let leaf = Owned::new(Node::new(key, len, delta)).into_shared(guard);
-                let middle = Node::new(mask(key, split), split, below + delta);
+                let leaf = Owned::new(Node::new(key, len, delta, len >= from)).into_shared(guard);
+                let through = if summing { below + delta } else { 0 };
+                let middle = Node::new(mask(key, split), split, through, summing);
                 middle.children[bit(child.key, split)].store(copy, Ordering::Relaxed);
                 middle.children[bit(key, split)].store(leaf, Ordering::Relaxed);
                 (middle, leaf)
@@ -351,17 +381,18 @@ impl CidrTree {
         let root = self.root(family);
         let mut node: &Node = root;
         if len == 0 {
-            return root.count() + child_counts(root, guard);
+            return subtree_sum(root, guard);
         }
         loop {
             let slot = &node.children[bit(key, node.len)];
             // SAFETY: loaded under `guard`.
-            let Some(child) = (unsafe { slot.load(Ordering::Acquire, guard).as_ref() }) else {
+            let Some(child) = (unsafe { slot.load(Ordering::Acquire, guard).with_tag(0).as_ref() })
+            else {
                 return 0;
             };
             if covers(key, len, child.key, child.len) {
                 // Everything under `net` is under `child` (the only node on that side of `node`).
-                return child.count();
+                return subtree_sum(child, guard);
             }
             if !covers(child.key, child.len, key, len) {
                 return 0;
@@ -413,11 +444,11 @@ impl CidrTree {
             let mut stack: Vec<&Node> = Vec::new();
             let own = root.count();
             if own != 0 {
-                visit(decode(family, 0, 0), own + child_counts(root, guard), own);
+                visit(decode(family, 0, 0), subtree_sum(root, guard), own);
             }
             push_children(root, &mut stack, guard);
             while let Some(node) = stack.pop() {
-                let count = node.count();
+                let count = subtree_sum(node, guard);
                 let own = count - child_counts(node, guard);
                 visit(decode(family, node.key, node.len), count, own);
                 push_children(node, &mut stack, guard);
@@ -448,12 +479,22 @@ pub fn render_entries(entries: &[(IpNet, i64)]) -> String {
     out
 }
 
+/// The sum of every count in `node`'s subtree: stored if `node` sums, else added up from its
+/// children (which, past [`SUMS_FROM_V4`] / [`SUMS_FROM_V6`], store theirs).
+fn subtree_sum(node: &Node, guard: &Guard) -> i64 {
+    if node.sums {
+        node.count()
+    } else {
+        node.count() + child_counts(node, guard)
+    }
+}
+
 fn child_counts(node: &Node, guard: &Guard) -> i64 {
     node.children
         .iter()
         // SAFETY: loaded under `guard`.
-        .filter_map(|slot| unsafe { slot.load(Ordering::Acquire, guard).as_ref() })
-        .map(Node::count)
+        .filter_map(|slot| unsafe { slot.load(Ordering::Acquire, guard).with_tag(0).as_ref() })
+        .map(|child| subtree_sum(child, guard))
         .sum()
 }
 
@@ -461,7 +502,7 @@ fn push_children<'g>(node: &Node, stack: &mut Vec<&'g Node>, guard: &'g Guard) {
     // Pushed high child first so that the low child is visited first.
     for slot in node.children.iter().rev() {
         // SAFETY: loaded under `guard`.
-        if let Some(child) = unsafe { slot.load(Ordering::Acquire, guard).as_ref() } {
+        if let Some(child) = unsafe { slot.load(Ordering::Acquire, guard).with_tag(0).as_ref() } {
             stack.push(child);
         }
     }
@@ -478,6 +519,7 @@ fn help_replace(slot: &Atomic<Node>, current: Shared<'_, Node>, guard: &Guard) {
         key: frozen.key,
         len: frozen.len,
         word: AtomicU64::new(frozen.word.load(Ordering::Acquire) & !FROZEN),
+        sums: frozen.sums,
         children: [Atomic::from(kids[0]), Atomic::from(kids[1])],
     });
     if slot
@@ -678,7 +720,9 @@ mod tests {
         } else {
             // A small address space so that threads collide on nodes and splices.
             let addr = Ipv4Addr::from(0x0a00_0000 | ((r >> 8) as u32 & 0x0000_0fff));
-            let len = if r.is_multiple_of(3) {
+            let len = if r.is_multiple_of(7) {
+                4 + (r % 16) as u8
+            } else if r.is_multiple_of(3) {
                 20 + (r % 13) as u8
             } else {
                 32
@@ -717,7 +761,19 @@ mod tests {
         // Every inserted prefix and a few covering blocks must hold the exact sum of the deltas
         // of the prefixes they contain.
         let mut queries: Vec<IpNet> = expected.keys().copied().step_by(40).collect();
-        queries.extend(["10.0.0.0/8", "10.0.0.0/22", "10.0.8.0/21", "2001:db8::/32"].map(net));
+        queries.extend(
+            [
+                "10.0.0.0/8",
+                "10.0.0.0/22",
+                "10.0.8.0/21",
+                "2001:db8::/32",
+                "0.0.0.0/0",
+                "8.0.0.0/6",
+                "10.0.0.0/12",
+                "2000::/4",
+            ]
+            .map(net),
+        );
         for query in queries {
             let want: i64 = expected
                 .iter()
