@@ -1,14 +1,16 @@
 //! A concurrent patricia (radix) tree over IPv4 and IPv6 prefixes whose nodes carry subtree sums.
 //!
-//! This is the structure behind `inbound_cidr` and `outbound_cidr`: every node counts the
-//! connections of every prefix beneath it, so the count for any netblock is one walk from the root
-//! and one load.
+//! This is the structure behind `inbound_cidr` and `outbound_cidr`: every node of `/12` or longer
+//! (`/32` for IPv6) counts the connections of every prefix beneath it, so the count for any such
+//! netblock is one walk from the root and one load. The few shorter nodes near the root keep only
+//! their own count and are summed from the nodes below them when read: every increment would
+//! otherwise write the same handful of counters, and increments would not scale with threads.
 //!
 //! # Concurrency
 //!
 //! - Readers never wait and never write: a lookup is a walk of atomic pointer loads.
 //! - Increments and decrements of an existing path are compare-and-swap additions on the counters
-//!   of the nodes along it; there is no lock anywhere, global or per node.
+//!   of the summing nodes along it; there is no lock anywhere, global or per node.
 //! - A new prefix is either hung in an empty child slot (one CAS) or, when it falls inside a
 //!   compressed edge, spliced above an existing node `C`. Splicing cannot simply put a new node
 //!   `B` above `C` and copy `C`'s count into it: an increment that had already read the old edge

@@ -669,6 +669,12 @@ impl Replicator {
         }
         let joined = new.iter().any(|m| !old.contains(m) && *m != me)
             || (!old.contains(&me) && new.len() > 1);
+        tracing::debug!(
+            members = new.len(),
+            left = old.difference(&new).count(),
+            joined,
+            "replication view installed"
+        );
         self.view = members.to_vec();
         if joined && new.contains(&me) {
             self.flush(now);
@@ -771,12 +777,14 @@ impl Replicator {
         }
         if !self.view.contains(from) {
             self.stats.dropped += 1;
+            tracing::debug!(%from, "replication message from outside the view dropped");
             return Err(ReplicateError::NotMember(from.clone()));
         }
         let message = match Message::parse_bytes(bytes) {
             Ok(m) => m,
             Err(source) => {
                 self.stats.dropped += 1;
+                tracing::warn!(%from, error = %source, "malformed replication message dropped");
                 return Err(ReplicateError::Wire {
                     from: from.clone(),
                     source,
