@@ -736,8 +736,8 @@ mod tests {
     #[test]
     fn concurrent_writers_reach_exact_sums() {
         let tree = Arc::new(CidrTree::new());
-        let threads = 4;
-        let ops = 20_000;
+        let threads = 8;
+        let ops = 10_000;
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let tree = Arc::clone(&tree);
