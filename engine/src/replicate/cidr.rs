@@ -38,7 +38,8 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
+pub use crossbeam_epoch::Guard;
+use crossbeam_epoch::{self as epoch, Atomic, Owned, Shared};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Set in a counter word when its node has been frozen for replacement.

@@ -26,7 +26,7 @@ use ipnet::IpNet;
 
 use super::batcher::Batcher;
 use super::cache::{CacheEntry, CacheStore};
-use super::cidr::CidrTree;
+use super::cidr::{self, CidrTree};
 use super::gauge::GaugeTable;
 use super::member::MemberId;
 use super::object::{Monitor, ObjectKind, ObjectSettings, SettingsError, Shape};
@@ -112,9 +112,14 @@ impl Sums {
 
     /// Adds `delta` to `key`; `false` if the key does not fit this structure.
     fn add(&self, key: &Key, delta: i64) -> bool {
+        self.add_with(key, delta, &cidr::pin())
+    }
+
+    /// [`Sums::add`] under a guard the caller holds across several additions.
+    fn add_with(&self, key: &Key, delta: i64, guard: &cidr::Guard) -> bool {
         match (self, key) {
             (Sums::Cidr(tree), Key::Net(net)) => {
-                tree.add(*net, delta);
+                tree.add_with(*net, delta, guard);
                 true
             }
             (Sums::Table(table), Key::Text(_) | Key::Series { .. }) => {
@@ -243,10 +248,12 @@ impl Object {
     /// Applies a local delta to this node's contribution and the global view, and queues it.
     /// Returns whether the object's batch is due.
     fn local_add(&self, key: Key, delta: i64, now: Duration) -> bool {
+        let guard = cidr::pin();
         if let State::Sums { local, global, .. } = &self.state
-            && local.add(&key, delta)
+            && local.add_with(&key, delta, &guard)
         {
-            global.add(&key, delta);
+            global.add_with(&key, delta, &guard);
+            drop(guard);
             return lock(&self.pending).push(
                 now,
                 Update {
@@ -793,6 +800,8 @@ impl Replicator {
         };
         self.stats.messages_in += 1;
         let objects = Arc::clone(&self.objects);
+        // One pin for the whole message rather than two per update.
+        let guard = cidr::pin();
         for section in message.sections {
             let Some(obj) = objects.objects.get(&section.object) else {
                 self.stats.ignored += 1;
@@ -829,8 +838,8 @@ impl Replicator {
                     }
                     for update in section.updates {
                         match update.op {
-                            Op::Add(delta) if sums.add(&update.key, delta) => {
-                                global.add(&update.key, delta);
+                            Op::Add(delta) if sums.add_with(&update.key, delta, &guard) => {
+                                global.add_with(&update.key, delta, &guard);
                                 self.stats.updates_in += 1;
                             }
                             _ => self.stats.ignored += 1,
