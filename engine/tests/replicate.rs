@@ -305,6 +305,24 @@ fn three_members_reproduce_the_console_samples() {
     assert_eq!(json["rows"][0]["count"], 31);
     assert!(shared_show(on_a, "inbound_cidr", Some("relay-9"), now).is_err());
 
+    // Compaction frees relay-0-2's remnant nodes on a, and changes no count.
+    c.nodes.get_mut(&a).unwrap().compact();
+    let compacted = "lazy, snapped cidrtree 'inbound_cidr', view '#ec1-48616#relay-0-2'
+      7                         10.0.0.0/24
+      3                         10.0.0.103/32
+      4                         10.0.0.180/31
+      2                         10.0.0.180/32
+      2                         10.0.0.181/32
+";
+    assert_eq!(
+        shared_show(&c.nodes[&a], "inbound_cidr", Some("relay-0-2"), now).unwrap(),
+        compacted
+    );
+    assert_eq!(
+        shared_show(&c.nodes[&a], "inbound_cidr", None, now).unwrap(),
+        SAMPLE_GLOBAL
+    );
+
     // relay-0-3 dies: the survivors drop exactly its 19 connections.
     c.crash(&d, true);
     for who in [&a, &b] {
@@ -483,6 +501,9 @@ enum Action {
         node: usize,
         deliver: bool,
     },
+    Compact {
+        node: usize,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -496,6 +517,7 @@ fn action() -> impl Strategy<Value = Action> {
         6 => (any::<usize>(), any::<usize>(), 1u8..5).prop_map(|(from, to, n)| Action::Deliver { from, to, n }),
         1 => Just(Action::Join),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(node, deliver)| Action::Crash { node, deliver }),
+        1 => any::<usize>().prop_map(|node| Action::Compact { node }),
     ]
 }
 
@@ -590,6 +612,10 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 if c.view.len() < 5 {
                     c.join();
                 }
+            }
+            Action::Compact { node } => {
+                let id = pick(&c, node);
+                c.nodes.get_mut(&id).unwrap().compact();
             }
             Action::Crash { node, deliver } => {
                 if c.view.len() > 1 {

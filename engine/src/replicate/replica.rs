@@ -1029,6 +1029,36 @@ impl Replicator {
         }
     }
 
+    /// Frees what zero counts hold: gauge keys back at zero everywhere, and zero-count nodes of
+    /// the other members' CIDR trees (rebuilt from their own counts; only this thread writes
+    /// them). This node's own and global CIDR trees are shared with application threads and keep
+    /// their remnant nodes. Counts are unchanged; call it from the driver now and then.
+    pub fn compact(&mut self) {
+        for obj in self.objects.objects.values() {
+            if let State::Sums { local, global, .. } = &obj.state {
+                for sums in [local, global] {
+                    if let Sums::Table(t) = sums {
+                        t.retain_nonzero();
+                    }
+                }
+            }
+        }
+        for contribution in self.members.values_mut() {
+            for sums in contribution.values_mut() {
+                match sums {
+                    Sums::Table(t) => t.retain_nonzero(),
+                    Sums::Cidr(tree) => {
+                        let fresh = CidrTree::new();
+                        for (net, own) in tree.own_entries() {
+                            fresh.add(net, own);
+                        }
+                        *tree = fresh;
+                    }
+                }
+            }
+        }
+    }
+
     /// The kind of `object`.
     pub fn kind(&self, object: &str) -> Result<ObjectKind, ReplicateError> {
         Ok(self.objects.get(object)?.settings.kind)
