@@ -39,7 +39,12 @@ struct Outcome {
     encode_apply_secs: f64,
 }
 
-fn one(args: &Args, label: &'static str, max_delay: f64, max_pending: usize) -> Outcome {
+fn one(
+    args: &Args,
+    label: &'static str,
+    max_delay: f64,
+    max_pending: usize,
+) -> Result<Outcome, String> {
     let settings = |name: &str| {
         let mut s = ObjectSettings::new(name, ObjectKind::InboundCidr);
         s.max_delay = Duration::from_secs_f64(max_delay);
@@ -51,9 +56,9 @@ fn one(args: &Args, label: &'static str, max_delay: f64, max_pending: usize) -> 
         MemberId::new("#ec1-2#bench-b"),
     );
     let mut a = Replicator::new(ida.clone(), settings("inbound_cidr"), 1400, false)
-        .expect("valid benchmark settings");
+        .map_err(|e| e.to_string())?;
     let mut b = Replicator::new(idb.clone(), settings("inbound_cidr"), 1400, false)
-        .expect("valid benchmark settings");
+        .map_err(|e| e.to_string())?;
     let view = [ida.clone(), idb.clone()];
     let mut now = Duration::from_secs(1_000);
     a.handle_view(now, &view);
@@ -83,7 +88,7 @@ fn one(args: &Args, label: &'static str, max_delay: f64, max_pending: usize) -> 
         let delta = if i & 1 == 0 { 1 } else { -1 };
         let due = objects
             .cidr_add("inbound_cidr", net, delta, now)
-            .expect("inbound_cidr exists");
+            .map_err(|e| e.to_string())?;
         now += step;
         if due || a.poll_timeout().is_some_and(|t| t <= now) {
             let t0 = Instant::now();
@@ -92,7 +97,7 @@ fn one(args: &Args, label: &'static str, max_delay: f64, max_pending: usize) -> 
                 datagrams += 1;
                 bytes += t.payload.len() as u64;
                 b.handle_message(now, &ida, &t.payload)
-                    .expect("well-formed message from a member");
+                    .map_err(|e| e.to_string())?;
             }
             pipeline += t0.elapsed();
         }
@@ -102,15 +107,19 @@ fn one(args: &Args, label: &'static str, max_delay: f64, max_pending: usize) -> 
         datagrams += 1;
         bytes += t.payload.len() as u64;
         b.handle_message(now, &ida, &t.payload)
-            .expect("well-formed message from a member");
+            .map_err(|e| e.to_string())?;
     }
     let wall = start.elapsed().as_secs_f64();
     // The benchmark is only meaningful if B ended with A's state.
-    let whole: IpNet = "10.0.0.0/8".parse().expect("literal prefix");
+    let whole: IpNet = "10.0.0.0/8".parse().map_err(|e| format!("{e}"))?;
     let sa = a.objects().cidr_count("inbound_cidr", whole, View::Local);
     let sb = b.objects().cidr_count("inbound_cidr", whole, View::Global);
-    assert_eq!(sa, sb, "B's global view must equal A's contribution");
-    Outcome {
+    if sa != sb {
+        return Err(format!(
+            "B's global view {sb:?} differs from A's contribution {sa:?}"
+        ));
+    }
+    Ok(Outcome {
         label,
         max_delay,
         max_pending,
@@ -119,16 +128,16 @@ fn one(args: &Args, label: &'static str, max_delay: f64, max_pending: usize) -> 
         wire_updates: a.stats().updates_out,
         bytes,
         encode_apply_secs: pipeline.as_secs_f64(),
-    }
+    })
 }
 
 /// Runs the scenario, prints its table and returns its JSON object.
 pub fn run(args: &Args) -> Result<serde_json::Value, String> {
     let outcomes = [
-        one(args, "Momentum defaults", 1.0, 100),
-        one(args, "low max_delay", 0.01, 100),
-        one(args, "low max_delay, large max_pending", 0.01, 1_000_000),
-        one(args, "default max_delay, large max_pending", 1.0, 1_000_000),
+        one(args, "Momentum defaults", 1.0, 100)?,
+        one(args, "low max_delay", 0.01, 100)?,
+        one(args, "low max_delay, large max_pending", 0.01, 1_000_000)?,
+        one(args, "default max_delay, large max_pending", 1.0, 1_000_000)?,
     ];
     let virtual_secs = args.updates as f64 / args.rate as f64;
     let rows: Vec<_> = outcomes

@@ -283,9 +283,10 @@ impl CidrTree {
             let slot = &parent.children[bit(key, parent.len)];
             let current = slot.load(Ordering::Acquire, guard);
             if current.tag() == SLOT_FROZEN {
-                // `parent` is being replaced; its snapshot holds our delta, carry on in the copy.
+                // `parent` is being replaced; its snapshot holds our delta (or it does not sum and
+                // holds nothing of ours), carry on in the copy.
                 parent = find_live(root, parent.key, parent.len, guard)
-                    .expect("a prefix that received a delta is never removed from the tree");
+                    .expect("nodes are never removed, only replaced by copies of the same prefix");
                 continue;
             }
             // SAFETY: `current` was loaded under `guard`; retired nodes outlive every pin.
