@@ -431,6 +431,11 @@ fn gauges_caches_and_batching_through_the_replicator() {
         c.flush(&b);
         c.deliver_all();
     }
+    // With nothing pending, the next wake-up is the end of the throttle's 60 s window.
+    assert_eq!(
+        c.nodes[&a].poll_timeout(),
+        Some(Duration::from_secs(1_700_000_040))
+    );
     assert!(admitted <= 10, "{admitted} admitted");
     assert!(admitted >= 8, "{admitted} admitted");
     assert!(

@@ -977,12 +977,22 @@ impl Replicator {
     }
 
     /// The earliest time at which [`Replicator::handle_timeout`] has work: the first batch
-    /// deadline. (Throttle windows and expiries are handled whenever it runs.)
+    /// deadline or the end of a throttle window this node has used. (Cache and series
+    /// expiries are handled whenever it runs, and cache reads check expiry themselves.)
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.objects
             .objects
             .values()
-            .filter_map(|o| lock(&o.pending).poll_timeout())
+            .flat_map(|o| {
+                let roll = match &o.state {
+                    State::Sums {
+                        throttles: Some(t), ..
+                    } => lock(t).next_roll(),
+                    _ => None,
+                };
+                [lock(&o.pending).poll_timeout(), roll]
+            })
+            .flatten()
             .min()
     }
 

@@ -233,6 +233,15 @@ impl Throttles {
         }
     }
 
+    /// When the earliest window with usage to withdraw ends.
+    pub fn next_roll(&self) -> Option<Duration> {
+        self.states
+            .values()
+            .filter(|s| s.used != 0)
+            .map(|s| Duration::from_secs((s.window + 1).saturating_mul(s.spec.period)))
+            .min()
+    }
+
     /// Defined names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.states.keys().cloned().collect();
@@ -287,6 +296,7 @@ mod tests {
         assert!(t.is_exceeded("x", 95).unwrap());
         t.exchange(|_| 100);
         assert!(t.is_exceeded("x", 100).unwrap());
+        assert_eq!(t.next_roll(), Some(Duration::from_secs(1010)));
         // The window ends: this node withdraws its 55.
         assert_eq!(t.roll("x", now + Duration::from_secs(10)).unwrap(), -55);
         assert_eq!(t.roll_all(now + Duration::from_secs(11)), vec![]);
