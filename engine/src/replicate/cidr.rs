@@ -394,11 +394,18 @@ impl CidrTree {
             else {
                 return 0;
             };
-            if covers(key, len, child.key, child.len) {
-                // Everything under `net` is under `child` (the only node on that side of `node`).
-                return subtree_sum(child, guard);
+            // Both keys are masked to their lengths: the leading equal bits decide everything.
+            let same = (child.key ^ key).leading_zeros();
+            if child.len >= len {
+                // `net` covers `child` or misses it. If it covers it, everything under `net` is
+                // under `child`, the only node on that side of `node`.
+                return if same >= u32::from(len) {
+                    subtree_sum(child, guard)
+                } else {
+                    0
+                };
             }
-            if !covers(child.key, child.len, key, len) {
+            if same < u32::from(child.len) {
                 return 0;
             }
             node = child;
