@@ -1074,3 +1074,64 @@ impl Replicator {
         Ok(self.objects.get(object)?.settings.kind)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn application_handles_cross_threads() {
+        // Applications share `Objects` between threads; the daemon may move the replicator.
+        send_sync::<Objects>();
+        send_sync::<CidrTree>();
+        send::<Replicator>();
+    }
+
+    #[test]
+    fn wrong_kinds_and_unknown_objects_are_errors() {
+        let settings = vec![
+            ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr),
+            ObjectSettings::new("outbound_domains", ObjectKind::OutboundDomains),
+        ];
+        let r = Replicator::new(MemberId::new("m"), settings, 1400, false).unwrap();
+        let o = r.objects();
+        let now = Duration::ZERO;
+        assert!(matches!(
+            o.gauge_add("inbound_cidr", "x", 1, now),
+            Err(ReplicateError::WrongKind { .. })
+        ));
+        assert!(matches!(
+            o.cidr_add("nope", "10.0.0.0/8".parse().unwrap(), 1, now),
+            Err(ReplicateError::UnknownObject(_))
+        ));
+        assert!(matches!(
+            o.cache_get("outbound_domains", "k", now),
+            Err(ReplicateError::WrongKind { .. })
+        ));
+        let dup = vec![
+            ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr),
+            ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr),
+        ];
+        assert!(Replicator::new(MemberId::new("m"), dup, 1400, false).is_err());
+    }
+
+    #[test]
+    fn malformed_and_foreign_messages_are_dropped_and_counted() {
+        let settings = vec![ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr)];
+        let mut r = Replicator::new(MemberId::new("a"), settings, 1400, false).unwrap();
+        let now = Duration::ZERO;
+        r.handle_view(now, &[MemberId::new("a"), MemberId::new("b")]);
+        assert!(matches!(
+            r.handle_message(now, &MemberId::new("b"), b"CR\x01\x00\x00\x01\x05"),
+            Err(ReplicateError::Wire { .. })
+        ));
+        assert!(matches!(
+            r.handle_message(now, &MemberId::new("z"), b""),
+            Err(ReplicateError::NotMember(_))
+        ));
+        assert_eq!(r.stats().dropped, 2);
+    }
+}
