@@ -73,6 +73,15 @@ pub enum ReplicateError {
     /// Bad settings.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// The series is not among the object's `parameters` (built-in series need their own
+    /// parameter, named series need `audit_series`).
+    #[error("object {object:?} does not replicate series {series:?} (see its parameters)")]
+    NotReplicated {
+        /// Object name.
+        object: String,
+        /// Series name.
+        series: String,
+    },
     /// A key or value is too long for the wire format (65535 bytes).
     #[error("key or value of {0} bytes is longer than 65535")]
     TooLong(usize),
@@ -485,6 +494,12 @@ impl Objects {
         if obj.settings.kind.shape() != Shape::Series {
             return Err(obj.wrong("time series"));
         }
+        if !replicates_series(&obj.settings, series) {
+            return Err(ReplicateError::NotReplicated {
+                object: object.to_string(),
+                series: series.to_string(),
+            });
+        }
         let item = match item {
             SeriesItem::Net(net) => SeriesItem::Net(net.trunc()),
             SeriesItem::Text(t) => {
@@ -525,6 +540,18 @@ impl Objects {
             range,
         ))
     }
+}
+
+/// Whether `series` is enabled by the object's `parameters`: all of them when none is given;
+/// otherwise a built-in series needs its parameter and a named series needs `audit_series`.
+fn replicates_series(settings: &ObjectSettings, series: &str) -> bool {
+    let p = &settings.parameters;
+    let wanted = if series::BUILTIN_SERIES.contains(&series) {
+        series
+    } else {
+        "audit_series"
+    };
+    p.is_empty() || p.iter().any(|x| x == wanted)
 }
 
 fn check_len(len: usize) -> Result<(), ReplicateError> {
@@ -1116,6 +1143,28 @@ mod tests {
             ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr),
         ];
         assert!(Replicator::new(MemberId::new("m"), dup, 1400, false).is_err());
+    }
+
+    #[test]
+    fn series_follow_the_parameters() {
+        let mut metrics = ObjectSettings::new("metrics", ObjectKind::Metrics);
+        metrics.parameters = vec!["connect".into(), "reception".into()];
+        let r = Replicator::new(MemberId::new("m"), vec![metrics], 1400, false).unwrap();
+        let o = r.objects();
+        let ip = SeriesItem::Net("10.0.0.1/32".parse().unwrap());
+        let now = Duration::from_secs(1_000);
+        assert!(
+            o.series_add("metrics", "connect", ip.clone(), 1, now)
+                .is_ok()
+        );
+        assert!(matches!(
+            o.series_add("metrics", "rejection", ip.clone(), 1, now),
+            Err(ReplicateError::NotReplicated { .. })
+        ));
+        assert!(matches!(
+            o.series_add("metrics", "my_series", ip, 1, now),
+            Err(ReplicateError::NotReplicated { .. })
+        ));
     }
 
     #[test]
