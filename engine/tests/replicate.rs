@@ -39,10 +39,11 @@ fn settings() -> Vec<ObjectSettings> {
 /// Messages from one sender to one receiver, in order, with the sender's sequence numbers.
 type Queue = VecDeque<(u64, Vec<u8>)>;
 
-/// Members, per-(sender, receiver) FIFO queues, and a virtual clock.
+/// Members, their views (one per partition component), per-(sender, receiver) FIFO queues,
+/// and a virtual clock.
 struct Cluster {
     nodes: BTreeMap<MemberId, Replicator>,
-    view: Vec<MemberId>,
+    views: Vec<Vec<MemberId>>,
     /// Messages in flight, tagged with the sender's sequence number.
     queues: BTreeMap<(MemberId, MemberId), Queue>,
     sent: BTreeMap<MemberId, u64>,
@@ -54,7 +55,7 @@ impl Cluster {
     fn new() -> Cluster {
         Cluster {
             nodes: BTreeMap::new(),
-            view: Vec::new(),
+            views: Vec::new(),
             queues: BTreeMap::new(),
             sent: BTreeMap::new(),
             now: Duration::from_secs(1_700_000_000),
@@ -70,6 +71,7 @@ impl Cluster {
     }
 
     fn collect(&mut self, from: &MemberId) {
+        let view = self.view_of(from);
         let Some(node) = self.nodes.get_mut(from) else {
             return;
         };
@@ -78,7 +80,7 @@ impl Cluster {
             assert!(t.payload.len() <= 1400);
             let seq = self.sent.entry(from.clone()).or_default();
             *seq += 1;
-            for to in &self.view {
+            for to in &view {
                 if to != from {
                     self.queues
                         .entry((from.clone(), to.clone()))
@@ -144,24 +146,65 @@ impl Cluster {
         self.collect(id);
     }
 
+    /// Every live member, component by component.
+    fn members(&self) -> Vec<MemberId> {
+        self.views.iter().flatten().cloned().collect()
+    }
+
+    /// The view `id` is in.
+    fn view_of(&self, id: &MemberId) -> Vec<MemberId> {
+        self.views
+            .iter()
+            .find(|v| v.contains(id))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Installs `view`, replacing every component it overlaps.
     fn install(&mut self, view: Vec<MemberId>) {
-        // Virtual synchrony: what was sent in the old view is delivered before the new one.
+        // Virtual synchrony: what was sent in the old views is delivered before the new one.
         self.deliver_all();
-        self.view = view;
+        self.views.retain(|v| !v.iter().any(|m| view.contains(m)));
+        if view.is_empty() {
+            return;
+        }
+        self.views.push(view.clone());
         let now = self.now;
-        for id in self.view.clone() {
-            self.nodes
-                .get_mut(&id)
-                .unwrap()
-                .handle_view(now, &self.view.clone());
+        for id in &view {
+            self.nodes.get_mut(id).unwrap().handle_view(now, &view);
         }
         self.collect_all();
+    }
+
+    /// Splits component `which` in two at `cut`.
+    fn partition(&mut self, which: usize, cut: usize) {
+        let Some(view) = self.views.get(which % self.views.len().max(1)).cloned() else {
+            return;
+        };
+        if view.len() < 2 {
+            return;
+        }
+        let at = 1 + cut % (view.len() - 1);
+        let (left, right) = view.split_at(at);
+        let (left, right) = (left.to_vec(), right.to_vec());
+        self.install(left);
+        self.install(right);
+    }
+
+    /// Merges the first two components.
+    fn heal(&mut self) {
+        if self.views.len() < 2 {
+            return;
+        }
+        let mut merged = self.views[0].clone();
+        merged.extend(self.views[1].iter().cloned());
+        self.install(merged);
     }
 
     fn join(&mut self) -> MemberId {
         self.next += 1;
         let id = self.spawn(&format!("#ec1-{}#node-{}", 1000 + self.next, self.next));
-        let mut view = self.view.clone();
+        let mut view = self.views.first().cloned().unwrap_or_default();
         view.push(id.clone());
         self.install(view);
         id
@@ -171,7 +214,8 @@ impl Cluster {
     /// or none; those some survivor already has reach all, and `deliver_its_messages` decides
     /// for the rest.
     fn crash(&mut self, id: &MemberId, deliver_its_messages: bool) {
-        let view: Vec<MemberId> = self.view.iter().filter(|m| *m != id).cloned().collect();
+        let view: Vec<MemberId> = self.view_of(id).into_iter().filter(|m| m != id).collect();
+        self.views.retain(|v| !v.contains(id));
         self.nodes.remove(id);
         self.queues.retain(|key, _| key.1 != *id);
         let sent = self.sent.get(id).copied().unwrap_or(0);
@@ -509,6 +553,11 @@ enum Action {
     Compact {
         node: usize,
     },
+    Partition {
+        which: usize,
+        cut: usize,
+    },
+    Heal,
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -523,11 +572,14 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Join),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(node, deliver)| Action::Crash { node, deliver }),
         1 => any::<usize>().prop_map(|node| Action::Compact { node }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(which, cut)| Action::Partition { which, cut }),
+        1 => Just(Action::Heal),
     ]
 }
 
 fn pick(c: &Cluster, i: usize) -> MemberId {
-    c.view[i % c.view.len()].clone()
+    let members = c.members();
+    members[i % members.len()].clone()
 }
 
 fn run(actions: &[Action]) -> Result<(), TestCaseError> {
@@ -614,16 +666,18 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 c.deliver(&f, &t, usize::from(n));
             }
             Action::Join => {
-                if c.view.len() < 5 {
+                if c.members().len() < 5 {
                     c.join();
                 }
             }
+            Action::Partition { which, cut } => c.partition(which, cut),
+            Action::Heal => c.heal(),
             Action::Compact { node } => {
                 let id = pick(&c, node);
                 c.nodes.get_mut(&id).unwrap().compact();
             }
             Action::Crash { node, deliver } => {
-                if c.view.len() > 1 {
+                if c.members().len() > 1 {
                     let id = pick(&c, node);
                     c.crash(&id, deliver);
                 }
@@ -633,7 +687,10 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
     }
     // Quiet: every batch flushed and every message delivered.
     c.tick(Duration::from_secs(5));
-    for id in c.view.clone() {
+    while c.views.len() > 1 {
+        c.heal();
+    }
+    for id in c.members() {
         c.flush(&id);
     }
     c.deliver_all();
@@ -651,7 +708,7 @@ fn check_converged(c: &Cluster) -> Result<(), TestCaseError> {
     nets.insert("10.0.0.0/8".parse().unwrap());
     nets.insert("10.0.0.0/16".parse().unwrap());
     nets.insert("10.0.4.0/22".parse().unwrap());
-    let members: Vec<&Replicator> = c.view.iter().map(|m| &c.nodes[m]).collect();
+    let members: Vec<&Replicator> = c.members().iter().map(|m| &c.nodes[m]).collect();
     for net in &nets {
         let want: i64 = members
             .iter()
