@@ -35,6 +35,10 @@ use super::throttle::{DEFAULT_CAPACITY, ThrottleError, ThrottleSpec, Throttles};
 use super::update::{Key, Op, SeriesItem, Update};
 use super::wire::{Message, Packer, WireError};
 
+/// Default bound on messages waiting in the outbox: while this many wait, due batches stay in
+/// their batchers and keep coalescing instead of turning into more messages.
+pub const DEFAULT_OUTBOX_LIMIT: usize = 4096;
+
 /// Default largest message the replicator emits (bytes), leaving room for transport headers in
 /// a 1500-byte Ethernet frame.
 pub const DEFAULT_MTU: usize = 1400;
@@ -612,6 +616,7 @@ pub struct Replicator {
     /// This node's contribution as announced so far (sum objects), for snapshots.
     sent: BTreeMap<String, HashMap<Key, i64>>,
     outbox: VecDeque<Transmit>,
+    outbox_limit: usize,
     mtu: usize,
     is_manager: bool,
     stats: Stats,
@@ -650,6 +655,7 @@ impl Replicator {
             members: BTreeMap::new(),
             sent,
             outbox: VecDeque::new(),
+            outbox_limit: DEFAULT_OUTBOX_LIMIT,
             mtu: mtu.max(64),
             is_manager,
             stats: Stats::default(),
@@ -904,7 +910,9 @@ impl Replicator {
     }
 
     /// Sends every due batch, rolls throttle windows, expires cache entries and old series
-    /// buckets.
+    /// buckets. While the outbox holds its limit of messages nothing new is queued: updates keep
+    /// coalescing in their batchers (bounded by the number of distinct keys) until the driver
+    /// drains [`Replicator::poll_transmit`].
     pub fn handle_timeout(&mut self, now: Duration) {
         for obj in self.objects.objects.values() {
             match &obj.state {
@@ -931,6 +939,11 @@ impl Replicator {
     }
 
     fn send_due(&mut self, now: Duration, all: bool) {
+        // Back-pressure: the transport is behind, so let updates coalesce where they are. A
+        // forced flush (snapshot, leave) goes regardless: it must precede what follows it.
+        if !all && self.outbox.len() >= self.outbox_limit {
+            return;
+        }
         let mut cluster = Packer::new(self.mtu);
         let mut manager = Packer::new(self.mtu);
         for obj in self.objects.objects.values() {
@@ -1026,6 +1039,11 @@ impl Replicator {
     /// The next message to send, in order.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.outbox.pop_front()
+    }
+
+    /// Bounds the outbox (default [`DEFAULT_OUTBOX_LIMIT`]); see [`Replicator::handle_timeout`].
+    pub fn set_outbox_limit(&mut self, messages: usize) {
+        self.outbox_limit = messages.max(1);
     }
 
     /// Messages waiting in the outbox.
@@ -1143,6 +1161,28 @@ mod tests {
             ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr),
         ];
         assert!(Replicator::new(MemberId::new("m"), dup, 1400, false).is_err());
+    }
+
+    #[test]
+    fn a_full_outbox_holds_updates_back_in_the_batchers() {
+        let mut s = ObjectSettings::new("outbound_domains", ObjectKind::OutboundDomains);
+        s.max_pending = 1;
+        let mut r = Replicator::new(MemberId::new("a"), vec![s], 1400, false).unwrap();
+        r.set_outbox_limit(2);
+        let now = Duration::from_secs(1);
+        for i in 0..5 {
+            r.objects()
+                .gauge_add("outbound_domains", &format!("d{i}"), 1, now)
+                .unwrap();
+            r.handle_timeout(now);
+        }
+        assert_eq!(r.outbox_len(), 2);
+        // Drained, the rest goes out coalesced in one message.
+        while r.poll_transmit().is_some() {}
+        r.handle_timeout(now);
+        let t = r.poll_transmit().unwrap();
+        let m = crate::replicate::wire::Message::parse_bytes(&t.payload).unwrap();
+        assert_eq!(m.sections[0].updates.len(), 3);
     }
 
     #[test]
