@@ -148,7 +148,20 @@ impl Throttles {
             return Ok(());
         }
         if self.states.len() >= self.capacity {
-            return Err(ThrottleError::Full(self.capacity));
+            // Make room with a throttle that holds no usage (its window ended, or it was never
+            // used): nothing replicated depends on it. One with usage must stay until its window
+            // ends, or its contribution would never be withdrawn.
+            let idle = self
+                .states
+                .iter()
+                .find(|(_, s)| s.used == 0)
+                .map(|(n, _)| n.clone());
+            match idle {
+                Some(name) => {
+                    self.states.remove(&name);
+                }
+                None => return Err(ThrottleError::Full(self.capacity)),
+            }
         }
         let mut state = ThrottleState {
             spec,
@@ -301,5 +314,17 @@ mod tests {
         assert_eq!(t.roll("x", now + Duration::from_secs(10)).unwrap(), -55);
         assert_eq!(t.roll_all(now + Duration::from_secs(11)), vec![]);
         assert!(matches!(t.inc("y", 1), Err(ThrottleError::Unknown(_))));
+        // Full: an idle throttle makes room, a used one does not.
+        let spec = ThrottleSpec::parse("1/1", None).unwrap();
+        let mut small = Throttles::new(1);
+        small.create("a", spec, now, 0).unwrap();
+        small.inc("a", 1).unwrap();
+        assert!(matches!(
+            small.create("b", spec, now, 0),
+            Err(ThrottleError::Full(1))
+        ));
+        small.roll("a", now + Duration::from_secs(1)).unwrap();
+        small.create("b", spec, now, 0).unwrap();
+        assert_eq!(small.names(), vec!["b".to_string()]);
     }
 }
