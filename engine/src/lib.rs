@@ -4,5 +4,6 @@
 //! files into typed, validated settings.
 
 pub mod config;
+pub mod console;
 pub mod replicate;
 pub mod udp;

@@ -47,6 +47,12 @@ fn example_parses_with_documented_defaults() {
     assert_eq!(c.debug_level, "error");
     assert!(c.enabled);
     assert_eq!(c.tcp_buffer_size, 32768);
+    // Cohort extensions of the cluster scope
+    assert_eq!(c.garp_count, 3);
+    assert_eq!(c.garp_interval, 0.1);
+    assert_eq!(c.garp_refresh, 0.0);
+    assert_eq!(c.xdp, XdpMode::Auto);
+    assert_eq!(c.xdp_lease, 3.0);
     let logs: Vec<(&str, &str)> = c
         .logs
         .iter()
@@ -120,6 +126,7 @@ fn example_parses_with_documented_defaults() {
     assert_eq!(m.max_unstable_bytes, 4 * 1024 * 1024);
     assert_eq!(m.max_queue, 65536);
     assert_eq!(m.cluster_id, 0);
+    assert_eq!(m.udp_driver, UdpDriver::Syscall);
 
     // Listeners
     assert_eq!(

@@ -182,6 +182,16 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 c.enabled,
                 c.tcp_buffer_size,
             ) = more;
+            c.xdp = [
+                XdpMode::Auto,
+                XdpMode::Native,
+                XdpMode::Generic,
+                XdpMode::Off,
+            ][(c.tcp_buffer_size % 4) as usize];
+            c.garp_count = c.duravip_balance_set_size % 101;
+            c.garp_interval = c.view_mature_time;
+            c.garp_refresh = c.view_broadcast_interval;
+            c.xdp_lease = c.view_balance_interval;
             c.replicate = replicate;
             dedup_by(&mut c.replicate, |r| r.name.to_ascii_lowercase());
             c.topology = topology;
@@ -247,6 +257,9 @@ fn msgc() -> impl Strategy<Value = MsgcServer> {
             m.max_unstable_bytes = u64::from(mtu) + window;
             m.max_queue = queue;
             m.cluster_id = cluster_id;
+            if cluster_id % 2 == 1 {
+                m.udp_driver = UdpDriver::Uring;
+            }
             m
         })
 }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use cohort_engine::replicate::console::{shared_show, shared_show_json};
+use cohort_engine::console::render::Render;
+use cohort_engine::replicate::console::{shared_show, shared_show_json, shared_show_status};
 use cohort_engine::replicate::throttle::ThrottleSpec;
 use cohort_engine::replicate::{
     Destination, MemberId, Monitor, ObjectKind, ObjectSettings, Replicator, Rows, SeriesItem, View,
@@ -344,6 +345,15 @@ fn three_members_reproduce_the_console_samples() {
         shared_show(&c.nodes[&b], "inbound_cidr", Some("relay-0-1"), now).unwrap(),
         SAMPLE_RELAY_1
     );
+    // The console module's renderer prints the same bytes from the status adapter.
+    for (from, sample) in [
+        (None, SAMPLE_GLOBAL),
+        (Some("relay-0-1"), SAMPLE_RELAY_1),
+        (Some("relay-0-2"), SAMPLE_RELAY_2),
+    ] {
+        let status = shared_show_status(on_a, "inbound_cidr", from, now).unwrap();
+        assert_eq!(status.text(), sample);
+    }
     let json = shared_show_json(on_a, "inbound_cidr", None, now).unwrap();
     assert_eq!(json["rows"][0]["prefix"], "10.0.0.0/8");
     assert_eq!(json["rows"][0]["count"], 31);

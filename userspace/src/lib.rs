@@ -2,5 +2,10 @@
 //! start-up, sockets, netlink, the XDP loader). Logic lives in `cohort-engine`.
 
 pub mod check_config;
+pub mod console;
+pub mod dataplane;
+pub mod garp;
 pub mod node;
+pub mod plumb;
+pub mod privileges;
 pub mod xdp;

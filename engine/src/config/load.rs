@@ -75,6 +75,11 @@ const CLUSTER_OPTIONS: &[&str] = &[
     "debug_level",
     "enabled",
     "tcp_buffer_size",
+    "garp_count",
+    "garp_interval",
+    "garp_refresh",
+    "xdp",
+    "xdp_lease",
 ];
 
 const MSGC_OPTIONS: &[&str] = &[
@@ -95,6 +100,7 @@ const MSGC_OPTIONS: &[&str] = &[
     "max_unstable_bytes",
     "max_queue",
     "cluster_id",
+    "udp_driver",
 ];
 
 /// Plain edit distance, for suggestions on misspelt option names.
@@ -609,6 +615,25 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
                     "debug_level" => c.debug_level = nonempty(key, v)?,
                     "enabled" => c.enabled = boolean(key, v)?,
                     "tcp_buffer_size" => c.tcp_buffer_size = u32_in(key, v, 1, u32::MAX)?,
+                    "garp_count" => c.garp_count = u32_in(key, v, 0, 100)?,
+                    "garp_interval" => c.garp_interval = seconds(key, v)?,
+                    "garp_refresh" => c.garp_refresh = seconds(key, v)?,
+                    "xdp" => {
+                        let s = string(key, v)?;
+                        c.xdp = match s.to_ascii_lowercase().as_str() {
+                            "auto" => XdpMode::Auto,
+                            "native" => XdpMode::Native,
+                            "generic" => XdpMode::Generic,
+                            "off" => XdpMode::Off,
+                            _ => {
+                                return Err(ConfigError::new(
+                                    v.loc(),
+                                    format!("'xdp' expects auto, native, generic or off, found '{s}'"),
+                                ));
+                            }
+                        }
+                    }
+                    "xdp_lease" => c.xdp_lease = positive_seconds(key, v)?,
                     "mbus_daemon" => c.extra.push(ctx.ignore(
                         item,
                         format!("cluster.{key}"),
@@ -961,6 +986,19 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
             }
             "max_queue" => m.max_queue = u32_in(key, v, 1, u32::MAX)?,
             "cluster_id" => m.cluster_id = u32_in(key, v, 0, u32::MAX)?,
+            "udp_driver" => {
+                let s = string(key, v)?;
+                m.udp_driver = match s.to_ascii_lowercase().as_str() {
+                    "syscall" => UdpDriver::Syscall,
+                    "uring" | "io_uring" => UdpDriver::Uring,
+                    _ => {
+                        return Err(ConfigError::new(
+                            v.loc(),
+                            format!("'udp_driver' expects syscall or uring, found '{s}'"),
+                        ));
+                    }
+                }
+            }
             _ => m.extra.push(ctx.ignore(
                 item,
                 format!("msgc_server.{key}"),

@@ -90,6 +90,16 @@ pub struct Cluster {
     pub enabled: bool,
     /// Maximum TCP buffer size for outbound connections. Default 32768.
     pub tcp_buffer_size: u32,
+    /// Cohort: gratuitous ARP frames sent when an address is acquired. Default 3.
+    pub garp_count: u32,
+    /// Cohort: seconds between those frames. Default 0.1.
+    pub garp_interval: f64,
+    /// Cohort: seconds between repeated announcements of owned addresses; 0 = never. Default 0.
+    pub garp_refresh: f64,
+    /// Cohort: XDP fast path attach mode: auto, native, generic or off. Default auto.
+    pub xdp: XdpMode,
+    /// Cohort: seconds the XDP program keeps answering without a renewal. Default 3.
+    pub xdp_lease: f64,
     pub replicate: Vec<Replicate>,
     pub topology: Vec<Topology>,
     pub extra: Vec<Extra>,
@@ -133,9 +143,56 @@ impl Default for Cluster {
             debug_level: "error".into(),
             enabled: true,
             tcp_buffer_size: 32768,
+            garp_count: 3,
+            garp_interval: 0.1,
+            garp_refresh: 0.0,
+            xdp: XdpMode::Auto,
+            xdp_lease: 3.0,
             replicate: Vec::new(),
             topology: Vec::new(),
             extra: Vec::new(),
+        }
+    }
+}
+
+/// The `xdp` option: how the fast path attaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum XdpMode {
+    /// Native on real NICs, generic on veth.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+    /// No XDP: the kernel answers ARP.
+    Off,
+}
+
+impl XdpMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+            XdpMode::Off => "off",
+        }
+    }
+}
+
+/// The `udp_driver` option: how the transport's datagrams move.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum UdpDriver {
+    /// recvmmsg/sendmmsg (measured faster here; see `cohort-bench udp`).
+    #[default]
+    Syscall,
+    /// io_uring with multishot receive.
+    Uring,
+}
+
+impl UdpDriver {
+    pub fn name(self) -> &'static str {
+        match self {
+            UdpDriver::Syscall => "syscall",
+            UdpDriver::Uring => "uring",
         }
     }
 }
@@ -325,6 +382,8 @@ pub struct MsgcServer {
     /// Cohort: datagrams carrying another cluster id are dropped (several clusters, one network).
     /// Default 0.
     pub cluster_id: u32,
+    /// Cohort: the UDP driver. Default syscall.
+    pub udp_driver: UdpDriver,
     pub extra: Vec<Extra>,
 }
 
@@ -348,6 +407,7 @@ impl Default for MsgcServer {
             max_unstable_bytes: 4 * 1024 * 1024,
             max_queue: 65536,
             cluster_id: 0,
+            udp_driver: UdpDriver::Syscall,
             extra: Vec::new(),
         }
     }

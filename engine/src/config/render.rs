@@ -106,6 +106,11 @@ fn cluster(w: &mut Writer, c: &Cluster) {
     w.str("debug_level", &c.debug_level);
     w.num("enabled", c.enabled);
     w.num("tcp_buffer_size", c.tcp_buffer_size);
+    w.num("garp_count", c.garp_count);
+    w.num("garp_interval", c.garp_interval);
+    w.num("garp_refresh", c.garp_refresh);
+    w.str("xdp", c.xdp.name());
+    w.num("xdp_lease", c.xdp_lease);
     for r in &c.replicate {
         w.open(format!("Replicate {}", quote(&r.name)));
         w.str("type", r.kind.name());
@@ -165,6 +170,7 @@ fn msgc(w: &mut Writer, m: &MsgcServer) {
     w.num("max_unstable_bytes", m.max_unstable_bytes);
     w.num("max_queue", m.max_queue);
     w.num("cluster_id", m.cluster_id);
+    w.str("udp_driver", m.udp_driver.name());
     for e in &m.extra {
         w.extra(e);
     }

@@ -1,5 +1,7 @@
 //! `cluster shared list` and `cluster shared show <obj> [from <node>]`, as text in the shapes of
-//! Momentum's console samples and as JSON for `--json`.
+//! Momentum's console samples and as JSON for `--json`; and the same data as the console
+//! module's status types ([`shared_list_status`], [`shared_show_status`]) for the console server,
+//! whose renderers print the same bytes.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use super::cidr;
 use super::gauge;
 use super::member::MemberId;
 use super::replica::{ReplicateError, Replicator, Rows};
+use crate::console::status::{CidrRow, GaugeRow, SharedDump, SharedList, SharedObject, SharedShow};
 
 /// Why a `cluster shared` command could not be answered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -20,6 +23,9 @@ pub enum ConsoleError {
     /// `from <node>` named nobody in the current view.
     #[error("no member {0:?} in the current view")]
     UnknownMember(String),
+    /// The console's status types have no shape for this object's rows (caches).
+    #[error("object {0:?} has no console dump shape; use its text or JSON rendering")]
+    NoDumpShape(String),
 }
 
 /// `cluster shared list`: the header, then each object's name right-aligned in 30 columns and
@@ -165,6 +171,65 @@ pub fn shared_show_json(
     }))
 }
 
+/// `cluster shared list` as the console module's status type.
+pub fn shared_list_status(replicator: &Replicator) -> SharedList {
+    SharedList {
+        objects: replicator
+            .objects()
+            .iter()
+            .map(|obj| {
+                let s = obj.settings();
+                let mut kind = s.kind.shape().type_name().to_string();
+                if s.manager_only {
+                    kind.push_str(" to manager");
+                }
+                SharedObject {
+                    name: s.name.clone(),
+                    kind,
+                    snapshots: s.snapshot,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `cluster shared show <object> [from <node>]` as the console module's status type. Gauge
+/// tables, throttles and series become gauge rows; caches have no dump shape there.
+pub fn shared_show_status(
+    replicator: &Replicator,
+    object: &str,
+    from: Option<&str>,
+    now: Duration,
+) -> Result<SharedShow, ConsoleError> {
+    let object = &*object_name(replicator, object);
+    let member = resolve(replicator, from)?;
+    let settings = replicator.objects().settings(object)?;
+    let dump = match replicator.rows(object, member.as_ref(), now)? {
+        Rows::Cidr(entries) => SharedDump::Cidrtree {
+            rows: entries
+                .into_iter()
+                .map(|(prefix, count)| CidrRow { prefix, count })
+                .collect(),
+        },
+        Rows::Table(entries) => SharedDump::GaugeTable {
+            rows: entries
+                .into_iter()
+                .map(|(key, value)| GaugeRow {
+                    key: key.to_string(),
+                    value,
+                })
+                .collect(),
+        },
+        Rows::Cache(_) => return Err(ConsoleError::NoDumpShape(object.to_string())),
+    };
+    Ok(SharedShow {
+        name: object.to_string(),
+        snapshots: settings.snapshot,
+        view: member.map_or_else(|| "global".to_string(), |m| m.to_string()),
+        dump,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +247,8 @@ mod tests {
               outbound_domains [lazy, gauge table w/ snapshots]
 ";
         assert_eq!(shared_list(&r), sample);
+        use crate::console::render::Render;
+        assert_eq!(shared_list_status(&r).text(), sample);
         let json = shared_list_json(&r);
         assert_eq!(json["objects"][2]["type"], "gauge table");
         assert_eq!(json["objects"].as_array().map(Vec::len), Some(3));

@@ -1,0 +1,1249 @@
+//! The console's command grammar: one table of command forms drives parsing ([`parse`]), tab
+//! completion ([`complete`]) and the help listing ([`forms`]), so the three can never disagree.
+//!
+//! Words are separated by whitespace; keywords match case-insensitively, arguments keep their case.
+//! Parsing never panics: any input gives a [`Command`] or a [`ParseError`] naming the offending
+//! word, its column and what was expected there.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Which process accepts a command: a node (`cohortd`), the manager (`cohortd --manager`, Momentum's
+/// eccmgr) or both. Momentum's `cluster ...` commands "do not execute when issued from within the
+/// eccmgr service", and the manager's `broadcast` family means nothing on a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Node,
+    Manager,
+    Both,
+}
+
+impl Scope {
+    /// Whether a process of role `role` (`Node` or `Manager`) runs commands of this scope.
+    pub fn allows(self, role: Scope) -> bool {
+        self == Scope::Both || self == role || role == Scope::Both
+    }
+}
+
+/// A parsed console command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `help`: every command this process accepts.
+    Help,
+    /// `version`.
+    Version,
+    /// `config reload`: reload the configuration file.
+    ConfigReload,
+    /// `cluster ...`: the cluster module's node commands.
+    Cluster(ClusterCommand),
+    /// The manager's commands.
+    Manager(ManagerCommand),
+}
+
+/// The `cluster ...` commands of the module page (71.19.4), plus Cohort's `cluster counters`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterCommand {
+    Help,
+    Info,
+    Membership,
+    Nodename,
+    Nodeaddr,
+    Reset,
+    Abort {
+        id: u64,
+    },
+    ArpShow,
+    DuravipShow,
+    DuravipShowTables,
+    DuravipDebug {
+        on: bool,
+    },
+    DuravipAnnounceView,
+    DuravipReleaseAll,
+    /// `cluster duravip move <ip> to <node>` (the module page also writes it without `to`).
+    DuravipMove {
+        ip: IpAddr,
+        to: String,
+    },
+    SharedList,
+    SharedShow {
+        object: String,
+        from: Option<String>,
+    },
+    ShowLogs,
+    /// Cohort extension: the group transport's datagram counters.
+    Counters,
+}
+
+/// The manager's (eccmgr's) console commands. A carried command is itself parsed, so a mistyped
+/// command is refused at the manager instead of on every node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagerCommand {
+    Broadcast {
+        command: Box<Command>,
+    },
+    Unicast {
+        node: String,
+        command: Box<Command>,
+    },
+    Retrieve {
+        command: Box<Command>,
+    },
+    RetrieveNode {
+        node: String,
+        command: Box<Command>,
+    },
+    SubclusterBroadcast {
+        subcluster: String,
+        command: Box<Command>,
+    },
+    SubclusterRetrieve {
+        subcluster: String,
+        command: Box<Command>,
+    },
+    FlushControlCache,
+    ShowClusterMembership,
+    Info,
+    Shutdown,
+}
+
+impl Command {
+    /// Which processes accept this command.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Command::Help | Command::Version | Command::ConfigReload => Scope::Both,
+            Command::Cluster(_) => Scope::Node,
+            Command::Manager(_) => Scope::Manager,
+        }
+    }
+}
+
+/// The canonical text of a command: keywords in lower case, single spaces. Parsing it gives the
+/// same command back, so it is what the manager sends to nodes and keys its response cache by.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Help => f.write_str("help"),
+            Command::Version => f.write_str("version"),
+            Command::ConfigReload => f.write_str("config reload"),
+            Command::Cluster(c) => write!(f, "cluster {c}"),
+            Command::Manager(m) => m.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for ClusterCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ClusterCommand as C;
+        match self {
+            C::Help => f.write_str("help"),
+            C::Info => f.write_str("info"),
+            C::Membership => f.write_str("membership"),
+            C::Nodename => f.write_str("nodename"),
+            C::Nodeaddr => f.write_str("nodeaddr"),
+            C::Reset => f.write_str("reset"),
+            C::Abort { id } => write!(f, "abort {id}"),
+            C::ArpShow => f.write_str("arp show"),
+            C::DuravipShow => f.write_str("duravip show"),
+            C::DuravipShowTables => f.write_str("duravip show tables"),
+            C::DuravipDebug { on: true } => f.write_str("duravip debug on"),
+            C::DuravipDebug { on: false } => f.write_str("duravip debug off"),
+            C::DuravipAnnounceView => f.write_str("duravip announce view"),
+            C::DuravipReleaseAll => f.write_str("duravip release all"),
+            C::DuravipMove { ip, to } => write!(f, "duravip move {ip} to {to}"),
+            C::SharedList => f.write_str("shared list"),
+            C::SharedShow { object, from: None } => write!(f, "shared show {object}"),
+            C::SharedShow {
+                object,
+                from: Some(node),
+            } => write!(f, "shared show {object} from {node}"),
+            C::ShowLogs => f.write_str("show logs"),
+            C::Counters => f.write_str("counters"),
+        }
+    }
+}
+
+impl fmt::Display for ManagerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ManagerCommand as M;
+        match self {
+            M::Broadcast { command } => write!(f, "broadcast {command}"),
+            M::Unicast { node, command } => write!(f, "unicast {node} {command}"),
+            M::Retrieve { command } => write!(f, "retrieve {command}"),
+            M::RetrieveNode { node, command } => write!(f, "retrieve_node {node} {command}"),
+            M::SubclusterBroadcast {
+                subcluster,
+                command,
+            } => write!(f, "subcluster broadcast {subcluster} {command}"),
+            M::SubclusterRetrieve {
+                subcluster,
+                command,
+            } => write!(f, "subcluster retrieve {subcluster} {command}"),
+            M::FlushControlCache => f.write_str("flush control cache"),
+            M::ShowClusterMembership => f.write_str("show cluster membership"),
+            M::Info => f.write_str("info"),
+            M::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
+/// Why a line is not a command. Columns are 1-based character positions in the line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty command; expected one of: {}", expected.join(", "))]
+    Empty { expected: Vec<String> },
+    #[error(
+        "unknown word '{found}' at column {col}{}; expected one of: {}",
+        after_text(after),
+        expected.join(", ")
+    )]
+    UnexpectedWord {
+        col: usize,
+        found: String,
+        after: String,
+        expected: Vec<String>,
+    },
+    #[error("'{after}' is incomplete; expected one of: {}", expected.join(", "))]
+    MissingWord {
+        after: String,
+        expected: Vec<String>,
+    },
+    #[error(
+        "'{found}' at column {col}{} is not a valid {placeholder}: {reason}",
+        after_text(after)
+    )]
+    BadArgument {
+        col: usize,
+        found: String,
+        after: String,
+        placeholder: &'static str,
+        reason: &'static str,
+    },
+    #[error("unexpected word '{found}' at column {col}: '{after}' ends there")]
+    TrailingWord {
+        col: usize,
+        found: String,
+        after: String,
+    },
+    #[error("'{found}' at column {col} is a manager command and cannot be carried by '{after}'")]
+    NestedManagerCommand {
+        col: usize,
+        found: String,
+        after: String,
+    },
+}
+
+fn after_text(after: &str) -> String {
+    if after.is_empty() {
+        String::new()
+    } else {
+        format!(" after '{after}'")
+    }
+}
+
+/// An argument slot in a command form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// A job id (non-negative integer).
+    JobId,
+    /// An IPv4 or IPv6 address.
+    Ip,
+    /// A node name.
+    Node,
+    /// A subcluster name.
+    Subcluster,
+    /// A shared object's name.
+    Object,
+    /// The rest of the line, itself a node command.
+    Command,
+}
+
+impl Arg {
+    /// The placeholder shown in help and error messages.
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            Arg::JobId => "<id>",
+            Arg::Ip => "<ip>",
+            Arg::Node => "<node>",
+            Arg::Subcluster => "<subcluster>",
+            Arg::Object => "<object>",
+            Arg::Command => "<command>",
+        }
+    }
+
+    /// `None` when `word` fits this slot, else why not.
+    fn reject(self, word: &str) -> Option<&'static str> {
+        match self {
+            Arg::JobId => word
+                .parse::<u64>()
+                .is_err()
+                .then_some("a job id is a non-negative integer"),
+            Arg::Ip => word
+                .parse::<IpAddr>()
+                .is_err()
+                .then_some("expected an IPv4 or IPv6 address"),
+            Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command => None,
+        }
+    }
+}
+
+/// One word of a command form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Word {
+    Keyword(&'static str),
+    Arg(Arg),
+}
+
+/// One command form of the grammar: its words, who accepts it and a one-line description.
+#[derive(Debug)]
+pub struct Form {
+    /// The words in order; an [`Arg::Command`] slot is always last.
+    pub words: &'static [Word],
+    /// Which processes accept the form.
+    pub scope: Scope,
+    /// One-line description for help.
+    pub summary: &'static str,
+    /// Left out of help (an alternative spelling of a listed form).
+    pub hidden: bool,
+    build: fn(&mut Captured) -> Command,
+}
+
+impl Form {
+    /// The form as help prints it, e.g. `cluster abort <id>`.
+    pub fn usage(&self) -> String {
+        self.words
+            .iter()
+            .map(|w| match w {
+                Word::Keyword(k) => *k,
+                Word::Arg(a) => a.placeholder(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Argument values captured while matching a form, in order of appearance.
+#[derive(Default)]
+struct Captured {
+    id: Option<u64>,
+    ip: Option<IpAddr>,
+    names: std::collections::VecDeque<String>,
+    command: Option<Command>,
+}
+
+// The builders below take what their own form's words captured; `forms_build_their_examples`
+// parses every form, so a mismatch between a form and its builder fails that test.
+impl Captured {
+    fn name(&mut self) -> String {
+        self.names
+            .pop_front()
+            .expect("the form has a name slot here")
+    }
+    fn id(&mut self) -> u64 {
+        self.id.take().expect("the form has an <id> slot")
+    }
+    fn ip(&mut self) -> IpAddr {
+        self.ip.take().expect("the form has an <ip> slot")
+    }
+    fn command(&mut self) -> Box<Command> {
+        Box::new(self.command.take().expect("the form has a <command> slot"))
+    }
+}
+
+use Word::{Arg as A, Keyword as K};
+
+macro_rules! form {
+    ($scope:ident, $summary:expr, [$($w:expr),+], $build:expr) => {
+        Form { words: &[$($w),+], scope: Scope::$scope, summary: $summary, hidden: false, build: $build }
+    };
+    (hidden $scope:ident, $summary:expr, [$($w:expr),+], $build:expr) => {
+        Form { words: &[$($w),+], scope: Scope::$scope, summary: $summary, hidden: true, build: $build }
+    };
+}
+
+fn cluster(c: ClusterCommand) -> Command {
+    Command::Cluster(c)
+}
+
+fn manager(m: ManagerCommand) -> Command {
+    Command::Manager(m)
+}
+
+static FORMS: &[Form] = &[
+    form!(
+        Node,
+        "Abort the job with the specified id.",
+        [K("cluster"), K("abort"), A(Arg::JobId)],
+        |c| cluster(ClusterCommand::Abort { id: c.id() })
+    ),
+    form!(
+        Node,
+        "Show the cluster-wide shared ARP cache: IP, MAC and age.",
+        [K("cluster"), K("arp"), K("show")],
+        |_| cluster(ClusterCommand::ArpShow)
+    ),
+    form!(
+        Node,
+        "Show the group transport's datagram counters (Cohort).",
+        [K("cluster"), K("counters")],
+        |_| cluster(ClusterCommand::Counters)
+    ),
+    form!(
+        Node,
+        "Announce a view update using the current local view.",
+        [K("cluster"), K("duravip"), K("announce"), K("view")],
+        |_| cluster(ClusterCommand::DuravipAnnounceView)
+    ),
+    form!(
+        Node,
+        "Turn DuraVIP debugging on.",
+        [K("cluster"), K("duravip"), K("debug"), K("on")],
+        |_| cluster(ClusterCommand::DuravipDebug { on: true })
+    ),
+    form!(
+        Node,
+        "Turn DuraVIP debugging off.",
+        [K("cluster"), K("duravip"), K("debug"), K("off")],
+        |_| cluster(ClusterCommand::DuravipDebug { on: false })
+    ),
+    form!(
+        Node,
+        "Move a DuraVIP to a node (safe only as 'broadcast ...' from the manager).",
+        [
+            K("cluster"),
+            K("duravip"),
+            K("move"),
+            A(Arg::Ip),
+            K("to"),
+            A(Arg::Node)
+        ],
+        |c| cluster(ClusterCommand::DuravipMove {
+            ip: c.ip(),
+            to: c.name()
+        })
+    ),
+    form!(hidden Node, "Move a DuraVIP to a node (the module page's spelling).",
+        [K("cluster"), K("duravip"), K("move"), A(Arg::Ip), A(Arg::Node)],
+        |c| cluster(ClusterCommand::DuravipMove { ip: c.ip(), to: c.name() })),
+    form!(
+        Node,
+        "Release every DuraVIP this node owns.",
+        [K("cluster"), K("duravip"), K("release"), K("all")],
+        |_| cluster(ClusterCommand::DuravipReleaseAll)
+    ),
+    form!(
+        Node,
+        "Show the current state of the DuraVIP bindings.",
+        [K("cluster"), K("duravip"), K("show")],
+        |_| cluster(ClusterCommand::DuravipShow)
+    ),
+    form!(
+        Node,
+        "Show the DuraVIP state tables in XML.",
+        [K("cluster"), K("duravip"), K("show"), K("tables")],
+        |_| cluster(ClusterCommand::DuravipShowTables)
+    ),
+    form!(
+        Node,
+        "Display the available cluster console commands.",
+        [K("cluster"), K("help")],
+        |_| cluster(ClusterCommand::Help)
+    ),
+    form!(
+        Node,
+        "Display the current operating status and parameters.",
+        [K("cluster"), K("info")],
+        |_| cluster(ClusterCommand::Info)
+    ),
+    form!(
+        Node,
+        "Show the members of the current view.",
+        [K("cluster"), K("membership")],
+        |_| cluster(ClusterCommand::Membership)
+    ),
+    form!(
+        Node,
+        "Show the cluster protocol service address.",
+        [K("cluster"), K("nodeaddr")],
+        |_| cluster(ClusterCommand::Nodeaddr)
+    ),
+    form!(
+        Node,
+        "Show the name of the local node.",
+        [K("cluster"), K("nodename")],
+        |_| cluster(ClusterCommand::Nodename)
+    ),
+    form!(
+        Node,
+        "Reset the node's cluster membership (rejoin; renegotiates DuraVIPs).",
+        [K("cluster"), K("reset")],
+        |_| cluster(ClusterCommand::Reset)
+    ),
+    form!(
+        Node,
+        "Display the currently managed shared objects.",
+        [K("cluster"), K("shared"), K("list")],
+        |_| cluster(ClusterCommand::SharedList)
+    ),
+    form!(
+        Node,
+        "Display a shared object's cluster-wide view.",
+        [K("cluster"), K("shared"), K("show"), A(Arg::Object)],
+        |c| cluster(ClusterCommand::SharedShow {
+            object: c.name(),
+            from: None
+        })
+    ),
+    form!(
+        Node,
+        "Display a shared object as one node contributes it.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("show"),
+            A(Arg::Object),
+            K("from"),
+            A(Arg::Node)
+        ],
+        |c| {
+            let object = c.name();
+            cluster(ClusterCommand::SharedShow {
+                object,
+                from: Some(c.name()),
+            })
+        }
+    ),
+    form!(
+        Node,
+        "Show the size and subscribers of the cluster logs.",
+        [K("cluster"), K("show"), K("logs")],
+        |_| cluster(ClusterCommand::ShowLogs)
+    ),
+    form!(
+        Both,
+        "Reload the configuration file.",
+        [K("config"), K("reload")],
+        |_| Command::ConfigReload
+    ),
+    form!(
+        Both,
+        "Display the available console commands.",
+        [K("help")],
+        |_| Command::Help
+    ),
+    form!(Both, "Show the version.", [K("version")], |_| {
+        Command::Version
+    }),
+    form!(
+        Manager,
+        "Broadcast a console command to the cluster.",
+        [K("broadcast"), A(Arg::Command)],
+        |c| manager(ManagerCommand::Broadcast {
+            command: c.command()
+        })
+    ),
+    form!(
+        Manager,
+        "Unicast a console command to the specified node.",
+        [K("unicast"), A(Arg::Node), A(Arg::Command)],
+        |c| manager(ManagerCommand::Unicast {
+            node: c.name(),
+            command: c.command()
+        })
+    ),
+    form!(
+        Manager,
+        "Retrieve the responses to a broadcast command.",
+        [K("retrieve"), A(Arg::Command)],
+        |c| manager(ManagerCommand::Retrieve {
+            command: c.command()
+        })
+    ),
+    form!(
+        Manager,
+        "Retrieve one node's response to a unicast or broadcast command.",
+        [K("retrieve_node"), A(Arg::Node), A(Arg::Command)],
+        |c| manager(ManagerCommand::RetrieveNode {
+            node: c.name(),
+            command: c.command()
+        })
+    ),
+    form!(
+        Manager,
+        "Broadcast a console command to one subcluster.",
+        [
+            K("subcluster"),
+            K("broadcast"),
+            A(Arg::Subcluster),
+            A(Arg::Command)
+        ],
+        |c| manager(ManagerCommand::SubclusterBroadcast {
+            subcluster: c.name(),
+            command: c.command()
+        })
+    ),
+    form!(
+        Manager,
+        "Retrieve the responses of one subcluster.",
+        [
+            K("subcluster"),
+            K("retrieve"),
+            A(Arg::Subcluster),
+            A(Arg::Command)
+        ],
+        |c| manager(ManagerCommand::SubclusterRetrieve {
+            subcluster: c.name(),
+            command: c.command()
+        })
+    ),
+    form!(
+        Manager,
+        "Clear the results buffer of broadcast commands.",
+        [K("flush"), K("control"), K("cache")],
+        |_| manager(ManagerCommand::FlushControlCache)
+    ),
+    form!(
+        Manager,
+        "Show current cluster members and their roles.",
+        [K("show"), K("cluster"), K("membership")],
+        |_| manager(ManagerCommand::ShowClusterMembership)
+    ),
+    form!(
+        Manager,
+        "Show general information about the cluster group and this node.",
+        [K("info")],
+        |_| manager(ManagerCommand::Info)
+    ),
+    form!(
+        Manager,
+        "Shut the cluster manager down.",
+        [K("shutdown")],
+        |_| manager(ManagerCommand::Shutdown)
+    ),
+];
+
+/// Every command form, in help order (hidden alternative spellings included; see [`Form::hidden`]).
+pub fn forms() -> &'static [Form] {
+    FORMS
+}
+
+/// A word of the line and the 1-based column (in characters) it starts at, and its byte offset.
+#[derive(Clone, Copy, Debug)]
+struct Token<'a> {
+    text: &'a str,
+    col: usize,
+    byte: usize,
+}
+
+fn tokenize(line: &str) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut start: Option<(usize, usize)> = None;
+    for (col0, (byte, ch)) in line.char_indices().enumerate() {
+        match (ch.is_whitespace(), start) {
+            (false, None) => start = Some((byte, col0 + 1)),
+            (true, Some((b, col))) => {
+                out.push(Token {
+                    text: &line[b..byte],
+                    col,
+                    byte: b,
+                });
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some((b, col)) = start {
+        out.push(Token {
+            text: &line[b..],
+            col,
+            byte: b,
+        });
+    }
+    out
+}
+
+fn joined(tokens: &[Token<'_>]) -> String {
+    tokens.iter().map(|t| t.text).collect::<Vec<_>>().join(" ")
+}
+
+fn expected_at(alive: &[&Form], i: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in alive {
+        if let Some(w) = f.words.get(i) {
+            let s = match w {
+                Word::Keyword(k) => (*k).to_owned(),
+                Word::Arg(a) => a.placeholder().to_owned(),
+            };
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// The forms still matching after word `i` is `tok`: keywords win over argument slots, so that
+/// `cluster duravip move 10.0.0.1 to` asks for the node instead of taking `to` as one.
+fn step<'f>(alive: &[&'f Form], i: usize, tok: &str) -> Vec<&'f Form> {
+    let kw: Vec<&Form> = alive
+        .iter()
+        .copied()
+        .filter(|f| matches!(f.words.get(i), Some(Word::Keyword(k)) if k.eq_ignore_ascii_case(tok)))
+        .collect();
+    if !kw.is_empty() {
+        return kw;
+    }
+    alive
+        .iter()
+        .copied()
+        .filter(|f| matches!(f.words.get(i), Some(Word::Arg(a)) if a.reject(tok).is_none()))
+        .collect()
+}
+
+fn top_forms(nested: bool) -> Vec<&'static Form> {
+    FORMS
+        .iter()
+        .filter(|f| !nested || f.scope != Scope::Manager)
+        .collect()
+}
+
+/// Parse one console line. Never panics; see [`ParseError`] for what a failure reports.
+pub fn parse(line: &str) -> Result<Command, ParseError> {
+    let tokens = tokenize(line);
+    parse_tokens(&tokens, &[], false)
+}
+
+fn parse_tokens(
+    tokens: &[Token<'_>],
+    outer: &[Token<'_>],
+    nested: bool,
+) -> Result<Command, ParseError> {
+    let mut alive = top_forms(nested);
+    if tokens.is_empty() {
+        return if outer.is_empty() {
+            Err(ParseError::Empty {
+                expected: expected_at(&alive, 0),
+            })
+        } else {
+            Err(ParseError::MissingWord {
+                after: joined(outer),
+                expected: vec![Arg::Command.placeholder().to_owned()],
+            })
+        };
+    }
+    let mut captured = Captured::default();
+    let prefix = |i: usize| {
+        let mut all: Vec<Token<'_>> = outer.to_vec();
+        all.extend_from_slice(&tokens[..i]);
+        joined(&all)
+    };
+    for (i, tok) in tokens.iter().enumerate() {
+        let next = step(&alive, i, tok.text);
+        if next.is_empty() {
+            if nested && i == 0 {
+                let manager_word = FORMS.iter().any(|f| {
+                    f.scope == Scope::Manager
+                        && matches!(f.words.first(), Some(Word::Keyword(k)) if k.eq_ignore_ascii_case(tok.text))
+                });
+                if manager_word {
+                    return Err(ParseError::NestedManagerCommand {
+                        col: tok.col,
+                        found: tok.text.to_owned(),
+                        after: joined(outer),
+                    });
+                }
+            }
+            let bad_arg = alive.iter().find_map(|f| match f.words.get(i) {
+                Some(Word::Arg(a)) => a.reject(tok.text).map(|r| (*a, r)),
+                _ => None,
+            });
+            if let Some((arg, reason)) = bad_arg {
+                return Err(ParseError::BadArgument {
+                    col: tok.col,
+                    found: tok.text.to_owned(),
+                    after: prefix(i),
+                    placeholder: arg.placeholder(),
+                    reason,
+                });
+            }
+            let expected = expected_at(&alive, i);
+            if expected.is_empty() {
+                return Err(ParseError::TrailingWord {
+                    col: tok.col,
+                    found: tok.text.to_owned(),
+                    after: prefix(i),
+                });
+            }
+            return Err(ParseError::UnexpectedWord {
+                col: tok.col,
+                found: tok.text.to_owned(),
+                after: prefix(i),
+                expected,
+            });
+        }
+        alive = next;
+        // A <command> slot takes the rest of the line; it is always a form's last word.
+        if let Some(form) = alive
+            .iter()
+            .copied()
+            .find(|f| f.words.get(i) == Some(&Word::Arg(Arg::Command)))
+        {
+            let mut outer_now = outer.to_vec();
+            outer_now.extend_from_slice(&tokens[..i]);
+            captured.command = Some(parse_tokens(&tokens[i..], &outer_now, true)?);
+            return Ok((form.build)(&mut captured));
+        }
+        if let Some(Word::Arg(a)) = alive[0].words.get(i) {
+            match a {
+                Arg::JobId => captured.id = tok.text.parse().ok(),
+                Arg::Ip => captured.ip = tok.text.parse().ok(),
+                _ => captured.names.push_back(tok.text.to_owned()),
+            }
+        }
+    }
+    // A form ending here wins; with none, say what the line still needs.
+    if let Some(form) = alive.iter().find(|f| f.words.len() == tokens.len()) {
+        return Ok((form.build)(&mut captured));
+    }
+    let after = prefix(tokens.len());
+    let expected = expected_at(&alive, tokens.len());
+    Err(ParseError::MissingWord { after, expected })
+}
+
+/// Completions of a partial line: the keywords that may follow, filtered by the partial last word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// Byte offset in the line where the word being completed starts (the line's end when the
+    /// line ends in whitespace).
+    pub start: usize,
+    /// The keywords that fit there, in grammar order, without duplicates.
+    pub candidates: Vec<&'static str>,
+}
+
+/// What may complete `line` (the text left of the cursor). Argument slots offer nothing: their
+/// values (node names, addresses) are live data the client does not have.
+pub fn complete(line: &str) -> Completion {
+    let tokens = tokenize(line);
+    let ends_in_space = line.chars().last().is_none_or(char::is_whitespace);
+    let (done, partial, start) = match tokens.split_last() {
+        Some((last, rest)) if !ends_in_space => (rest, last.text, last.byte),
+        _ => (&tokens[..], "", line.len()),
+    };
+    let candidates = complete_tokens(done, partial, false);
+    Completion { start, candidates }
+}
+
+fn complete_tokens(done: &[Token<'_>], partial: &str, nested: bool) -> Vec<&'static str> {
+    let mut alive = top_forms(nested);
+    for (i, tok) in done.iter().enumerate() {
+        alive = step(&alive, i, tok.text);
+        if alive
+            .iter()
+            .any(|f| f.words.get(i) == Some(&Word::Arg(Arg::Command)))
+        {
+            return complete_tokens(&done[i..], partial, true);
+        }
+        if alive.is_empty() {
+            return Vec::new();
+        }
+    }
+    let n = done.len();
+    if alive
+        .iter()
+        .any(|f| f.words.get(n) == Some(&Word::Arg(Arg::Command)))
+    {
+        return complete_tokens(&[], partial, true);
+    }
+    let mut out: Vec<&'static str> = Vec::new();
+    for f in &alive {
+        if let Some(Word::Keyword(k)) = f.words.get(n)
+            && k.len() >= partial.len()
+            && k[..partial.len()].eq_ignore_ascii_case(partial)
+            && !out.contains(k)
+        {
+            out.push(k);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(form: &Form) -> String {
+        form.words
+            .iter()
+            .map(|w| match w {
+                Word::Keyword(k) => (*k).to_owned(),
+                Word::Arg(Arg::JobId) => "42".to_owned(),
+                Word::Arg(Arg::Ip) => "10.0.0.1".to_owned(),
+                Word::Arg(Arg::Node) => "relay-0-1".to_owned(),
+                Word::Arg(Arg::Subcluster) => "east".to_owned(),
+                Word::Arg(Arg::Object) => "inbound_cidr".to_owned(),
+                Word::Arg(Arg::Command) => "cluster info".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn forms_build_their_examples() {
+        for form in forms() {
+            let line = example(form);
+            let cmd = parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            // The canonical text parses back to the same command.
+            assert_eq!(parse(&cmd.to_string()), Ok(cmd.clone()), "{line}");
+            if !form.hidden {
+                assert_eq!(cmd.to_string(), line);
+            }
+            assert!(form.scope == cmd.scope() || form.scope == Scope::Both);
+        }
+    }
+
+    #[test]
+    fn every_documented_command() {
+        use ClusterCommand as C;
+        use ManagerCommand as M;
+        let cases: Vec<(&str, Command)> = vec![
+            ("cluster help", cluster(C::Help)),
+            ("cluster info", cluster(C::Info)),
+            ("cluster membership", cluster(C::Membership)),
+            ("cluster nodename", cluster(C::Nodename)),
+            ("cluster nodeaddr", cluster(C::Nodeaddr)),
+            ("cluster reset", cluster(C::Reset)),
+            ("cluster abort 17", cluster(C::Abort { id: 17 })),
+            ("cluster arp show", cluster(C::ArpShow)),
+            ("cluster duravip show", cluster(C::DuravipShow)),
+            ("cluster duravip show tables", cluster(C::DuravipShowTables)),
+            (
+                "cluster duravip debug on",
+                cluster(C::DuravipDebug { on: true }),
+            ),
+            (
+                "cluster duravip debug off",
+                cluster(C::DuravipDebug { on: false }),
+            ),
+            (
+                "cluster duravip announce view",
+                cluster(C::DuravipAnnounceView),
+            ),
+            ("cluster duravip release all", cluster(C::DuravipReleaseAll)),
+            (
+                "cluster duravip move 10.0.5.139 to relay-0-2",
+                cluster(C::DuravipMove {
+                    ip: "10.0.5.139".parse().unwrap(),
+                    to: "relay-0-2".into(),
+                }),
+            ),
+            (
+                "cluster duravip move fe80::1 relay-0-2",
+                cluster(C::DuravipMove {
+                    ip: "fe80::1".parse().unwrap(),
+                    to: "relay-0-2".into(),
+                }),
+            ),
+            ("cluster shared list", cluster(C::SharedList)),
+            (
+                "cluster shared show inbound_cidr",
+                cluster(C::SharedShow {
+                    object: "inbound_cidr".into(),
+                    from: None,
+                }),
+            ),
+            (
+                "cluster shared show outbound_domain from relay-0-1",
+                cluster(C::SharedShow {
+                    object: "outbound_domain".into(),
+                    from: Some("relay-0-1".into()),
+                }),
+            ),
+            ("cluster show logs", cluster(C::ShowLogs)),
+            ("cluster counters", cluster(C::Counters)),
+            ("config reload", Command::ConfigReload),
+            ("help", Command::Help),
+            ("version", Command::Version),
+            (
+                "broadcast cluster duravip announce view",
+                manager(M::Broadcast {
+                    command: Box::new(cluster(C::DuravipAnnounceView)),
+                }),
+            ),
+            (
+                "unicast relay-0-1 cluster info",
+                manager(M::Unicast {
+                    node: "relay-0-1".into(),
+                    command: Box::new(cluster(C::Info)),
+                }),
+            ),
+            (
+                "retrieve cluster nodename",
+                manager(M::Retrieve {
+                    command: Box::new(cluster(C::Nodename)),
+                }),
+            ),
+            (
+                "retrieve_node relay-0-1 config reload",
+                manager(M::RetrieveNode {
+                    node: "relay-0-1".into(),
+                    command: Box::new(Command::ConfigReload),
+                }),
+            ),
+            (
+                "subcluster broadcast east cluster reset",
+                manager(M::SubclusterBroadcast {
+                    subcluster: "east".into(),
+                    command: Box::new(cluster(C::Reset)),
+                }),
+            ),
+            (
+                "subcluster retrieve east cluster reset",
+                manager(M::SubclusterRetrieve {
+                    subcluster: "east".into(),
+                    command: Box::new(cluster(C::Reset)),
+                }),
+            ),
+            ("flush control cache", manager(M::FlushControlCache)),
+            ("show cluster membership", manager(M::ShowClusterMembership)),
+            ("info", manager(M::Info)),
+            ("shutdown", manager(M::Shutdown)),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), Ok(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn keywords_ignore_case_and_spacing_arguments_keep_case() {
+        assert_eq!(
+            parse("  CLUSTER\tShared  show Inbound_CIDR   FROM Relay-0-1 "),
+            Ok(cluster(ClusterCommand::SharedShow {
+                object: "Inbound_CIDR".into(),
+                from: Some("Relay-0-1".into())
+            }))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_word_and_what_was_expected() {
+        let e = parse("clustr info").unwrap_err();
+        assert!(
+            matches!(&e, ParseError::UnexpectedWord { col: 1, found, .. } if found == "clustr")
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("'clustr'") && msg.contains("cluster") && msg.contains("version"));
+
+        let e = parse("cluster duravip bogus").unwrap_err();
+        assert_eq!(
+            e,
+            ParseError::UnexpectedWord {
+                col: 17,
+                found: "bogus".into(),
+                after: "cluster duravip".into(),
+                expected: vec![
+                    "announce".into(),
+                    "debug".into(),
+                    "move".into(),
+                    "release".into(),
+                    "show".into()
+                ],
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "unknown word 'bogus' at column 17 after 'cluster duravip'; expected one of: announce, debug, move, release, show"
+        );
+
+        assert_eq!(
+            parse("cluster duravip"),
+            Err(ParseError::MissingWord {
+                after: "cluster duravip".into(),
+                expected: vec![
+                    "announce".into(),
+                    "debug".into(),
+                    "move".into(),
+                    "release".into(),
+                    "show".into()
+                ],
+            })
+        );
+        let e = parse("cluster abort x1").unwrap_err();
+        assert!(matches!(
+            &e,
+            ParseError::BadArgument {
+                col: 15,
+                placeholder: "<id>",
+                ..
+            }
+        ));
+        let e = parse("cluster duravip move 10.0.0.300 to a").unwrap_err();
+        assert!(matches!(
+            &e,
+            ParseError::BadArgument {
+                col: 22,
+                placeholder: "<ip>",
+                ..
+            }
+        ));
+        assert_eq!(
+            parse("cluster duravip move 10.0.0.3 to"),
+            Err(ParseError::MissingWord {
+                after: "cluster duravip move 10.0.0.3 to".into(),
+                expected: vec!["<node>".into()]
+            })
+        );
+        assert_eq!(
+            parse("cluster info now"),
+            Err(ParseError::TrailingWord {
+                col: 14,
+                found: "now".into(),
+                after: "cluster info".into()
+            })
+        );
+        assert!(matches!(parse(""), Err(ParseError::Empty { .. })));
+        assert!(matches!(parse(" \t "), Err(ParseError::Empty { .. })));
+    }
+
+    #[test]
+    fn carried_commands_are_checked() {
+        assert_eq!(
+            parse("broadcast"),
+            Err(ParseError::MissingWord {
+                after: "broadcast".into(),
+                expected: vec!["<command>".into()]
+            })
+        );
+        // The nested error points into the original line.
+        let e = parse("unicast n1 cluster nodenam").unwrap_err();
+        assert_eq!(
+            e,
+            ParseError::UnexpectedWord {
+                col: 20,
+                found: "nodenam".into(),
+                after: "unicast n1 cluster".into(),
+                expected: forms()
+                    .iter()
+                    .filter_map(|f| match (f.words.first(), f.words.get(1)) {
+                        (Some(Word::Keyword("cluster")), Some(Word::Keyword(k))) =>
+                            Some((*k).to_owned()),
+                        _ => None,
+                    })
+                    .fold(Vec::new(), |mut v, k| {
+                        if !v.contains(&k) {
+                            v.push(k)
+                        }
+                        v
+                    }),
+            }
+        );
+        assert!(matches!(
+            parse("broadcast shutdown"),
+            Err(ParseError::NestedManagerCommand { col: 11, .. })
+        ));
+        assert!(matches!(
+            parse("broadcast broadcast cluster info"),
+            Err(ParseError::NestedManagerCommand { .. })
+        ));
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(parse("cluster info").unwrap().scope(), Scope::Node);
+        assert_eq!(parse("info").unwrap().scope(), Scope::Manager);
+        assert_eq!(parse("version").unwrap().scope(), Scope::Both);
+        assert!(Scope::Both.allows(Scope::Node));
+        assert!(!Scope::Manager.allows(Scope::Node));
+        assert!(!Scope::Node.allows(Scope::Manager));
+    }
+
+    #[test]
+    fn completions() {
+        let c = complete("");
+        assert_eq!(c.start, 0);
+        assert!(c.candidates.contains(&"cluster") && c.candidates.contains(&"broadcast"));
+        let c = complete("clu");
+        assert_eq!(
+            c,
+            Completion {
+                start: 0,
+                candidates: vec!["cluster"]
+            }
+        );
+        let c = complete("cluster d");
+        assert_eq!(
+            c,
+            Completion {
+                start: 8,
+                candidates: vec!["duravip"]
+            }
+        );
+        assert_eq!(complete("cluster duravip show ").candidates, vec!["tables"]);
+        assert_eq!(
+            complete("cluster duravip debug ").candidates,
+            vec!["on", "off"]
+        );
+        assert_eq!(complete("cluster s").candidates, vec!["shared", "show"]);
+        assert_eq!(complete("CLUSTER SH").candidates, vec!["shared", "show"]);
+        assert_eq!(complete("cluster shared show x ").candidates, vec!["from"]);
+        assert!(complete("cluster abort ").candidates.is_empty());
+        assert!(complete("nonsense ").candidates.is_empty());
+        // Inside a carried command, node commands complete; manager ones do not.
+        let c = complete("broadcast ");
+        assert!(c.candidates.contains(&"cluster") && !c.candidates.contains(&"shutdown"));
+        assert_eq!(
+            complete("unicast n1 cluster me").candidates,
+            vec!["membership"]
+        );
+        assert_eq!(complete("subcluster b").candidates, vec!["broadcast"]);
+        let c = complete("subcluster broadcast east cluster duravip a");
+        assert_eq!(c.candidates, vec!["announce"]);
+        assert_eq!(c.start, "subcluster broadcast east cluster duravip ".len());
+    }
+
+    #[test]
+    fn every_completion_leads_to_a_command() {
+        // Walk the completion tree from the empty line: each keyword offered extends a line that
+        // is either a command or a prefix of one (its parse fails only for a missing word).
+        let mut frontier = vec![String::new()];
+        let mut seen = 0;
+        while let Some(line) = frontier.pop() {
+            for k in complete(&line).candidates {
+                let next = format!("{line}{k} ");
+                seen += 1;
+                assert!(seen < 10_000, "completion tree does not end");
+                match parse(&next) {
+                    Ok(_) | Err(ParseError::MissingWord { .. }) => {}
+                    Err(e) => panic!("{next:?}: {e}"),
+                }
+                frontier.push(next);
+            }
+        }
+        assert!(seen > 30);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_and_complete_never_panic(s in "\\PC{0,80}") {
+            let _ = parse(&s);
+            let c = complete(&s);
+            proptest::prop_assert!(c.start <= s.len() && s.is_char_boundary(c.start));
+        }
+
+        #[test]
+        fn words_from_the_grammar_never_panic(
+            words in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "cluster", "duravip", "move", "to", "show", "shared", "from", "broadcast",
+                    "unicast", "subcluster", "retrieve", "10.0.0.1", "x", "42", "on", "info",
+                ]),
+                0..9,
+            )
+        ) {
+            let line = words.join(" ");
+            if let Ok(cmd) = parse(&line) {
+                proptest::prop_assert_eq!(parse(&cmd.to_string()), Ok(cmd));
+            }
+            let _ = complete(&line);
+        }
+    }
+}

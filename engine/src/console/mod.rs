@@ -1,0 +1,19 @@
+//! The operator console's logic: the command grammar ([`grammar`]), the data a command shows
+//! ([`status`]), how that data is printed in the documented shapes or as JSON ([`render`]) and the
+//! framing between `cohortctl` and the daemon ([`protocol`]). No sockets here: the server and the
+//! client live in the `cohort` crate.
+//!
+//! ```
+//! use cohort_engine::console::{grammar, render::{render, Render}, status::NodeAddr};
+//! let cmd = grammar::parse("cluster nodeaddr").expect("a documented command");
+//! assert_eq!(cmd.to_string(), "cluster nodeaddr");
+//! let addr = NodeAddr { address: "10.80.116.201:4802".parse().expect("an address") };
+//! assert_eq!(render(&addr, false), "10.80.116.201:4802\n");
+//! ```
+
+pub mod grammar;
+pub mod protocol;
+pub mod render;
+pub mod status;
+
+pub use grammar::{ClusterCommand, Command, ManagerCommand, ParseError, Scope};

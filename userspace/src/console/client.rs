@@ -1,0 +1,144 @@
+//! The client side of a console connection: where to connect ([`Endpoint`]) and one connection
+//! that runs commands in turn ([`Client`]).
+
+use std::fmt;
+use std::io;
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use cohort_engine::console::protocol::{self, ProtocolError, Request, Response};
+
+use super::stream::Stream;
+
+/// Where a console listens, as given to `cohortctl --socket`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `HOST:PORT` (a name, an IPv4 address or a bracketed IPv6 address).
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// `HOST:PORT` when the text does not start with `/` or `.` and ends in `:` and a port
+    /// number; anything else is a Unix socket path (`/tmp/2025`, `./2025`, `2025`).
+    pub fn parse(s: &str) -> Endpoint {
+        let tcp = !s.starts_with('/')
+            && !s.starts_with('.')
+            && s.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if tcp {
+            Endpoint::Tcp(s.to_owned())
+        } else {
+            Endpoint::Unix(PathBuf::from(s))
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+            Endpoint::Tcp(a) => f.write_str(a),
+        }
+    }
+}
+
+/// Why a command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the console at {endpoint}: {source}")]
+    Connect {
+        endpoint: Endpoint,
+        source: io::Error,
+    },
+    #[error("console at {endpoint}: {source}")]
+    Protocol {
+        endpoint: Endpoint,
+        source: ProtocolError,
+    },
+    #[error("console at {endpoint} closed the connection without answering")]
+    Closed { endpoint: Endpoint },
+}
+
+/// One connection to a console server.
+#[derive(Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+    stream: Stream,
+}
+
+impl Client {
+    /// Connects to `endpoint`.
+    pub fn connect(endpoint: &Endpoint) -> Result<Client, ClientError> {
+        let err = |source| ClientError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let stream = match endpoint {
+            Endpoint::Unix(p) => Stream::Unix(UnixStream::connect(p).map_err(err)?),
+            Endpoint::Tcp(a) => Stream::Tcp(TcpStream::connect(a.as_str()).map_err(err)?),
+        };
+        Ok(Client {
+            endpoint: endpoint.clone(),
+            stream,
+        })
+    }
+
+    /// Where this client is connected.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Sends `line` and waits for the answer. An error here means the connection is unusable.
+    pub fn run(&mut self, line: &str, json: bool) -> Result<Response, ClientError> {
+        let perr = |source| ClientError::Protocol {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let req = Request {
+            line: line.to_owned(),
+            json,
+        };
+        protocol::write_request(&mut self.stream, &req).map_err(perr)?;
+        match protocol::read_response(&mut self.stream) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(ClientError::Closed {
+                endpoint: self.endpoint.clone(),
+            }),
+            Err(source) => Err(ClientError::Protocol {
+                endpoint: self.endpoint.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("/tmp/2025"),
+            Endpoint::Unix("/tmp/2025".into())
+        );
+        assert_eq!(Endpoint::parse("2025"), Endpoint::Unix("2025".into()));
+        assert_eq!(Endpoint::parse("./a:1"), Endpoint::Unix("./a:1".into()));
+        assert_eq!(
+            Endpoint::parse("127.0.0.1:2025"),
+            Endpoint::Tcp("127.0.0.1:2025".into())
+        );
+        assert_eq!(
+            Endpoint::parse("[::1]:2025"),
+            Endpoint::Tcp("[::1]:2025".into())
+        );
+        assert_eq!(
+            Endpoint::parse("localhost:2025"),
+            Endpoint::Tcp("localhost:2025".into())
+        );
+        assert_eq!(Endpoint::parse("a:b"), Endpoint::Unix("a:b".into()));
+        assert_eq!(Endpoint::parse(":2025"), Endpoint::Unix(":2025".into()));
+    }
+}

@@ -1,0 +1,514 @@
+//! The console server: listens on every `Control_Listener` address, reads framed requests
+//! (`cohort_engine::console::protocol`), parses them with the console grammar, answers what needs
+//! only local data itself and hands every other command to the daemon's [`ConsoleHandler`].
+//!
+//! Threads: one acceptor polls all listeners and a wake-up socket; each connection gets its own
+//! thread, at most [`ServerConfig::max_connections`] at once (one more is told so and closed). A
+//! connection carries any number of requests in turn, so an interactive `cohortctl` keeps one.
+//! A request must arrive whole within [`ServerConfig::frame_timeout`] of its first byte; a
+//! response write that blocks longer than that drops the connection. [`StopHandle::stop`] closes the listeners,
+//! removes the Unix socket files, shuts every connection down and joins every thread.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cohort_engine::config::{self, ListenAddr};
+use cohort_engine::console::grammar::{self, ClusterCommand, Command, Scope};
+use cohort_engine::console::protocol::{ProtocolError, Request, Response};
+use cohort_engine::console::render::{Render, render};
+use cohort_engine::console::status::{Help, NodeName, Version};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::listener::{BoundAddr, ListenError, Listener};
+use super::stream::Stream;
+
+/// Default for [`ServerConfig::frame_timeout`].
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the acceptor pauses after a failed accept (file descriptors exhausted and the like).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Default bound on concurrent console connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+
+/// Runs the commands the server does not answer itself. The daemon implements it with its live
+/// state; it is called from connection threads, possibly several at once.
+pub trait ConsoleHandler: Send + Sync + 'static {
+    /// Runs `cmd` and returns the response body (rendered as JSON when `json`, normally through
+    /// `cohort_engine::console::render::render`), or the error message for the operator.
+    /// A panic is caught and reported as an internal error; the connection stays usable.
+    fn handle(&self, cmd: &Command, json: bool) -> Result<String, String>;
+}
+
+/// Which kind of process serves the console: it decides which commands are accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `cohortd`: `cluster ...` commands, not the manager's.
+    Node,
+    /// `cohortd --manager` (eccmgr): the manager's commands, not `cluster ...` (Momentum: "these
+    /// commands do not execute when issued from within the eccmgr service").
+    Manager,
+}
+
+impl Role {
+    fn scope(self) -> Scope {
+        match self {
+            Role::Node => Scope::Node,
+            Role::Manager => Scope::Manager,
+        }
+    }
+}
+
+/// What the server knows without asking the handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The node name (`cluster nodename`).
+    pub nodename: String,
+    pub role: Role,
+}
+
+/// Where and how the console listens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// The `Control_Listener` `Listen` addresses.
+    pub listens: Vec<ListenAddr>,
+    pub identity: Identity,
+    /// Concurrent connections served; one more is refused with an error response.
+    pub max_connections: usize,
+    /// How long a request may take to arrive once its first byte has, and how long a response
+    /// write may block, before the connection is dropped.
+    pub frame_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The console of `cfg`: its `Control_Listener` addresses and its node name (the `nodename`
+    /// option, `EC_NODE_NAME`, the host name; `localhost` if none of them is set).
+    pub fn from_config(cfg: &config::Config, role: Role) -> ServerConfig {
+        ServerConfig {
+            listens: cfg
+                .control_listener
+                .listens
+                .iter()
+                .map(|l| l.addr.clone())
+                .collect(),
+            identity: Identity {
+                nodename: config::nodename::nodename(&cfg.cluster)
+                    .unwrap_or_else(|| "localhost".to_owned()),
+                role,
+            },
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+        }
+    }
+}
+
+/// Why the console server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("console server: {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// The running console server. Dropping it stops it (see [`StopHandle::stop`]).
+#[derive(Debug)]
+pub struct ConsoleServer {
+    bound: Vec<BoundAddr>,
+    stop: StopHandle,
+}
+
+/// Stops the server from any thread (a signal handler thread, the daemon's shutdown path).
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    stopping: AtomicBool,
+    /// Held for the whole of a stop, so a second caller returns only once the first has finished.
+    stop_lock: Mutex<()>,
+    waker: Mutex<Option<UnixStream>>,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+    conns: Mutex<Connections>,
+    active: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, (Stream, Option<JoinHandle<()>>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a thread panicked while holding it; the maps stay consistent
+    // because every update is a single insert or remove.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StopHandle {
+    /// Closes the listeners (removing the Unix socket files this server created), shuts every
+    /// connection down and waits for all server threads. Idempotent; returns once stopped. A
+    /// handler call in progress is waited for. Called from a handler (a `shutdown` command), it
+    /// spares the calling connection, so the command's response is still delivered; that
+    /// connection ends when its client closes it.
+    pub fn stop(&self) {
+        let s = &self.inner;
+        let _one_at_a_time = lock(&s.stop_lock);
+        s.stopping.store(true, Ordering::SeqCst);
+        if let Some(mut w) = lock(&s.waker).take() {
+            let _ = w.write_all(b"x");
+        }
+        if let Some(h) = lock(&s.acceptor).take() {
+            let _ = h.join();
+        }
+        let me = std::thread::current().id();
+        let open: Vec<(Stream, Option<JoinHandle<()>>)> = lock(&s.conns)
+            .open
+            .drain()
+            .map(|(_, v)| v)
+            .filter(|(_, h)| h.as_ref().is_none_or(|h| h.thread().id() != me))
+            .collect();
+        for (stream, _) in &open {
+            let _ = stream.shutdown();
+        }
+        for (_, handle) in open {
+            if let Some(h) = handle {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Whether [`stop`](Self::stop) has been called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+}
+
+impl ConsoleServer {
+    /// Binds every address of `cfg` (all or none: a failure releases what was bound) and starts
+    /// serving with `handler`.
+    pub fn start(
+        cfg: ServerConfig,
+        handler: Arc<dyn ConsoleHandler>,
+    ) -> Result<ConsoleServer, ServerError> {
+        let mut listeners = Vec::with_capacity(cfg.listens.len());
+        for addr in &cfg.listens {
+            listeners.push(Listener::bind(addr)?);
+        }
+        let bound: Vec<BoundAddr> = listeners.iter().map(Listener::bound).collect();
+        let (wake_tx, wake_rx) = UnixStream::pair().map_err(|source| ServerError::Io {
+            what: "cannot create the wake-up socket",
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            stop_lock: Mutex::new(()),
+            waker: Mutex::new(Some(wake_tx)),
+            acceptor: Mutex::new(None),
+            conns: Mutex::new(Connections::default()),
+            active: AtomicUsize::new(0),
+        });
+        let dispatcher = Arc::new(Dispatcher {
+            identity: cfg.identity,
+            handler,
+            frame_timeout: cfg.frame_timeout,
+        });
+        let max = cfg.max_connections.max(1);
+        let acc_shared = Arc::clone(&shared);
+        let acceptor = std::thread::Builder::new()
+            .name("console-accept".into())
+            .spawn(move || accept_loop(listeners, wake_rx, acc_shared, dispatcher, max))
+            .map_err(|source| ServerError::Io {
+                what: "cannot start the acceptor thread",
+                source,
+            })?;
+        *lock(&shared.acceptor) = Some(acceptor);
+        for b in &bound {
+            tracing::info!(address = %b, "console listening");
+        }
+        Ok(ConsoleServer {
+            bound,
+            stop: StopHandle { inner: shared },
+        })
+    }
+
+    /// Where the server listens, in configuration order (TCP port 0 resolved).
+    pub fn local_addrs(&self) -> &[BoundAddr] {
+        &self.bound
+    }
+
+    /// A handle that stops the server from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Stops the server and waits for its threads (see [`StopHandle::stop`]).
+    pub fn stop(self) {
+        self.stop.stop();
+    }
+}
+
+impl Drop for ConsoleServer {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+fn accept_loop(
+    listeners: Vec<Listener>,
+    wake_rx: UnixStream,
+    shared: Arc<Shared>,
+    dispatcher: Arc<Dispatcher>,
+    max: usize,
+) {
+    let span = tracing::info_span!("console", node = %dispatcher.identity.nodename);
+    let _entered = span.enter();
+    loop {
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(listeners.len() + 1);
+        fds.push(PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN));
+        for l in &listeners {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "console: poll failed; the console stops accepting");
+                return;
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if shared.stopping.load(Ordering::SeqCst) || ready[0] {
+            // Dropping the listeners closes them and removes the socket files.
+            return;
+        }
+        for (l, _) in listeners.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+            loop {
+                match l.accept() {
+                    Ok(Some(stream)) => admit(stream, &shared, &dispatcher, max),
+                    Ok(None) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // ECONNABORTED, EMFILE and the like: this connection is lost, not the
+                        // listener. A connection left in the backlog (EMFILE) keeps the listener
+                        // readable, so pause instead of spinning on it.
+                        tracing::warn!(listener = %l.bound(), error = %e, "console: accept failed");
+                        std::thread::sleep(ACCEPT_ERROR_PAUSE);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decrements the active count however the connection thread ends.
+struct Slot(Arc<Shared>, u64);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        lock(&self.0.conns).open.remove(&self.1);
+    }
+}
+
+fn admit(stream: Stream, shared: &Arc<Shared>, dispatcher: &Arc<Dispatcher>, max: usize) {
+    let peer = stream.peer();
+    if stream.set_nonblocking(false).is_err()
+        || stream
+            .set_write_timeout(Some(dispatcher.frame_timeout))
+            .is_err()
+    {
+        return;
+    }
+    if shared.active.fetch_add(1, Ordering::SeqCst) >= max {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(%peer, max, "console: connection refused, too many open");
+        let mut s = stream;
+        let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+        let msg = format!("too many console connections (limit {max}); try again later");
+        if let Ok(frame) = Response::error(msg).encode() {
+            let _ = s.write_all(&frame);
+        }
+        return;
+    }
+    let Ok(registered) = stream.try_clone() else {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        return;
+    };
+    let id = {
+        let mut c = lock(&shared.conns);
+        c.next_id += 1;
+        let id = c.next_id;
+        c.open.insert(id, (registered, None));
+        id
+    };
+    let slot = Slot(Arc::clone(shared), id);
+    let d = Arc::clone(dispatcher);
+    let spawned = std::thread::Builder::new()
+        .name(format!("console-{id}"))
+        .spawn(move || {
+            let _slot = slot;
+            let span = tracing::info_span!("console", node = %d.identity.nodename, %peer);
+            let _entered = span.enter();
+            serve(stream, &d);
+        });
+    match spawned {
+        Ok(h) => {
+            if let Some(entry) = lock(&shared.conns).open.get_mut(&id) {
+                entry.1 = Some(h);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "console: cannot start a connection thread"),
+    }
+}
+
+/// Serves one connection until the peer closes it, a frame is malformed or times out, or the
+/// server stops (which shuts the socket down).
+fn serve(mut stream: Stream, d: &Dispatcher) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut timed = false;
+    loop {
+        match Request::decode(&buf) {
+            Ok(Some((req, used))) => {
+                buf.drain(..used);
+                let resp = d.dispatch(&req);
+                let frame = resp.encode().unwrap_or_else(|e| {
+                    Response::error(format!("response not sent: {e}"))
+                        .encode()
+                        .expect("a short error message is far below the response limit")
+                });
+                if let Err(e) = stream.write_all(&frame) {
+                    tracing::debug!(error = %e, "console: response not delivered");
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "console: malformed request; closing");
+                refuse(&mut stream, &e);
+                return;
+            }
+        }
+        let want_timeout = !buf.is_empty();
+        if want_timeout != timed {
+            let t = want_timeout.then_some(d.frame_timeout);
+            if stream.set_read_timeout(t).is_err() {
+                return;
+            }
+            timed = want_timeout;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    tracing::debug!(bytes = buf.len(), "console: peer closed inside a request");
+                }
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                tracing::warn!(timeout = ?d.frame_timeout, "console: request incomplete; closing");
+                let _ = stream.write_all(
+                    &Response::error("request incomplete; closing")
+                        .encode()
+                        .expect("a short error message is far below the response limit"),
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "console: read failed");
+                return;
+            }
+        }
+    }
+}
+
+fn refuse(stream: &mut Stream, e: &ProtocolError) {
+    if let Ok(frame) = Response::error(format!("malformed request: {e}")).encode() {
+        let _ = stream.write_all(&frame);
+    }
+}
+
+/// Parses requests, enforces the role, answers local commands and calls the handler.
+struct Dispatcher {
+    identity: Identity,
+    handler: Arc<dyn ConsoleHandler>,
+    frame_timeout: Duration,
+}
+
+fn error_body(msg: &str, json: bool) -> String {
+    if json {
+        format!("{:#}\n", serde_json::json!({ "error": msg }))
+    } else {
+        msg.to_owned()
+    }
+}
+
+impl Dispatcher {
+    fn dispatch(&self, req: &Request) -> Response {
+        match self.run(&req.line, req.json) {
+            Ok(body) => Response::ok(body),
+            Err(msg) => Response::error(error_body(&msg, req.json)),
+        }
+    }
+
+    fn run(&self, line: &str, json: bool) -> Result<String, String> {
+        let cmd = grammar::parse(line).map_err(|e| e.to_string())?;
+        let role = self.identity.role;
+        if !cmd.scope().allows(role.scope()) {
+            return Err(match role {
+                Role::Node => {
+                    format!("'{cmd}' is a cluster manager command; this is a node (cohortd)")
+                }
+                Role::Manager => format!(
+                    "'{cmd}' is a node command and does not run in the cluster manager; use 'broadcast {cmd}' or 'unicast <node> {cmd}'"
+                ),
+            });
+        }
+        let local: Option<Box<dyn Render>> = match &cmd {
+            Command::Help => Some(Box::new(Help::for_role(role.scope(), false))),
+            Command::Version => Some(Box::new(Version::current())),
+            Command::Cluster(ClusterCommand::Help) => {
+                Some(Box::new(Help::for_role(Scope::Node, true)))
+            }
+            Command::Cluster(ClusterCommand::Nodename) => Some(Box::new(NodeName {
+                nodename: self.identity.nodename.clone(),
+            })),
+            _ => None,
+        };
+        if let Some(item) = local {
+            return Ok(render(item.as_ref(), json));
+        }
+        match catch_unwind(AssertUnwindSafe(|| self.handler.handle(&cmd, json))) {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(command = %cmd, "console handler panicked");
+                Err(format!("internal error while running '{cmd}'"))
+            }
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The DuraVIP data plane: makes this node's interfaces match the addresses it owns.
+//!
+//! Acquire: plumb the address (netlink) on its `Topology` interface with `cidrmask`, insert it in
+//! the XDP map, then announce it (a burst of `garp_count` gratuitous ARPs `garp_interval` apart, or
+//! with `arp_all_hosts = false` ARP replies to each known host). Release: remove it from the XDP
+//! map first, then unplumb. Every `if_check_interval` the interfaces are compared with the owned
+//! set: an owned address found missing is plumbed again once it has been missing for
+//! `if_down_limit`; a plumbed address not owned is removed. Start-up removes every configured
+//! DuraVIP address still on an interface (left over from an earlier run). Nothing here blocks: the
+//! event loop calls [`DataPlane::tick`] at [`DataPlane::next_deadline`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use cohort_engine::config::{self, Config, ListenAddr};
+
+use crate::garp::{self, ArpSocket};
+use crate::plumb::{PlumbError, Plumber};
+use crate::xdp::{FastPath, XdpSetting, XdpStats};
+
+/// Where one DuraVIP address goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub ip: IpAddr,
+    pub iface: String,
+    pub prefix: u8,
+}
+
+/// Every DuraVIP address this node is configured for (bindings and listeners with
+/// `Enable_Duravip`, and `Duravip_Follow` listeners), placed by the `Topology` that contains it.
+pub fn placements(cfg: &Config) -> Vec<Placement> {
+    let mut ips: BTreeSet<IpAddr> = cfg
+        .bindings
+        .iter()
+        .filter(|b| b.enable_duravip)
+        .filter_map(|b| b.bind_address)
+        .collect();
+    for l in &cfg.esmtp_listeners {
+        if let ListenAddr::Inet { host: Some(h), .. } = l.addr
+            && (l.enable_duravip || l.duravip_follow.is_some())
+        {
+            ips.insert(h);
+        }
+    }
+    ips.into_iter()
+        .filter_map(|ip| {
+            cfg.cluster
+                .topology
+                .iter()
+                .find(|t| t.network.contains(&ip))
+                .map(|t| Placement {
+                    ip,
+                    iface: t.interface.clone(),
+                    prefix: t.cidrmask,
+                })
+        })
+        .collect()
+}
+
+/// The data plane's settings, from the `cluster` scope.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    pub garp_refresh: Option<Duration>,
+    pub arp_all_hosts: bool,
+    pub xdp: XdpSetting,
+    pub xdp_lease: Duration,
+    pub if_check_interval: Duration,
+    pub if_down_limit: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &config::Cluster) -> Settings {
+        Settings {
+            garp_count: c.garp_count,
+            garp_interval: Duration::from_secs_f64(c.garp_interval),
+            garp_refresh: (c.garp_refresh > 0.0).then(|| Duration::from_secs_f64(c.garp_refresh)),
+            arp_all_hosts: c.arp_all_hosts,
+            xdp: match c.xdp {
+                config::XdpMode::Auto => XdpSetting::Auto,
+                config::XdpMode::Native => XdpSetting::Native,
+                config::XdpMode::Generic => XdpSetting::Generic,
+                config::XdpMode::Off => XdpSetting::Off,
+            },
+            xdp_lease: Duration::from_secs_f64(c.xdp_lease),
+            if_check_interval: Duration::from_secs_f64(c.if_check_interval),
+            if_down_limit: Duration::from_secs_f64(c.if_down_limit),
+        }
+    }
+}
+
+/// What the data plane has done, for the console.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DataPlaneStats {
+    pub acquired: u64,
+    pub released: u64,
+    pub replumbed: u64,
+    pub stale_removed: u64,
+    pub arp_frames_sent: u64,
+    pub errors: u64,
+    /// Why XDP is not in use on an interface, if it is not.
+    pub xdp_unavailable: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error(transparent)]
+    Plumb(#[from] PlumbError),
+}
+
+/// A pending announcement: `remaining` more frames for `ip`, the next at `at`.
+struct Announce {
+    ip: Ipv4Addr,
+    at: Instant,
+    remaining: u32,
+}
+
+pub struct DataPlane {
+    plumber: Plumber,
+    settings: Settings,
+    placements: BTreeMap<IpAddr, Placement>,
+    owned: BTreeSet<IpAddr>,
+    xdp: BTreeMap<String, FastPath>,
+    arp: BTreeMap<String, ArpSocket>,
+    /// Hosts of the shared ARP cache, for targeted announcements.
+    hosts: Vec<(Ipv4Addr, [u8; 6])>,
+    announces: Vec<Announce>,
+    missing_since: BTreeMap<IpAddr, Instant>,
+    next_check: Instant,
+    next_refresh: Option<Instant>,
+    next_lease: Instant,
+    pub stats: DataPlaneStats,
+}
+
+impl DataPlane {
+    /// Opens netlink, attaches XDP to every Topology interface that has DuraVIPs (logging once
+    /// where it cannot), and removes stale DuraVIP addresses. `protected`: the node's own
+    /// addresses, never touched.
+    pub fn start(
+        cfg: &Config,
+        protected: Vec<IpAddr>,
+        now: Instant,
+    ) -> Result<DataPlane, DataPlaneError> {
+        let settings = Settings::from_config(&cfg.cluster);
+        let plumber = Plumber::new(protected)?;
+        let placements: BTreeMap<IpAddr, Placement> =
+            placements(cfg).into_iter().map(|p| (p.ip, p)).collect();
+        let ifaces: BTreeSet<String> = placements.values().map(|p| p.iface.clone()).collect();
+        let mut dp = DataPlane {
+            plumber,
+            next_check: now + settings.if_check_interval,
+            next_refresh: settings.garp_refresh.map(|r| now + r),
+            next_lease: now,
+            settings,
+            placements,
+            owned: BTreeSet::new(),
+            xdp: BTreeMap::new(),
+            arp: BTreeMap::new(),
+            hosts: Vec::new(),
+            announces: Vec::new(),
+            missing_since: BTreeMap::new(),
+            stats: DataPlaneStats::default(),
+        };
+        for iface in ifaces {
+            match FastPath::attach(&iface, dp.settings.xdp) {
+                Ok(fp) => {
+                    tracing::info!(%iface, mode = ?fp.mode(), "XDP fast path attached");
+                    dp.xdp.insert(iface.clone(), fp);
+                }
+                Err(e) => {
+                    tracing::warn!(%iface, error = %e, "XDP unavailable; the kernel answers ARP");
+                    dp.stats
+                        .xdp_unavailable
+                        .insert(iface.clone(), e.to_string());
+                }
+            }
+            match ArpSocket::open(&iface) {
+                Ok(s) => {
+                    dp.arp.insert(iface.clone(), s);
+                }
+                Err(e) => tracing::warn!(%iface, error = %e, "cannot send ARP announcements"),
+            }
+            // Stale addresses from an earlier run: a clean slate, as Momentum does at start-up.
+            let present: BTreeSet<IpAddr> = dp
+                .plumber
+                .list(&iface)?
+                .into_iter()
+                .map(|(ip, _)| ip)
+                .collect();
+            let stale: Vec<Placement> = dp
+                .placements
+                .values()
+                .filter(|p| p.iface == iface && present.contains(&p.ip))
+                .cloned()
+                .collect();
+            for p in stale {
+                dp.plumber.remove(&p.iface, p.ip, p.prefix)?;
+                dp.stats.stale_removed += 1;
+                tracing::info!(ip = %p.ip, iface = %p.iface, "removed stale DuraVIP address");
+            }
+        }
+        dp.renew_leases(now);
+        Ok(dp)
+    }
+
+    /// The addresses currently owned.
+    pub fn owned(&self) -> &BTreeSet<IpAddr> {
+        &self.owned
+    }
+
+    /// Every address the data plane manages, with its placement.
+    pub fn placements(&self) -> impl Iterator<Item = &Placement> {
+        self.placements.values()
+    }
+
+    /// The hosts targeted announcements go to (`arp_all_hosts = false`).
+    pub fn set_hosts(&mut self, hosts: Vec<(Ipv4Addr, [u8; 6])>) {
+        self.hosts = hosts;
+    }
+
+    /// Makes the owned set `owned` (addresses without a placement are ignored with a warning).
+    pub fn set_owned(&mut self, owned: &BTreeSet<IpAddr>, now: Instant) {
+        let release: Vec<IpAddr> = self.owned.difference(owned).copied().collect();
+        let acquire: Vec<IpAddr> = owned.difference(&self.owned).copied().collect();
+        for ip in release {
+            self.release(ip);
+        }
+        for ip in acquire {
+            self.acquire(ip, now);
+        }
+    }
+
+    /// Releases every owned address (graceful shutdown).
+    pub fn release_all(&mut self) {
+        let all: Vec<IpAddr> = self.owned.iter().copied().collect();
+        for ip in all {
+            self.release(ip);
+        }
+    }
+
+    fn acquire(&mut self, ip: IpAddr, now: Instant) {
+        let Some(p) = self.placements.get(&ip).cloned() else {
+            tracing::warn!(%ip, "asked to own an address with no Topology placement; ignored");
+            return;
+        };
+        if let Err(e) = self.plumber.add(&p.iface, p.ip, p.prefix) {
+            tracing::error!(%ip, iface = %p.iface, error = %e, "cannot plumb DuraVIP");
+            self.stats.errors += 1;
+            return;
+        }
+        self.owned.insert(ip);
+        self.missing_since.remove(&ip);
+        self.stats.acquired += 1;
+        if let IpAddr::V4(v4) = ip {
+            if let Some(fp) = self.xdp.get_mut(&p.iface)
+                && let Err(e) = fp.insert_vip(v4)
+            {
+                tracing::warn!(%ip, error = %e, "cannot add the address to the XDP map");
+                self.stats.errors += 1;
+            }
+            if self.settings.garp_count > 0 {
+                self.announces.push(Announce {
+                    ip: v4,
+                    at: now,
+                    remaining: self.settings.garp_count,
+                });
+            }
+        }
+        tracing::info!(%ip, iface = %p.iface, "DuraVIP acquired");
+    }
+
+    fn release(&mut self, ip: IpAddr) {
+        let Some(p) = self.placements.get(&ip).cloned() else {
+            return;
+        };
+        if let (IpAddr::V4(v4), Some(fp)) = (ip, self.xdp.get_mut(&p.iface))
+            && let Err(e) = fp.remove_vip(v4)
+        {
+            tracing::warn!(%ip, error = %e, "cannot remove the address from the XDP map");
+            self.stats.errors += 1;
+        }
+        self.announces.retain(|a| IpAddr::V4(a.ip) != ip);
+        if let Err(e) = self.plumber.remove(&p.iface, p.ip, p.prefix) {
+            tracing::error!(%ip, iface = %p.iface, error = %e, "cannot unplumb DuraVIP");
+            self.stats.errors += 1;
+        }
+        self.owned.remove(&ip);
+        self.missing_since.remove(&ip);
+        self.stats.released += 1;
+        tracing::info!(%ip, iface = %p.iface, "DuraVIP released");
+    }
+
+    fn announce_once(&mut self, ip: Ipv4Addr) {
+        let Some(p) = self.placements.get(&IpAddr::V4(ip)) else {
+            return;
+        };
+        let Some(sock) = self.arp.get(&p.iface) else {
+            return;
+        };
+        let mac = match crate::xdp::interface_mac(&p.iface) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot announce");
+                return;
+            }
+        };
+        let frames: Vec<Vec<u8>> = if self.settings.arp_all_hosts {
+            vec![garp::gratuitous(mac, ip)]
+        } else {
+            self.hosts
+                .iter()
+                .map(|(hip, hmac)| garp::targeted(mac, ip, *hmac, *hip))
+                .collect()
+        };
+        for f in frames {
+            match sock.send(&f) {
+                Ok(()) => self.stats.arp_frames_sent += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ARP announcement failed");
+                    self.stats.errors += 1;
+                }
+            }
+        }
+    }
+
+    fn renew_leases(&mut self, now: Instant) {
+        for fp in self.xdp.values_mut() {
+            if let Err(e) = fp.renew_lease(self.settings.xdp_lease) {
+                tracing::warn!(error = %e, "cannot renew the XDP lease");
+            }
+        }
+        // Renew three times per lease, so one late turn of the loop never lets it lapse.
+        self.next_lease = now + self.settings.xdp_lease / 3;
+    }
+
+    /// Compares the interfaces with the owned set (the `if_check_interval` cycle).
+    pub fn maintain(&mut self, now: Instant) {
+        let mut by_iface: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+        for p in self.placements.values() {
+            if !by_iface.contains_key(&p.iface) {
+                let present = self
+                    .plumber
+                    .list(&p.iface)
+                    .map(|l| l.into_iter().map(|(ip, _)| ip).collect())
+                    .unwrap_or_default();
+                by_iface.insert(p.iface.clone(), present);
+            }
+        }
+        let placements: Vec<Placement> = self.placements.values().cloned().collect();
+        for p in placements {
+            let present = by_iface.get(&p.iface).is_some_and(|s| s.contains(&p.ip));
+            let owned = self.owned.contains(&p.ip);
+            if owned && !present {
+                let since = *self.missing_since.entry(p.ip).or_insert(now);
+                if now.duration_since(since) >= self.settings.if_down_limit {
+                    tracing::warn!(ip = %p.ip, iface = %p.iface, "owned DuraVIP was missing; plumbing it again");
+                    self.owned.remove(&p.ip);
+                    self.acquire(p.ip, now);
+                    self.stats.replumbed += 1;
+                }
+            } else {
+                self.missing_since.remove(&p.ip);
+                if !owned && present {
+                    tracing::warn!(ip = %p.ip, iface = %p.iface, "unowned DuraVIP found plumbed; removing it");
+                    if let Err(e) = self.plumber.remove(&p.iface, p.ip, p.prefix) {
+                        tracing::error!(error = %e, "cannot unplumb");
+                        self.stats.errors += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does what is due at `now`: lease renewal, announcement frames, refresh, maintenance.
+    pub fn tick(&mut self, now: Instant) {
+        if now >= self.next_lease {
+            self.renew_leases(now);
+        }
+        let due: Vec<Ipv4Addr> = self
+            .announces
+            .iter()
+            .filter(|a| a.at <= now)
+            .map(|a| a.ip)
+            .collect();
+        for ip in due {
+            self.announce_once(ip);
+        }
+        let interval = self.settings.garp_interval;
+        for a in self.announces.iter_mut().filter(|a| a.at <= now) {
+            a.remaining -= 1;
+            a.at = now + interval;
+        }
+        self.announces.retain(|a| a.remaining > 0);
+        if let (Some(at), Some(every)) = (self.next_refresh, self.settings.garp_refresh)
+            && now >= at
+        {
+            let owned: Vec<Ipv4Addr> = self
+                .owned
+                .iter()
+                .filter_map(|ip| {
+                    if let IpAddr::V4(v) = ip {
+                        Some(*v)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            for ip in owned {
+                self.announce_once(ip);
+            }
+            self.next_refresh = Some(now + every);
+        }
+        if now >= self.next_check {
+            self.maintain(now);
+            // While an address is missing, look again when if_down_limit has passed for it.
+            let soonest_missing = self
+                .missing_since
+                .values()
+                .map(|t| *t + self.settings.if_down_limit)
+                .min();
+            let regular = now + self.settings.if_check_interval;
+            self.next_check = soonest_missing.map_or(regular, |m| {
+                m.min(regular).max(now + Duration::from_millis(10))
+            });
+        }
+    }
+
+    /// When [`Self::tick`] next has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        let mut t = self.next_lease.min(self.next_check);
+        if let Some(a) = self.announces.iter().map(|a| a.at).min() {
+            t = t.min(a);
+        }
+        if let Some(r) = self.next_refresh {
+            t = t.min(r);
+        }
+        t
+    }
+
+    /// XDP counters summed over interfaces.
+    pub fn xdp_stats(&self) -> XdpStats {
+        let mut s = XdpStats::default();
+        for fp in self.xdp.values() {
+            if let Ok(x) = fp.stats() {
+                s.arp_replied += x.arp_replied;
+                s.arp_lease_expired += x.arp_lease_expired;
+                s.arp_passed += x.arp_passed;
+                s.transport_stamped += x.transport_stamped;
+            }
+        }
+        s
+    }
+}
