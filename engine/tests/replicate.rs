@@ -906,3 +906,82 @@ fn eccmgr_metrics_go_to_the_manager_only() {
     assert_eq!(count(&m), 3);
     assert_eq!(count(&p), 0);
 }
+
+#[test]
+fn application_threads_and_the_driver_race_without_losing_updates() {
+    let settings = || {
+        let mut cidr = ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr);
+        cidr.max_pending = 7;
+        let mut gauge = ObjectSettings::new("outbound_domains", ObjectKind::OutboundDomains);
+        gauge.max_pending = 5;
+        vec![cidr, gauge]
+    };
+    let (ia, ib) = (MemberId::new("#1#a"), MemberId::new("#2#b"));
+    let mut a = Replicator::new(ia.clone(), settings(), 1400, false).unwrap();
+    let mut b = Replicator::new(ib.clone(), settings(), 1400, false).unwrap();
+    let now = Duration::from_secs(1_700_000_000);
+    let view = [ia.clone(), ib.clone()];
+    a.handle_view(now, &view);
+    b.handle_view(now, &view);
+    let workers: Vec<_> = (0..4u8)
+        .map(|t| {
+            let objects = a.objects().clone();
+            std::thread::spawn(move || {
+                for i in 0..5_000u32 {
+                    let addr = Ipv4Addr::new(10, t, (i % 7) as u8, (i % 251) as u8);
+                    let delta = if i % 3 == 0 { -1 } else { 1 };
+                    objects
+                        .cidr_add("inbound_cidr", IpNet::from(IpAddr::V4(addr)), delta, now)
+                        .unwrap();
+                    objects
+                        .gauge_add("outbound_domains", &format!("d{}", i % 13), delta, now)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    // The driver flushes and delivers while the application threads write.
+    let pump = |a: &mut Replicator, b: &mut Replicator| {
+        a.handle_timeout(now);
+        while let Some(t) = a.poll_transmit() {
+            b.handle_message(now, &ia, &t.payload).unwrap();
+        }
+    };
+    while workers.iter().any(|w| !w.is_finished()) {
+        pump(&mut a, &mut b);
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    a.flush(now);
+    pump(&mut a, &mut b);
+    let (oa, ob) = (a.objects().clone(), b.objects().clone());
+    for block in ["10.0.0.0/8", "10.1.0.0/16", "10.2.3.0/24", "10.3.6.250/32"] {
+        let net: IpNet = block.parse().unwrap();
+        let local = oa.cidr_count("inbound_cidr", net, View::Local).unwrap();
+        assert_eq!(
+            ob.cidr_count("inbound_cidr", net, View::Global).unwrap(),
+            local,
+            "{block}"
+        );
+        assert_eq!(
+            oa.cidr_count("inbound_cidr", net, View::Global).unwrap(),
+            local,
+            "{block}"
+        );
+    }
+    assert_eq!(
+        oa.cidr_count("inbound_cidr", "10.0.0.0/8".parse().unwrap(), View::Local)
+            .unwrap(),
+        4 * (5_000 - 2 * 1_667)
+    );
+    for k in 0..13 {
+        let key = format!("d{k}");
+        let local = oa.gauge_get("outbound_domains", &key, View::Local).unwrap();
+        assert_eq!(
+            ob.gauge_get("outbound_domains", &key, View::Global)
+                .unwrap(),
+            local
+        );
+    }
+}
