@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cidr;
 mod jlog;
+mod replicate_local;
 mod transport;
 mod udp;
 mod view_change;
@@ -15,6 +17,16 @@ mod view_change;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
+}
+
+/// A scenario whose module returns its JSON object, with the `--json` flag that prints it.
+#[derive(clap::Args)]
+struct WithJson<A: clap::Args> {
+    #[command(flatten)]
+    args: A,
+    /// Also print one JSON object after the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// One variant per scenario, each implemented in its own module.
@@ -28,6 +40,21 @@ enum Scenario {
     Transport(transport::Args),
     /// Time from kill -9 / SIGTERM of a member to the survivors' new view (root).
     ViewChange(view_change::Args),
+    /// CIDR tree lookups and increments, 1 and 2 threads, next to the prefix-trie crate.
+    Cidr(WithJson<cidr::Args>),
+    /// In-process replication pipeline: local updates, batching, encoding, decoding, applying.
+    ReplicateLocal(WithJson<replicate_local::Args>),
+}
+
+fn print_json(
+    json: bool,
+    v: Result<serde_json::Value, String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let v = v?;
+    if json {
+        println!("{v}");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -36,6 +63,8 @@ fn main() -> ExitCode {
         Scenario::Udp(args) => udp::run(&args),
         Scenario::Transport(args) => transport::run(&args),
         Scenario::ViewChange(args) => view_change::run(&args),
+        Scenario::Cidr(w) => print_json(w.json, cidr::run(&w.args)),
+        Scenario::ReplicateLocal(w) => print_json(w.json, replicate_local::run(&w.args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

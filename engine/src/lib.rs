@@ -7,4 +7,5 @@ pub mod config;
 pub mod console;
 pub mod group;
 pub mod jlog;
+pub mod replicate;
 pub mod udp;

@@ -10,7 +10,7 @@
 //! )
 //! .expect("valid");
 //! assert_eq!(loaded.config.cluster.view_mature_time, 2.0);
-//! assert_eq!(loaded.config.cluster.heartbeats_per_sec, 1.0); // documented default
+//! assert_eq!(loaded.config.cluster.heartbeats_per_sec, 1); // documented default
 //! ```
 
 pub mod error;
