@@ -4,4 +4,5 @@
 //! files into typed, validated settings.
 
 pub mod config;
+pub mod duravip;
 pub mod udp;
