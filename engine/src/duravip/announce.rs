@@ -97,6 +97,9 @@ pub struct Announcement {
     /// The member has been part of a mature view (or is told so by the view maturing): only mature
     /// members are given addresses.
     pub mature: bool,
+    /// The member ran `cluster duravip release all`: it takes no address until it runs
+    /// `cluster duravip announce view`.
+    pub withdrawn: bool,
     /// The addresses this member is configured for, strictly ascending by address.
     pub addresses: Vec<AddrConfig>,
     /// The addresses this member holds (has been told to plumb and not yet to unplumb), strictly

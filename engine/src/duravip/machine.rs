@@ -144,7 +144,6 @@ struct ViewState {
     mature: bool,
     mature_sent: bool,
     announcements: Vec<Option<Announcement>>,
-    withdrawn: Vec<bool>,
     table: Option<Table>,
     next_balance: Option<Time>,
     next_broadcast: Option<Time>,
@@ -157,6 +156,7 @@ pub struct DuravipMachine {
     config: LocalConfig,
     params: Params,
     mature: bool,
+    withdrawn: bool,
     debug: bool,
     held: BTreeSet<IpAddr>,
     view: Option<ViewState>,
@@ -175,6 +175,7 @@ impl DuravipMachine {
             config,
             params,
             mature: false,
+            withdrawn: false,
             debug: false,
             held: BTreeSet::new(),
             view: None,
@@ -223,7 +224,6 @@ impl DuravipMachine {
             mature: false,
             mature_sent: false,
             announcements: vec![None; n],
-            withdrawn: vec![false; n],
             table: None,
             next_balance: None,
             next_broadcast: self.params.broadcast_interval.map(|d| now + d),
@@ -266,7 +266,6 @@ impl DuravipMachine {
         let _g = span.enter();
         match repr.message {
             Message::State(ann) => {
-                v.withdrawn[idx] = false;
                 v.announcements[idx] = Some(ann);
                 self.elect(now);
             }
@@ -285,14 +284,13 @@ impl DuravipMachine {
             Message::Balance(moves) => {
                 let n = v.members.len();
                 if let (0, true, Some(t)) = (idx, v.mature, v.table.as_mut()) {
-                    for m in moves {
-                        let (from, to) = (usize::from(m.from), usize::from(m.to));
-                        if from < n && to < n && t.may_move(m.ip, from, to) {
-                            t.reassign(m.ip, to);
-                        } else {
-                            self.stats.refused_moves += 1;
-                        }
-                    }
+                    let valid: Vec<(IpAddr, Option<usize>, usize)> = moves
+                        .iter()
+                        .filter(|m| usize::from(m.from) < n && usize::from(m.to) < n)
+                        .map(|m| (m.ip, Some(usize::from(m.from)), usize::from(m.to)))
+                        .collect();
+                    let refused = moves.len() - valid.len() + t.apply_moves(&valid);
+                    self.stats.refused_moves += u64::try_from(refused).unwrap_or(u64::MAX);
                     self.reconcile(now);
                 } else {
                     self.stats.refused_moves += 1;
@@ -300,20 +298,15 @@ impl DuravipMachine {
             }
             Message::Move { ip, to } => {
                 let target = v.members.iter().position(|m| m.name == to);
-                let t = v.table.as_mut();
-                match (t, target) {
-                    (Some(t), Some(to)) if t.owner(ip).is_some_and(|o| t.may_move(ip, o, to)) => {
-                        t.reassign(ip, to);
-                        tracing::info!(%ip, to = %v.members[to].name, "duravip move applied");
-                        self.reconcile(now);
-                    }
-                    _ => self.stats.refused_moves += 1,
-                }
-            }
-            Message::ReleaseAll => {
-                v.withdrawn[idx] = true;
-                if v.table.is_some() {
-                    self.elect(now);
+                let applied = match (v.table.as_mut(), target) {
+                    (Some(t), Some(to)) => t.apply_moves(&[(ip, None, to)]) == 0,
+                    _ => false,
+                };
+                if applied {
+                    tracing::info!(%ip, %to, "duravip move applied");
+                    self.reconcile(now);
+                } else {
+                    self.stats.refused_moves += 1;
                 }
             }
             Message::Released(ips) => {
@@ -386,8 +379,11 @@ impl DuravipMachine {
         self.actions.pop_front()
     }
 
-    /// `cluster duravip announce view`: re-announce this node's state in the current view.
+    /// `cluster duravip announce view`: re-announce this node's state in the current view, which
+    /// also ends a `release all`. Every member re-runs the election at the same point of the
+    /// agreed stream (the documented cure for the `config reload` race).
     pub fn announce(&mut self) -> Result<(), DuravipError> {
+        self.withdrawn = false;
         if self.view.is_none() {
             return Err(DuravipError::NoView);
         }
@@ -404,12 +400,17 @@ impl DuravipMachine {
         }
     }
 
-    /// `cluster duravip release all`: through agreed order, this node gives up every address and
-    /// is given none until it next announces (view change, `announce view`, reload).
-    pub fn release_all(&mut self) -> Result<(), DuravipError> {
-        let id = self.view.as_ref().ok_or(DuravipError::NoView)?.id;
-        self.transmit(id, Message::ReleaseAll);
-        Ok(())
+    /// `cluster duravip release all`: this node announces (in agreed order) that it takes no
+    /// address, so every member re-runs the election without it and it releases everything it
+    /// holds. It stays out, across view changes, until `cluster duravip announce view`.
+    pub fn release_all(&mut self) {
+        self.withdrawn = true;
+        self.send_state();
+    }
+
+    /// Whether `release all` keeps this node out of the election.
+    pub fn withdrawn(&self) -> bool {
+        self.withdrawn
     }
 
     /// `cluster duravip move <ip> to <node>`: checked against this node's table, then sent in
@@ -514,6 +515,7 @@ impl DuravipMachine {
                 phase: "none",
                 view_mature: false,
                 node_mature: self.mature,
+            node_withdrawn: self.withdrawn,
                 view_stable_secs: 0,
                 debug: self.debug,
                 entries: Vec::new(),
@@ -598,6 +600,7 @@ impl DuravipMachine {
             phase: if v.table.is_some() { "run" } else { "gather" },
             view_mature: v.mature,
             node_mature: self.mature,
+            node_withdrawn: self.withdrawn,
             view_stable_secs: now.saturating_since(v.installed).as_secs(),
             debug: self.debug,
             entries,
@@ -607,6 +610,7 @@ impl DuravipMachine {
     fn announcement(&self) -> Announcement {
         Announcement {
             mature: self.mature,
+            withdrawn: self.withdrawn,
             addresses: self.config.addresses.clone(),
             held: self.held.iter().copied().collect(),
         }
@@ -774,7 +778,9 @@ impl DuravipMachine {
 fn candidates(v: &ViewState) -> Vec<bool> {
     v.announcements
         .iter()
-        .zip(&v.withdrawn)
-        .map(|(a, w)| !w && (v.mature || a.as_ref().is_some_and(|a| a.mature)))
+        .map(|a| {
+            a.as_ref()
+                .is_some_and(|a| !a.withdrawn && (v.mature || a.mature))
+        })
         .collect()
 }

@@ -24,6 +24,9 @@ pub mod ownership;
 pub mod render;
 pub mod wire;
 
+#[cfg(test)]
+mod sim;
+
 use std::fmt;
 use std::ops::Add;
 use std::time::Duration;

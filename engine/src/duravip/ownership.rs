@@ -413,6 +413,25 @@ impl Table {
         self.update_followers();
     }
 
+    /// Applies moves `(ip, from, to)` in order, each only if [`Table::may_move`] allows it from
+    /// `from` (or from the current owner when `from` is `None`), then moves the followers once.
+    /// Returns how many were refused.
+    pub fn apply_moves(&mut self, moves: &[(IpAddr, Option<usize>, usize)]) -> usize {
+        let mut refused = 0;
+        for &(ip, from, to) in moves {
+            match from.or(self.owner(ip)) {
+                Some(from) if self.may_move(ip, from, to) => {
+                    if let Some(e) = self.entries.get_mut(&ip) {
+                        e.owner = Some(to);
+                    }
+                }
+                _ => refused += 1,
+            }
+        }
+        self.update_followers();
+        refused
+    }
+
     /// Removes `member` from the holders of `ips` (its RELEASED message was delivered).
     pub fn released(&mut self, member: usize, ips: &[IpAddr]) {
         for ip in ips {

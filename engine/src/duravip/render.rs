@@ -41,6 +41,8 @@ pub struct Status {
     pub phase: &'static str,
     pub view_mature: bool,
     pub node_mature: bool,
+    /// This node ran `release all` and takes no address until `announce view`.
+    pub node_withdrawn: bool,
     /// Seconds since this node installed the view.
     pub view_stable_secs: u64,
     pub debug: bool,
@@ -181,7 +183,7 @@ fn esc(s: &str) -> String {
 /// undocumented):
 ///
 /// ```text
-/// <duravip node= view= leader= phase= view_mature= node_mature= view_stable= debug=>
+/// <duravip node= view= leader= phase= view_mature= node_mature= node_withdrawn= view_stable= debug=>
 ///   <address ip= owned= safe= conflict= handoff= configuration_stable= [owner=] [preference=]
 ///            [follows=] [broken=binding_names|binding_elsewhere|follow_mismatch|follow_target]>
 ///     <binding name=/>*  <service name=multivip|smtp/>*
@@ -203,8 +205,13 @@ pub fn render_tables_xml(status: &Status) -> String {
     }
     let _ = writeln!(
         o,
-        " phase=\"{}\" view_mature=\"{}\" node_mature=\"{}\" view_stable=\"{}\" debug=\"{}\">",
-        status.phase, status.view_mature, status.node_mature, status.view_stable_secs, status.debug
+        " phase=\"{}\" view_mature=\"{}\" node_mature=\"{}\" node_withdrawn=\"{}\" view_stable=\"{}\" debug=\"{}\">",
+        status.phase,
+        status.view_mature,
+        status.node_mature,
+        status.node_withdrawn,
+        status.view_stable_secs,
+        status.debug
     );
     for e in &status.entries {
         let _ = write!(
@@ -299,6 +306,7 @@ mod tests {
             phase: "run",
             view_mature: true,
             node_mature: true,
+            node_withdrawn: false,
             view_stable_secs: 5420,
             debug: false,
             entries: vec![

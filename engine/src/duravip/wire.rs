@@ -12,14 +12,14 @@
 //!
 //! - `ver` is [`VERSION`]; any other version is refused (a mixed-version cluster must not agree on
 //!   ownership by accident).
-//! - kind 1 STATE: `mature u8 (0|1)`, `count u16`, `count` × address, `held u16`, `held` × ip.
+//! - kind 1 STATE: `flags u8` (bit 0: mature, bit 1: withdrawn by `release all`), `count u16`, `count` × address, `held u16`, `held` × ip.
 //!   An address is `ip`, `services u8`, `flags u8` (bit 0: preference present, bit 1: follows
 //!   present), `bindings u16`, `bindings` × string, then the preference string and the followed ip
 //!   when their flags are set. Addresses and held ips are strictly ascending.
 //! - kind 2 MATURE: empty body.
 //! - kind 3 BALANCE: `count u16`, `count` × (`ip`, `from u16`, `to u16`) with view indices.
 //! - kind 4 MOVE: `ip`, node name string.
-//! - kind 5 RELEASE_ALL: empty body.
+//! - kind 5 is reserved (an earlier draft's RELEASE_ALL; `release all` is now a STATE flag).
 //! - kind 6 RELEASED: `count u16`, `count` × ip, strictly ascending.
 //! - An ip is `family u8` (4 or 6) then 4 or 16 bytes; a string is `len u8` then UTF-8 bytes, never
 //!   empty. Trailing bytes are an error.
@@ -169,8 +169,6 @@ pub enum Message {
     Balance(Vec<BalanceMove>),
     /// `cluster duravip move <ip> to <node>`.
     Move { ip: IpAddr, to: String },
-    /// `cluster duravip release all` on the sender.
-    ReleaseAll,
     /// The sender has unplumbed these addresses; their new owners may now acquire them.
     Released(Vec<IpAddr>),
 }
@@ -182,7 +180,6 @@ impl Message {
             Message::Mature => 2,
             Message::Balance(_) => 3,
             Message::Move { .. } => 4,
-            Message::ReleaseAll => 5,
             Message::Released(_) => 6,
         }
     }
@@ -219,15 +216,6 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Result<u16, WireError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn bool(&mut self) -> Result<bool, WireError> {
-        let at = self.pos;
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(err(at, WireErrorKind::Flags)),
-        }
     }
 
     /// A count, bounded by `max` and by the bytes left (each entry takes at least `min_entry`).
@@ -377,7 +365,11 @@ impl Repr {
         };
         let message = match packet.kind() {
             1 => {
-                let mature = r.bool()?;
+                let at = r.pos;
+                let flags = r.u8()?;
+                if flags & !3 != 0 {
+                    return Err(err(at, WireErrorKind::Flags));
+                }
                 let n = r.count(MAX_ADDRESSES, 9)?;
                 let mut addresses: Vec<AddrConfig> = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -390,7 +382,8 @@ impl Repr {
                 }
                 let held = r.ascending_ips()?;
                 Message::State(Announcement {
-                    mature,
+                    mature: flags & 1 != 0,
+                    withdrawn: flags & 2 != 0,
                     addresses,
                     held,
                 })
@@ -412,7 +405,6 @@ impl Repr {
                 let to = r.string()?;
                 Message::Move { ip, to }
             }
-            5 => Message::ReleaseAll,
             6 => Message::Released(r.ascending_ips()?),
             _ => return Err(err(1, WireErrorKind::Kind)),
         };
@@ -445,7 +437,7 @@ impl Repr {
         }
         match &self.message {
             Message::State(a) => {
-                w.out.push(u8::from(a.mature));
+                w.out.push(u8::from(a.mature) | (u8::from(a.withdrawn) << 1));
                 if a.addresses.len() > MAX_ADDRESSES
                     || a.addresses.windows(2).any(|p| p[0].ip >= p[1].ip)
                 {
@@ -474,7 +466,7 @@ impl Repr {
                 }
                 w.ips(&a.held)?;
             }
-            Message::Mature | Message::ReleaseAll => {}
+            Message::Mature => {}
             Message::Balance(moves) => {
                 if moves.len() > MAX_ADDRESSES {
                     return Err(err(w.out.len(), WireErrorKind::Count));
@@ -533,14 +525,16 @@ mod tests {
         prop_oneof![
             (
                 any::<bool>(),
+                any::<bool>(),
                 proptest::collection::vec(addr_strategy(), 0..8),
                 proptest::collection::btree_set(ip_strategy(), 0..8)
             )
-                .prop_map(|(mature, mut addresses, held)| {
+                .prop_map(|(mature, withdrawn, mut addresses, held)| {
                     addresses.sort_by_key(|a| a.ip);
                     addresses.dedup_by_key(|a| a.ip);
                     Message::State(Announcement {
                         mature,
+                        withdrawn,
                         addresses,
                         held: held.into_iter().collect(),
                     })
@@ -553,7 +547,6 @@ mod tests {
             )
             .prop_map(Message::Balance),
             (ip_strategy(), name()).prop_map(|(ip, to)| Message::Move { ip, to }),
-            Just(Message::ReleaseAll),
             proptest::collection::btree_set(ip_strategy(), 0..8)
                 .prop_map(|s| Message::Released(s.into_iter().collect())),
         ]
