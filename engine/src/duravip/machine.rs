@@ -161,6 +161,8 @@ pub struct DuravipMachine {
     held: BTreeSet<IpAddr>,
     view: Option<ViewState>,
     actions: VecDeque<Action>,
+    /// The addresses with an action in `actions` (at most one each).
+    pending: BTreeSet<IpAddr>,
     transmits: VecDeque<(u64, Vec<u8>)>,
     config_since: BTreeMap<IpAddr, (u64, Time)>,
     stats: Stats,
@@ -180,6 +182,7 @@ impl DuravipMachine {
             held: BTreeSet::new(),
             view: None,
             actions: VecDeque::new(),
+            pending: BTreeSet::new(),
             transmits: VecDeque::new(),
             config_since: BTreeMap::new(),
             stats: Stats::default(),
@@ -376,7 +379,9 @@ impl DuravipMachine {
 
     /// The next action to carry out (before sending the payloads queued with it).
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let a = self.actions.pop_front()?;
+        self.pending.remove(&a.ip());
+        Some(a)
     }
 
     /// `cluster duravip announce view`: re-announce this node's state in the current view, which
@@ -515,7 +520,7 @@ impl DuravipMachine {
                 phase: "none",
                 view_mature: false,
                 node_mature: self.mature,
-            node_withdrawn: self.withdrawn,
+                node_withdrawn: self.withdrawn,
                 view_stable_secs: 0,
                 debug: self.debug,
                 entries: Vec::new(),
@@ -642,14 +647,17 @@ impl DuravipMachine {
     fn push_action(&mut self, action: Action) {
         let ip = action.ip();
         // An acquire and a release of one address that were not carried out yet cancel out.
-        if let Some(k) = self.actions.iter().position(|a| a.ip() == ip) {
-            self.actions.remove(k);
+        if self.pending.remove(&ip) {
+            if let Some(k) = self.actions.iter().position(|a| a.ip() == ip) {
+                self.actions.remove(k);
+            }
             return;
         }
         if self.actions.len() >= MAX_ACTION_QUEUE {
             tracing::error!(node = %self.me.name, %ip, "duravip action queue full; action dropped");
             return;
         }
+        self.pending.insert(ip);
         self.actions.push_back(action);
     }
 
@@ -702,10 +710,13 @@ impl DuravipMachine {
             let mut h = DefaultHasher::new();
             for p in &e.participants {
                 v.members[p.index].name.hash(&mut h);
-                if let Some(a) = v.announcements[p.index]
-                    .as_ref()
-                    .and_then(|a| a.addresses.iter().find(|a| a.ip == *ip))
-                {
+                // Announced addresses are strictly ascending (the wire format enforces it).
+                if let Some(a) = v.announcements[p.index].as_ref().and_then(|a| {
+                    a.addresses
+                        .binary_search_by_key(ip, |a| a.ip)
+                        .ok()
+                        .map(|k| &a.addresses[k])
+                }) {
                     a.hash(&mut h);
                 }
             }

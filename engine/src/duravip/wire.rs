@@ -437,7 +437,8 @@ impl Repr {
         }
         match &self.message {
             Message::State(a) => {
-                w.out.push(u8::from(a.mature) | (u8::from(a.withdrawn) << 1));
+                w.out
+                    .push(u8::from(a.mature) | (u8::from(a.withdrawn) << 1));
                 if a.addresses.len() > MAX_ADDRESSES
                     || a.addresses.windows(2).any(|p| p[0].ip >= p[1].ip)
                 {
