@@ -419,8 +419,10 @@ impl DuravipMachine {
     }
 
     /// `cluster duravip move <ip> to <node>`: checked against this node's table, then sent in
-    /// agreed order so that the old and the new owner apply it at the same point. Pinned
-    /// (preferred) addresses and followers cannot be moved.
+    /// agreed order so that the old and the new owner apply it at the same point (where it is
+    /// checked again, since the table may have changed meanwhile). BROKEN, follower and pinned
+    /// (preferred) addresses, addresses being handed over, and nodes not configured for the
+    /// address are refused.
     pub fn request_move(&mut self, ip: IpAddr, node: &str) -> Result<(), DuravipError> {
         let v = self.view.as_ref().ok_or(DuravipError::NoView)?;
         let t = v.table.as_ref().ok_or(DuravipError::NoView)?;
@@ -447,6 +449,18 @@ impl DuravipMachine {
                 node: node.to_owned(),
                 ip,
             });
+        }
+        if e.owner == Some(to) {
+            return Ok(());
+        }
+        if e.pinned() {
+            return Err(DuravipError::Pinned {
+                ip,
+                node: e.preference.clone().unwrap_or_default(),
+            });
+        }
+        if !e.settled() {
+            return Err(DuravipError::HandoffInProgress { ip });
         }
         let id = v.id;
         self.transmit(
@@ -794,4 +808,105 @@ fn candidates(v: &ViewState) -> Vec<bool> {
                 .is_some_and(|a| !a.withdrawn && (v.mature || a.mature))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_follow_the_cluster_options() {
+        let p = Params::from_cluster(&Cluster::default());
+        assert_eq!(p.mature_time, Duration::from_secs(5));
+        assert_eq!(p.balance_interval, Duration::from_secs(10));
+        assert_eq!(p.broadcast_interval, None, "0 means never");
+        assert_eq!(p.balance_set_size, 1);
+        let c = Cluster {
+            view_mature_time: 0.5,
+            view_broadcast_interval: 30.0,
+            duravip_balance_set_size: 64,
+            view_balance_interval: -1.0,
+            ..Cluster::default()
+        };
+        let p = Params::from_cluster(&c);
+        assert_eq!(p.mature_time, Duration::from_millis(500));
+        assert_eq!(p.broadcast_interval, Some(Duration::from_secs(30)));
+        assert_eq!(p.balance_set_size, 64);
+        assert_eq!(
+            p.balance_interval,
+            Duration::from_millis(1),
+            "never a zero interval"
+        );
+    }
+
+    #[test]
+    fn single_node_matures_acquires_and_releases_on_shutdown() {
+        use crate::duravip::announce::{AddrConfig, Services};
+        let me = Member::new("solo", 9);
+        let ip: IpAddr = "10.1.1.1".parse().expect("ip");
+        let config = LocalConfig {
+            addresses: vec![AddrConfig {
+                ip,
+                bindings: ["b".to_owned()].into(),
+                services: Services::MULTIVIP,
+                preference: None,
+                follows: None,
+            }],
+            placement: [(
+                ip,
+                crate::duravip::announce::Placement {
+                    interface: "eth1".into(),
+                    cidrmask: 32,
+                },
+            )]
+            .into(),
+        };
+        let mut m = DuravipMachine::new(me.clone(), config, Params::default());
+        assert_eq!(m.poll_timeout(), None);
+        m.handle_view(
+            Time::from_secs(1),
+            View {
+                id: 1,
+                members: vec![me.clone()],
+            },
+        )
+        .expect("view");
+        let state = m.poll_transmit().expect("STATE after the view");
+        assert_eq!(m.poll_transmit(), None);
+        m.handle_message(Time::from_secs(1), &me, &state)
+            .expect("own STATE");
+        assert_eq!(m.poll_action(), None, "immature: nothing yet");
+        assert_eq!(m.poll_timeout(), Some(Time::from_secs(6)));
+        m.handle_timeout(Time::from_secs(6));
+        let mature = m.poll_transmit().expect("MATURE");
+        m.handle_message(Time::from_secs(6), &me, &mature)
+            .expect("MATURE");
+        assert_eq!(
+            m.poll_action(),
+            Some(Action::Acquire {
+                ip,
+                network: Some("10.1.1.1/32".parse().expect("net")),
+                interface: Some("eth1".into()),
+            })
+        );
+        assert_eq!(
+            m.poll_timeout(),
+            Some(Time::from_secs(16)),
+            "leader's balancing round"
+        );
+        m.request_move(ip, "solo")
+            .expect("already there: nothing to do");
+        assert_eq!(
+            m.poll_transmit(),
+            None,
+            "no message for a move to the owner"
+        );
+        assert!(matches!(
+            m.request_move(ip, "other"),
+            Err(DuravipError::UnknownNode { .. })
+        ));
+        m.shutdown();
+        assert_eq!(m.poll_action(), Some(Action::Release { ip }));
+        assert!(m.held().is_empty());
+    }
 }

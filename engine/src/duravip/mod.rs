@@ -132,6 +132,10 @@ pub enum DuravipError {
     NotConfigured { node: String, ip: std::net::IpAddr },
     #[error("{ip} is BROKEN and not managed")]
     Broken { ip: std::net::IpAddr },
+    #[error("{ip} is pinned to its preferred node {node}")]
+    Pinned { ip: std::net::IpAddr, node: String },
+    #[error("{ip} is being handed over; try again when its release is reported")]
+    HandoffInProgress { ip: std::net::IpAddr },
     #[error("{ip} follows {leader}; move {leader} instead")]
     Follower {
         ip: std::net::IpAddr,
