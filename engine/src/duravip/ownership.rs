@@ -27,7 +27,8 @@
 //! ([`balance`]) moves unpinned addresses from the most to the least loaded member until no move
 //! between two members whose loads differ by more than one is possible.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -145,39 +146,62 @@ pub struct Table {
     pub entries: BTreeMap<IpAddr, Entry>,
 }
 
+/// A binding name for case-insensitive comparison, without allocating when it is lower case.
+fn fold(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Equal as sets of case-insensitive names.
+fn same_names(a: &BTreeSet<String>, b: &BTreeSet<String>) -> bool {
+    let norm = |s: &BTreeSet<String>| -> BTreeSet<String> {
+        s.iter().map(|x| x.to_ascii_lowercase()).collect()
+    };
+    a.len() == b.len() && norm(a) == norm(b)
+}
+
 /// Runs the election (module docs) and then [`Table::settle`]s the hand-offs it can.
 pub fn elect(members: &[Contender<'_>], current: &BTreeMap<IpAddr, Current>) -> Table {
     let mut per_ip: BTreeMap<IpAddr, Vec<(usize, &AddrConfig)>> = BTreeMap::new();
-    let mut name_ips: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    // Binding name (case-insensitive) -> (first address seen, bound to more than one).
+    let mut name_ips: HashMap<Cow<'_, str>, (IpAddr, bool)> = HashMap::new();
     for (i, m) in members.iter().enumerate() {
         for a in m.addresses {
             per_ip.entry(a.ip).or_default().push((i, a));
             for b in &a.bindings {
                 name_ips
-                    .entry(b.to_ascii_lowercase())
-                    .or_default()
-                    .insert(a.ip);
+                    .entry(fold(b))
+                    .and_modify(|(first, multi)| *multi |= *first != a.ip)
+                    .or_insert((a.ip, false));
             }
         }
     }
     let mut table = Table::default();
     for (ip, parts) in &per_ip {
-        let mut bindings = BTreeSet::new();
+        let mut bindings: BTreeSet<String> = BTreeSet::new();
         let mut services = Services::default();
-        let mut names: Option<BTreeSet<String>> = None;
+        let mut names: Option<&BTreeSet<String>> = None;
         let mut broken = None;
         let mut prefs: BTreeSet<&str> = BTreeSet::new();
         let follows = parts[0].1.follows;
         for (_, a) in parts {
-            bindings.extend(a.bindings.iter().cloned());
             services = services.union(a.services);
             if !a.bindings.is_empty() {
-                let lower: BTreeSet<String> =
-                    a.bindings.iter().map(|b| b.to_ascii_lowercase()).collect();
-                match &names {
-                    Some(n) if *n != lower => broken = Some(Broken::BindingNames),
-                    Some(_) => {}
-                    None => names = Some(lower),
+                match names {
+                    Some(n) if *n == a.bindings => {}
+                    Some(n) => {
+                        bindings.extend(a.bindings.iter().cloned());
+                        if !same_names(n, &a.bindings) {
+                            broken = Some(Broken::BindingNames);
+                        }
+                    }
+                    None => {
+                        bindings.extend(a.bindings.iter().cloned());
+                        names = Some(&a.bindings);
+                    }
                 }
             }
             if a.follows != follows {
@@ -188,11 +212,9 @@ pub fn elect(members: &[Contender<'_>], current: &BTreeMap<IpAddr, Current>) -> 
             }
         }
         if broken.is_none()
-            && bindings.iter().any(|b| {
-                name_ips
-                    .get(&b.to_ascii_lowercase())
-                    .is_some_and(|s| s.len() > 1)
-            })
+            && bindings
+                .iter()
+                .any(|b| name_ips.get(&fold(b)).is_some_and(|(_, multi)| *multi))
         {
             broken = Some(Broken::BindingElsewhere);
         }
