@@ -909,4 +909,55 @@ mod tests {
         assert_eq!(m.poll_action(), Some(Action::Release { ip }));
         assert!(m.held().is_empty());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Whatever members of the view send (well-formed but arbitrary messages, or garbage),
+        /// the machine neither panics nor breaks its table's invariants, and what it holds is
+        /// what its table gives it.
+        #[test]
+        fn arbitrary_messages_never_break_the_machine(
+            msgs in proptest::collection::vec(
+                (0usize..3, crate::duravip::wire::tests::message_strategy(), proptest::prelude::any::<bool>()),
+                0..40,
+            ),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            use crate::duravip::announce::{AddrConfig, Services};
+            let members: Vec<Member> = (0..3).map(|i| Member::new(format!("n{i}"), i)).collect();
+            let addresses: Vec<AddrConfig> = (1..=4u8)
+                .map(|i| AddrConfig {
+                    ip: IpAddr::from([10, 0, 0, i]),
+                    bindings: [format!("b{i}")].into(),
+                    services: Services::MULTIVIP,
+                    preference: None,
+                    follows: None,
+                })
+                .collect();
+            let config = LocalConfig { addresses, placement: BTreeMap::new() };
+            let mut m = DuravipMachine::new(members[1].clone(), config, Params::default());
+            m.handle_view(Time(0), View { id: 7, members: members.clone() }).expect("view");
+            let _ = m.handle_message(Time(1), &members[0], &garbage);
+            for (k, (from, message, this_view)) in msgs.into_iter().enumerate() {
+                let view_id = if this_view { 7 } else { 6 };
+                let Ok(bytes) = (Repr { view_id, message }).to_bytes() else { continue };
+                let now = Time(2 + k as u64);
+                m.handle_message(now, &members[from], &bytes).expect("well-formed");
+                m.handle_timeout(now);
+                while m.poll_action().is_some() {}
+                while m.poll_transmit().is_some() {}
+                if let Some(t) = m.table() {
+                    for (ip, e) in &t.entries {
+                        proptest::prop_assert!(e.broken.is_none() || e.owner.is_none());
+                        if let Some(o) = e.owner {
+                            proptest::prop_assert!(e.is_participant(o));
+                        }
+                        let mine = e.owner == Some(1) && e.holders.contains(&1);
+                        proptest::prop_assert_eq!(m.held().contains(ip), mine, "{}", ip);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -490,7 +490,7 @@ impl Repr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -522,7 +522,7 @@ mod tests {
             })
     }
 
-    fn message_strategy() -> impl Strategy<Value = Message> {
+    pub(crate) fn message_strategy() -> impl Strategy<Value = Message> {
         prop_oneof![
             (
                 any::<bool>(),
