@@ -742,6 +742,8 @@ impl DuravipMachine {
                 }
             }
         }
+        self.config_since
+            .retain(|ip, _| table.entries.contains_key(ip));
         if v.mature && v.me == 0 && v.next_balance.is_none() {
             v.next_balance = Some(now + self.params.balance_interval);
         }

@@ -13,6 +13,18 @@
 //! - [`machine`]: the state machine that ties them to views, timers and agreed-order messages.
 //! - [`render`]: `cluster duravip show`, `cluster duravip show tables` (XML) and their JSON forms.
 //!
+//! Console commands map onto the machine and [`render`] like this (all with `--json` through
+//! [`render::show_json`] / [`render::tables_json`]):
+//!
+//! | command | call |
+//! | --- | --- |
+//! | `cluster duravip show` | [`render::render_show`]`(&machine.status(now))` |
+//! | `cluster duravip show tables` | [`render::render_tables_xml`]`(&machine.status(now))` |
+//! | `cluster duravip debug on\|off` | [`DuravipMachine::set_debug`] |
+//! | `cluster duravip announce view` | [`DuravipMachine::announce`] |
+//! | `cluster duravip release all` | [`DuravipMachine::release_all`] |
+//! | `cluster duravip move <ip> to <node>` | [`DuravipMachine::request_move`] |
+//!
 //! The guarantee everything rests on: every member of a view applies the same messages in the
 //! same order to the same inputs, so at any point of the agreed message stream all members hold the
 //! same ownership table; and an address moves from a live holder to a new owner only through a
