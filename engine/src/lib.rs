@@ -8,4 +8,5 @@ pub mod console;
 pub mod group;
 pub mod jlog;
 pub mod replicate;
+pub mod duravip;
 pub mod udp;
