@@ -5,8 +5,8 @@
 
 pub mod config;
 pub mod console;
+pub mod duravip;
 pub mod group;
 pub mod jlog;
 pub mod replicate;
-pub mod duravip;
 pub mod udp;

@@ -165,7 +165,11 @@ impl DataPlane {
         };
         for iface in ifaces {
             match FastPath::attach(&iface, dp.settings.xdp) {
-                Ok(fp) => {
+                Ok(mut fp) => {
+                    // Stamp arrivals of the transport's datagrams (kernel time per peer).
+                    if let Err(e) = fp.set_transport_port(cfg.msgc_server.port) {
+                        tracing::warn!(%iface, error = %e, "cannot configure XDP arrival stamping");
+                    }
                     tracing::info!(%iface, mode = ?fp.mode(), "XDP fast path attached");
                     dp.xdp.insert(iface.clone(), fp);
                 }

@@ -17,6 +17,8 @@ pub struct Cluster<'a> {
     pub nodes: Vec<Option<Child>>,
     /// Extra text appended to every node's configuration.
     pub extra: String,
+    /// Extra text inside every node's `cluster { }` scope.
+    pub cluster_extra: String,
 }
 
 impl<'a> Cluster<'a> {
@@ -29,11 +31,21 @@ impl<'a> Cluster<'a> {
             dir,
             nodes: (0..lab.hosts.len()).map(|_| None).collect(),
             extra: extra.to_owned(),
+            cluster_extra: String::new(),
         };
         for i in 0..lab.hosts.len() {
             std::fs::write(c.config_path(i), c.config_text(i)).expect("write config");
         }
         c
+    }
+
+    /// Adds `text` inside every node's `cluster { }` scope (configurations are rewritten).
+    pub fn with_cluster_options(mut self, text: &str) -> Self {
+        self.cluster_extra = text.to_owned();
+        for i in 0..self.lab.hosts.len() {
+            std::fs::write(self.config_path(i), self.config_text(i)).expect("write config");
+        }
+        self
     }
 
     pub fn name(&self, i: usize) -> String {
@@ -61,9 +73,10 @@ impl<'a> Cluster<'a> {
             .map(|(j, h)| format!("    {} = \"{}\"\n", self.name(j), h.addr))
             .collect();
         format!(
-            "cluster {{\n  nodename = \"{name}\"\n}}\nmsgc_server {{\n  peers = [\n{peers}  ]\n}}\n\
+            "cluster {{\n  nodename = \"{name}\"\n{cluster_extra}\n}}\nmsgc_server {{\n  peers = [\n{peers}  ]\n}}\n\
              Control_Listener {{ Listen \"{sock}\" {{}} }}\nECCluster_Listener {{ Listen \"{addr}:4802\" {{}} }}\n{extra}\n",
             name = self.name(i),
+            cluster_extra = self.cluster_extra,
             sock = self.socket(i).display(),
             addr = self.lab.hosts[i].addr,
             extra = self.extra,

@@ -9,6 +9,7 @@ use cohort_engine::console::status::{
     ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
 };
 use cohort_engine::console::{ClusterCommand, Command};
+use cohort_engine::duravip;
 
 use super::runtime::{Request, Shared};
 use crate::console::server::ConsoleHandler;
@@ -131,6 +132,28 @@ impl NodeConsole {
                 ("io_syscalls".into(), s.io.syscalls),
                 ("io_send_errors".into(), s.io.send_errors),
                 ("io_truncated".into(), s.io.truncated),
+                ("xdp_arp_replied".into(), s.xdp.map_or(0, |x| x.arp_replied)),
+                (
+                    "xdp_arp_lease_expired".into(),
+                    s.xdp.map_or(0, |x| x.arp_lease_expired),
+                ),
+                ("xdp_arp_passed".into(), s.xdp.map_or(0, |x| x.arp_passed)),
+                (
+                    "xdp_transport_stamped".into(),
+                    s.xdp.map_or(0, |x| x.transport_stamped),
+                ),
+                (
+                    "duravip_acquired".into(),
+                    s.dataplane.as_ref().map_or(0, |d| d.acquired),
+                ),
+                (
+                    "duravip_released".into(),
+                    s.dataplane.as_ref().map_or(0, |d| d.released),
+                ),
+                (
+                    "duravip_arp_frames_sent".into(),
+                    s.dataplane.as_ref().map_or(0, |d| d.arp_frames_sent),
+                ),
             ],
         })
     }
@@ -186,6 +209,47 @@ impl ConsoleHandler for NodeConsole {
                 ClusterCommand::Membership => Ok(render(&self.membership()?, json)),
                 ClusterCommand::Nodeaddr => Ok(render(&self.nodeaddr()?, json)),
                 ClusterCommand::Counters => Ok(render(&self.counters()?, json)),
+                ClusterCommand::DuravipShow | ClusterCommand::DuravipShowTables => {
+                    let st = self
+                        .shared
+                        .status
+                        .lock()
+                        .map_err(|_| "status unavailable")?;
+                    let Some(dv) = st.duravip.as_ref() else {
+                        return Err("DuraVIP state not available yet".into());
+                    };
+                    let tables = matches!(c, ClusterCommand::DuravipShowTables);
+                    Ok(match (tables, json) {
+                        (false, false) => duravip::render::render_show(dv),
+                        (false, true) => format!("{:#}\n", duravip::render::show_json(dv)),
+                        (true, false) => duravip::render::render_tables_xml(dv),
+                        (true, true) => format!("{:#}\n", duravip::render::tables_json(dv)),
+                    })
+                }
+                ClusterCommand::DuravipDebug { on } => {
+                    self.shared.request(Request::DuravipDebug(*on));
+                    Ok(format!(
+                        "DuraVIP debugging {}\n",
+                        if *on { "on" } else { "off" }
+                    ))
+                }
+                ClusterCommand::DuravipAnnounceView => {
+                    self.shared.request(Request::DuravipAnnounce);
+                    Ok("DuraVIP view announced\n".into())
+                }
+                ClusterCommand::DuravipReleaseAll => {
+                    self.shared.request(Request::DuravipReleaseAll);
+                    Ok("releasing all DuraVIPs held by this node\n".into())
+                }
+                ClusterCommand::DuravipMove { ip, to } => {
+                    self.shared.request(Request::DuravipMove {
+                        ip: *ip,
+                        node: to.clone(),
+                    });
+                    Ok(format!(
+                        "move of {ip} to {to} requested (carried out in agreed order)\n"
+                    ))
+                }
                 ClusterCommand::Reset => {
                     self.shared.request(Request::Reset);
                     Ok("cluster membership reset requested\n".into())

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cohort_engine::config::{self, Config};
+use cohort_engine::duravip::{self, DuravipMachine, LocalConfig, Params};
 use cohort_engine::group::{
     ClusterKey, Counters, Endpoint, Event, GroupConfig, MemberId, Order, Time, View,
 };
@@ -31,6 +32,21 @@ pub struct MemberInfo {
 
 /// Tag byte of Cohort's own messages on the cluster group.
 const MSG_MEMBER_INFO: u8 = 1;
+/// DuraVIP ownership messages (agreed order).
+const MSG_DURAVIP: u8 = 2;
+
+/// The DuraVIP view id of a group view: epochs grow at every installed view, and the coordinator's
+/// low bits keep two partitions' views of one epoch apart.
+fn duravip_view(view: &View) -> duravip::View {
+    duravip::View {
+        id: (view.id.epoch << 16) | (view.id.coordinator & 0xffff),
+        members: view
+            .members
+            .iter()
+            .map(|m| duravip::Member::new(m.name.clone(), m.incarnation))
+            .collect(),
+    }
+}
 
 /// Everything the console shows, kept current by the loop.
 #[derive(Clone, Debug)]
@@ -47,6 +63,11 @@ pub struct NodeStatus {
     pub config: Config,
     pub config_path: Option<PathBuf>,
     pub last_reload: Option<String>,
+    /// DuraVIP ownership as `cluster duravip show` prints it (refreshed by the loop).
+    pub duravip: Option<duravip::Status>,
+    /// What the data plane did (None when this node manages no DuraVIP address).
+    pub dataplane: Option<crate::dataplane::DataPlaneStats>,
+    pub xdp: Option<crate::xdp::XdpStats>,
 }
 
 /// A request from a console thread, carried out by the loop.
@@ -66,6 +87,14 @@ pub enum Request {
         payload: Vec<u8>,
         order: Order,
     },
+    /// `cluster duravip announce view`
+    DuravipAnnounce,
+    /// `cluster duravip release all`
+    DuravipReleaseAll,
+    /// `cluster duravip move <ip> to <node>`
+    DuravipMove { ip: std::net::IpAddr, node: String },
+    /// `cluster duravip debug on|off`
+    DuravipDebug(bool),
 }
 
 /// A message delivered to the application.
@@ -221,6 +250,11 @@ pub struct Node {
     info: MemberInfo,
     joins: Vec<String>,
     cluster_group: String,
+    duravip: DuravipMachine,
+    dataplane: Option<crate::dataplane::DataPlane>,
+    owned: std::collections::BTreeSet<std::net::IpAddr>,
+    duravip_dirty: bool,
+    last_status: Instant,
 }
 
 impl Node {
@@ -251,6 +285,27 @@ impl Node {
         let signals = SignalFlags::install(&waker)?;
         let peers_by_addr = gcfg.peers.iter().map(|(n, a)| (*a, n.clone())).collect();
         let info = my_info(&cfg, &id, manager);
+        let dv = DuravipMachine::new(
+            duravip::Member::new(id.nodename.clone(), id.incarnation),
+            if manager {
+                LocalConfig::default()
+            } else {
+                LocalConfig::from_config(&cfg)
+            },
+            Params::from_cluster(&cfg.cluster),
+        );
+        // The data plane needs CAP_NET_ADMIN; without DuraVIP addresses there is nothing to do.
+        let dataplane = if !manager && !crate::dataplane::placements(&cfg).is_empty() {
+            match crate::dataplane::DataPlane::start(&cfg, vec![id.addr.ip()], Instant::now()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::error!(error = %e, "DuraVIP data plane unavailable: addresses will not be plumbed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let joins = groups_to_join(&cfg, &id, manager);
         let status = NodeStatus {
             identity: id,
@@ -265,6 +320,9 @@ impl Node {
             config: cfg.clone(),
             config_path,
             last_reload: None,
+            duravip: None,
+            dataplane: None,
+            xdp: None,
         };
         Ok(Node {
             shared: Arc::new(Shared {
@@ -281,6 +339,11 @@ impl Node {
             info,
             joins,
             cluster_group: cfg.cluster.cluster_group.clone(),
+            duravip: dv,
+            dataplane,
+            owned: std::collections::BTreeSet::new(),
+            duravip_dirty: true,
+            last_status: Instant::now(),
         })
     }
 
@@ -344,6 +407,23 @@ impl Node {
                         }
                         Err(e) => tracing::warn!(group = %group, error = %e, "send refused"),
                     },
+                    Request::DuravipAnnounce => {
+                        if let Err(e) = self.duravip.announce() {
+                            tracing::warn!(error = %e, "cannot announce the DuraVIP view");
+                        }
+                        self.duravip_dirty = true;
+                    }
+                    Request::DuravipReleaseAll => {
+                        self.duravip.release_all();
+                        self.duravip_dirty = true;
+                    }
+                    Request::DuravipMove { ip, node } => {
+                        if let Err(e) = self.duravip.request_move(ip, &node) {
+                            tracing::warn!(%ip, %node, error = %e, "DuraVIP move refused");
+                        }
+                        self.duravip_dirty = true;
+                    }
+                    Request::DuravipDebug(on) => self.duravip.set_debug(on),
                     Request::Shutdown if leaving.is_none() => {
                         self.endpoint.leave_cluster(now);
                         leaving = Some(now);
@@ -367,6 +447,16 @@ impl Node {
             {
                 self.endpoint.handle_timeout(now);
             }
+            let dv_now = duravip::Time(now.as_nanos());
+            if self.duravip.poll_timeout().is_some_and(|t| t <= dv_now) {
+                self.duravip.handle_timeout(dv_now);
+                self.duravip_dirty = true;
+            }
+            if let Some(dp) = &mut self.dataplane
+                && dp.next_deadline() <= Instant::now()
+            {
+                dp.tick(Instant::now());
+            }
             if now >= next_heartbeat {
                 self.endpoint.heartbeat(now);
                 next_heartbeat = now + hb_period;
@@ -377,6 +467,7 @@ impl Node {
                     done = true;
                 }
             }
+            self.drive_duravip();
             while let Some(t) = self.endpoint.poll_transmit() {
                 out.push((t.destination, t.payload));
             }
@@ -390,6 +481,9 @@ impl Node {
             }
             if done {
                 tracing::info!("left the cluster");
+                if let Some(dp) = &mut self.dataplane {
+                    dp.release_all();
+                }
                 return Ok(());
             }
             // A leave that cannot finish (no peer answers) still ends promptly.
@@ -397,13 +491,26 @@ impl Node {
                 && now.since(t) > Duration::from_secs(2)
             {
                 tracing::warn!("leave not acknowledged within 2 s; stopping anyway");
+                if let Some(dp) = &mut self.dataplane {
+                    dp.release_all();
+                }
                 return Ok(());
             }
             self.publish();
-            let deadline = [self.endpoint.poll_timeout(), Some(next_heartbeat)]
-                .into_iter()
-                .flatten()
-                .min();
+            let dv_deadline = self.duravip.poll_timeout().map(|t| Time::from_nanos(t.0));
+            let dp_deadline = self.dataplane.as_ref().map(|d| {
+                let left = d.next_deadline().saturating_duration_since(Instant::now());
+                now + left
+            });
+            let deadline = [
+                self.endpoint.poll_timeout(),
+                Some(next_heartbeat),
+                dv_deadline,
+                dp_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wait = deadline
                 .map_or(Duration::from_millis(100), |d| d.since(now))
                 .min(Duration::from_millis(100));
@@ -429,6 +536,11 @@ impl Node {
         match ev {
             Event::ViewChanged(view) => {
                 tracing::info!(view = ?view.id, members = view.members.len(), "view installed");
+                let dv_now = duravip::Time(self.clock.now().as_nanos());
+                if let Err(e) = self.duravip.handle_view(dv_now, duravip_view(&view)) {
+                    tracing::warn!(error = %e, "DuraVIP refused the view");
+                }
+                self.duravip_dirty = true;
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.infos.retain(|m, _| view.members.contains(m));
                     s.view = view;
@@ -467,6 +579,15 @@ impl Node {
                     }
                     return false;
                 }
+                if payload.first() == Some(&MSG_DURAVIP) {
+                    let dv_now = duravip::Time(self.clock.now().as_nanos());
+                    let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
+                    if let Err(e) = self.duravip.handle_message(dv_now, &from, &payload[1..]) {
+                        tracing::warn!(from = %sender.name, error = %e, "DuraVIP message refused");
+                    }
+                    self.duravip_dirty = true;
+                    return false;
+                }
                 if group == self.cluster_group && payload.first() == Some(&MSG_MEMBER_INFO) {
                     match serde_json::from_slice::<MemberInfo>(&payload[1..]) {
                         Ok(info) => {
@@ -485,10 +606,48 @@ impl Node {
         }
     }
 
+    /// Carries out DuraVIP's actions (data plane first), then sends its messages in agreed order:
+    /// a release is unplumbed before the message saying so leaves.
+    fn drive_duravip(&mut self) {
+        let mut changed = false;
+        while let Some(a) = self.duravip.poll_action() {
+            match a {
+                duravip::Action::Acquire { ip, .. } => changed |= self.owned.insert(ip),
+                duravip::Action::Release { ip } => changed |= self.owned.remove(&ip),
+            }
+        }
+        if changed && let Some(dp) = &mut self.dataplane {
+            dp.set_owned(&self.owned, Instant::now());
+        }
+        while let Some(bytes) = self.duravip.poll_transmit() {
+            let mut msg = Vec::with_capacity(bytes.len() + 1);
+            msg.push(MSG_DURAVIP);
+            msg.extend_from_slice(&bytes);
+            if let Err(e) = self.endpoint.send(&self.cluster_group, &msg, Order::Agreed) {
+                tracing::error!(error = %e, "cannot send a DuraVIP message");
+            }
+        }
+    }
+
     fn publish(&mut self) {
+        let refresh =
+            self.duravip_dirty || self.last_status.elapsed() >= Duration::from_millis(500);
+        let dv = refresh.then(|| {
+            self.duravip
+                .status(duravip::Time(self.clock.now().as_nanos()))
+        });
+        if refresh {
+            self.duravip_dirty = false;
+            self.last_status = Instant::now();
+        }
         if let Ok(mut s) = self.shared.status.lock() {
             s.counters = self.endpoint.counters().clone();
             s.io = self.io.stats();
+            if let Some(dv) = dv {
+                s.duravip = Some(dv);
+                s.dataplane = self.dataplane.as_ref().map(|d| d.stats.clone());
+                s.xdp = self.dataplane.as_ref().map(|d| d.xdp_stats());
+            }
         }
     }
 

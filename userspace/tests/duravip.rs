@@ -1,0 +1,154 @@
+//! DuraVIP end to end with real `cohortd` processes in network namespaces (root; skips otherwise):
+//! three nodes and a client on one bridge, four DuraVIP addresses. Every address is plumbed on
+//! exactly one node and the client's ARP requests are answered with that node's MAC; when an owner
+//! is killed (kill -9 and its cable cut at the same instant), its addresses move to the survivors
+//! and the client's ARP is answered by the new owner, through the XDP fast path.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cohort::lab::{Lab, run};
+
+fn plumbed(lab: &Lab, i: usize) -> String {
+    String::from_utf8_lossy(
+        &run(Command::new("ip").args([
+            "-n",
+            &lab.hosts[i].ns,
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ]))
+        .stdout,
+    )
+    .to_string()
+}
+
+fn mac(lab: &Lab, i: usize) -> String {
+    let out = run(Command::new("ip").args(["-n", &lab.hosts[i].ns, "link", "show", "eth0"]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("MAC")
+        .to_owned()
+}
+
+fn arping(lab: &Lab, from: usize, ip: Ipv4Addr) -> Option<String> {
+    let out = lab
+        .cmd(from, "arping")
+        .args(["-c", "2", "-w", "2", "-I", "eth0", &ip.to_string()])
+        .output()
+        .expect("arping");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.contains("reply from"))
+        .and_then(|l| l.split('[').nth(1))
+        .and_then(|r| r.split(']').next())
+        .map(|m| m.to_ascii_lowercase())
+}
+
+/// For each VIP, the nodes (0..3) that have it plumbed.
+fn owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Vec<Vec<usize>> {
+    let addrs: Vec<(usize, String)> = nodes.iter().map(|&i| (i, plumbed(lab, i))).collect();
+    vips.iter()
+        .map(|v| {
+            addrs
+                .iter()
+                .filter(|(_, a)| a.contains(&format!("{v}/32")))
+                .map(|(i, _)| *i)
+                .collect()
+        })
+        .collect()
+}
+
+fn wait_single_owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let o = owners(lab, vips, nodes);
+        if o.iter().all(|x| x.len() == 1) {
+            return o.into_iter().map(|x| x[0]).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "addresses never each had one owner: {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn failover_moves_addresses_and_the_client_follows() {
+    let Some(lab) = Lab::new("failover_moves_addresses_and_the_client_follows", 4) else {
+        return;
+    };
+    let o = lab.hosts[0].addr.octets();
+    let vips: Vec<Ipv4Addr> = (101..105)
+        .map(|n| Ipv4Addr::new(o[0], o[1], o[2], n))
+        .collect();
+    let bindings: String = vips
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            format!("Binding \"vip{k}\" {{ Enable_Duravip = true Bind_Address = \"{v}\" }}\n")
+        })
+        .collect();
+    let cluster_opts = format!(
+        "  view_mature_time = 0.5\n  view_balance_interval = 1\n  duravip_balance_set_size = 4\n  xdp = generic\n  \
+         Topology \"{}.{}.{}.0/24\" {{ interface = \"eth0\" }}",
+        o[0], o[1], o[2]
+    );
+    let mut c = support::cluster::cluster(&lab, &bindings).with_cluster_options(&cluster_opts);
+    let nodes = [0usize, 1, 2];
+    for &i in &nodes {
+        c.start(i);
+    }
+    for &i in &nodes {
+        c.wait_members(i, &nodes);
+    }
+    let before = wait_single_owners(&lab, &vips, &nodes);
+    // The client reaches each address at its owner.
+    for (v, &owner) in vips.iter().zip(&before) {
+        assert_eq!(
+            arping(&lab, 3, *v),
+            Some(mac(&lab, owner)),
+            "{v} answered by its owner node{}",
+            owner + 1
+        );
+    }
+    let shown = c
+        .ctl_json(0, &["cluster", "duravip", "show"])
+        .expect("duravip show");
+    assert!(shown.to_string().contains(&vips[0].to_string()), "{shown}");
+
+    // Crash the owner of the first address: kill -9 and cut its cable at the same instant.
+    let victim = before[0];
+    c.kill(victim);
+    lab.link(victim, false);
+    let survivors: Vec<usize> = nodes.iter().copied().filter(|&i| i != victim).collect();
+    for &i in &survivors {
+        c.wait_members(i, &survivors);
+    }
+    let after = wait_single_owners(&lab, &vips, &survivors);
+    let new_owner = after[0];
+    assert_ne!(new_owner, victim);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if arping(&lab, 3, vips[0]) == Some(mac(&lab, new_owner)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client is not answered by the new owner node{}",
+            new_owner + 1
+        );
+    }
+    // The answer came from the XDP fast path.
+    let counters = c.counters(new_owner);
+    let replied = counters["xdp_arp_replied"].as_u64().unwrap_or(0);
+    assert!(replied >= 1, "XDP answered: {counters}");
+}
