@@ -196,6 +196,8 @@ pub struct Endpoint {
     pending: VecDeque<Item>,
     pending_bytes: usize,
     left: BTreeSet<MemberId>,
+    /// Members removed because their heartbeat stopped: never followed or merged again.
+    banned: BTreeSet<MemberId>,
     leaving: Option<Leaving>,
     closed: bool,
     outbox: BTreeMap<String, VecDeque<Outgoing>>,
@@ -206,6 +208,7 @@ pub struct Endpoint {
     next_probe: Time,
     last_merge: Time,
     acks_due: bool,
+    last_acks: Time,
     packet_number: u64,
     indirect_rotor: usize,
     counters: Counters,
@@ -267,6 +270,7 @@ impl Endpoint {
             pending: VecDeque::new(),
             pending_bytes: 0,
             left: BTreeSet::new(),
+            banned: BTreeSet::new(),
             leaving: None,
             closed: false,
             outbox: BTreeMap::new(),
@@ -277,6 +281,7 @@ impl Endpoint {
             next_probe: now,
             last_merge: now,
             acks_due: false,
+            last_acks: now,
             packet_number: 0,
             indirect_rotor: 0,
             counters: Counters::default(),
@@ -771,7 +776,7 @@ impl Endpoint {
             members: View::new(id, members).members,
             coordinator: from.clone(),
         };
-        if proposal.members.binary_search(&self.me).is_err() {
+        if proposal.members.binary_search(&self.me).is_err() || !self.acceptable(now, &proposal) {
             return;
         }
         self.max_epoch = self.max_epoch.max(id.epoch);
@@ -801,6 +806,30 @@ impl Endpoint {
         });
         let flush = self.flush_report(id);
         self.send_to(from, flush);
+    }
+
+    /// Whether `p` comes from a coordinator this member follows: a member of its view that drops
+    /// no older member this member still considers healthy (the oldest healthy member coordinates),
+    /// or, for a merge, a node older than this member's leader (the oldest leader merges). A member
+    /// removed as stuck is never followed.
+    fn acceptable(&self, now: Time, p: &Proposal) -> bool {
+        let c = &p.coordinator;
+        if self.banned.contains(c) {
+            return false;
+        }
+        if *c == self.me {
+            return true;
+        }
+        if self.view.contains(c) {
+            return self
+                .view
+                .members
+                .iter()
+                .filter(|m| *m < c && p.members.binary_search(m).is_err())
+                .all(|m| self.excluded(m, now));
+        }
+        let leader = self.view.leader();
+        c < leader || (*leader != self.me && self.excluded(leader, now))
     }
 
     fn flush_report(&self, proposal: ViewId) -> Message {
@@ -1044,6 +1073,7 @@ impl Endpoint {
                 || now.since(*first) < self.cfg.probe_interval
                 || *leader < self.me
                 || self.left.contains(&m)
+                || self.banned.contains(&m)
             {
                 continue;
             }
@@ -1054,7 +1084,8 @@ impl Endpoint {
 
     /// The coordinator's decisions: remove failed members, merge others, take over a stalled change.
     fn maybe_change(&mut self, now: Time) {
-        if self.closed || self.leaving.is_some() {
+        // A node whose own process is stuck coordinates nothing: the others remove it.
+        if self.closed || self.leaving.is_some() || self.heartbeat.self_stuck(now) {
             return;
         }
         if let Some(c) = &self.coordination
@@ -1107,6 +1138,15 @@ impl Endpoint {
             .cloned()
             .collect();
         let removals = keep.len() != self.view.members.len();
+        let stretch = self.detector.stretch();
+        let stuck: Vec<MemberId> = self
+            .view
+            .members
+            .iter()
+            .filter(|m| **m != self.me && self.heartbeat.stuck(m, now, stretch))
+            .cloned()
+            .collect();
+        self.banned.extend(stuck);
         let mut candidates = Vec::new();
         if !self.heartbeat.self_stuck(now) && now.since(self.last_merge) >= self.cfg.probe_interval
         {
@@ -1257,11 +1297,16 @@ impl Endpoint {
             if self.next_probe <= now {
                 self.next_probe = now + self.cfg.probe_interval;
             }
-        } else if self.acks_due {
+            self.last_acks = now;
+            self.acks_due = false;
+        } else if self.acks_due && now.since(self.last_acks) >= self.cfg.probe_interval / 2 {
+            // Acknowledgements free the senders' windows; between probes they go out at most
+            // twice per probe interval, and only when new data arrived.
             let probe = self.probe(false);
             self.broadcast(probe);
+            self.last_acks = now;
+            self.acks_due = false;
         }
-        self.acks_due = false;
         for v in self.detector.check(now) {
             match v {
                 Verdict::Suspect(m) => self.on_suspect(&m),

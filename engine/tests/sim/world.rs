@@ -140,7 +140,7 @@ impl World {
             queue: BinaryHeap::new(),
             seq: 0,
             checker: Checker::default(),
-            send_interval: (20 * MS, 100 * MS),
+            send_interval: (30 * MS, 150 * MS),
             agreed_share: 0.5,
             view_log: Vec::new(),
             steps: 0,
@@ -418,10 +418,18 @@ impl World {
                 self.nodes[i].next_stall = now + len + self.rng.random_range(100 * MS..=1000 * MS);
                 self.push(now + len, Ev::Wake { node: i });
             }
+            // A stalled process does its work late, when it runs again.
+            if self.stalled(i) {
+                let wake = self.nodes[i].stalled_until;
+                let n = &mut self.nodes[i];
+                n.next_heartbeat = n.next_heartbeat.max(wake);
+                n.next_send = n.next_send.max(wake);
+                continue;
+            }
             if self.nodes[i].next_heartbeat <= now {
                 self.nodes[i].next_heartbeat =
                     now + SEC / u64::from(self.cfg.heartbeats_per_sec.max(1));
-                if !self.nodes[i].stuck && !self.stalled(i) {
+                if !self.nodes[i].stuck {
                     let local = self.nodes[i].local(now);
                     if let Some(ep) = self.nodes[i].ep.as_mut() {
                         ep.heartbeat(local);
@@ -433,9 +441,6 @@ impl World {
                     .rng
                     .random_range(self.send_interval.0..=self.send_interval.1);
                 self.nodes[i].next_send = now + gap;
-                if self.stalled(i) {
-                    continue;
-                }
                 let order = if self.rng.random_bool(self.agreed_share) {
                     Order::Agreed
                 } else {
