@@ -776,7 +776,11 @@ impl Endpoint {
             members: View::new(id, members).members,
             coordinator: from.clone(),
         };
-        if proposal.members.binary_search(&self.me).is_err() || !self.acceptable(now, &proposal) {
+        if proposal.members.binary_search(&self.me).is_err() {
+            return;
+        }
+        if !self.acceptable(now, &proposal) {
+            trace!(member = %self.me, view = ?self.view.id, proposal = ?id, coordinator = %from, "not following this coordinator");
             return;
         }
         self.max_epoch = self.max_epoch.max(id.epoch);
@@ -985,6 +989,13 @@ impl Endpoint {
                 k.discover = None;
             }
         }
+        // A banned member matters only while its incarnation is current (bounds the set).
+        let known = &self.known;
+        self.banned.retain(|m| {
+            known
+                .get(&m.name)
+                .is_some_and(|k| k.incarnation == m.incarnation)
+        });
         self.view = view;
         self.counters.views_installed += 1;
         self.events.push_back(Event::ViewChanged(self.view.clone()));
@@ -1053,7 +1064,15 @@ impl Endpoint {
             || gone
             || self.left.contains(m)
             || self.detector.is_failed(m)
-            || self.heartbeat.stuck(m, now, self.detector.stretch())
+            || self.is_stuck(m, now)
+    }
+
+    /// Whether `m`'s transport answers (heard from lately) while its heartbeat counter stands
+    /// still. A silent member is the failure detector's business, not a stuck one.
+    fn is_stuck(&self, m: &MemberId, now: Time) -> bool {
+        let stretch = self.detector.stretch();
+        self.heartbeat
+            .stuck(m, now, stretch, self.cfg.probe_interval * 2 * stretch)
     }
 
     /// Nodes outside the view that this member should merge: heard from lately, announcing a leader
@@ -1108,14 +1127,19 @@ impl Endpoint {
             if !(coordinator_gone || stalled) {
                 return;
             }
+            // Only members of this member's own view can be judged alive here; the others are
+            // merged again later if they are.
             let alive: Vec<MemberId> = p
                 .proposal
                 .members
                 .iter()
-                .filter(|m| !self.excluded(m, now) && **m != p.proposal.coordinator)
+                .filter(|m| {
+                    self.view.contains(m) && !self.excluded(m, now) && **m != p.proposal.coordinator
+                })
                 .cloned()
                 .collect();
-            if alive.first() == Some(&self.me) || alive.is_empty() {
+            let abandoned = now.since(p.started) >= self.flush_timeout() * 4;
+            if alive.first() == Some(&self.me) || alive.is_empty() || abandoned {
                 debug!(member = %self.me, "taking over a stalled view change");
                 self.start_proposal(now, alive);
             }
@@ -1138,14 +1162,16 @@ impl Endpoint {
             .cloned()
             .collect();
         let removals = keep.len() != self.view.members.len();
-        let stretch = self.detector.stretch();
         let stuck: Vec<MemberId> = self
             .view
             .members
             .iter()
-            .filter(|m| **m != self.me && self.heartbeat.stuck(m, now, stretch))
+            .filter(|m| **m != self.me && self.is_stuck(m, now))
             .cloned()
             .collect();
+        if !stuck.is_empty() {
+            info!(member = %self.me, view = ?self.view.id, stuck = ?stuck, "removing stuck members");
+        }
         self.banned.extend(stuck);
         let mut candidates = Vec::new();
         if !self.heartbeat.self_stuck(now) && now.since(self.last_merge) >= self.cfg.probe_interval

@@ -131,6 +131,9 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
             };
             for i in 0..n {
                 w.nodes[i].slow = false;
+                if w.nodes[i].leaving {
+                    w.crash(i);
+                }
                 if w.nodes[i].ep.is_none() {
                     w.start(i)?;
                 }

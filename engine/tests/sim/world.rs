@@ -46,6 +46,8 @@ pub struct Node {
     pub next_send: u64,
     pub counter: u64,
     pub sends: bool,
+    /// `leave_cluster` was called and the endpoint has not closed yet.
+    pub leaving: bool,
 }
 
 impl Node {
@@ -124,6 +126,7 @@ impl World {
                 next_send: 0,
                 counter: 0,
                 sends: true,
+                leaving: false,
             })
             .collect();
         World {
@@ -177,6 +180,7 @@ impl World {
                 .random_range(self.send_interval.0..=self.send_interval.1);
         node.counter = 0;
         node.timer_at = None;
+        node.leaving = false;
         self.after_call(i)
     }
 
@@ -195,6 +199,7 @@ impl World {
         let local = node.local(now);
         if let Some(ep) = node.ep.as_mut() {
             ep.leave_cluster(local);
+            node.leaving = true;
         }
         self.after_call(i)
     }
