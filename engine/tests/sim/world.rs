@@ -15,6 +15,8 @@ use crate::checker::{Checker, encode_payload};
 pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
 pub const GROUP: &str = "g";
+/// One event-loop turn of a driver by default: sends queued within it share datagrams.
+pub const TURN: u64 = 20_000;
 
 /// The network's fault settings, changed by the scenario as it runs.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +50,8 @@ pub struct Node {
     pub sends: bool,
     /// `leave_cluster` was called and the endpoint has not closed yet.
     pub leaving: bool,
+    /// When the current event-loop turn ends and queued datagrams go out.
+    pub flush_at: Option<u64>,
 }
 
 impl Node {
@@ -76,6 +80,9 @@ enum Ev {
     Wake {
         node: usize,
     },
+    Flush {
+        node: usize,
+    },
 }
 
 pub struct World {
@@ -94,6 +101,8 @@ pub struct World {
     pub view_log: Vec<(u64, usize, cohort_engine::group::View)>,
     /// Events processed: a storm of them is a liveness bug.
     pub steps: u64,
+    /// Length of a driver's event-loop turn.
+    pub turn: u64,
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -127,6 +136,7 @@ impl World {
                 counter: 0,
                 sends: true,
                 leaving: false,
+                flush_at: None,
             })
             .collect();
         World {
@@ -147,6 +157,7 @@ impl World {
             agreed_share: 0.5,
             view_log: Vec::new(),
             steps: 0,
+            turn: TURN,
         }
     }
 
@@ -191,6 +202,7 @@ impl World {
         }
         self.nodes[i].deferred.clear();
         self.nodes[i].timer_at = None;
+        self.nodes[i].flush_at = None;
     }
 
     pub fn leave(&mut self, i: usize) -> Result<(), String> {
@@ -214,10 +226,6 @@ impl World {
         let Some(ep) = self.nodes[i].ep.as_mut() else {
             return Ok(());
         };
-        let mut tx = Vec::new();
-        while let Some(t) = ep.poll_transmit() {
-            tx.push(t);
-        }
         let mut events = Vec::new();
         while let Some(e) = ep.poll_event() {
             events.push(e);
@@ -233,6 +241,37 @@ impl World {
         self.checker
             .batch(&me, &events)
             .map_err(|e| format!("t={:.3}s {e}", now as f64 / SEC as f64))?;
+        if left {
+            // The process exits right after its last turn.
+            self.flush(i)?;
+            self.crash(i);
+            return Ok(());
+        }
+        if self.nodes[i].flush_at.is_none() {
+            self.nodes[i].flush_at = Some(now + self.turn);
+            self.push(now + self.turn, Ev::Flush { node: i });
+        }
+        if let Some(t) = timeout {
+            let g = self.nodes[i].global(t).max(now);
+            if self.nodes[i].timer_at.is_none_or(|cur| cur != g) {
+                self.nodes[i].timer_at = Some(g);
+                self.push(g, Ev::Timer { node: i });
+            }
+        }
+        Ok(())
+    }
+
+    /// End of an event-loop turn: everything the endpoint queued goes out, coalesced into
+    /// datagrams, as a real driver flushes once per turn.
+    fn flush(&mut self, i: usize) -> Result<(), String> {
+        self.nodes[i].flush_at = None;
+        let Some(ep) = self.nodes[i].ep.as_mut() else {
+            return Ok(());
+        };
+        let mut tx = Vec::new();
+        while let Some(t) = ep.poll_transmit() {
+            tx.push(t);
+        }
         for t in tx {
             let to = (t
                 .destination
@@ -244,17 +283,6 @@ impl World {
             .map(|x| x - 1)
             .ok_or("bad address")?;
             self.transmit(i, to, t.payload);
-        }
-        if left {
-            self.crash(i);
-            return Ok(());
-        }
-        if let Some(t) = timeout {
-            let g = self.nodes[i].global(t).max(now);
-            if self.nodes[i].timer_at.is_none_or(|cur| cur != g) {
-                self.nodes[i].timer_at = Some(g);
-                self.push(g, Ev::Timer { node: i });
-            }
         }
         Ok(())
     }
@@ -355,6 +383,14 @@ impl World {
                         ep.handle_timeout(local);
                     }
                     self.after_call(node)?;
+                }
+                Ev::Flush { node } => {
+                    if self.stalled(node) {
+                        // A stalled process sends nothing; its wake-up turn flushes.
+                        self.nodes[node].flush_at = None;
+                        continue;
+                    }
+                    self.flush(node)?;
                 }
                 Ev::Wake { node } => {
                     if self.stalled(node) || self.nodes[node].ep.is_none() {
