@@ -1414,3 +1414,237 @@ impl Endpoint {
         self.indirect_rotor = self.indirect_rotor.wrapping_add(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i as u8 + 1], 4809))
+    }
+
+    fn config(n: usize) -> GroupConfig {
+        GroupConfig {
+            peers: (0..n).map(|i| (format!("n{i}"), addr(i))).collect(),
+            ..GroupConfig::default()
+        }
+    }
+
+    /// Runs `eps` over a lossless network for `steps` rounds of 10 ms, returning every datagram
+    /// sent (by sender index) for tests that replay or corrupt them.
+    fn run(eps: &mut [Endpoint], now: &mut Time, steps: usize) -> Vec<(usize, Vec<u8>)> {
+        let mut sent = Vec::new();
+        for _ in 0..steps {
+            *now = *now + Duration::from_millis(10);
+            for ep in eps.iter_mut() {
+                if ep.poll_timeout().is_some_and(|t| t <= *now) {
+                    ep.handle_timeout(*now);
+                }
+            }
+            loop {
+                let mut moved = false;
+                for i in 0..eps.len() {
+                    while let Some(t) = eps[i].poll_transmit() {
+                        moved = true;
+                        let to = usize::from(
+                            t.destination
+                                .ip()
+                                .to_string()
+                                .rsplit('.')
+                                .next()
+                                .and_then(|x| x.parse::<u8>().ok())
+                                .expect("address"),
+                        ) - 1;
+                        sent.push((i, t.payload.clone()));
+                        eps[to].handle_packet(*now, addr(i), &t.payload);
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        sent
+    }
+
+    fn cluster(n: usize, key: Option<ClusterKey>) -> (Vec<Endpoint>, Time) {
+        let mut now = Time::from_nanos(1_000_000_000);
+        let mut eps: Vec<Endpoint> = (0..n)
+            .map(|i| {
+                Endpoint::new(
+                    config(n),
+                    MemberId::new(format!("n{i}"), i as u64 + 1),
+                    key.clone(),
+                    now,
+                )
+                .expect("valid")
+            })
+            .collect();
+        run(&mut eps, &mut now, 100);
+        for ep in &eps {
+            assert_eq!(ep.view().members.len(), n, "one view forms");
+        }
+        (eps, now)
+    }
+
+    #[test]
+    fn forged_replayed_and_garbage_datagrams_are_dropped_and_counted() {
+        let key = ClusterKey::from_material(b"the cluster's shared secret");
+        let (mut eps, mut now) = cluster(2, Some(key));
+        let sent = run(&mut eps, &mut now, 30);
+        let (from, good) = sent
+            .iter()
+            .find(|(i, _)| *i == 0)
+            .cloned()
+            .expect("n0 sent");
+        assert_eq!(from, 0);
+        let before = eps[1].counters().clone();
+
+        eps[1].handle_packet(now, addr(0), &good);
+        assert_eq!(eps[1].counters().dropped_replay, before.dropped_replay + 1);
+
+        let mut forged = good.clone();
+        let last = forged.len() - 40;
+        forged[last] ^= 1;
+        eps[1].handle_packet(now, addr(0), &forged);
+        assert_eq!(
+            eps[1].counters().dropped_bad_mac,
+            before.dropped_bad_mac + 1
+        );
+
+        eps[1].handle_packet(now, addr(0), b"not a datagram");
+        assert_eq!(
+            eps[1].counters().dropped_undecodable,
+            before.dropped_undecodable + 1
+        );
+
+        let mut outsider =
+            Endpoint::new(config(2), MemberId::new("n0", 99), None, now).expect("valid");
+        outsider.handle_timeout(now);
+        let t = outsider.poll_transmit().expect("a probe or discovery");
+        eps[1].handle_packet(now, addr(0), &t.payload);
+        assert_eq!(
+            eps[1].counters().dropped_bad_mac,
+            before.dropped_bad_mac + 2,
+            "no MAC"
+        );
+        assert_eq!(
+            eps[1].view().members.len(),
+            2,
+            "nothing forged was acted upon"
+        );
+    }
+
+    #[test]
+    fn an_older_incarnation_is_dropped_once_a_newer_one_spoke() {
+        let (mut eps, mut now) = cluster(2, None);
+        let sent = run(&mut eps, &mut now, 10);
+        let (_, old) = sent
+            .iter()
+            .find(|(i, _)| *i == 0)
+            .cloned()
+            .expect("n0 sent");
+        // n0 restarts with a newer incarnation.
+        eps[0] = Endpoint::new(config(2), MemberId::new("n0", 50), None, now).expect("valid");
+        run(&mut eps, &mut now, 200);
+        assert!(eps[1].view().contains(&MemberId::new("n0", 50)));
+        assert!(!eps[1].view().contains(&MemberId::new("n0", 1)));
+        let before = eps[1].counters().dropped_stale_incarnation;
+        eps[1].handle_packet(now, addr(0), &old);
+        assert_eq!(eps[1].counters().dropped_stale_incarnation, before + 1);
+    }
+
+    #[test]
+    fn sends_are_bounded_and_delivered_in_order() {
+        let (mut eps, mut now) = cluster(3, None);
+        for ep in eps.iter_mut() {
+            ep.join("g").expect("join");
+        }
+        run(&mut eps, &mut now, 5);
+        let too_big = vec![0u8; 2000];
+        assert!(matches!(
+            eps[0].send("g", &too_big, Order::Fifo),
+            Err(SendError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            eps[0].send("", b"x", Order::Fifo),
+            Err(SendError::GroupName(_))
+        ));
+        for k in 0..10u8 {
+            eps[1]
+                .send(
+                    "g",
+                    &[k],
+                    if k % 2 == 0 {
+                        Order::Agreed
+                    } else {
+                        Order::Fifo
+                    },
+                )
+                .expect("room");
+        }
+        while eps[2].poll_event().is_some() {}
+        run(&mut eps, &mut now, 5);
+        let got: Vec<u8> = std::iter::from_fn(|| eps[2].poll_event())
+            .filter_map(|e| match e {
+                Event::Message { payload, .. } => Some(payload[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_full_window_says_would_block() {
+        let mut cfg = config(2);
+        cfg.max_unstable_bytes = 1000;
+        let now = Time::ZERO;
+        let mut a = Endpoint::new(cfg.clone(), MemberId::new("n0", 1), None, now).expect("valid");
+        let mut b = Endpoint::new(cfg, MemberId::new("n1", 2), None, now).expect("valid");
+        let mut eps = [a, b];
+        let mut t = now;
+        run(&mut eps, &mut t, 100);
+        [a, b] = eps;
+        let mut blocked = false;
+        for _ in 0..100 {
+            if let Err(SendError::WouldBlock { .. }) = a.send("g", &[0; 100], Order::Fifo) {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(
+            blocked,
+            "a sender whose peer never acknowledges is held back"
+        );
+        let _ = b.poll_event();
+    }
+
+    #[test]
+    fn graceful_leave_installs_the_new_view_at_once() {
+        let (mut eps, now) = cluster(3, None);
+        eps[2].leave_cluster(now);
+        // One round trip of messages, no timer needed.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for i in 0..3 {
+                while let Some(t) = eps[i].poll_transmit() {
+                    moved = true;
+                    let to = usize::from(
+                        t.destination
+                            .ip()
+                            .to_string()
+                            .rsplit('.')
+                            .next()
+                            .and_then(|x| x.parse::<u8>().ok())
+                            .expect("address"),
+                    ) - 1;
+                    eps[to].handle_packet(now, addr(i), &t.payload);
+                }
+            }
+        }
+        assert_eq!(eps[0].view().members.len(), 2);
+        assert_eq!(eps[1].view().members.len(), 2);
+        assert!(std::iter::from_fn(|| eps[2].poll_event()).any(|e| e == Event::LeftCluster));
+    }
+}

@@ -122,6 +122,17 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
                 let t = w.now + rng.random_range(100 * MS..1500 * MS);
                 w.run_until(t.min(fault_end))?;
                 fault(&mut w, &mut rng)?;
+                if std::env::var_os("COHORT_SIM_VERBOSE").is_some() {
+                    eprintln!(
+                        "t={:.3}s faults {:?} slow {:?} down {:?}",
+                        w.now as f64 / SEC as f64,
+                        w.faults,
+                        (0..n).filter(|i| w.nodes[*i].slow).collect::<Vec<_>>(),
+                        (0..n)
+                            .filter(|i| w.nodes[*i].ep.is_none())
+                            .collect::<Vec<_>>()
+                    );
+                }
             }
             // Faults stop: heal, restart whatever is down, nobody slow.
             w.faults = world::NetFaults {
@@ -138,7 +149,11 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
                     w.start(i)?;
                 }
             }
-            run_until_converged(&mut w, CONVERGE_BOUND, "after faults stopped")?;
+            // Suspicions raised by the last faults play out for up to suspect_timeout plus one
+            // probe interval; after that the view must form and then hold.
+            let quiet = w.now;
+            w.run_until(quiet + 2 * SEC)?;
+            run_until_converged(&mut w, CONVERGE_BOUND - 2 * SEC, "after faults stopped")?;
         }
     }
     // Once formed, the view holds (a stuck node may do as it likes on its own).
