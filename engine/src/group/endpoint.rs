@@ -42,12 +42,15 @@ pub struct Transmit {
 pub enum Event {
     /// A view was installed; every member of it installs the same one.
     ViewChanged(View),
-    /// A named group's members changed (a join, a leave, or a view change).
+    /// A named group's members changed. Joins and leaves come in agreed order: every member of
+    /// the view sees the same sequence of them.
     GroupChanged {
         /// The group.
         group: String,
         /// Its members now, oldest first.
         members: Vec<MemberId>,
+        /// What changed it.
+        change: GroupChange,
     },
     /// A message for a group this member belongs to.
     Message {
@@ -64,6 +67,17 @@ pub enum Event {
     },
     /// The graceful leave finished: the driver may stop.
     LeftCluster,
+}
+
+/// What changed a named group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// This member joined.
+    Joined(MemberId),
+    /// This member left the group.
+    Left(MemberId),
+    /// A new view: members that left the view are gone, newcomers bring their groups.
+    View,
 }
 
 /// Why a send was refused.
@@ -1003,6 +1017,7 @@ impl Endpoint {
             self.events.push_back(Event::GroupChanged {
                 members: self.groups.members(&g).to_vec(),
                 group: g,
+                change: GroupChange::View,
             });
         }
         if self
@@ -1263,6 +1278,7 @@ impl Endpoint {
                         self.events.push_back(Event::GroupChanged {
                             members: self.groups.members(&g).to_vec(),
                             group: g,
+                            change: GroupChange::Joined(sender),
                         });
                     }
                 }
@@ -1271,6 +1287,7 @@ impl Endpoint {
                         self.events.push_back(Event::GroupChanged {
                             members: self.groups.members(&g).to_vec(),
                             group: g,
+                            change: GroupChange::Left(sender),
                         });
                     }
                 }

@@ -39,6 +39,7 @@ struct Outcome {
     kind: Option<Kind>,
     sim_seconds: f64,
     delivered: u64,
+    group_ops: u64,
     views: u64,
 }
 
@@ -182,6 +183,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         kind: Some(kind),
         sim_seconds: w.now as f64 / SEC as f64,
         delivered: w.checker.delivered,
+        group_ops: w.checker.group_ops,
         views: w.checker.installs.values().sum(),
     })
 }
@@ -259,12 +261,13 @@ fn replay_line(seed: u64) -> String {
 
 fn run_range(from: u64, to: u64) {
     let mut failures = Vec::new();
-    let (mut delivered, mut views) = (0, 0);
+    let (mut delivered, mut views, mut group_ops) = (0, 0, 0);
     for seed in from..to {
         match run_seed(seed) {
             Ok(o) => {
                 delivered += o.delivered;
                 views += o.views;
+                group_ops += o.group_ops;
             }
             Err(e) => {
                 eprintln!("seed {seed} failed: {e}\n  replay: {}", replay_line(seed));
@@ -273,7 +276,7 @@ fn run_range(from: u64, to: u64) {
         }
     }
     println!(
-        "seeds {from}..{to}: {} failed, {delivered} deliveries and {views} view installs checked",
+        "seeds {from}..{to}: {} failed; checked {delivered} deliveries, {group_ops} group joins and leaves, {views} view installs",
         failures.len()
     );
     assert!(

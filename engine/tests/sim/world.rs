@@ -15,6 +15,8 @@ use crate::checker::{Checker, encode_payload};
 pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
 pub const GROUP: &str = "g";
+/// A group members join and leave as the simulation runs.
+pub const OTHER_GROUP: &str = "h";
 /// One event-loop turn of a driver by default: sends queued within it share datagrams.
 pub const TURN: u64 = 20_000;
 
@@ -482,6 +484,21 @@ impl World {
                     .rng
                     .random_range(self.send_interval.0..=self.send_interval.1);
                 self.nodes[i].next_send = now + gap;
+                // Now and then a member joins or leaves a second group.
+                if self.rng.random_bool(0.05) {
+                    let node = &mut self.nodes[i];
+                    if let Some(ep) = node.ep.as_mut() {
+                        let r = if ep.group_members(OTHER_GROUP).contains(ep.me()) {
+                            ep.leave(OTHER_GROUP)
+                        } else {
+                            ep.join(OTHER_GROUP)
+                        };
+                        match r {
+                            Ok(()) | Err(SendError::WouldBlock { .. } | SendError::Closed) => {}
+                            Err(e) => return Err(format!("join/leave failed: {e}")),
+                        }
+                    }
+                }
                 let order = if self.rng.random_bool(self.agreed_share) {
                     Order::Agreed
                 } else {
