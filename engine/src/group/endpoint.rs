@@ -42,12 +42,15 @@ pub struct Transmit {
 pub enum Event {
     /// A view was installed; every member of it installs the same one.
     ViewChanged(View),
-    /// A named group's members changed (a join, a leave, or a view change).
+    /// A named group's members changed. Joins and leaves come in agreed order: every member of
+    /// the view sees the same sequence of them.
     GroupChanged {
         /// The group.
         group: String,
         /// Its members now, oldest first.
         members: Vec<MemberId>,
+        /// What changed it.
+        change: GroupChange,
     },
     /// A message for a group this member belongs to.
     Message {
@@ -64,6 +67,17 @@ pub enum Event {
     },
     /// The graceful leave finished: the driver may stop.
     LeftCluster,
+}
+
+/// What changed a named group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// This member joined.
+    Joined(MemberId),
+    /// This member left the group.
+    Left(MemberId),
+    /// A new view: members that left the view are gone, newcomers bring their groups.
+    View,
 }
 
 /// Why a send was refused.
@@ -196,6 +210,8 @@ pub struct Endpoint {
     pending: VecDeque<Item>,
     pending_bytes: usize,
     left: BTreeSet<MemberId>,
+    /// Members removed because their heartbeat stopped: never followed or merged again.
+    banned: BTreeSet<MemberId>,
     leaving: Option<Leaving>,
     closed: bool,
     outbox: BTreeMap<String, VecDeque<Outgoing>>,
@@ -206,6 +222,7 @@ pub struct Endpoint {
     next_probe: Time,
     last_merge: Time,
     acks_due: bool,
+    last_acks: Time,
     packet_number: u64,
     indirect_rotor: usize,
     counters: Counters,
@@ -267,6 +284,7 @@ impl Endpoint {
             pending: VecDeque::new(),
             pending_bytes: 0,
             left: BTreeSet::new(),
+            banned: BTreeSet::new(),
             leaving: None,
             closed: false,
             outbox: BTreeMap::new(),
@@ -277,6 +295,7 @@ impl Endpoint {
             next_probe: now,
             last_merge: now,
             acks_due: false,
+            last_acks: now,
             packet_number: 0,
             indirect_rotor: 0,
             counters: Counters::default(),
@@ -774,6 +793,10 @@ impl Endpoint {
         if proposal.members.binary_search(&self.me).is_err() {
             return;
         }
+        if !self.acceptable(now, &proposal) {
+            trace!(member = %self.me, view = ?self.view.id, proposal = ?id, coordinator = %from, "not following this coordinator");
+            return;
+        }
         self.max_epoch = self.max_epoch.max(id.epoch);
         if id <= self.highest_accepted {
             if let Some(p) = &self.participation
@@ -801,6 +824,30 @@ impl Endpoint {
         });
         let flush = self.flush_report(id);
         self.send_to(from, flush);
+    }
+
+    /// Whether `p` comes from a coordinator this member follows: a member of its view that drops
+    /// no older member this member still considers healthy (the oldest healthy member coordinates),
+    /// or, for a merge, a node older than this member's leader (the oldest leader merges). A member
+    /// removed as stuck is never followed.
+    fn acceptable(&self, now: Time, p: &Proposal) -> bool {
+        let c = &p.coordinator;
+        if self.banned.contains(c) {
+            return false;
+        }
+        if *c == self.me {
+            return true;
+        }
+        if self.view.contains(c) {
+            return self
+                .view
+                .members
+                .iter()
+                .filter(|m| *m < c && p.members.binary_search(m).is_err())
+                .all(|m| self.excluded(m, now));
+        }
+        let leader = self.view.leader();
+        c < leader || (*leader != self.me && self.excluded(leader, now))
     }
 
     fn flush_report(&self, proposal: ViewId) -> Message {
@@ -956,6 +1003,13 @@ impl Endpoint {
                 k.discover = None;
             }
         }
+        // A banned member matters only while its incarnation is current (bounds the set).
+        let known = &self.known;
+        self.banned.retain(|m| {
+            known
+                .get(&m.name)
+                .is_some_and(|k| k.incarnation == m.incarnation)
+        });
         self.view = view;
         self.counters.views_installed += 1;
         self.events.push_back(Event::ViewChanged(self.view.clone()));
@@ -963,6 +1017,7 @@ impl Endpoint {
             self.events.push_back(Event::GroupChanged {
                 members: self.groups.members(&g).to_vec(),
                 group: g,
+                change: GroupChange::View,
             });
         }
         if self
@@ -1024,7 +1079,15 @@ impl Endpoint {
             || gone
             || self.left.contains(m)
             || self.detector.is_failed(m)
-            || self.heartbeat.stuck(m, now, self.detector.stretch())
+            || self.is_stuck(m, now)
+    }
+
+    /// Whether `m`'s transport answers (heard from lately) while its heartbeat counter stands
+    /// still. A silent member is the failure detector's business, not a stuck one.
+    fn is_stuck(&self, m: &MemberId, now: Time) -> bool {
+        let stretch = self.detector.stretch();
+        self.heartbeat
+            .stuck(m, now, stretch, self.cfg.probe_interval * 2 * stretch)
     }
 
     /// Nodes outside the view that this member should merge: heard from lately, announcing a leader
@@ -1044,6 +1107,7 @@ impl Endpoint {
                 || now.since(*first) < self.cfg.probe_interval
                 || *leader < self.me
                 || self.left.contains(&m)
+                || self.banned.contains(&m)
             {
                 continue;
             }
@@ -1054,7 +1118,8 @@ impl Endpoint {
 
     /// The coordinator's decisions: remove failed members, merge others, take over a stalled change.
     fn maybe_change(&mut self, now: Time) {
-        if self.closed || self.leaving.is_some() {
+        // A node whose own process is stuck coordinates nothing: the others remove it.
+        if self.closed || self.leaving.is_some() || self.heartbeat.self_stuck(now) {
             return;
         }
         if let Some(c) = &self.coordination
@@ -1077,14 +1142,19 @@ impl Endpoint {
             if !(coordinator_gone || stalled) {
                 return;
             }
+            // Only members of this member's own view can be judged alive here; the others are
+            // merged again later if they are.
             let alive: Vec<MemberId> = p
                 .proposal
                 .members
                 .iter()
-                .filter(|m| !self.excluded(m, now) && **m != p.proposal.coordinator)
+                .filter(|m| {
+                    self.view.contains(m) && !self.excluded(m, now) && **m != p.proposal.coordinator
+                })
                 .cloned()
                 .collect();
-            if alive.first() == Some(&self.me) || alive.is_empty() {
+            let abandoned = now.since(p.started) >= self.flush_timeout() * 4;
+            if alive.first() == Some(&self.me) || alive.is_empty() || abandoned {
                 debug!(member = %self.me, "taking over a stalled view change");
                 self.start_proposal(now, alive);
             }
@@ -1107,6 +1177,17 @@ impl Endpoint {
             .cloned()
             .collect();
         let removals = keep.len() != self.view.members.len();
+        let stuck: Vec<MemberId> = self
+            .view
+            .members
+            .iter()
+            .filter(|m| **m != self.me && self.is_stuck(m, now))
+            .cloned()
+            .collect();
+        if !stuck.is_empty() {
+            info!(member = %self.me, view = ?self.view.id, stuck = ?stuck, "removing stuck members");
+        }
+        self.banned.extend(stuck);
         let mut candidates = Vec::new();
         if !self.heartbeat.self_stuck(now) && now.since(self.last_merge) >= self.cfg.probe_interval
         {
@@ -1197,6 +1278,7 @@ impl Endpoint {
                         self.events.push_back(Event::GroupChanged {
                             members: self.groups.members(&g).to_vec(),
                             group: g,
+                            change: GroupChange::Joined(sender),
                         });
                     }
                 }
@@ -1205,6 +1287,7 @@ impl Endpoint {
                         self.events.push_back(Event::GroupChanged {
                             members: self.groups.members(&g).to_vec(),
                             group: g,
+                            change: GroupChange::Left(sender),
                         });
                     }
                 }
@@ -1257,11 +1340,16 @@ impl Endpoint {
             if self.next_probe <= now {
                 self.next_probe = now + self.cfg.probe_interval;
             }
-        } else if self.acks_due {
+            self.last_acks = now;
+            self.acks_due = false;
+        } else if self.acks_due && now.since(self.last_acks) >= self.cfg.probe_interval / 2 {
+            // Acknowledgements free the senders' windows; between probes they go out at most
+            // twice per probe interval, and only when new data arrived.
             let probe = self.probe(false);
             self.broadcast(probe);
+            self.last_acks = now;
+            self.acks_due = false;
         }
-        self.acks_due = false;
         for v in self.detector.check(now) {
             match v {
                 Verdict::Suspect(m) => self.on_suspect(&m),
@@ -1341,5 +1429,239 @@ impl Endpoint {
             self.send_to(&o, Message::PingReq { target: m.clone() });
         }
         self.indirect_rotor = self.indirect_rotor.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i as u8 + 1], 4809))
+    }
+
+    fn config(n: usize) -> GroupConfig {
+        GroupConfig {
+            peers: (0..n).map(|i| (format!("n{i}"), addr(i))).collect(),
+            ..GroupConfig::default()
+        }
+    }
+
+    /// Runs `eps` over a lossless network for `steps` rounds of 10 ms, returning every datagram
+    /// sent (by sender index) for tests that replay or corrupt them.
+    fn run(eps: &mut [Endpoint], now: &mut Time, steps: usize) -> Vec<(usize, Vec<u8>)> {
+        let mut sent = Vec::new();
+        for _ in 0..steps {
+            *now = *now + Duration::from_millis(10);
+            for ep in eps.iter_mut() {
+                if ep.poll_timeout().is_some_and(|t| t <= *now) {
+                    ep.handle_timeout(*now);
+                }
+            }
+            loop {
+                let mut moved = false;
+                for i in 0..eps.len() {
+                    while let Some(t) = eps[i].poll_transmit() {
+                        moved = true;
+                        let to = usize::from(
+                            t.destination
+                                .ip()
+                                .to_string()
+                                .rsplit('.')
+                                .next()
+                                .and_then(|x| x.parse::<u8>().ok())
+                                .expect("address"),
+                        ) - 1;
+                        sent.push((i, t.payload.clone()));
+                        eps[to].handle_packet(*now, addr(i), &t.payload);
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        sent
+    }
+
+    fn cluster(n: usize, key: Option<ClusterKey>) -> (Vec<Endpoint>, Time) {
+        let mut now = Time::from_nanos(1_000_000_000);
+        let mut eps: Vec<Endpoint> = (0..n)
+            .map(|i| {
+                Endpoint::new(
+                    config(n),
+                    MemberId::new(format!("n{i}"), i as u64 + 1),
+                    key.clone(),
+                    now,
+                )
+                .expect("valid")
+            })
+            .collect();
+        run(&mut eps, &mut now, 100);
+        for ep in &eps {
+            assert_eq!(ep.view().members.len(), n, "one view forms");
+        }
+        (eps, now)
+    }
+
+    #[test]
+    fn forged_replayed_and_garbage_datagrams_are_dropped_and_counted() {
+        let key = ClusterKey::from_material(b"the cluster's shared secret");
+        let (mut eps, mut now) = cluster(2, Some(key));
+        let sent = run(&mut eps, &mut now, 30);
+        let (from, good) = sent
+            .iter()
+            .find(|(i, _)| *i == 0)
+            .cloned()
+            .expect("n0 sent");
+        assert_eq!(from, 0);
+        let before = eps[1].counters().clone();
+
+        eps[1].handle_packet(now, addr(0), &good);
+        assert_eq!(eps[1].counters().dropped_replay, before.dropped_replay + 1);
+
+        let mut forged = good.clone();
+        let last = forged.len() - 40;
+        forged[last] ^= 1;
+        eps[1].handle_packet(now, addr(0), &forged);
+        assert_eq!(
+            eps[1].counters().dropped_bad_mac,
+            before.dropped_bad_mac + 1
+        );
+
+        eps[1].handle_packet(now, addr(0), b"not a datagram");
+        assert_eq!(
+            eps[1].counters().dropped_undecodable,
+            before.dropped_undecodable + 1
+        );
+
+        let mut outsider =
+            Endpoint::new(config(2), MemberId::new("n0", 99), None, now).expect("valid");
+        outsider.handle_timeout(now);
+        let t = outsider.poll_transmit().expect("a probe or discovery");
+        eps[1].handle_packet(now, addr(0), &t.payload);
+        assert_eq!(
+            eps[1].counters().dropped_bad_mac,
+            before.dropped_bad_mac + 2,
+            "no MAC"
+        );
+        assert_eq!(
+            eps[1].view().members.len(),
+            2,
+            "nothing forged was acted upon"
+        );
+    }
+
+    #[test]
+    fn an_older_incarnation_is_dropped_once_a_newer_one_spoke() {
+        let (mut eps, mut now) = cluster(2, None);
+        let sent = run(&mut eps, &mut now, 10);
+        let (_, old) = sent
+            .iter()
+            .find(|(i, _)| *i == 0)
+            .cloned()
+            .expect("n0 sent");
+        // n0 restarts with a newer incarnation.
+        eps[0] = Endpoint::new(config(2), MemberId::new("n0", 50), None, now).expect("valid");
+        run(&mut eps, &mut now, 200);
+        assert!(eps[1].view().contains(&MemberId::new("n0", 50)));
+        assert!(!eps[1].view().contains(&MemberId::new("n0", 1)));
+        let before = eps[1].counters().dropped_stale_incarnation;
+        eps[1].handle_packet(now, addr(0), &old);
+        assert_eq!(eps[1].counters().dropped_stale_incarnation, before + 1);
+    }
+
+    #[test]
+    fn sends_are_bounded_and_delivered_in_order() {
+        let (mut eps, mut now) = cluster(3, None);
+        for ep in eps.iter_mut() {
+            ep.join("g").expect("join");
+        }
+        run(&mut eps, &mut now, 5);
+        let too_big = vec![0u8; 2000];
+        assert!(matches!(
+            eps[0].send("g", &too_big, Order::Fifo),
+            Err(SendError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            eps[0].send("", b"x", Order::Fifo),
+            Err(SendError::GroupName(_))
+        ));
+        for k in 0..10u8 {
+            eps[1]
+                .send(
+                    "g",
+                    &[k],
+                    if k % 2 == 0 {
+                        Order::Agreed
+                    } else {
+                        Order::Fifo
+                    },
+                )
+                .expect("room");
+        }
+        while eps[2].poll_event().is_some() {}
+        run(&mut eps, &mut now, 5);
+        let got: Vec<u8> = std::iter::from_fn(|| eps[2].poll_event())
+            .filter_map(|e| match e {
+                Event::Message { payload, .. } => Some(payload[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_full_window_says_would_block() {
+        let mut cfg = config(2);
+        cfg.max_unstable_bytes = 1000;
+        let now = Time::ZERO;
+        let mut a = Endpoint::new(cfg.clone(), MemberId::new("n0", 1), None, now).expect("valid");
+        let mut b = Endpoint::new(cfg, MemberId::new("n1", 2), None, now).expect("valid");
+        let mut eps = [a, b];
+        let mut t = now;
+        run(&mut eps, &mut t, 100);
+        [a, b] = eps;
+        let mut blocked = false;
+        for _ in 0..100 {
+            if let Err(SendError::WouldBlock { .. }) = a.send("g", &[0; 100], Order::Fifo) {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(
+            blocked,
+            "a sender whose peer never acknowledges is held back"
+        );
+        let _ = b.poll_event();
+    }
+
+    #[test]
+    fn graceful_leave_installs_the_new_view_at_once() {
+        let (mut eps, now) = cluster(3, None);
+        eps[2].leave_cluster(now);
+        // One round trip of messages, no timer needed.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for i in 0..3 {
+                while let Some(t) = eps[i].poll_transmit() {
+                    moved = true;
+                    let to = usize::from(
+                        t.destination
+                            .ip()
+                            .to_string()
+                            .rsplit('.')
+                            .next()
+                            .and_then(|x| x.parse::<u8>().ok())
+                            .expect("address"),
+                    ) - 1;
+                    eps[to].handle_packet(now, addr(i), &t.payload);
+                }
+            }
+        }
+        assert_eq!(eps[0].view().members.len(), 2);
+        assert_eq!(eps[1].view().members.len(), 2);
+        assert!(std::iter::from_fn(|| eps[2].poll_event()).any(|e| e == Event::LeftCluster));
     }
 }

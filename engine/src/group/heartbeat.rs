@@ -19,6 +19,8 @@ struct Beat {
     count: u64,
     changed: Time,
     since: Time,
+    /// When the last probe (with its counter) came.
+    seen: Time,
 }
 
 /// Watches every view member's heartbeat counter, and this node's own.
@@ -62,6 +64,7 @@ impl HeartbeatMonitor {
             count: 0,
             changed: now,
             since: now,
+            seen: Time::ZERO,
         });
     }
 
@@ -72,18 +75,22 @@ impl HeartbeatMonitor {
 
     /// `m`'s probe carried `count`.
     pub fn observe(&mut self, m: &MemberId, count: u64, now: Time) {
-        if let Some(b) = self.peers.get_mut(m)
-            && count != b.count
-        {
-            b.count = count;
-            b.changed = now;
+        if let Some(b) = self.peers.get_mut(m) {
+            b.seen = now;
+            if count != b.count {
+                b.count = count;
+                b.changed = now;
+            }
         }
     }
 
-    /// Whether `m` is stuck: watched for the start delay and its counter still for the timeout.
-    pub fn stuck(&self, m: &MemberId, now: Time, stretch: u32) -> bool {
+    /// Whether `m` is stuck: watched for the start delay, its probes still arriving (the last one
+    /// less than `recent` ago) and its counter still for the timeout. A member whose probes stop is
+    /// the failure detector's business, not a stuck one.
+    pub fn stuck(&self, m: &MemberId, now: Time, stretch: u32, recent: Duration) -> bool {
         self.peers.get(m).is_some_and(|b| {
             now.since(b.since) >= self.start_delay
+                && now.since(b.seen) < recent
                 && now.since(b.changed) >= self.timeout * stretch.max(1)
         })
     }
@@ -107,16 +114,20 @@ mod tests {
         let mut h = HeartbeatMonitor::new(Duration::from_secs(3), Duration::from_secs(15), s(0));
         let m = MemberId::new("b", 1);
         h.watch(&m, s(0));
-        assert!(!h.stuck(&m, s(10), 1));
+        let recent = Duration::from_secs(1);
+        assert!(!h.stuck(&m, s(10), 1, recent));
         h.observe(&m, 5, s(13));
-        assert!(!h.stuck(&m, s(15), 1));
-        assert!(h.stuck(&m, s(16), 1));
+        h.observe(&m, 5, s(15));
+        assert!(!h.stuck(&m, s(15), 1, recent));
+        h.observe(&m, 5, s(16));
+        assert!(h.stuck(&m, s(16), 1, recent));
         assert!(
-            !h.stuck(&m, s(16), 3),
+            !h.stuck(&m, s(16), 3, recent),
             "a slow observer stretches the timeout"
         );
-        h.observe(&m, 6, s(16));
-        assert!(!h.stuck(&m, s(17), 1));
+        assert!(!h.stuck(&m, s(18), 1, recent), "silent, not stuck");
+        h.observe(&m, 6, s(18));
+        assert!(!h.stuck(&m, s(19), 1, recent));
         assert!(h.self_stuck(s(20)));
         h.beat(s(20));
         assert!(!h.self_stuck(s(21)));

@@ -35,7 +35,7 @@ pub mod wire;
 
 pub use auth::{ClusterKey, KeyError};
 pub use config::GroupConfig;
-pub use endpoint::{Counters, Endpoint, EndpointError, Event, SendError, Transmit};
+pub use endpoint::{Counters, Endpoint, EndpointError, Event, GroupChange, SendError, Transmit};
 pub use member::MemberId;
 pub use time::Time;
 pub use view::{View, ViewId};

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use cohort_engine::group::{Event, MemberId, Order, ViewId};
+use cohort_engine::group::{Event, GroupChange, MemberId, Order, ViewId};
 
 /// A message's identity in the simulation: (sender node index, sender incarnation, counter).
 pub type MsgId = (u32, u64, u64);
@@ -26,8 +26,12 @@ fn decode_payload(p: &[u8]) -> Option<MsgId> {
     ))
 }
 
-/// What one member delivered in a view: every message, and the agreed ones, in order.
-type Delivery = (MemberId, Vec<MsgId>, Vec<MsgId>);
+/// A join or leave as one member saw it: group, who, joined (true) or left, members after it.
+type GroupOp = (String, MemberId, bool, Vec<MemberId>);
+
+/// What one member delivered in a view: every message, the agreed ones, and the group joins and
+/// leaves, in order.
+type Delivery = (MemberId, Vec<MsgId>, Vec<MsgId>, Vec<GroupOp>);
 
 #[derive(Default)]
 struct InView {
@@ -36,6 +40,8 @@ struct InView {
     all: Vec<MsgId>,
     /// Agreed messages delivered in the current view, in order.
     agreed: Vec<MsgId>,
+    /// Group joins and leaves applied in the current view, in order.
+    group_ops: Vec<GroupOp>,
     last_from: HashMap<MemberId, u64>,
     last_in_view_from: HashMap<MemberId, u64>,
 }
@@ -49,11 +55,14 @@ pub struct Checker {
     transitions: HashMap<(ViewId, ViewId), Delivery>,
     /// The agreed order of each view as delivered outside flushes.
     agreed_order: HashMap<ViewId, Vec<MsgId>>,
+    /// The order of group joins and leaves in each view, outside flushes.
+    group_order: HashMap<ViewId, Vec<GroupOp>>,
     /// The view each message was delivered in.
     delivered_in: HashMap<MsgId, ViewId>,
     /// View installs per member (for the no-flapping check).
     pub installs: BTreeMap<MemberId, u64>,
     pub delivered: u64,
+    pub group_ops: u64,
 }
 
 impl Checker {
@@ -74,7 +83,23 @@ impl Checker {
                     view,
                     ..
                 } => self.message(m, sender, *order, payload, *view, in_flush)?,
-                Event::GroupChanged { .. } | Event::LeftCluster => {}
+                Event::GroupChanged {
+                    group,
+                    members,
+                    change,
+                } => {
+                    let op = match change {
+                        GroupChange::Joined(who) => {
+                            (group.clone(), who.clone(), true, members.clone())
+                        }
+                        GroupChange::Left(who) => {
+                            (group.clone(), who.clone(), false, members.clone())
+                        }
+                        GroupChange::View => continue,
+                    };
+                    self.group_op(m, op, in_flush)?;
+                }
+                Event::LeftCluster => {}
             }
         }
         Ok(())
@@ -111,11 +136,18 @@ impl Checker {
             }
             let all = std::mem::take(&mut st.all);
             let agreed = std::mem::take(&mut st.agreed);
+            let ops = std::mem::take(&mut st.group_ops);
             match self.transitions.get(&(old, id)) {
                 None => {
-                    self.transitions.insert((old, id), (m.clone(), all, agreed));
+                    self.transitions
+                        .insert((old, id), (m.clone(), all, agreed, ops));
                 }
-                Some((other, oall, oagreed)) => {
+                Some((other, oall, oagreed, oops)) => {
+                    if ops != *oops {
+                        return Err(format!(
+                            "group joins and leaves: {m} and {other} moved {old:?} -> {id:?} having applied different ones in {old:?}: {ops:?} vs {oops:?}"
+                        ));
+                    }
                     let mut a = all.clone();
                     let mut b = oall.clone();
                     a.sort_unstable();
@@ -217,6 +249,40 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    fn group_op(&mut self, m: &MemberId, op: GroupOp, in_flush: bool) -> Result<(), String> {
+        self.group_ops += 1;
+        let st = self.members.entry(m.clone()).or_default();
+        let Some((view, members)) = &st.view else {
+            return Err(format!("{m}: group change before any view"));
+        };
+        let view = *view;
+        if !members.contains(&op.1) {
+            return Err(format!(
+                "{m}: {} joined or left {} in {view:?} without being a member",
+                op.1, op.0
+            ));
+        }
+        st.group_ops.push(op.clone());
+        if in_flush {
+            return Ok(());
+        }
+        let k = st.group_ops.len() - 1;
+        let global = self.group_order.entry(view).or_default();
+        match global.get(k) {
+            Some(g) if *g != op => Err(format!(
+                "group joins and leaves: {m}'s #{k} in {view:?} is {op:?}, another member's is {g:?}"
+            )),
+            Some(_) => Ok(()),
+            None if k == global.len() => {
+                global.push(op);
+                Ok(())
+            }
+            None => Err(format!(
+                "group joins and leaves: {m} skipped ahead in {view:?}"
+            )),
+        }
     }
 
     /// Forgets a member that crashed or left (it is a fresh incarnation if it returns).

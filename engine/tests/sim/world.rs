@@ -15,6 +15,10 @@ use crate::checker::{Checker, encode_payload};
 pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
 pub const GROUP: &str = "g";
+/// A group members join and leave as the simulation runs.
+pub const OTHER_GROUP: &str = "h";
+/// One event-loop turn of a driver by default: sends queued within it share datagrams.
+pub const TURN: u64 = 20_000;
 
 /// The network's fault settings, changed by the scenario as it runs.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +50,10 @@ pub struct Node {
     pub next_send: u64,
     pub counter: u64,
     pub sends: bool,
+    /// `leave_cluster` was called and the endpoint has not closed yet.
+    pub leaving: bool,
+    /// When the current event-loop turn ends and queued datagrams go out.
+    pub flush_at: Option<u64>,
 }
 
 impl Node {
@@ -74,6 +82,9 @@ enum Ev {
     Wake {
         node: usize,
     },
+    Flush {
+        node: usize,
+    },
 }
 
 pub struct World {
@@ -92,6 +103,8 @@ pub struct World {
     pub view_log: Vec<(u64, usize, cohort_engine::group::View)>,
     /// Events processed: a storm of them is a liveness bug.
     pub steps: u64,
+    /// Length of a driver's event-loop turn.
+    pub turn: u64,
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -124,6 +137,8 @@ impl World {
                 next_send: 0,
                 counter: 0,
                 sends: true,
+                leaving: false,
+                flush_at: None,
             })
             .collect();
         World {
@@ -140,10 +155,11 @@ impl World {
             queue: BinaryHeap::new(),
             seq: 0,
             checker: Checker::default(),
-            send_interval: (20 * MS, 100 * MS),
+            send_interval: (30 * MS, 150 * MS),
             agreed_share: 0.5,
             view_log: Vec::new(),
             steps: 0,
+            turn: TURN,
         }
     }
 
@@ -177,6 +193,7 @@ impl World {
                 .random_range(self.send_interval.0..=self.send_interval.1);
         node.counter = 0;
         node.timer_at = None;
+        node.leaving = false;
         self.after_call(i)
     }
 
@@ -187,6 +204,7 @@ impl World {
         }
         self.nodes[i].deferred.clear();
         self.nodes[i].timer_at = None;
+        self.nodes[i].flush_at = None;
     }
 
     pub fn leave(&mut self, i: usize) -> Result<(), String> {
@@ -195,6 +213,7 @@ impl World {
         let local = node.local(now);
         if let Some(ep) = node.ep.as_mut() {
             ep.leave_cluster(local);
+            node.leaving = true;
         }
         self.after_call(i)
     }
@@ -209,10 +228,6 @@ impl World {
         let Some(ep) = self.nodes[i].ep.as_mut() else {
             return Ok(());
         };
-        let mut tx = Vec::new();
-        while let Some(t) = ep.poll_transmit() {
-            tx.push(t);
-        }
         let mut events = Vec::new();
         while let Some(e) = ep.poll_event() {
             events.push(e);
@@ -228,6 +243,37 @@ impl World {
         self.checker
             .batch(&me, &events)
             .map_err(|e| format!("t={:.3}s {e}", now as f64 / SEC as f64))?;
+        if left {
+            // The process exits right after its last turn.
+            self.flush(i)?;
+            self.crash(i);
+            return Ok(());
+        }
+        if self.nodes[i].flush_at.is_none() {
+            self.nodes[i].flush_at = Some(now + self.turn);
+            self.push(now + self.turn, Ev::Flush { node: i });
+        }
+        if let Some(t) = timeout {
+            let g = self.nodes[i].global(t).max(now);
+            if self.nodes[i].timer_at.is_none_or(|cur| cur != g) {
+                self.nodes[i].timer_at = Some(g);
+                self.push(g, Ev::Timer { node: i });
+            }
+        }
+        Ok(())
+    }
+
+    /// End of an event-loop turn: everything the endpoint queued goes out, coalesced into
+    /// datagrams, as a real driver flushes once per turn.
+    fn flush(&mut self, i: usize) -> Result<(), String> {
+        self.nodes[i].flush_at = None;
+        let Some(ep) = self.nodes[i].ep.as_mut() else {
+            return Ok(());
+        };
+        let mut tx = Vec::new();
+        while let Some(t) = ep.poll_transmit() {
+            tx.push(t);
+        }
         for t in tx {
             let to = (t
                 .destination
@@ -239,17 +285,6 @@ impl World {
             .map(|x| x - 1)
             .ok_or("bad address")?;
             self.transmit(i, to, t.payload);
-        }
-        if left {
-            self.crash(i);
-            return Ok(());
-        }
-        if let Some(t) = timeout {
-            let g = self.nodes[i].global(t).max(now);
-            if self.nodes[i].timer_at.is_none_or(|cur| cur != g) {
-                self.nodes[i].timer_at = Some(g);
-                self.push(g, Ev::Timer { node: i });
-            }
         }
         Ok(())
     }
@@ -351,6 +386,14 @@ impl World {
                     }
                     self.after_call(node)?;
                 }
+                Ev::Flush { node } => {
+                    if self.stalled(node) {
+                        // A stalled process sends nothing; its wake-up turn flushes.
+                        self.nodes[node].flush_at = None;
+                        continue;
+                    }
+                    self.flush(node)?;
+                }
                 Ev::Wake { node } => {
                     if self.stalled(node) || self.nodes[node].ep.is_none() {
                         continue;
@@ -418,10 +461,18 @@ impl World {
                 self.nodes[i].next_stall = now + len + self.rng.random_range(100 * MS..=1000 * MS);
                 self.push(now + len, Ev::Wake { node: i });
             }
+            // A stalled process does its work late, when it runs again.
+            if self.stalled(i) {
+                let wake = self.nodes[i].stalled_until;
+                let n = &mut self.nodes[i];
+                n.next_heartbeat = n.next_heartbeat.max(wake);
+                n.next_send = n.next_send.max(wake);
+                continue;
+            }
             if self.nodes[i].next_heartbeat <= now {
                 self.nodes[i].next_heartbeat =
                     now + SEC / u64::from(self.cfg.heartbeats_per_sec.max(1));
-                if !self.nodes[i].stuck && !self.stalled(i) {
+                if !self.nodes[i].stuck {
                     let local = self.nodes[i].local(now);
                     if let Some(ep) = self.nodes[i].ep.as_mut() {
                         ep.heartbeat(local);
@@ -433,8 +484,20 @@ impl World {
                     .rng
                     .random_range(self.send_interval.0..=self.send_interval.1);
                 self.nodes[i].next_send = now + gap;
-                if self.stalled(i) {
-                    continue;
+                // Now and then a member joins or leaves a second group.
+                if self.rng.random_bool(0.05) {
+                    let node = &mut self.nodes[i];
+                    if let Some(ep) = node.ep.as_mut() {
+                        let r = if ep.group_members(OTHER_GROUP).contains(ep.me()) {
+                            ep.leave(OTHER_GROUP)
+                        } else {
+                            ep.join(OTHER_GROUP)
+                        };
+                        match r {
+                            Ok(()) | Err(SendError::WouldBlock { .. } | SendError::Closed) => {}
+                            Err(e) => return Err(format!("join/leave failed: {e}")),
+                        }
+                    }
                 }
                 let order = if self.rng.random_bool(self.agreed_share) {
                     Order::Agreed

@@ -554,7 +554,7 @@ impl Node {
                 }
                 false
             }
-            Event::GroupChanged { group, members } => {
+            Event::GroupChanged { group, members, .. } => {
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.groups.insert(group, members);
                 }
