@@ -152,3 +152,60 @@ fn failover_moves_addresses_and_the_client_follows() {
     let replied = counters["xdp_arp_replied"].as_u64().unwrap_or(0);
     assert!(replied >= 1, "XDP answered: {counters}");
 }
+
+#[test]
+fn sigterm_releases_addresses_and_a_survivor_takes_them() {
+    let Some(lab) = Lab::new("sigterm_releases_addresses_and_a_survivor_takes_them", 4) else {
+        return;
+    };
+    let o = lab.hosts[0].addr.octets();
+    let vips: Vec<Ipv4Addr> = (111..115)
+        .map(|n| Ipv4Addr::new(o[0], o[1], o[2], n))
+        .collect();
+    let bindings: String = vips
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            format!("Binding \"vip{k}\" {{ Enable_Duravip = true Bind_Address = \"{v}\" }}\n")
+        })
+        .collect();
+    let cluster_opts = format!(
+        "  view_mature_time = 0.5\n  view_balance_interval = 1\n  duravip_balance_set_size = 4\n  xdp = generic\n  \
+         Topology \"{}.{}.{}.0/24\" {{ interface = \"eth0\" }}",
+        o[0], o[1], o[2]
+    );
+    let mut c = support::cluster::cluster(&lab, &bindings).with_cluster_options(&cluster_opts);
+    let nodes = [0usize, 1, 2];
+    for &i in &nodes {
+        c.start(i);
+    }
+    for &i in &nodes {
+        c.wait_members(i, &nodes);
+    }
+    let before = wait_single_owners(&lab, &vips, &nodes);
+    let leaver = before[0];
+    let held: Vec<Ipv4Addr> = vips
+        .iter()
+        .zip(&before)
+        .filter(|(_, o)| **o == leaver)
+        .map(|(v, _)| *v)
+        .collect();
+    let status = c.terminate(leaver);
+    assert!(status.success(), "{status:?}");
+    // Released at once: gone from the leaver's interface by the time the process has exited.
+    let left = plumbed(&lab, leaver);
+    for v in &held {
+        assert!(
+            !left.contains(&format!("{v}/32")),
+            "{v} still plumbed on the node that left: {left}"
+        );
+    }
+    let survivors: Vec<usize> = nodes.iter().copied().filter(|&i| i != leaver).collect();
+    let after = wait_single_owners(&lab, &vips, &survivors);
+    assert!(after.iter().all(|o| survivors.contains(o)));
+    assert_eq!(
+        arping(&lab, 3, vips[0]),
+        Some(mac(&lab, after[0])),
+        "the client follows"
+    );
+}
