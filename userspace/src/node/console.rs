@@ -254,6 +254,10 @@ impl ConsoleHandler for NodeConsole {
                     self.shared.request(Request::Reset);
                     Ok("cluster membership reset requested\n".into())
                 }
+                // Jobs are the manager's log pulls; this node has none running to abort.
+                ClusterCommand::Abort { id } => {
+                    Err(format!("no job with id {id} is running on this node"))
+                }
                 other => Err(format!("'{other}' is not available on this node yet")),
             },
             other => Err(format!("'{other}' is not a node command")),

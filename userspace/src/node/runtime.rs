@@ -430,9 +430,11 @@ impl Node {
                     }
                     Request::Shutdown => {}
                     Request::Reload => self.reload(),
-                    Request::Reset => tracing::warn!(
-                        "cluster reset: restart the process to rejoin as a new incarnation"
-                    ),
+                    Request::Reset => {
+                        if let Err(e) = self.reset(now) {
+                            tracing::error!(error = %e, "cluster reset failed");
+                        }
+                    }
                 }
             }
             if !blocked.is_empty()
@@ -529,6 +531,60 @@ impl Node {
                 endpoint.handle_packet(now, r.from, r.data);
             })?;
         }
+    }
+
+    /// `cluster reset`: leave the cluster and come back at once as a new incarnation, which forces
+    /// a fresh view and a new DuraVIP negotiation (Momentum restarted Spread for this).
+    fn reset(&mut self, now: Time) -> Result<(), RunError> {
+        let (cfg, mut id) = {
+            let s = self
+                .shared
+                .status
+                .lock()
+                .map_err(|_| RunError::Endpoint("status poisoned".into()))?;
+            (s.config.clone(), s.identity.clone())
+        };
+        let gcfg = group_config(&cfg)?;
+        let key = match &gcfg.cluster_key {
+            Some(p) => Some(
+                ClusterKey::load(p).map_err(|e| RunError::Key(format!("{}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        // Say goodbye first, so peers install the smaller view at once instead of suspecting us.
+        self.endpoint.leave_cluster(now);
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let _ = self.io.send_batch(&[Outgoing {
+                to: t.destination,
+                data: &t.payload,
+            }]);
+        }
+        id.incarnation = identity::fresh_incarnation();
+        let me = MemberId::new(id.nodename.clone(), id.incarnation);
+        self.endpoint = Endpoint::new(gcfg, me.clone(), key, now)
+            .map_err(|e| RunError::Endpoint(e.to_string()))?;
+        for g in self.joins.clone() {
+            if let Err(e) = self.endpoint.join(&g) {
+                tracing::warn!(group = %g, error = %e, "cannot join group");
+            }
+        }
+        // DuraVIP starts over too: release what we hold, renegotiate in the new view.
+        self.duravip.shutdown();
+        self.drive_duravip();
+        self.duravip = DuravipMachine::new(
+            duravip::Member::new(id.nodename.clone(), id.incarnation),
+            LocalConfig::from_config(&cfg),
+            Params::from_cluster(&cfg.cluster),
+        );
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.identity = id;
+            s.me = me.clone();
+            s.view = self.endpoint.view().clone();
+            s.infos = BTreeMap::from([(me, self.info.clone())]);
+            s.groups.clear();
+        }
+        tracing::info!("cluster reset: rejoining as a new incarnation");
+        Ok(())
     }
 
     /// Applies one event; returns true when the graceful leave has finished.
