@@ -188,3 +188,140 @@ fn cluster_reset_rejoins_as_a_new_incarnation() {
         c.wait_members(i, &[0, 1, 2]);
     }
 }
+
+/// Enters network namespace `ns` on the calling thread.
+fn enter(ns: &str) {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+/// Captures, inside `ns`, one UDP datagram from `src` to port 4809: its UDP payload.
+fn capture_one(ns: String, src: std::net::Ipv4Addr) -> Vec<u8> {
+    use smoltcp::wire::{IpProtocol, Ipv4Packet, UdpPacket};
+    std::thread::spawn(move || {
+        enter(&ns);
+        let proto = (libc::ETH_P_IP as u16).to_be() as i32;
+        // SAFETY: plain socket(2); checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, proto) };
+        assert!(fd >= 0, "AF_PACKET socket");
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..10_000 {
+            // SAFETY: reads into a live buffer of the given length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                continue;
+            }
+            let Ok(ip) = Ipv4Packet::new_checked(&buf[..n as usize]) else {
+                continue;
+            };
+            if ip.src_addr() != src || ip.next_header() != IpProtocol::Udp {
+                continue;
+            }
+            let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                continue;
+            };
+            if udp.dst_port() == 4809 && udp.src_port() == 4809 && udp.payload().len() > 40 {
+                let p = udp.payload().to_vec();
+                // SAFETY: closes the descriptor opened above.
+                unsafe { libc::close(fd) };
+                return p;
+            }
+        }
+        panic!("no transport datagram captured");
+    })
+    .join()
+    .expect("capture thread")
+}
+
+/// Sends `payload` `times` times from inside `ns` as a UDP datagram from port 4809 to `dst`:4809,
+/// through a raw socket (the daemon in `ns` holds port 4809), so it looks exactly like the original.
+fn replay(ns: String, dst: std::net::Ipv4Addr, payload: Vec<u8>, times: usize) {
+    std::thread::spawn(move || {
+        enter(&ns);
+        // SAFETY: plain socket(2); checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
+        assert!(fd >= 0, "raw socket");
+        let mut udp = Vec::with_capacity(8 + payload.len());
+        udp.extend_from_slice(&4809u16.to_be_bytes());
+        udp.extend_from_slice(&4809u16.to_be_bytes());
+        udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]); // no checksum (allowed for UDP over IPv4)
+        udp.extend_from_slice(&payload);
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        for _ in 0..times {
+            // SAFETY: sends a live buffer to a valid sockaddr_in.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    udp.as_ptr().cast(),
+                    udp.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            assert_eq!(n as usize, udp.len(), "raw send");
+        }
+        // SAFETY: closes the descriptor opened above.
+        unsafe { libc::close(fd) };
+    })
+    .join()
+    .expect("replay thread");
+}
+
+#[test]
+fn replayed_datagrams_are_dropped_and_counted() {
+    let Some(lab) = Lab::new("replayed_datagrams_are_dropped_and_counted", 3) else {
+        return;
+    };
+    let key = tempfile::NamedTempFile::new().expect("key file");
+    std::fs::write(key.path(), b"another cluster key, long enough for BLAKE3").expect("write key");
+    let mut c = support::cluster::cluster(&lab, "");
+    for i in 0..3 {
+        let text = std::fs::read_to_string(c.config_path(i)).expect("config");
+        let text = text.replace(
+            "msgc_server {",
+            &format!(
+                "msgc_server {{\n  cluster_key = \"{}\"",
+                key.path().display()
+            ),
+        );
+        std::fs::write(c.config_path(i), text).expect("config");
+    }
+    c.start_all();
+    for i in 0..3 {
+        c.wait_members(i, &[0, 1, 2]);
+    }
+    // A genuine, correctly authenticated datagram from node2 to node1, captured on the way in...
+    let captured = capture_one(lab.hosts[0].ns.clone(), lab.hosts[1].addr);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = c.counters(0)["dropped_replay"]
+        .as_u64()
+        .expect("dropped_replay");
+    // ...sent again ten times from node2's own address and port.
+    replay(lab.hosts[1].ns.clone(), lab.hosts[0].addr, captured, 10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = c.counters(0)["dropped_replay"]
+            .as_u64()
+            .expect("dropped_replay");
+        if now >= before + 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replays not all dropped: {} -> {now}",
+            before
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.wait_members(0, &[0, 1, 2]);
+}
