@@ -22,6 +22,18 @@ fn private_name(c: &Cluster<'_>, observer: usize, node: &str) -> String {
         .to_owned()
 }
 
+/// Adds `cluster_key` to the msgc_server scope of the first `n` nodes' configurations.
+fn with_cluster_key(c: &Cluster<'_>, key: &std::path::Path, n: usize) {
+    for i in 0..n {
+        let text = std::fs::read_to_string(c.config_path(i)).expect("config");
+        let text = text.replace(
+            "msgc_server {",
+            &format!("msgc_server {{\n  cluster_key = \"{}\"", key.display()),
+        );
+        std::fs::write(c.config_path(i), text).expect("config");
+    }
+}
+
 #[test]
 fn three_nodes_crash_restart_and_agree() {
     let Some(lab) = Lab::new("three_nodes_crash_restart_and_agree", 3) else {
@@ -108,17 +120,7 @@ fn forged_datagrams_are_dropped_and_counted_with_a_cluster_key() {
     let mut c = support::cluster::cluster(&lab, "");
     c.nodes.truncate(3);
     // The key goes into msgc_server: rewrite the configurations with it.
-    for i in 0..3 {
-        let text = std::fs::read_to_string(c.config_path(i)).expect("config");
-        let text = text.replace(
-            "msgc_server {",
-            &format!(
-                "msgc_server {{\n  cluster_key = \"{}\"",
-                key.path().display()
-            ),
-        );
-        std::fs::write(c.config_path(i), text).expect("config");
-    }
+    with_cluster_key(&c, key.path(), 3);
     for i in 0..3 {
         c.start(i);
     }
@@ -285,17 +287,7 @@ fn replayed_datagrams_are_dropped_and_counted() {
     let key = tempfile::NamedTempFile::new().expect("key file");
     std::fs::write(key.path(), b"another cluster key, long enough for BLAKE3").expect("write key");
     let mut c = support::cluster::cluster(&lab, "");
-    for i in 0..3 {
-        let text = std::fs::read_to_string(c.config_path(i)).expect("config");
-        let text = text.replace(
-            "msgc_server {",
-            &format!(
-                "msgc_server {{\n  cluster_key = \"{}\"",
-                key.path().display()
-            ),
-        );
-        std::fs::write(c.config_path(i), text).expect("config");
-    }
+    with_cluster_key(&c, key.path(), 3);
     c.start_all();
     for i in 0..3 {
         c.wait_members(i, &[0, 1, 2]);

@@ -3,26 +3,13 @@
 //! disappeared once `if_down_limit` has passed, releasing removes it.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cohort::dataplane::DataPlane;
-use cohort::lab::{Lab, run};
-
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).expect("netns file");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread")
-}
+use cohort::lab::{Lab, in_netns, run};
 
 fn addrs(ns: &str) -> String {
     String::from_utf8_lossy(

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cohort::lab::procs::Cluster;
 use cohort::lab::{Lab, run};
 
 fn plumbed(lab: &Lab, i: usize) -> String {
@@ -81,13 +82,12 @@ fn wait_single_owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Vec<usiz
     }
 }
 
-#[test]
-fn failover_moves_addresses_and_the_client_follows() {
-    let Some(lab) = Lab::new("failover_moves_addresses_and_the_client_follows", 4) else {
-        return;
-    };
+/// Starts nodes 0..3 of `lab` with four DuraVIP bindings (host numbers `first..first+4`), waits
+/// for one view and for every address to have exactly one owner; returns the cluster, the
+/// addresses and their owners.
+fn vip_cluster(lab: &Lab, first: u8) -> (Cluster<'_>, Vec<Ipv4Addr>, Vec<usize>) {
     let o = lab.hosts[0].addr.octets();
-    let vips: Vec<Ipv4Addr> = (101..105)
+    let vips: Vec<Ipv4Addr> = (first..first + 4)
         .map(|n| Ipv4Addr::new(o[0], o[1], o[2], n))
         .collect();
     let bindings: String = vips
@@ -102,15 +102,26 @@ fn failover_moves_addresses_and_the_client_follows() {
          Topology \"{}.{}.{}.0/24\" {{ interface = \"eth0\" }}",
         o[0], o[1], o[2]
     );
-    let mut c = support::cluster::cluster(&lab, &bindings).with_cluster_options(&cluster_opts);
-    let nodes = [0usize, 1, 2];
-    for &i in &nodes {
+    let mut c = support::cluster::cluster(lab, &bindings).with_cluster_options(&cluster_opts);
+    for i in NODES {
         c.start(i);
     }
-    for &i in &nodes {
-        c.wait_members(i, &nodes);
+    for i in NODES {
+        c.wait_members(i, &NODES);
     }
-    let before = wait_single_owners(&lab, &vips, &nodes);
+    let owners = wait_single_owners(lab, &vips, &NODES);
+    (c, vips, owners)
+}
+
+const NODES: [usize; 3] = [0, 1, 2];
+
+#[test]
+fn failover_moves_addresses_and_the_client_follows() {
+    let Some(lab) = Lab::new("failover_moves_addresses_and_the_client_follows", 4) else {
+        return;
+    };
+    let (mut c, vips, before) = vip_cluster(&lab, 101);
+    let nodes = NODES;
     // The client reaches each address at its owner.
     for (v, &owner) in vips.iter().zip(&before) {
         assert_eq!(
@@ -158,31 +169,8 @@ fn sigterm_releases_addresses_and_a_survivor_takes_them() {
     let Some(lab) = Lab::new("sigterm_releases_addresses_and_a_survivor_takes_them", 4) else {
         return;
     };
-    let o = lab.hosts[0].addr.octets();
-    let vips: Vec<Ipv4Addr> = (111..115)
-        .map(|n| Ipv4Addr::new(o[0], o[1], o[2], n))
-        .collect();
-    let bindings: String = vips
-        .iter()
-        .enumerate()
-        .map(|(k, v)| {
-            format!("Binding \"vip{k}\" {{ Enable_Duravip = true Bind_Address = \"{v}\" }}\n")
-        })
-        .collect();
-    let cluster_opts = format!(
-        "  view_mature_time = 0.5\n  view_balance_interval = 1\n  duravip_balance_set_size = 4\n  xdp = generic\n  \
-         Topology \"{}.{}.{}.0/24\" {{ interface = \"eth0\" }}",
-        o[0], o[1], o[2]
-    );
-    let mut c = support::cluster::cluster(&lab, &bindings).with_cluster_options(&cluster_opts);
-    let nodes = [0usize, 1, 2];
-    for &i in &nodes {
-        c.start(i);
-    }
-    for &i in &nodes {
-        c.wait_members(i, &nodes);
-    }
-    let before = wait_single_owners(&lab, &vips, &nodes);
+    let (mut c, vips, before) = vip_cluster(&lab, 111);
+    let nodes = NODES;
     let leaver = before[0];
     let held: Vec<Ipv4Addr> = vips
         .iter()

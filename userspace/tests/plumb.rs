@@ -1,26 +1,13 @@
 //! Address plumbing over rtnetlink and ARP announcements over AF_PACKET, on real veths in network
 //! namespaces (root; skips otherwise).
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsFd;
 use std::process::Command;
 
 use cohort::garp::{self, ArpSocket};
-use cohort::lab::{Lab, run};
+use cohort::lab::{Lab, in_netns, run};
 use cohort::plumb::{PlumbError, Plumber};
 use cohort::xdp;
-
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).expect("netns file");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread")
-}
 
 fn arping_ok(ns: &str, ip: Ipv4Addr) -> bool {
     Command::new("ip")

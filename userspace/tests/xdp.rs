@@ -3,26 +3,12 @@
 //! addresses in its map; it stamps transport packets per peer; native mode works when the veth peer
 //! runs the pass-through program.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::Duration;
 
-use cohort::lab::Lab;
+use cohort::lab::{Lab, in_netns};
 use cohort::xdp::{self, AttachedMode, FastPath, XdpSetting};
-
-/// Runs `f` on a thread that has entered network namespace `ns` (setns is per thread).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).expect("netns file");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread")
-}
 
 /// `arping` from `ns` for `ip`: the MAC that answered, if any.
 fn arping(ns: &str, ip: Ipv4Addr) -> Option<String> {
@@ -143,8 +129,7 @@ fn native_mode_on_veth_with_a_pass_through_peer() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
-        let file = File::open(format!("/run/netns/{switch}")).expect("netns");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        cohort::lab::inproc::enter(&switch);
         let pass = xdp::attach_pass_through(&port).expect("pass-through");
         ready_tx.send(()).expect("ready");
         let _ = rx.recv();

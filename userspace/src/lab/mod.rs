@@ -23,6 +23,18 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Runs `f` on a new thread that has entered network namespace `ns` (setns is per thread), and
+/// returns its result.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        inproc::enter(&ns);
+        f()
+    })
+    .join()
+    .expect("the thread inside the namespace panicked")
+}
+
 /// Runs a command, panicking with its output if it fails: lab set-up must not half-succeed, and
 /// the lab only serves tests and benchmarks, where a panic is the report.
 pub fn run(cmd: &mut Command) -> Output {
