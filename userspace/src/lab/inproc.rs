@@ -28,6 +28,11 @@ pub fn enter(ns: &str) {
 
 /// Starts node `i` of `lab` (names node1..), joined to `groups`, with `extra` configuration.
 pub fn start(lab: &Lab, i: usize, extra: &str, groups: &[&str]) -> InProc {
+    start_with(lab, i, "", extra, groups)
+}
+
+/// [`start`] with `cluster_opts` inside the node's `cluster { }` scope.
+pub fn start_with(lab: &Lab, i: usize, cluster_opts: &str, extra: &str, groups: &[&str]) -> InProc {
     let peers: String = lab
         .hosts
         .iter()
@@ -35,7 +40,7 @@ pub fn start(lab: &Lab, i: usize, extra: &str, groups: &[&str]) -> InProc {
         .map(|(j, h)| format!("node{} = \"{}\"\n", j + 1, h.addr))
         .collect();
     let text = format!(
-        "cluster {{ nodename = \"node{}\" }}\nmsgc_server {{ peers = [\n{peers}] }}\nControl_Listener {{ }}\n{extra}\n",
+        "cluster {{ nodename = \"node{}\"\n{cluster_opts}\n}}\nmsgc_server {{ peers = [\n{peers}] }}\nControl_Listener {{ }}\n{extra}\n",
         i + 1
     );
     let cfg = cohort_engine::config::load_str(Path::new("inproc.conf"), &text)

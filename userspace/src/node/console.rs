@@ -10,6 +10,7 @@ use cohort_engine::console::status::{
 };
 use cohort_engine::console::{ClusterCommand, Command};
 use cohort_engine::duravip;
+use cohort_engine::replicate;
 
 use super::runtime::{Request, Shared};
 use crate::console::server::ConsoleHandler;
@@ -56,7 +57,7 @@ impl NodeConsole {
             .map(|m| {
                 let info = s.infos.get(m);
                 let manager = info.is_some_and(|i| i.node_type == "Manager");
-                let pid = info.map_or(0, |i| i.pid);
+                let pid = info.map_or(super::identity::pid_of(m.incarnation), |i| i.pid);
                 // Groups in the order Momentum prints them: control, subcluster, cluster, others.
                 let mut groups: Vec<String> = s
                     .groups
@@ -209,6 +210,36 @@ impl ConsoleHandler for NodeConsole {
                 ClusterCommand::Membership => Ok(render(&self.membership()?, json)),
                 ClusterCommand::Nodeaddr => Ok(render(&self.nodeaddr()?, json)),
                 ClusterCommand::Counters => Ok(render(&self.counters()?, json)),
+                ClusterCommand::SharedList => {
+                    let r = self
+                        .shared
+                        .replicator
+                        .lock()
+                        .map_err(|_| "replication state unavailable")?;
+                    Ok(if json {
+                        format!("{:#}\n", replicate::console::shared_list_json(&r))
+                    } else {
+                        replicate::console::shared_list(&r)
+                    })
+                }
+                ClusterCommand::SharedShow { object, from } => {
+                    let r = self
+                        .shared
+                        .replicator
+                        .lock()
+                        .map_err(|_| "replication state unavailable")?;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    if json {
+                        replicate::console::shared_show_json(&r, object, from.as_deref(), now)
+                            .map(|v| format!("{v:#}\n"))
+                            .map_err(|e| e.to_string())
+                    } else {
+                        replicate::console::shared_show(&r, object, from.as_deref(), now)
+                            .map_err(|e| e.to_string())
+                    }
+                }
                 ClusterCommand::DuravipShow | ClusterCommand::DuravipShowTables => {
                     let st = self
                         .shared

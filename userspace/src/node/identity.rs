@@ -59,21 +59,34 @@ pub fn resolve_peer(peer: &str, addr: &str, port: u16) -> Result<SocketAddr, Ide
         .ok_or_else(|| err("no address found".into()))
 }
 
-/// Wall-clock nanoseconds at start: differs between any two starts of a node and grows across
-/// restarts, which the transport relies on (the member with the smallest incarnation is the
-/// oldest, and the oldest member leads). Strictly increasing within one process.
+/// Bits of an incarnation that carry the process id (Linux pids are below 2^22).
+pub const PID_BITS: u32 = 22;
+
+/// This start's incarnation: milliseconds since the Unix epoch above the process id. It differs
+/// between any two starts of a node and grows across restarts, which the transport relies on (the
+/// member with the smallest incarnation is the oldest, and the oldest member leads), and any member
+/// can read the pid back for Momentum's private names (`#ec1-<pid>#<node>`). Strictly increasing
+/// within one process.
 pub fn fresh_incarnation() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
+        .map_or(1, |d| d.as_millis() as u64);
+    let pid = u64::from(std::process::id()) & ((1 << PID_BITS) - 1);
+    let now = (ms << PID_BITS) | pid;
     let prev = LAST.fetch_max(now, Ordering::SeqCst);
     if prev >= now {
-        LAST.fetch_add(1, Ordering::SeqCst) + 1
+        // Same millisecond in the same process: step past the previous one, keeping the pid bits.
+        LAST.fetch_add(1 << PID_BITS, Ordering::SeqCst) + (1 << PID_BITS)
     } else {
         now
     }
+}
+
+/// The process id an incarnation was made by.
+pub fn pid_of(incarnation: u64) -> u32 {
+    (incarnation & ((1 << PID_BITS) - 1)) as u32
 }
 
 /// Resolves this node's identity from the configuration and the environment.
@@ -128,10 +141,12 @@ mod tests {
     }
 
     #[test]
-    fn incarnations_grow() {
+    fn incarnations_grow_and_carry_the_pid() {
         let a = fresh_incarnation();
         let b = fresh_incarnation();
         assert!(b > a);
+        assert_eq!(pid_of(a), std::process::id());
+        assert_eq!(pid_of(b), std::process::id());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use cohort_engine::duravip::{self, DuravipMachine, LocalConfig, Params};
 use cohort_engine::group::{
     ClusterKey, Counters, Endpoint, Event, GroupConfig, MemberId, Order, Time, View,
 };
+use cohort_engine::replicate::{self, ObjectSettings, Objects, Replicator};
 use cohort_engine::udp::{self, DatagramIo, Driver, IoStats, Outgoing};
 
 use super::identity::{self, Identity};
@@ -34,6 +35,25 @@ pub struct MemberInfo {
 const MSG_MEMBER_INFO: u8 = 1;
 /// DuraVIP ownership messages (agreed order).
 const MSG_DURAVIP: u8 = 2;
+/// Replication batches and snapshots (FIFO).
+const MSG_REPLICATE: u8 = 3;
+
+/// A member's name in replicated objects' views, Momentum's `#ec1-<pid>#<node>`: the pid is part
+/// of the incarnation, so every member derives the same name from the view alone.
+pub fn replication_member(m: &MemberId) -> replicate::MemberId {
+    replicate::MemberId::new(format!(
+        "#ec1-{}#{}",
+        identity::pid_of(m.incarnation),
+        m.name
+    ))
+}
+
+/// Wall-clock time, the clock of replicated objects (TTLs and series windows are absolute).
+fn wall() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
 
 /// The DuraVIP view id of a group view: epochs grow at every installed view, and the coordinator's
 /// low bits keep two partitions' views of one epoch apart.
@@ -113,6 +133,11 @@ pub struct Shared {
     pub waker: udp::Waker,
     /// Where application messages go (groups other than Cohort's own traffic), if anyone listens.
     pub deliveries: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
+    /// The replicated objects' state machine (the console reads it; the loop drives it).
+    pub replicator: Mutex<Replicator>,
+    /// The application handle of the replicated objects: increments, gauges, throttles, caches,
+    /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
+    pub objects: Arc<Objects>,
 }
 
 impl Shared {
@@ -255,6 +280,8 @@ pub struct Node {
     owned: std::collections::BTreeSet<std::net::IpAddr>,
     duravip_dirty: bool,
     last_status: Instant,
+    /// Replication payloads the transport could not take yet (flow control), oldest first.
+    rep_pending: VecDeque<Vec<u8>>,
 }
 
 impl Node {
@@ -295,6 +322,22 @@ impl Node {
             Params::from_cluster(&cfg.cluster),
         );
         // The data plane needs CAP_NET_ADMIN; without DuraVIP addresses there is nothing to do.
+        let settings: Vec<ObjectSettings> = cfg
+            .cluster
+            .replicate
+            .iter()
+            .filter_map(|r| match ObjectSettings::from_config(r) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(object = %r.name, error = %e, "replicated object not started");
+                    None
+                }
+            })
+            .collect();
+        // Leave room in each transport message for its framing and our tag byte.
+        let rep_mtu = (cfg.msgc_server.mtu as usize).saturating_sub(256).max(512);
+        let replicator = Replicator::new(replication_member(&me), settings, rep_mtu, manager)
+            .map_err(|e| RunError::Endpoint(format!("replication: {e}")))?;
         let dataplane = if !manager && !crate::dataplane::placements(&cfg).is_empty() {
             match crate::dataplane::DataPlane::start(&cfg, vec![id.addr.ip()], Instant::now()) {
                 Ok(d) => Some(d),
@@ -330,6 +373,8 @@ impl Node {
                 requests: Mutex::new(VecDeque::new()),
                 waker,
                 deliveries: Mutex::new(None),
+                objects: replicator.objects().clone(),
+                replicator: Mutex::new(replicator),
             }),
             endpoint,
             io,
@@ -344,6 +389,7 @@ impl Node {
             owned: std::collections::BTreeSet::new(),
             duravip_dirty: true,
             last_status: Instant::now(),
+            rep_pending: VecDeque::new(),
         })
     }
 
@@ -370,6 +416,7 @@ impl Node {
             }
             if self.signals.terminate_requested() && leaving.is_none() {
                 tracing::info!("leaving the cluster");
+                self.flush_replication();
                 self.endpoint.leave_cluster(now);
                 leaving = Some(now);
             }
@@ -425,6 +472,7 @@ impl Node {
                     }
                     Request::DuravipDebug(on) => self.duravip.set_debug(on),
                     Request::Shutdown if leaving.is_none() => {
+                        self.flush_replication();
                         self.endpoint.leave_cluster(now);
                         leaving = Some(now);
                     }
@@ -470,6 +518,7 @@ impl Node {
                 }
             }
             self.drive_duravip();
+            self.drive_replication();
             while let Some(t) = self.endpoint.poll_transmit() {
                 out.push((t.destination, t.payload));
             }
@@ -500,6 +549,16 @@ impl Node {
             }
             self.publish();
             let dv_deadline = self.duravip.poll_timeout().map(|t| Time::from_nanos(t.0));
+            let rep_deadline = self
+                .shared
+                .replicator
+                .lock()
+                .ok()
+                .and_then(|r| r.poll_timeout())
+                .map(|t| {
+                    let w = wall();
+                    now + t.saturating_sub(w)
+                });
             let dp_deadline = self.dataplane.as_ref().map(|d| {
                 let left = d.next_deadline().saturating_duration_since(Instant::now());
                 now + left
@@ -509,6 +568,7 @@ impl Node {
                 Some(next_heartbeat),
                 dv_deadline,
                 dp_deadline,
+                rep_deadline,
             ]
             .into_iter()
             .flatten()
@@ -597,6 +657,12 @@ impl Node {
                     tracing::warn!(error = %e, "DuraVIP refused the view");
                 }
                 self.duravip_dirty = true;
+                let rep_members: Vec<replicate::MemberId> =
+                    view.members.iter().map(replication_member).collect();
+                if let Ok(mut r) = self.shared.replicator.lock() {
+                    r.handle_view(wall(), &rep_members);
+                }
+                self.rep_pending.clear();
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.infos.retain(|m, _| view.members.contains(m));
                     s.view = view;
@@ -635,6 +701,15 @@ impl Node {
                     }
                     return false;
                 }
+                if payload.first() == Some(&MSG_REPLICATE) {
+                    let from = replication_member(&sender);
+                    if let Ok(mut r) = self.shared.replicator.lock()
+                        && let Err(e) = r.handle_message(wall(), &from, &payload[1..])
+                    {
+                        tracing::warn!(from = %sender.name, error = %e, "replication message refused");
+                    }
+                    return false;
+                }
                 if payload.first() == Some(&MSG_DURAVIP) {
                     let dv_now = duravip::Time(self.clock.now().as_nanos());
                     let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
@@ -659,6 +734,43 @@ impl Node {
                 false
             }
             Event::LeftCluster => true,
+        }
+    }
+
+    /// Flushes every replicated object's pending updates (before a graceful leave).
+    fn flush_replication(&mut self) {
+        if let Ok(mut r) = self.shared.replicator.lock() {
+            r.flush(wall());
+        }
+        self.drive_replication();
+    }
+
+    /// Runs the replicator's timers and hands its batches to the transport (FIFO on the cluster
+    /// group), keeping what flow control refuses for the next turn.
+    fn drive_replication(&mut self) {
+        if let Ok(mut r) = self.shared.replicator.lock() {
+            let w = wall();
+            if r.poll_timeout().is_some_and(|t| t <= w) {
+                r.handle_timeout(w);
+            }
+            while let Some(t) = r.poll_transmit() {
+                let mut msg = Vec::with_capacity(t.payload.len() + 1);
+                msg.push(MSG_REPLICATE);
+                msg.extend_from_slice(&t.payload);
+                self.rep_pending.push_back(msg);
+            }
+        }
+        while let Some(msg) = self.rep_pending.front() {
+            match self.endpoint.send(&self.cluster_group, msg, Order::Fifo) {
+                Ok(()) => {
+                    self.rep_pending.pop_front();
+                }
+                Err(cohort_engine::group::SendError::WouldBlock { .. }) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "replication batch refused by the transport");
+                    self.rep_pending.pop_front();
+                }
+            }
         }
     }
 
