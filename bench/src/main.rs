@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cidr;
 mod jlog;
+mod replicate;
 mod replicate_local;
 mod transport;
 mod udp;
@@ -42,6 +43,8 @@ enum Scenario {
     ViewChange(view_change::Args),
     /// CIDR tree lookups and increments, 1 and 2 threads, next to the prefix-trie crate.
     Cidr(WithJson<cidr::Args>),
+    /// Replicated updates through the whole stack, nodes in network namespaces (root).
+    Replicate(replicate::Args),
     /// In-process replication pipeline: local updates, batching, encoding, decoding, applying.
     ReplicateLocal(WithJson<replicate_local::Args>),
 }
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Scenario::Transport(args) => transport::run(&args),
         Scenario::ViewChange(args) => view_change::run(&args),
         Scenario::Cidr(w) => print_json(w.json, cidr::run(&w.args)),
+        Scenario::Replicate(args) => replicate::run(&args),
         Scenario::ReplicateLocal(w) => print_json(w.json, replicate_local::run(&w.args)),
     };
     match result {
