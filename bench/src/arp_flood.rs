@@ -28,6 +28,10 @@ pub struct Args {
     /// the pass-through program on the bridge's end of the veth, which native XDP_TX needs).
     #[arg(long, default_value = "generic")]
     pub xdp: String,
+    /// Send the requests to the responder's MAC instead of broadcast (like the kernel's cache
+    /// refresh probes): the bridge then forwards them without cloning.
+    #[arg(long)]
+    pub unicast: bool,
     /// Also print one JSON object after the table.
     #[arg(long)]
     pub json: bool,
@@ -127,7 +131,7 @@ fn rps(lab: &Lab, i: usize, mask: &str) -> Res<()> {
 
 /// Floods `vip` with ARP requests from host `FLOODER` for `secs` (one thread pinned to CPU 0),
 /// counting the replies that reach the flooder's eth0.
-fn flood(lab: &Lab, vip: Ipv4Addr, secs: Duration) -> Res<Flood> {
+fn flood(lab: &Lab, vip: Ipv4Addr, dst: [u8; 6], secs: Duration) -> Res<Flood> {
     let ns = lab.hosts[FLOODER].ns.clone();
     let ip = lab.hosts[FLOODER].addr;
     // A socket that is never read: the kernel counts every ARP frame arriving on the flooder's
@@ -143,7 +147,7 @@ fn flood(lab: &Lab, vip: Ipv4Addr, secs: Duration) -> Res<Flood> {
         pin(0);
         let mac = cohort::xdp::interface_mac("eth0").map_err(|e| e.to_string())?;
         let tx = Raw::sender("eth0").map_err(|e| e.to_string())?;
-        let req = arpwire::request(mac, ip, vip);
+        let req = arpwire::request_to(dst, mac, ip, vip);
         let (mut sent, mut errors) = (0u64, 0u64);
         let t = Instant::now();
         while t.elapsed() < secs {
@@ -289,11 +293,12 @@ pub fn run(a: &Args) -> Res<()> {
         rps(&lab, RESPONDER, "2")?;
         rps(&lab, FLOODER, "1")?;
     }
-    let kernel = flood(&lab, vip, secs)?;
+    let dst = if a.unicast { responder_mac } else { [0xff; 6] };
+    let kernel = flood(&lab, vip, dst, secs)?;
     // Lease: the whole XDP flood and then some; it only has to outlive this run.
     let xdp = Xdp::attach(&lab, native, vip, secs + Duration::from_secs(60))?;
     let before = xdp.stats()?;
-    let fast = flood(&lab, vip, secs)?;
+    let fast = flood(&lab, vip, dst, secs)?;
     let after = xdp.stats()?;
     xdp.detach();
     let xdp_replied = after.arp_replied.saturating_sub(before.arp_replied);
@@ -303,8 +308,9 @@ pub fn run(a: &Args) -> Res<()> {
         fast.rate() / kernel.rate()
     };
     println!(
-        "arp-flood: requests for {vip} (at {}) flooded over AF_PACKET for {} s per path, \
+        "arp-flood: {} requests for {vip} (at {}) flooded over AF_PACKET for {} s per path, \
          2 namespaces on a bridge, XDP in {} mode, flooder on CPU 0, {}",
+        if a.unicast { "unicast" } else { "broadcast" },
         arpwire::mac_text(responder_mac),
         a.seconds,
         a.xdp,
@@ -365,7 +371,7 @@ pub fn run(a: &Args) -> Res<()> {
         println!(
             "{}",
             json!({
-                "scenario": "arp-flood", "seconds": a.seconds, "xdp_mode": a.xdp, "responder_rps_cpu1": cpus >= 2,
+                "scenario": "arp-flood", "seconds": a.seconds, "xdp_mode": a.xdp, "unicast": a.unicast, "responder_rps_cpu1": cpus >= 2,
                 "kernel_requests_per_s": kernel.sent as f64 / kernel.secs,
                 "kernel_replies_per_s": kernel.rate(), "kernel_replies": kernel.replies,
                 "kernel_backlog_drops": kernel.backlog_drops, "kernel_send_errors": kernel.send_errors,

@@ -186,8 +186,14 @@ impl Raw {
 
 /// A broadcast ARP request from `mac`/`ip` asking who has `target`.
 pub fn request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    request_to([0xff; 6], mac, ip, target)
+}
+
+/// The same request sent to Ethernet address `dst` (unicast, as the kernel's cache refresh probes
+/// are).
+pub fn request_to(dst: [u8; 6], mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     cohort::garp::frame(
-        [0xff; 6],
+        dst,
         mac,
         ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
