@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, default_value = "generic")]
     pub xdp: String,
     /// Send the requests to the responder's MAC instead of broadcast (like the kernel's cache
-    /// refresh probes): the bridge then forwards them without cloning.
+    /// refresh probes).
     #[arg(long)]
     pub unicast: bool,
     /// Also print one JSON object after the table.
