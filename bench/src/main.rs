@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod arp_flood;
+mod arpwire;
 mod cidr;
+mod failover;
 mod jlog;
 mod replicate;
 mod replicate_local;
@@ -47,6 +50,12 @@ enum Scenario {
     Replicate(replicate::Args),
     /// In-process replication pipeline: local updates, batching, encoding, decoding, applying.
     ReplicateLocal(WithJson<replicate_local::Args>),
+    /// DuraVIP owner crash (kill -9 + cable cut) to the survivors' new view and to a client's ARP
+    /// request answered with a survivor's MAC, 3 nodes and a client in namespaces (root).
+    Failover(failover::Args),
+    /// ARP replies per second for the same request flood from the kernel and from the XDP fast
+    /// path, two namespaces on a bridge (root).
+    ArpFlood(arp_flood::Args),
 }
 
 fn print_json(
@@ -69,6 +78,8 @@ fn main() -> ExitCode {
         Scenario::Cidr(w) => print_json(w.json, cidr::run(&w.args)),
         Scenario::Replicate(args) => replicate::run(&args),
         Scenario::ReplicateLocal(w) => print_json(w.json, replicate_local::run(&w.args)),
+        Scenario::Failover(args) => failover::run(&args),
+        Scenario::ArpFlood(args) => arp_flood::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

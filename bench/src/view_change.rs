@@ -23,7 +23,7 @@ pub struct Args {
     pub json: bool,
 }
 
-fn sibling(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+pub(crate) fn sibling(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let me = std::env::current_exe()?;
     let p = me.with_file_name(name);
     if !p.exists() {
@@ -37,7 +37,12 @@ fn sibling(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
 }
 
 /// Waits until every node in `observers` shows exactly `n` members; the time it took.
-fn until_view(c: &Cluster<'_>, observers: &[usize], n: usize, from: Instant) -> Option<Duration> {
+pub(crate) fn until_view(
+    c: &Cluster<'_>,
+    observers: &[usize],
+    n: usize,
+    from: Instant,
+) -> Option<Duration> {
     let deadline = from + Duration::from_secs(30);
     let mut pending: Vec<usize> = observers.to_vec();
     while Instant::now() < deadline {
