@@ -12,6 +12,16 @@ pub struct ViewId {
     pub coordinator: u64,
 }
 
+impl ViewId {
+    /// The id as one `u64` that keeps the ids' order, for layers that carry a view id in 64 bits
+    /// (DuraVIP): the epoch (far below 2^32 in any real run) above the top 32 bits of the
+    /// coordinator's tag. Two views of one epoch keep their order unless their coordinators' tags
+    /// agree on 32 bits (odds 2^-32).
+    pub fn as_u64(&self) -> u64 {
+        (self.epoch << 32) | (self.coordinator >> 32)
+    }
+}
+
 /// An agreed view: every member that installs `id` installs exactly these members in this order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct View {

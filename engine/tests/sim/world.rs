@@ -11,6 +11,10 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
 use crate::checker::{Checker, encode_payload};
+use cohort_engine::duravip::{self, DuravipMachine, LocalConfig, Params};
+
+/// The group DuraVIP ownership messages travel on (agreed order), as in the daemon.
+pub const DV_GROUP: &str = "ec_cluster";
 
 pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
@@ -54,6 +58,12 @@ pub struct Node {
     pub leaving: bool,
     /// When the current event-loop turn ends and queued datagrams go out.
     pub flush_at: Option<u64>,
+    /// DuraVIP ownership running on this member's views and agreed messages.
+    pub dv: Option<DuravipMachine>,
+    /// Addresses this member holds (acquired and not released).
+    pub held: std::collections::BTreeSet<IpAddr>,
+    /// DuraVIP payloads the transport could not take yet.
+    pub dv_pending: Vec<Vec<u8>>,
 }
 
 impl Node {
@@ -105,6 +115,10 @@ pub struct World {
     pub steps: u64,
     /// Length of a driver's event-loop turn.
     pub turn: u64,
+    /// DuraVIP configuration every member runs with, if the seed exercises it.
+    pub duravip: Option<(LocalConfig, Params)>,
+    /// Ownership changes carried out (for reports).
+    pub dv_actions: u64,
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -139,6 +153,9 @@ impl World {
                 sends: true,
                 leaving: false,
                 flush_at: None,
+                dv: None,
+                held: std::collections::BTreeSet::new(),
+                dv_pending: Vec::new(),
             })
             .collect();
         World {
@@ -160,6 +177,8 @@ impl World {
             view_log: Vec::new(),
             steps: 0,
             turn: TURN,
+            duravip: None,
+            dv_actions: 0,
         }
     }
 
@@ -184,6 +203,16 @@ impl World {
             .map_err(|e| e.to_string())?;
         ep.heartbeat(now_local);
         ep.join(GROUP).map_err(|e| e.to_string())?;
+        if let Some((local_cfg, params)) = &self.duravip {
+            ep.join(DV_GROUP).map_err(|e| e.to_string())?;
+            node.dv = Some(DuravipMachine::new(
+                duravip::Member::new(node.member().name, inc),
+                local_cfg.clone(),
+                params.clone(),
+            ));
+        }
+        node.held.clear();
+        node.dv_pending.clear();
         node.ep = Some(ep);
         node.deferred.clear();
         node.next_heartbeat = self.now + SEC / u64::from(self.cfg.heartbeats_per_sec.max(1));
@@ -202,6 +231,10 @@ impl World {
         if let Some(ep) = self.nodes[i].ep.take() {
             self.checker.forget(ep.me());
         }
+        // A dead process holds nothing: its addresses go with it.
+        self.nodes[i].dv = None;
+        self.nodes[i].held.clear();
+        self.nodes[i].dv_pending.clear();
         self.nodes[i].deferred.clear();
         self.nodes[i].timer_at = None;
         self.nodes[i].flush_at = None;
@@ -233,8 +266,30 @@ impl World {
             events.push(e);
         }
         let me = ep.me().clone();
-        let timeout = ep.poll_timeout();
         let left = events.iter().any(|e| matches!(e, Event::LeftCluster));
+        let (dv_events, events): (Vec<Event>, Vec<Event>) = events
+            .into_iter()
+            .partition(|e| matches!(e, Event::Message { group, .. } if group == DV_GROUP));
+        let views: Vec<cohort_engine::group::View> = events
+            .iter()
+            .filter_map(|e| {
+                if let Event::ViewChanged(v) = e {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        self.drive_duravip(i, &views, dv_events)?;
+        let dv_timeout = self.nodes[i]
+            .dv
+            .as_ref()
+            .and_then(|d| d.poll_timeout())
+            .map(|t| cohort_engine::group::Time::from_nanos(t.0));
+        let Some(ep) = self.nodes[i].ep.as_ref() else {
+            return Ok(());
+        };
+        let timeout = [ep.poll_timeout(), dv_timeout].into_iter().flatten().min();
         for e in &events {
             if let Event::ViewChanged(v) = e {
                 self.view_log.push((now, i, v.clone()));
@@ -258,6 +313,93 @@ impl World {
             if self.nodes[i].timer_at.is_none_or(|cur| cur != g) {
                 self.nodes[i].timer_at = Some(g);
                 self.push(g, Ev::Timer { node: i });
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds node `i`'s DuraVIP machine with its new views and ownership messages, runs its timers,
+    /// carries out its actions, and sends its messages in agreed order. Checks that no member
+    /// acquires an address another member of the same view holds.
+    fn drive_duravip(
+        &mut self,
+        i: usize,
+        views: &[cohort_engine::group::View],
+        msgs: Vec<Event>,
+    ) -> Result<(), String> {
+        if self.nodes[i].dv.is_none() {
+            return Ok(());
+        }
+        let local = self.nodes[i].local(self.now);
+        let t = duravip::Time(local.as_nanos());
+        {
+            let dv = self.nodes[i].dv.as_mut().expect("checked above");
+            for v in views {
+                let view = duravip::View {
+                    id: v.id.as_u64(),
+                    members: v
+                        .members
+                        .iter()
+                        .map(|m| duravip::Member::new(m.name.clone(), m.incarnation))
+                        .collect(),
+                };
+                dv.handle_view(t, view)
+                    .map_err(|e| format!("n{i} DuraVIP view: {e}"))?;
+            }
+            for e in msgs {
+                if let Event::Message {
+                    sender, payload, ..
+                } = e
+                {
+                    let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
+                    dv.handle_message(t, &from, &payload)
+                        .map_err(|e| format!("n{i} DuraVIP message: {e}"))?;
+                }
+            }
+            if dv.poll_timeout().is_some_and(|d| d <= t) {
+                dv.handle_timeout(t);
+            }
+        }
+        let my_view = self.nodes[i].ep.as_ref().map(|ep| ep.view().id);
+        while let Some(a) = self.nodes[i].dv.as_mut().and_then(|d| d.poll_action()) {
+            self.dv_actions += 1;
+            match a {
+                duravip::Action::Acquire { ip, .. } => {
+                    for (j, other) in self.nodes.iter().enumerate() {
+                        if j != i
+                            && other.held.contains(&ip)
+                            && other.ep.as_ref().map(|ep| ep.view().id) == my_view
+                        {
+                            return Err(format!(
+                                "t={:.3}s DuraVIP: n{i} acquires {ip} while n{j} of the same view holds it",
+                                self.now as f64 / SEC as f64
+                            ));
+                        }
+                    }
+                    self.nodes[i].held.insert(ip);
+                }
+                duravip::Action::Release { ip } => {
+                    self.nodes[i].held.remove(&ip);
+                }
+            }
+        }
+        let node = &mut self.nodes[i];
+        let (Some(dv), Some(ep)) = (node.dv.as_mut(), node.ep.as_mut()) else {
+            return Ok(());
+        };
+        while let Some(b) = dv.poll_transmit() {
+            node.dv_pending.push(b);
+        }
+        while !node.dv_pending.is_empty() {
+            match ep.send(DV_GROUP, &node.dv_pending[0], Order::Agreed) {
+                Ok(()) => {
+                    node.dv_pending.remove(0);
+                }
+                Err(SendError::WouldBlock { .. }) => break,
+                Err(SendError::Closed) => {
+                    node.dv_pending.clear();
+                }
+                Err(e) => return Err(format!("n{i} DuraVIP send: {e}")),
             }
         }
         Ok(())
