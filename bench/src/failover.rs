@@ -146,22 +146,7 @@ pub fn run(a: &Args) -> Res<()> {
     let cohortd = sibling("cohortd")?;
     let lab = Lab::new("cohort-bench failover", 4)
         .ok_or("the failover benchmark needs root (network namespaces)")?;
-    let o = lab.hosts[0].addr.octets();
-    let vips: Vec<Ipv4Addr> = (101..105)
-        .map(|n| Ipv4Addr::new(o[0], o[1], o[2], n))
-        .collect();
-    let bindings: String = vips
-        .iter()
-        .enumerate()
-        .map(|(k, v)| {
-            format!("Binding \"vip{k}\" {{ Enable_Duravip = true Bind_Address = \"{v}\" }}\n")
-        })
-        .collect();
-    let cluster_opts = format!(
-        "  view_mature_time = 0.5\n  view_balance_interval = 1\n  duravip_balance_set_size = 4\n  xdp = generic\n  \
-         Topology \"{}.{}.{}.0/24\" {{ interface = \"eth0\" }}",
-        o[0], o[1], o[2]
-    );
+    let (vips, bindings, cluster_opts) = cohort::lab::procs::duravip_setup(&lab, 101);
     let mut c = Cluster::new(&lab, &cohortd, &bindings).with_cluster_options(&cluster_opts);
     for i in NODES {
         c.start(i);

@@ -86,22 +86,7 @@ fn wait_single_owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Vec<usiz
 /// for one view and for every address to have exactly one owner; returns the cluster, the
 /// addresses and their owners.
 fn vip_cluster(lab: &Lab, first: u8) -> (Cluster<'_>, Vec<Ipv4Addr>, Vec<usize>) {
-    let o = lab.hosts[0].addr.octets();
-    let vips: Vec<Ipv4Addr> = (first..first + 4)
-        .map(|n| Ipv4Addr::new(o[0], o[1], o[2], n))
-        .collect();
-    let bindings: String = vips
-        .iter()
-        .enumerate()
-        .map(|(k, v)| {
-            format!("Binding \"vip{k}\" {{ Enable_Duravip = true Bind_Address = \"{v}\" }}\n")
-        })
-        .collect();
-    let cluster_opts = format!(
-        "  view_mature_time = 0.5\n  view_balance_interval = 1\n  duravip_balance_set_size = 4\n  xdp = generic\n  \
-         Topology \"{}.{}.{}.0/24\" {{ interface = \"eth0\" }}",
-        o[0], o[1], o[2]
-    );
+    let (vips, bindings, cluster_opts) = cohort::lab::procs::duravip_setup(lab, first);
     let mut c = support::cluster::cluster(lab, &bindings).with_cluster_options(&cluster_opts);
     for i in NODES {
         c.start(i);

@@ -190,3 +190,26 @@ impl Drop for Cluster<'_> {
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
+
+/// A DuraVIP set-up for a lab: four addresses `first..first+4` on the lab's network as
+/// `Enable_Duravip` bindings (the text to append to each node's configuration), and the `cluster`
+/// options that place them on `eth0` with fast maturity and balancing and generic XDP.
+pub fn duravip_setup(lab: &Lab, first: u8) -> (Vec<std::net::Ipv4Addr>, String, String) {
+    let o = lab.hosts[0].addr.octets();
+    let vips: Vec<std::net::Ipv4Addr> = (first..first + 4)
+        .map(|n| std::net::Ipv4Addr::new(o[0], o[1], o[2], n))
+        .collect();
+    let bindings: String = vips
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            format!("Binding \"vip{k}\" {{ Enable_Duravip = true Bind_Address = \"{v}\" }}\n")
+        })
+        .collect();
+    let cluster_opts = format!(
+        "  view_mature_time = 0.5\n  view_balance_interval = 1\n  duravip_balance_set_size = 4\n  xdp = generic\n  \
+         Topology \"{}.{}.{}.0/24\" {{ interface = \"eth0\" }}",
+        o[0], o[1], o[2]
+    );
+    (vips, bindings, cluster_opts)
+}
