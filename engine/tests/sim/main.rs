@@ -12,6 +12,7 @@
 //! `COHORT_SIM_SEED=1234 cargo test -p cohort-engine --test sim replay -- --nocapture` replays one.
 
 mod checker;
+mod duravip;
 mod world;
 
 use std::time::Duration;
@@ -51,76 +52,6 @@ fn sim_config() -> GroupConfig {
     }
 }
 
-/// Six DuraVIP addresses every member is configured for, with short maturity and balancing.
-fn duravip_config() -> (
-    cohort_engine::duravip::LocalConfig,
-    cohort_engine::duravip::Params,
-) {
-    let mut text = String::from(
-        "cluster { view_mature_time = 0.5 view_balance_interval = 1 duravip_balance_set_size = 2\n\
-         Topology \"10.9.0.0/24\" { interface = \"eth0\" } }\n",
-    );
-    for k in 1..=6 {
-        text.push_str(&format!(
-            "Binding \"v{k}\" {{ Enable_Duravip = true Bind_Address = \"10.9.0.{k}\" }}\n"
-        ));
-    }
-    let cfg = cohort_engine::config::load_str(std::path::Path::new("sim-duravip.conf"), &text)
-        .expect("the simulator's DuraVIP configuration is valid")
-        .config;
-    (
-        cohort_engine::duravip::LocalConfig::from_config(&cfg),
-        cohort_engine::duravip::Params::from_cluster(&cfg.cluster),
-    )
-}
-
-/// Once the view has held, matured and had its balancing rounds: every address has exactly one
-/// holder among the view's members, their loads differ by at most one, and then nothing moves.
-fn check_duravip(w: &mut World) -> Result<(), String> {
-    if w.duravip.is_none() {
-        return Ok(());
-    }
-    w.run_until(w.now + 6 * SEC)?;
-    let members: Vec<usize> = (0..w.nodes.len())
-        .filter(|&i| w.nodes[i].ep.is_some() && !w.nodes[i].stuck)
-        .collect();
-    let mut holders: std::collections::BTreeMap<std::net::IpAddr, Vec<usize>> =
-        std::collections::BTreeMap::new();
-    for &i in &members {
-        for ip in &w.nodes[i].held {
-            holders.entry(*ip).or_default().push(i);
-        }
-    }
-    for k in 1..=6u8 {
-        let ip = std::net::IpAddr::from([10, 9, 0, k]);
-        let h = holders.get(&ip).cloned().unwrap_or_default();
-        if h.len() != 1 {
-            return Err(format!(
-                "DuraVIP: {ip} has holders {h:?} among the view's members {members:?}{}",
-                w.describe()
-            ));
-        }
-    }
-    let loads: Vec<usize> = members.iter().map(|&i| w.nodes[i].held.len()).collect();
-    let (min, max) = (
-        loads.iter().min().copied().unwrap_or(0),
-        loads.iter().max().copied().unwrap_or(0),
-    );
-    if max - min > 1 {
-        return Err(format!("DuraVIP: loads {loads:?} differ by more than one"));
-    }
-    // Stable and balanced: nothing moves any more (no ping-pong).
-    let actions = w.dv_actions;
-    w.run_until(w.now + 3 * SEC)?;
-    if w.dv_actions != actions {
-        return Err(format!(
-            "DuraVIP: {} ownership changes in a stable, balanced view",
-            w.dv_actions - actions
-        ));
-    }
-    Ok(())
-}
-
 fn run_until_converged(w: &mut World, bound: u64, what: &str) -> Result<u64, String> {
     let deadline = w.now + bound;
     while w.now < deadline {
@@ -149,7 +80,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         .random_bool(0.3)
         .then(|| ClusterKey::from_material(&seed.to_be_bytes().repeat(4)));
     let mut w = World::new(seed, n, sim_config(), key);
-    w.duravip = Some(duravip_config());
+    w.duravip = Some(duravip::config(n));
     for node in &mut w.nodes {
         node.offset = rng.random_range(0..1000 * SEC);
         if kind == Kind::Mixed {
@@ -249,7 +180,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
             w.describe()
         ));
     }
-    check_duravip(&mut w)?;
+    duravip::check(&mut w)?;
     Ok(Outcome {
         nodes: n,
         kind: Some(kind),

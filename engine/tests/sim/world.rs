@@ -115,8 +115,8 @@ pub struct World {
     pub steps: u64,
     /// Length of a driver's event-loop turn.
     pub turn: u64,
-    /// DuraVIP configuration every member runs with, if the seed exercises it.
-    pub duravip: Option<(LocalConfig, Params)>,
+    /// DuraVIP configuration of each member (indexed by node), if the seed exercises it.
+    pub duravip: Option<(Vec<LocalConfig>, Params)>,
     /// Ownership changes carried out (for reports).
     pub dv_actions: u64,
 }
@@ -203,11 +203,11 @@ impl World {
             .map_err(|e| e.to_string())?;
         ep.heartbeat(now_local);
         ep.join(GROUP).map_err(|e| e.to_string())?;
-        if let Some((local_cfg, params)) = &self.duravip {
+        if let Some((local_cfgs, params)) = &self.duravip {
             ep.join(DV_GROUP).map_err(|e| e.to_string())?;
             node.dv = Some(DuravipMachine::new(
                 duravip::Member::new(node.member().name, inc),
-                local_cfg.clone(),
+                local_cfgs[i].clone(),
                 params.clone(),
             ));
         }
