@@ -51,6 +51,7 @@ fn example_parses_with_documented_defaults() {
     assert_eq!(c.garp_count, 3);
     assert_eq!(c.garp_interval, 0.1);
     assert_eq!(c.garp_refresh, 0.0);
+    assert_eq!(c.arp_cache_interval, 60.0);
     assert_eq!(c.xdp, XdpMode::Auto);
     assert_eq!(c.xdp_lease, 3.0);
     let logs: Vec<(&str, &str)> = c

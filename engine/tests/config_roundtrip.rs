@@ -191,6 +191,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             c.garp_count = c.duravip_balance_set_size % 101;
             c.garp_interval = c.view_mature_time;
             c.garp_refresh = c.view_broadcast_interval;
+            c.arp_cache_interval = c.if_down_limit;
             c.xdp_lease = c.view_balance_interval;
             c.replicate = replicate;
             dedup_by(&mut c.replicate, |r| r.name.to_ascii_lowercase());

@@ -25,6 +25,8 @@ pub struct Placement {
     pub ip: IpAddr,
     pub iface: String,
     pub prefix: u8,
+    /// The `Topology` network block it belongs to: targeted ARP goes to the hosts in it.
+    pub network: ipnet::IpNet,
 }
 
 /// Every DuraVIP address this node is configured for (bindings and listeners with
@@ -53,6 +55,7 @@ pub fn placements(cfg: &Config) -> Vec<Placement> {
                     ip,
                     iface: t.interface.clone(),
                     prefix: t.cidrmask,
+                    network: t.network,
                 })
         })
         .collect()
@@ -219,7 +222,8 @@ impl DataPlane {
         self.placements.values()
     }
 
-    /// The hosts targeted announcements go to (`arp_all_hosts = false`).
+    /// The hosts targeted announcements go to (`arp_all_hosts = false`): the shared ARP cache.
+    /// Each announcement goes to those in the address's `Topology` network.
     pub fn set_hosts(&mut self, hosts: Vec<(Ipv4Addr, [u8; 6])>) {
         self.hosts = hosts;
     }
@@ -315,6 +319,7 @@ impl DataPlane {
         } else {
             self.hosts
                 .iter()
+                .filter(|(hip, _)| p.network.contains(&IpAddr::V4(*hip)) && *hip != ip)
                 .map(|(hip, hmac)| garp::targeted(mac, ip, *hmac, *hip))
                 .collect()
         };
@@ -441,6 +446,34 @@ impl DataPlane {
             t = t.min(r);
         }
         t
+    }
+
+    /// Whether the XDP program is attached to at least one interface.
+    pub fn xdp_attached(&self) -> bool {
+        !self.xdp.is_empty()
+    }
+
+    /// The XDP program's latest transport arrival per peer address, over every interface: the
+    /// newest stamp (CLOCK_MONOTONIC nanoseconds) and the packets counted. Interfaces whose map
+    /// cannot be read are skipped (and counted as errors).
+    pub fn peer_arrivals(&mut self) -> BTreeMap<Ipv4Addr, crate::xdp::maps::Peer> {
+        let mut out: BTreeMap<Ipv4Addr, crate::xdp::maps::Peer> = BTreeMap::new();
+        for fp in self.xdp.values() {
+            match fp.peer_arrivals() {
+                Ok(list) => {
+                    for (ip, p) in list {
+                        let e = out.entry(ip).or_default();
+                        e.last_ns = e.last_ns.max(p.last_ns);
+                        e.packets = e.packets.saturating_add(p.packets);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read XDP arrival stamps");
+                    self.stats.errors += 1;
+                }
+            }
+        }
+        out
     }
 
     /// XDP counters summed over interfaces.

@@ -67,6 +67,7 @@ const CLUSTER_OPTIONS: &[&str] = &[
     "if_check_interval",
     "if_down_limit",
     "arp_all_hosts",
+    "arp_cache_interval",
     "duravip_balance_set_size",
     "view_mature_time",
     "view_balance_interval",
@@ -602,6 +603,7 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
                     "if_check_interval" => c.if_check_interval = positive_seconds(key, v)?,
                     "if_down_limit" => c.if_down_limit = seconds(key, v)?,
                     "arp_all_hosts" => c.arp_all_hosts = boolean(key, v)?,
+                    "arp_cache_interval" => c.arp_cache_interval = seconds(key, v)?,
                     "duravip_balance_set_size" => {
                         c.duravip_balance_set_size = u32_in(key, v, 1, 1_000_000)?
                     }

@@ -74,6 +74,10 @@ pub struct Cluster {
     pub if_down_limit: f64,
     /// Broadcast gratuitous ARP (true) or target the hosts of the shared ARP cache. Default true.
     pub arp_all_hosts: bool,
+    /// Cohort: seconds between collections of this node's ARP cache (the kernel's neighbour table
+    /// on the `Topology` interfaces) shared with the cluster, as Wackamole's `Arp-Cache`. Default
+    /// 60; 0 = never.
+    pub arp_cache_interval: f64,
     /// DuraVIPs moved per balancing round. Default 1 (see the README on the documented conflict).
     pub duravip_balance_set_size: u32,
     /// Seconds a DuraVIP view must stay unchanged to be mature. Default 5.
@@ -135,6 +139,7 @@ impl Default for Cluster {
             if_check_interval: 30.0,
             if_down_limit: 4.0,
             arp_all_hosts: true,
+            arp_cache_interval: 60.0,
             duravip_balance_set_size: 1,
             view_mature_time: 5.0,
             view_balance_interval: 10.0,

@@ -98,6 +98,7 @@ fn cluster(w: &mut Writer, c: &Cluster) {
     w.num("if_check_interval", c.if_check_interval);
     w.num("if_down_limit", c.if_down_limit);
     w.num("arp_all_hosts", c.arp_all_hosts);
+    w.num("arp_cache_interval", c.arp_cache_interval);
     w.num("duravip_balance_set_size", c.duravip_balance_set_size);
     w.num("view_mature_time", c.view_mature_time);
     w.num("view_balance_interval", c.view_balance_interval);

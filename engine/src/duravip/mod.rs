@@ -11,6 +11,7 @@
 //! - [`wire`]: the versioned encoding of the messages exchanged in agreed order.
 //! - [`ownership`]: the deterministic election and the balancing rounds.
 //! - [`machine`]: the state machine that ties them to views, timers and agreed-order messages.
+//! - [`arpcache`]: the cluster-wide shared ARP cache (`cluster arp show`, `arp_all_hosts = false`).
 //! - [`render`]: `cluster duravip show`, `cluster duravip show tables` (XML) and their JSON forms.
 //!
 //! Console commands map onto the machine and [`render`] like this (all with `--json` through
@@ -31,6 +32,7 @@
 //! hand-off in which the new owner acquires after the old holder's release has been delivered.
 
 pub mod announce;
+pub mod arpcache;
 pub mod machine;
 pub mod ownership;
 pub mod render;

@@ -143,6 +143,7 @@ impl NodeConsole {
                     "xdp_transport_stamped".into(),
                     s.xdp.map_or(0, |x| x.transport_stamped),
                 ),
+                ("xdp_arrivals_fed".into(), s.xdp_arrivals_fed),
                 (
                     "duravip_acquired".into(),
                     s.dataplane.as_ref().map_or(0, |d| d.acquired),
@@ -210,6 +211,14 @@ impl ConsoleHandler for NodeConsole {
                 ClusterCommand::Membership => Ok(render(&self.membership()?, json)),
                 ClusterCommand::Nodeaddr => Ok(render(&self.nodeaddr()?, json)),
                 ClusterCommand::Counters => Ok(render(&self.counters()?, json)),
+                ClusterCommand::ArpShow => {
+                    let st = self
+                        .shared
+                        .status
+                        .lock()
+                        .map_err(|_| "status unavailable")?;
+                    Ok(render(&st.arp, json))
+                }
                 ClusterCommand::SharedList => {
                     let r = self
                         .shared

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cohort_engine::config::{self, Config};
+use cohort_engine::duravip::arpcache::{self, SharedArpCache};
 use cohort_engine::duravip::{self, DuravipMachine, LocalConfig, Params};
 use cohort_engine::group::{
     ClusterKey, Counters, Endpoint, Event, GroupConfig, MemberId, Order, Time, View,
@@ -37,6 +38,10 @@ const MSG_MEMBER_INFO: u8 = 1;
 const MSG_DURAVIP: u8 = 2;
 /// Replication batches and snapshots (FIFO).
 const MSG_REPLICATE: u8 = 3;
+/// Reports of this node's ARP cache for the shared ARP cache (FIFO).
+const MSG_ARP: u8 = 4;
+/// Least time between two reads of the XDP program's arrival stamps.
+const XDP_STAMP_PERIOD: Duration = Duration::from_millis(10);
 
 /// A member's name in replicated objects' views, Momentum's `#ec1-<pid>#<node>`: the pid is part
 /// of the incarnation, so every member derives the same name from the view alone.
@@ -87,6 +92,10 @@ pub struct NodeStatus {
     /// What the data plane did (None when this node manages no DuraVIP address).
     pub dataplane: Option<crate::dataplane::DataPlaneStats>,
     pub xdp: Option<crate::xdp::XdpStats>,
+    /// The cluster-wide shared ARP cache as `cluster arp show` prints it.
+    pub arp: cohort_engine::console::status::ArpTable,
+    /// Peer arrivals stamped by the XDP program and given to the failure detector.
+    pub xdp_arrivals_fed: u64,
 }
 
 /// A request from a console thread, carried out by the loop.
@@ -281,6 +290,22 @@ pub struct Node {
     last_status: Instant,
     /// Replication payloads the transport could not take yet (flow control), oldest first.
     rep_pending: VecDeque<Vec<u8>>,
+    /// The cluster-wide shared ARP cache.
+    arp: SharedArpCache,
+    /// `arp_cache_interval`; `None` when this node does not collect.
+    arp_every: Option<Duration>,
+    next_arp: Time,
+    /// Where this node collects ARP entries: (interface, network) of every `Topology` block.
+    arp_scope: Vec<(String, ipnet::IpNet)>,
+    /// Configured DuraVIP addresses: never hosts of the cache.
+    vip_addrs: std::collections::BTreeSet<std::net::IpAddr>,
+    /// Peer name by IPv4 address (addresses shared by several peers are left out), for the XDP
+    /// program's arrival stamps.
+    xdp_peers: BTreeMap<std::net::Ipv4Addr, String>,
+    /// Packet count of each peer at the last read of the stamps.
+    xdp_seen: BTreeMap<std::net::Ipv4Addr, u64>,
+    next_xdp_read: Time,
+    xdp_arrivals_fed: u64,
 }
 
 impl Node {
@@ -349,6 +374,30 @@ impl Node {
             None
         };
         let joins = groups_to_join(&cfg, &id, manager);
+        let arp_every = (!manager && cfg.cluster.arp_cache_interval > 0.0)
+            .then(|| Duration::from_secs_f64(cfg.cluster.arp_cache_interval.min(1e6)));
+        // A host stays while some node reported it within three collection intervals.
+        let arp_ttl = arp_every.map_or(Duration::from_secs(180), |d| 3 * d);
+        let arp_scope: Vec<(String, ipnet::IpNet)> = cfg
+            .cluster
+            .topology
+            .iter()
+            .map(|t| (t.interface.clone(), t.network))
+            .collect();
+        let vip_addrs = crate::dataplane::placements(&cfg)
+            .into_iter()
+            .map(|p| p.ip)
+            .collect();
+        let mut xdp_peers: BTreeMap<std::net::Ipv4Addr, String> = BTreeMap::new();
+        let mut shared_ip: std::collections::BTreeSet<std::net::Ipv4Addr> = Default::default();
+        for (name, a) in &gcfg.peers {
+            if let std::net::IpAddr::V4(v4) = a.ip()
+                && xdp_peers.insert(v4, name.clone()).is_some()
+            {
+                shared_ip.insert(v4);
+            }
+        }
+        xdp_peers.retain(|ip, _| !shared_ip.contains(ip));
         let status = NodeStatus {
             identity: id,
             me: me.clone(),
@@ -365,7 +414,10 @@ impl Node {
             duravip: None,
             dataplane: None,
             xdp: None,
+            arp: Default::default(),
+            xdp_arrivals_fed: 0,
         };
+        let t0 = clock.now();
         Ok(Node {
             shared: Arc::new(Shared {
                 status: Mutex::new(status),
@@ -389,6 +441,15 @@ impl Node {
             duravip_dirty: true,
             last_status: Instant::now(),
             rep_pending: VecDeque::new(),
+            arp: SharedArpCache::new(arp_ttl),
+            arp_every,
+            next_arp: t0,
+            arp_scope,
+            vip_addrs,
+            xdp_peers,
+            xdp_seen: BTreeMap::new(),
+            next_xdp_read: t0,
+            xdp_arrivals_fed: 0,
         })
     }
 
@@ -491,10 +552,15 @@ impl Node {
                     q.push_front(r);
                 }
             }
+            // Arrivals the XDP program stamped count before the detector looks for silence.
+            self.feed_xdp_stamps(now);
             if let Some(t) = self.endpoint.poll_timeout()
                 && t <= now
             {
                 self.endpoint.handle_timeout(now);
+            }
+            if self.arp_every.is_some() && now >= self.next_arp {
+                self.collect_arp(now);
             }
             let dv_now = duravip::Time(now.as_nanos());
             if self.duravip.poll_timeout().is_some_and(|t| t <= dv_now) {
@@ -562,9 +628,11 @@ impl Node {
                 let left = d.next_deadline().saturating_duration_since(Instant::now());
                 now + left
             });
+            let arp_deadline = self.arp_every.map(|_| self.next_arp);
             let deadline = [
                 self.endpoint.poll_timeout(),
                 Some(next_heartbeat),
+                arp_deadline,
                 dv_deadline,
                 dp_deadline,
                 rep_deadline,
@@ -709,6 +777,20 @@ impl Node {
                     }
                     return false;
                 }
+                if payload.first() == Some(&MSG_ARP) {
+                    match arpcache::decode_report(&payload[1..]) {
+                        Ok(hosts) => {
+                            let now = Duration::from_nanos(self.clock.now().as_nanos());
+                            self.arp.learn(now, &hosts);
+                            self.arp.expire(now);
+                            self.sync_arp_hosts();
+                        }
+                        Err(e) => {
+                            tracing::warn!(from = %sender.name, error = %e, "ARP cache report refused")
+                        }
+                    }
+                    return false;
+                }
                 if payload.first() == Some(&MSG_DURAVIP) {
                     let dv_now = duravip::Time(self.clock.now().as_nanos());
                     let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
@@ -773,6 +855,83 @@ impl Node {
         }
     }
 
+    /// Collects this node's ARP entries on the `Topology` interfaces (the kernel's neighbour
+    /// table), adds them to the shared cache and reports them to the cluster (FIFO).
+    fn collect_arp(&mut self, now: Time) {
+        if let Some(every) = self.arp_every {
+            self.next_arp = now + every;
+        }
+        let at = Duration::from_nanos(now.as_nanos());
+        self.arp.expire(at);
+        let text = match std::fs::read_to_string("/proc/net/arp") {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read /proc/net/arp; the shared ARP cache gets nothing from this node");
+                return;
+            }
+        };
+        let (scope, vips) = (&self.arp_scope, &self.vip_addrs);
+        let keep = |dev: &str, ip: std::net::Ipv4Addr| {
+            let ip = std::net::IpAddr::V4(ip);
+            !vips.contains(&ip) && scope.iter().any(|(i, n)| i == dev && n.contains(&ip))
+        };
+        let hosts = match arpcache::parse_proc_net_arp(&text, keep) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot parse the kernel's ARP table");
+                return;
+            }
+        };
+        self.arp.learn(at, &hosts);
+        self.sync_arp_hosts();
+        for report in arpcache::encode_reports(&hosts) {
+            let mut msg = Vec::with_capacity(report.len() + 1);
+            msg.push(MSG_ARP);
+            msg.extend_from_slice(&report);
+            // A report refused by flow control is simply sent again next interval.
+            if let Err(e) = self.endpoint.send(&self.cluster_group, &msg, Order::Fifo) {
+                tracing::debug!(error = %e, "ARP cache report not sent");
+                break;
+            }
+        }
+    }
+
+    /// Gives the data plane the shared cache's hosts for targeted ARP.
+    fn sync_arp_hosts(&mut self) {
+        if let Some(dp) = &mut self.dataplane {
+            dp.set_hosts(self.arp.hosts().iter().map(|h| (h.ip, h.mac)).collect());
+        }
+    }
+
+    /// Gives the failure detector the transport arrivals the XDP program stamped since the last
+    /// read (at most every [`XDP_STAMP_PERIOD`]): each peer whose packet count moved was heard at
+    /// its stamp, placed on the loop's clock. The kernel's `SO_TIMESTAMPNS` stamps are used too.
+    fn feed_xdp_stamps(&mut self, now: Time) {
+        if now < self.next_xdp_read || self.xdp_peers.is_empty() {
+            return;
+        }
+        let Some(dp) = self.dataplane.as_mut().filter(|d| d.xdp_attached()) else {
+            return;
+        };
+        self.next_xdp_read = now + XDP_STAMP_PERIOD;
+        let arrivals = dp.peer_arrivals();
+        let mono = crate::xdp::monotonic_ns();
+        for (ip, p) in arrivals {
+            let Some(name) = self.xdp_peers.get(&ip) else {
+                continue;
+            };
+            let seen = self.xdp_seen.entry(ip).or_insert(0);
+            if *seen == p.packets {
+                continue;
+            }
+            *seen = p.packets;
+            let age = mono.saturating_sub(p.last_ns);
+            let at = Time::from_nanos(now.as_nanos().saturating_sub(age));
+            self.endpoint.note_arrival(now, name, at);
+            self.xdp_arrivals_fed += 1;
+        }
+    }
+
     /// Carries out DuraVIP's actions (data plane first), then sends its messages in agreed order:
     /// a release is unplumbed before the message saying so leaves.
     fn drive_duravip(&mut self) {
@@ -810,6 +969,12 @@ impl Node {
         if let Ok(mut s) = self.shared.status.lock() {
             s.counters = self.endpoint.counters().clone();
             s.io = self.io.stats();
+            s.xdp_arrivals_fed = self.xdp_arrivals_fed;
+            if refresh {
+                s.arp = self
+                    .arp
+                    .table(Duration::from_nanos(self.clock.now().as_nanos()));
+            }
             if let Some(dv) = dv {
                 s.duravip = Some(dv);
                 s.dataplane = self.dataplane.as_ref().map(|d| d.stats.clone());
