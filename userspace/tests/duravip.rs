@@ -182,3 +182,190 @@ fn sigterm_releases_addresses_and_a_survivor_takes_them() {
         "the client follows"
     );
 }
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+fn mac_bytes(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(p, 16).expect("hex MAC");
+    }
+    m
+}
+
+/// One ARP frame as seen on the wire.
+#[derive(Debug)]
+struct SeenArp {
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    op: u16,
+    sender_ip: Ipv4Addr,
+    target_mac: [u8; 6],
+    target_ip: Ipv4Addr,
+}
+
+/// Captures ARP frames on `eth0` of the namespace `ns` (AF_PACKET) until one whose sender
+/// address is `about` arrives or `within` passes; signals on `ready` once the socket is open.
+fn capture_arp_about(
+    ns: String,
+    about: Ipv4Addr,
+    within: Duration,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Option<SeenArp> {
+    cohort::lab::in_netns(&ns, move || {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let proto = (libc::ETH_P_ARP as u16).to_be() as i32;
+        // SAFETY: plain socket(2), checked below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd was just created and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        // SAFETY: a valid timeval for SO_RCVTIMEO.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        ready.send(()).expect("test waits");
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 1600];
+        while Instant::now() < deadline {
+            // SAFETY: receives into a live buffer of its length.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 42 {
+                continue;
+            }
+            let f = &buf[..n as usize];
+            let ip = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+            let mac = |o: usize| -> [u8; 6] { f[o..o + 6].try_into().expect("6 bytes") };
+            let seen = SeenArp {
+                eth_dst: mac(0),
+                eth_src: mac(6),
+                op: u16::from_be_bytes([f[20], f[21]]),
+                sender_ip: ip(28),
+                target_mac: mac(32),
+                target_ip: ip(38),
+            };
+            if seen.sender_ip == about {
+                return Some(seen);
+            }
+        }
+        None
+    })
+}
+
+/// The shared ARP cache end to end (`arp_all_hosts = false`): the client talks to node1 only, so
+/// only node1's kernel knows its MAC; node1 reports it, node3 lists it in `cluster arp show`, and
+/// when node2 acquires an address it announces it with an ARP reply sent to the client alone.
+/// Also: with XDP attached, the program's per-peer arrival stamps reach the failure detector.
+#[test]
+fn shared_arp_cache_targets_the_client_and_xdp_stamps_are_fed() {
+    let Some(lab) = Lab::new("shared_arp_cache_targets_the_client", 4) else {
+        return;
+    };
+    let (vips, bindings, opts) = cohort::lab::procs::duravip_setup(&lab, 121);
+    let opts = format!("{opts}\n  arp_all_hosts = false\n  arp_cache_interval = 0.5\n");
+    // The client is no peer, so no node's transport ever makes its kernel resolve the client.
+    let mut c = support::cluster::cluster(&lab, &bindings)
+        .with_cluster_options(&opts)
+        .with_peers(NODES.len());
+    for i in NODES {
+        c.start(i);
+    }
+    for i in NODES {
+        c.wait_members(i, &NODES);
+    }
+    let owners = wait_single_owners(&lab, &vips, &NODES);
+    let client = lab.hosts[3].addr;
+    let client_mac = mac(&lab, 3);
+    let ping = lab
+        .cmd(3, "ping")
+        .args(["-c", "1", "-W", "2", &lab.hosts[0].addr.to_string()])
+        .status()
+        .expect("ping");
+    assert!(ping.success(), "the client reaches node1");
+    // node3 learns the client from node1's report.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let t = c
+            .ctl_json(2, &["cluster", "arp", "show"])
+            .expect("arp show");
+        let entry = t["entries"]
+            .as_array()
+            .and_then(|es| {
+                es.iter()
+                    .find(|e| e["ip"].as_str() == Some(&client.to_string()))
+            })
+            .cloned();
+        if let Some(e) = entry {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node3's shared ARP cache never listed the client {client}: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(listed["mac"].as_str(), Some(client_mac.as_str()), "{listed}");
+    // Not from node3's own kernel: it never talked to the client.
+    let own = run(Command::new("ip").args([
+        "-n",
+        &lab.hosts[2].ns,
+        "neigh",
+        "show",
+        &client.to_string(),
+    ]));
+    assert!(
+        !String::from_utf8_lossy(&own.stdout).contains(&client_mac),
+        "node3's kernel knows the client by itself"
+    );
+    let text = c.ctl_text(2, &["cluster", "arp", "show"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("{client:<16} [{client_mac}]  ")) && l.ends_with('s')),
+        "docs' shape: {text}"
+    );
+    // node2 acquires an address it does not hold: the client gets a targeted ARP reply.
+    let k = owners.iter().position(|&o| o != 1).expect("some address not on node2");
+    let vip = vips[k];
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns = lab.hosts[3].ns.clone();
+    let cap = std::thread::spawn(move || capture_arp_about(ns, vip, Duration::from_secs(15), tx));
+    rx.recv().expect("capture started");
+    let node2 = c.name(1);
+    let moved = c.ctl_text(1, &["cluster", "duravip", "move", &vip.to_string(), "to", &node2]);
+    assert!(moved.contains("requested"), "{moved}");
+    let seen = cap
+        .join()
+        .expect("capture thread")
+        .unwrap_or_else(|| panic!("the client saw no ARP about {vip} after the move to node2"));
+    let node2_mac = mac_bytes(&mac(&lab, 1));
+    assert_eq!(seen.eth_src, node2_mac, "{seen:?}");
+    assert_eq!(seen.op, 2, "a reply, not a broadcast gratuitous request: {seen:?}");
+    assert_eq!(seen.eth_dst, mac_bytes(&client_mac), "{seen:?}");
+    assert_eq!(
+        (seen.target_mac, seen.target_ip),
+        (mac_bytes(&client_mac), client),
+        "{seen:?}"
+    );
+    assert!(owners_of(&lab, vip) == vec![1], "{vip} plumbed on node2 only");
+    // XDP stamped the peers' transport packets and the detector was given the stamps.
+    for i in NODES {
+        let counters = c.counters(i);
+        let stamped = counters["xdp_transport_stamped"].as_u64().unwrap_or(0);
+        let fed = counters["xdp_arrivals_fed"].as_u64().unwrap_or(0);
+        assert!(stamped > 0 && fed > 0, "node{}: {counters}", i + 1);
+        assert!(fed <= stamped, "each fed arrival is a stamped packet: {counters}");
+    }
+}
+
+fn owners_of(lab: &Lab, vip: Ipv4Addr) -> Vec<usize> {
+    owners(lab, &[vip], &NODES).remove(0)
+}

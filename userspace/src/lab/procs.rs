@@ -19,6 +19,9 @@ pub struct Cluster<'a> {
     pub extra: String,
     /// Extra text inside every node's `cluster { }` scope.
     pub cluster_extra: String,
+    /// How many of the lab's hosts (the first ones) are peers in the configurations; all if
+    /// `None`. A host left out is a pure client: no node ever sends to it unasked.
+    pub peers: Option<usize>,
 }
 
 impl<'a> Cluster<'a> {
@@ -32,6 +35,7 @@ impl<'a> Cluster<'a> {
             nodes: (0..lab.hosts.len()).map(|_| None).collect(),
             extra: extra.to_owned(),
             cluster_extra: String::new(),
+            peers: None,
         };
         for i in 0..lab.hosts.len() {
             std::fs::write(c.config_path(i), c.config_text(i)).expect("write config");
@@ -42,6 +46,15 @@ impl<'a> Cluster<'a> {
     /// Adds `text` inside every node's `cluster { }` scope (configurations are rewritten).
     pub fn with_cluster_options(mut self, text: &str) -> Self {
         self.cluster_extra = text.to_owned();
+        for i in 0..self.lab.hosts.len() {
+            std::fs::write(self.config_path(i), self.config_text(i)).expect("write config");
+        }
+        self
+    }
+
+    /// Only the first `n` hosts are peers (configurations are rewritten).
+    pub fn with_peers(mut self, n: usize) -> Self {
+        self.peers = Some(n);
         for i in 0..self.lab.hosts.len() {
             std::fs::write(self.config_path(i), self.config_text(i)).expect("write config");
         }
@@ -70,6 +83,7 @@ impl<'a> Cluster<'a> {
             .hosts
             .iter()
             .enumerate()
+            .take(self.peers.unwrap_or(usize::MAX))
             .map(|(j, h)| format!("    {} = \"{}\"\n", self.name(j), h.addr))
             .collect();
         format!(
@@ -134,6 +148,14 @@ impl<'a> Cluster<'a> {
             return None;
         }
         serde_json::from_slice(&r.body).ok()
+    }
+
+    /// `<cmd>` on node `i`'s console: the text it prints (an error's message too).
+    pub fn ctl_text(&self, i: usize, cmd: &[&str]) -> String {
+        let mut c = Client::connect(&Endpoint::parse(&self.socket(i).to_string_lossy()))
+            .expect("console connects");
+        let r = c.run(&cmd.join(" "), false).expect("console answers");
+        String::from_utf8_lossy(&r.body).into_owned()
     }
 
     /// Node names of node `i`'s current view, in view order.

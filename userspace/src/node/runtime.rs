@@ -969,7 +969,6 @@ impl Node {
         if let Ok(mut s) = self.shared.status.lock() {
             s.counters = self.endpoint.counters().clone();
             s.io = self.io.stats();
-            s.xdp_arrivals_fed = self.xdp_arrivals_fed;
             if refresh {
                 s.arp = self
                     .arp
@@ -978,6 +977,8 @@ impl Node {
             if let Some(dv) = dv {
                 s.duravip = Some(dv);
                 s.dataplane = self.dataplane.as_ref().map(|d| d.stats.clone());
+                // Taken before the program's counters, so it never exceeds the packets stamped.
+                s.xdp_arrivals_fed = self.xdp_arrivals_fed;
                 s.xdp = self.dataplane.as_ref().map(|d| d.xdp_stats());
             }
         }
