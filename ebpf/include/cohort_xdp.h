@@ -18,8 +18,8 @@ struct cohort_vip {
 };
 
 /* lease[0]: the program answers only while bpf_ktime_get_ns() < expires_ns (CLOCK_MONOTONIC).
- * Userspace renews it; if the daemon stops (crash, hang), answers stop and the kernel's own ARP
- * takes over: fail-safe. */
+ * Userspace renews it; if the daemon hangs, requests for the addresses in `vips` are dropped, so
+ * neither XDP nor the kernel (which still has them plumbed) claims them for this node. */
 struct cohort_lease {
 	__u64 expires_ns;
 };
@@ -40,7 +40,7 @@ struct cohort_peer {
 /* stats: per-CPU counters, index by enum cohort_stat. */
 enum cohort_stat {
 	COHORT_STAT_ARP_REPLIED = 0,     /* ARP requests answered with XDP_TX */
-	COHORT_STAT_ARP_LEASE_EXPIRED = 1, /* requests for an owned VIP passed on: lease expired */
+	COHORT_STAT_ARP_LEASE_EXPIRED = 1, /* requests for an owned VIP dropped: lease expired */
 	COHORT_STAT_ARP_PASSED = 2,      /* other ARP passed to the kernel */
 	COHORT_STAT_TRANSPORT_STAMPED = 3, /* transport packets stamped in peers */
 	COHORT_STAT_MAX = 4,

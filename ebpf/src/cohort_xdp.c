@@ -3,7 +3,8 @@
  *
  * 1. ARP responder: a request (not a gratuitous announcement) for an address in `vips` is turned
  *    into the reply in place and sent back out of the same interface (XDP_TX), while the lease is
- *    valid. Everything else goes on to the kernel unchanged.
+ *    valid; once it has lapsed, such requests are dropped (the kernel would answer them for a
+ *    hung daemon). Everything else goes on to the kernel unchanged.
  * 2. Arrival stamping: every IPv4 UDP packet to the transport port records, per source address,
  *    the kernel time it arrived, so the failure detector sees true arrival times even when the
  *    daemon is descheduled.
@@ -99,8 +100,12 @@ static __always_inline int handle_arp(struct ethhdr *eth, void *end)
 	__u32 zero = 0;
 	struct cohort_lease *l = bpf_map_lookup_elem(&lease, &zero);
 	if (!l || bpf_ktime_get_ns() >= l->expires_ns) {
+		/* The daemon stopped renewing (hung, or stalled longer than the lease): its node has
+		 * most likely been removed from the view and a survivor owns the address now. Drop the
+		 * request rather than let the kernel, which still has the address plumbed, answer it
+		 * with this node's MAC and pull clients back. */
 		count(COHORT_STAT_ARP_LEASE_EXPIRED);
-		return XDP_PASS;
+		return XDP_DROP;
 	}
 	/* The request becomes the reply: to the asker, from the VIP's owner. */
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);

@@ -215,8 +215,13 @@ fn capture_arp_about(
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         let proto = (libc::ETH_P_ARP as u16).to_be() as i32;
         // SAFETY: plain socket(2), checked below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        let fd =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fd was just created and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let tv = libc::timeval {
@@ -313,7 +318,11 @@ fn shared_arp_cache_targets_the_client_and_xdp_stamps_are_fed() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(listed["mac"].as_str(), Some(client_mac.as_str()), "{listed}");
+    assert_eq!(
+        listed["mac"].as_str(),
+        Some(client_mac.as_str()),
+        "{listed}"
+    );
     // Not from node3's own kernel: it never talked to the client.
     let own = run(Command::new("ip").args([
         "-n",
@@ -333,14 +342,20 @@ fn shared_arp_cache_targets_the_client_and_xdp_stamps_are_fed() {
         "docs' shape: {text}"
     );
     // node2 acquires an address it does not hold: the client gets a targeted ARP reply.
-    let k = owners.iter().position(|&o| o != 1).expect("some address not on node2");
+    let k = owners
+        .iter()
+        .position(|&o| o != 1)
+        .expect("some address not on node2");
     let vip = vips[k];
     let (tx, rx) = std::sync::mpsc::channel();
     let ns = lab.hosts[3].ns.clone();
     let cap = std::thread::spawn(move || capture_arp_about(ns, vip, Duration::from_secs(15), tx));
     rx.recv().expect("capture started");
     let node2 = c.name(1);
-    let moved = c.ctl_text(1, &["cluster", "duravip", "move", &vip.to_string(), "to", &node2]);
+    let moved = c.ctl_text(
+        1,
+        &["cluster", "duravip", "move", &vip.to_string(), "to", &node2],
+    );
     assert!(moved.contains("requested"), "{moved}");
     let seen = cap
         .join()
@@ -348,21 +363,30 @@ fn shared_arp_cache_targets_the_client_and_xdp_stamps_are_fed() {
         .unwrap_or_else(|| panic!("the client saw no ARP about {vip} after the move to node2"));
     let node2_mac = mac_bytes(&mac(&lab, 1));
     assert_eq!(seen.eth_src, node2_mac, "{seen:?}");
-    assert_eq!(seen.op, 2, "a reply, not a broadcast gratuitous request: {seen:?}");
+    assert_eq!(
+        seen.op, 2,
+        "a reply, not a broadcast gratuitous request: {seen:?}"
+    );
     assert_eq!(seen.eth_dst, mac_bytes(&client_mac), "{seen:?}");
     assert_eq!(
         (seen.target_mac, seen.target_ip),
         (mac_bytes(&client_mac), client),
         "{seen:?}"
     );
-    assert!(owners_of(&lab, vip) == vec![1], "{vip} plumbed on node2 only");
+    assert!(
+        owners_of(&lab, vip) == vec![1],
+        "{vip} plumbed on node2 only"
+    );
     // XDP stamped the peers' transport packets and the detector was given the stamps.
     for i in NODES {
         let counters = c.counters(i);
         let stamped = counters["xdp_transport_stamped"].as_u64().unwrap_or(0);
         let fed = counters["xdp_arrivals_fed"].as_u64().unwrap_or(0);
         assert!(stamped > 0 && fed > 0, "node{}: {counters}", i + 1);
-        assert!(fed <= stamped, "each fed arrival is a stamped packet: {counters}");
+        assert!(
+            fed <= stamped,
+            "each fed arrival is a stamped packet: {counters}"
+        );
     }
 }
 

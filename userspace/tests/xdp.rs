@@ -79,10 +79,33 @@ fn generic_mode_answers_arp_under_lease_and_stamps_peers() {
         let s = fp.stats().expect("stats");
         assert!(s.arp_replied >= 1, "{s:?}");
 
-        // Lease expired: fail-safe, no answer, counted.
+        // Lease expired: no answer, counted; not even from the kernel, which has the address
+        // plumbed: the node of a hung daemon stops claiming its addresses at ARP (README, "A hung
+        // daemon").
+        let plumb = |verb: &str| {
+            let st = Command::new("ip")
+                .args([
+                    "-n",
+                    &owner.ns,
+                    "addr",
+                    verb,
+                    &format!("{vip}/32"),
+                    "dev",
+                    "eth0",
+                ])
+                .status()
+                .expect("ip addr");
+            assert!(st.success(), "ip addr {verb}");
+        };
+        plumb("add");
         fp.expire_lease().expect("expire");
         assert_eq!(arping(&client.ns, vip), None);
         assert!(fp.stats().expect("stats").arp_lease_expired >= 1);
+        // Out of the map, the address is the kernel's own business again: it answers.
+        fp.remove_vip(vip).expect("remove");
+        assert_eq!(arping(&client.ns, vip).as_deref(), Some(mac.as_str()));
+        plumb("del");
+        fp.insert_vip(vip).expect("insert again");
 
         // Renewed but removed from the map: no answer.
         fp.renew_lease(Duration::from_secs(30)).expect("lease");

@@ -74,7 +74,10 @@ pub fn parse_proc_net_arp(
         // (column, field) pairs, columns counted from 1.
         let mut fields = Vec::with_capacity(6);
         let mut start = None;
-        for (i, c) in line.char_indices().chain(std::iter::once((line.len(), ' '))) {
+        for (i, c) in line
+            .char_indices()
+            .chain(std::iter::once((line.len(), ' ')))
+        {
             match (c.is_whitespace(), start) {
                 (false, None) => start = Some(i),
                 (true, Some(s)) => {
@@ -85,10 +88,7 @@ pub fn parse_proc_net_arp(
             }
         }
         if fields.len() != 6 {
-            return Err(err(
-                1,
-                format!("expected 6 fields, found {}", fields.len()),
-            ));
+            return Err(err(1, format!("expected 6 fields, found {}", fields.len())));
         }
         let (ipc, ip) = fields[0];
         let ip: Ipv4Addr = ip
@@ -100,7 +100,8 @@ pub fn parse_proc_net_arp(
             .and_then(|h| u32::from_str_radix(h, 16).ok())
             .ok_or_else(|| err(fc, format!("flags '{flags}' are not 0x-hexadecimal")))?;
         let (mc, mac_text) = fields[3];
-        let mac = parse_mac(mac_text).ok_or_else(|| err(mc, format!("'{mac_text}' is not a MAC")))?;
+        let mac =
+            parse_mac(mac_text).ok_or_else(|| err(mc, format!("'{mac_text}' is not a MAC")))?;
         let device = fields[5].1;
         if flags & ATF_COM == 0 || mac == [0; 6] || !keep(device, ip) {
             continue;
@@ -329,9 +330,11 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert_eq!(decode_report(&[]).expect_err("empty").offset, 0);
         assert_eq!(decode_report(&[9, 0]).expect_err("version").offset, 0);
         assert_eq!(decode_report(&[VERSION]).expect_err("count").offset, 1);
-        assert_eq!(decode_report(&[VERSION, 200]).expect_err("too many").offset, 1);
-        let e = decode_report(&[VERSION, 2, 10, 0, 0, 1, 2, 0, 0, 0, 0, 1])
-            .expect_err("truncated");
+        assert_eq!(
+            decode_report(&[VERSION, 200]).expect_err("too many").offset,
+            1
+        );
+        let e = decode_report(&[VERSION, 2, 10, 0, 0, 1, 2, 0, 0, 0, 0, 1]).expect_err("truncated");
         assert_eq!(e.offset, 12);
         assert_eq!(decode_report(&[VERSION, 0]), Ok(vec![]));
     }

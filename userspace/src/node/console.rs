@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cohort_engine::console::render::render;
 use cohort_engine::console::status::{
-    ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
+    ArpTable, ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
 };
 use cohort_engine::console::{ClusterCommand, Command};
 use cohort_engine::duravip;
@@ -160,6 +160,17 @@ impl NodeConsole {
         })
     }
 
+    /// `cluster arp show`: the shared ARP cache as the loop last published it.
+    fn arp(&self) -> Result<ArpTable, String> {
+        Ok(self
+            .shared
+            .status
+            .lock()
+            .map_err(|_| "status unavailable")?
+            .arp
+            .clone())
+    }
+
     fn nodeaddr(&self) -> Result<NodeAddr, String> {
         let s = self
             .shared
@@ -211,14 +222,7 @@ impl ConsoleHandler for NodeConsole {
                 ClusterCommand::Membership => Ok(render(&self.membership()?, json)),
                 ClusterCommand::Nodeaddr => Ok(render(&self.nodeaddr()?, json)),
                 ClusterCommand::Counters => Ok(render(&self.counters()?, json)),
-                ClusterCommand::ArpShow => {
-                    let st = self
-                        .shared
-                        .status
-                        .lock()
-                        .map_err(|_| "status unavailable")?;
-                    Ok(render(&st.arp, json))
-                }
+                ClusterCommand::ArpShow => Ok(render(&self.arp()?, json)),
                 ClusterCommand::SharedList => {
                     let r = self
                         .shared
