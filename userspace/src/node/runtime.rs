@@ -374,8 +374,10 @@ impl Node {
             None
         };
         let joins = groups_to_join(&cfg, &id, manager);
-        let arp_every = (!manager && cfg.cluster.arp_cache_interval > 0.0)
-            .then(|| Duration::from_secs_f64(cfg.cluster.arp_cache_interval.min(1e6)));
+        // Only nodes with Topology interfaces have hosts of interest to collect.
+        let arp_every =
+            (!manager && !cfg.cluster.topology.is_empty() && cfg.cluster.arp_cache_interval > 0.0)
+                .then(|| Duration::from_secs_f64(cfg.cluster.arp_cache_interval.min(1e6)));
         // A host stays while some node reported it within three collection intervals.
         let arp_ttl = arp_every.map_or(Duration::from_secs(180), |d| 3 * d);
         let arp_scope: Vec<(String, ipnet::IpNet)> = cfg
