@@ -137,6 +137,13 @@ pub struct Shared {
     /// The application handle of the replicated objects: increments, gauges, throttles, caches,
     /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
     pub objects: Arc<Objects>,
+    /// Where the manager's console traffic goes (commands on a node, answers on the manager):
+    /// messages of the control protocol (`cohort_engine::console::control`) on any group but the
+    /// cluster group. Never blocks the loop: when full, a message is dropped and logged.
+    pub control: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
+    /// `cohortctl listen <group>` connections: every message of the group is copied to each
+    /// (dropped for a listener that does not keep up; a closed one is removed).
+    pub listeners: Mutex<Vec<(String, std::sync::mpsc::SyncSender<Delivery>)>>,
 }
 
 impl Shared {
@@ -245,7 +252,12 @@ fn my_info(cfg: &Config, id: &Identity, manager: bool) -> MemberInfo {
 /// joins only the cluster group (as in the documented `cluster membership` sample).
 pub fn groups_to_join(cfg: &Config, id: &Identity, manager: bool) -> Vec<String> {
     if manager {
-        return vec![cfg.cluster.cluster_group.clone()];
+        // The manager's private reply group (hidden from `cluster membership`, like Spread's
+        // private groups) receives the nodes' answers to its console commands.
+        return vec![
+            cfg.cluster.cluster_group.clone(),
+            super::control::reply_group(&id.nodename),
+        ];
     }
     vec![
         cfg.cluster.control_group.clone(),
@@ -372,6 +384,8 @@ impl Node {
                 requests: Mutex::new(VecDeque::new()),
                 waker,
                 deliveries: Mutex::new(None),
+                control: Mutex::new(None),
+                listeners: Mutex::new(Vec::new()),
                 objects: replicator.objects().clone(),
                 replicator: Mutex::new(replicator),
             }),
@@ -689,6 +703,23 @@ impl Node {
                 ..
             } => {
                 if group != self.cluster_group {
+                    let d = Delivery {
+                        group,
+                        sender,
+                        order,
+                        payload,
+                    };
+                    super::control::tap(&self.shared, &d);
+                    if cohort_engine::console::control::is_control(&d.payload) {
+                        super::control::route(&self.shared, d);
+                        return false;
+                    }
+                    let Delivery {
+                        group,
+                        sender,
+                        order,
+                        payload,
+                    } = d;
                     let tx = self.shared.deliveries.lock().ok().and_then(|d| d.clone());
                     if let Some(tx) = tx {
                         let _ = tx.send(Delivery {
