@@ -429,14 +429,24 @@ mod tests {
     fn errors_name_the_offset() {
         let mut b = cmd(Some("n")).encode().expect("encodes");
         b[10] = 0x80;
+        assert_eq!(ControlMsg::decode(&b), Err(bad(10, "unknown flag bits")));
         assert_eq!(
-            ControlMsg::decode(&b),
-            Err(bad(10, "unknown flag bits"))
+            ControlMsg::decode(&[0xC2, 1, 0]),
+            Err(bad(2, "truncated request id"))
         );
-        assert_eq!(ControlMsg::decode(&[0xC2, 1, 0]), Err(bad(2, "truncated request id")));
         assert_eq!(ControlMsg::decode(&[0x00]), Err(bad(0, "unknown magic")));
-        let c = AnswerChunk { request: 1, ok: true, index: 2, count: 2, data: vec![] }.encode();
-        assert_eq!(ControlMsg::decode(&c), Err(bad(11, "chunk index beyond the count")));
+        let c = AnswerChunk {
+            request: 1,
+            ok: true,
+            index: 2,
+            count: 2,
+            data: vec![],
+        }
+        .encode();
+        assert_eq!(
+            ControlMsg::decode(&c),
+            Err(bad(11, "chunk index beyond the count"))
+        );
     }
 
     #[test]
@@ -454,7 +464,14 @@ mod tests {
             assert!(got.is_none(), "nothing after the last chunk");
             got = r.push(a).expect("in order");
         }
-        assert_eq!(got, Some(Answer { request: 9, ok: true, body: answer }));
+        assert_eq!(
+            got,
+            Some(Answer {
+                request: 9,
+                ok: true,
+                body: answer
+            })
+        );
     }
 
     #[test]
@@ -465,7 +482,14 @@ mod tests {
             panic!("an answer chunk");
         };
         let got = Reassembly::default().push(a).expect("taken");
-        assert_eq!(got, Some(Answer { request: 1, ok: false, body: vec![] }));
+        assert_eq!(
+            got,
+            Some(Answer {
+                request: 1,
+                ok: false,
+                body: vec![]
+            })
+        );
     }
 
     #[test]
@@ -497,9 +521,16 @@ mod tests {
         assert_eq!(r.push(dec(&chunks[0])), Ok(None));
         assert!(matches!(
             r.push(dec(&chunks[2])),
-            Err(ReassemblyError::OutOfOrder { index: 2, expected: 1, .. })
+            Err(ReassemblyError::OutOfOrder {
+                index: 2,
+                expected: 1,
+                ..
+            })
         ));
-        assert!(r.push(dec(&chunks[1])).is_err(), "the partial answer is gone");
+        assert!(
+            r.push(dec(&chunks[1])).is_err(),
+            "the partial answer is gone"
+        );
     }
 
     proptest! {

@@ -1165,6 +1165,34 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_a_group_name() {
+        assert_eq!(
+            parse("LISTEN ec_paniclog"),
+            Ok(Command::Listen {
+                group: "ec_paniclog".into()
+            })
+        );
+        assert_eq!(
+            parse("listen ec_paniclog").map(|c| c.to_string()),
+            Ok("listen ec_paniclog".to_owned())
+        );
+        let long = "g".repeat(65);
+        assert!(matches!(
+            parse(&format!("listen {long}")),
+            Err(ParseError::BadArgument {
+                col: 8,
+                placeholder: "<group>",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse("listen"),
+            Err(ParseError::MissingWord { .. })
+        ));
+        assert_eq!(parse("listen g").map(|c| c.scope()), Ok(Scope::Both));
+    }
+
+    #[test]
     fn scopes() {
         assert_eq!(parse("cluster info").unwrap().scope(), Scope::Node);
         assert_eq!(parse("info").unwrap().scope(), Scope::Manager);

@@ -10,8 +10,8 @@ use cohort::check_config;
 use cohort::console::server::{ConsoleHandler, ConsoleServer, Identity, Role, ServerConfig};
 use cohort::node::console::NodeConsole;
 use cohort::node::manager::ManagerConsole;
-use cohort::node::{control, paniclog};
 use cohort::node::runtime::Node;
+use cohort::node::{control, paniclog};
 use cohort_engine::config::{self, UdpDriver};
 use cohort_engine::udp::Driver;
 
@@ -122,14 +122,15 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
         });
         // The manager's commands run through the same console, as this node's name.
         let identity = Identity {
-            nodename: node
-                .shared
-                .status
-                .lock()
-                .map_or_else(|_| server_cfg.identity.nodename.clone(), |s| s.identity.nodename.clone()),
+            nodename: node.shared.status.lock().map_or_else(
+                |_| server_cfg.identity.nodename.clone(),
+                |s| s.identity.nodename.clone(),
+            ),
             role: Role::Node,
         };
-        if let Err(e) = control::spawn_node_worker(node.shared.clone(), identity, node_console.clone()) {
+        if let Err(e) =
+            control::spawn_node_worker(node.shared.clone(), identity, node_console.clone())
+        {
             tracing::error!("cannot start the control worker: {e}");
             eprintln!("cohortd: {e}");
             return ExitCode::from(1);

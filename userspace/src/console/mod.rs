@@ -13,6 +13,6 @@ pub mod stream;
 pub use client::{Client, ClientError, Endpoint};
 pub use listener::{BoundAddr, ListenError};
 pub use server::{
-    ConsoleHandler, ConsoleServer, Identity, Role, ServerConfig, ServerError, StopHandle, execute,
-    ListenNext, ListenSource,
+    ConsoleHandler, ConsoleServer, Identity, ListenNext, ListenSource, Role, ServerConfig,
+    ServerError, StopHandle, execute,
 };

@@ -501,7 +501,11 @@ fn stream_group(stream: &mut Stream, d: &Dispatcher, group: &str, json: bool) {
             .encode()
             .is_ok_and(|f| stream.write_all(&f).is_ok())
     };
-    if !send(stream, hello) || stream.set_read_timeout(Some(Duration::from_millis(1))).is_err() {
+    if !send(stream, hello)
+        || stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .is_err()
+    {
         return;
     }
     let mut probe = [0u8; 1];
@@ -521,7 +525,9 @@ fn stream_group(stream: &mut Stream, d: &Dispatcher, group: &str, json: bool) {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(_) => return,
         }
@@ -572,42 +578,40 @@ pub fn execute(
     line: &str,
     json: bool,
 ) -> Result<String, String> {
-        let cmd = grammar::parse(line).map_err(|e| e.to_string())?;
-        let role = identity.role;
-        if !cmd.scope().allows(role.scope()) {
-            return Err(match role {
-                Role::Node => {
-                    format!("'{cmd}' is a cluster manager command; this is a node (cohortd)")
-                }
-                Role::Manager => format!(
-                    "'{cmd}' is a node command and does not run in the cluster manager; use 'broadcast {cmd}' or 'unicast <node> {cmd}'"
-                ),
-            });
-        }
-        if let Command::Listen { group } = &cmd {
-            return Err(format!(
-                "'listen {group}' streams messages; run it as 'cohortctl listen {group}'"
-            ));
-        }
-        let local: Option<Box<dyn Render>> = match &cmd {
-            Command::Help => Some(Box::new(Help::for_role(role.scope(), false))),
-            Command::Version => Some(Box::new(Version::current())),
-            Command::Cluster(ClusterCommand::Help) => {
-                Some(Box::new(Help::for_role(Scope::Node, true)))
+    let cmd = grammar::parse(line).map_err(|e| e.to_string())?;
+    let role = identity.role;
+    if !cmd.scope().allows(role.scope()) {
+        return Err(match role {
+            Role::Node => {
+                format!("'{cmd}' is a cluster manager command; this is a node (cohortd)")
             }
-            Command::Cluster(ClusterCommand::Nodename) => Some(Box::new(NodeName {
-                nodename: identity.nodename.clone(),
-            })),
-            _ => None,
-        };
-        if let Some(item) = local {
-            return Ok(render(item.as_ref(), json));
+            Role::Manager => format!(
+                "'{cmd}' is a node command and does not run in the cluster manager; use 'broadcast {cmd}' or 'unicast <node> {cmd}'"
+            ),
+        });
+    }
+    if let Command::Listen { group } = &cmd {
+        return Err(format!(
+            "'listen {group}' streams messages; run it as 'cohortctl listen {group}'"
+        ));
+    }
+    let local: Option<Box<dyn Render>> = match &cmd {
+        Command::Help => Some(Box::new(Help::for_role(role.scope(), false))),
+        Command::Version => Some(Box::new(Version::current())),
+        Command::Cluster(ClusterCommand::Help) => Some(Box::new(Help::for_role(Scope::Node, true))),
+        Command::Cluster(ClusterCommand::Nodename) => Some(Box::new(NodeName {
+            nodename: identity.nodename.clone(),
+        })),
+        _ => None,
+    };
+    if let Some(item) = local {
+        return Ok(render(item.as_ref(), json));
+    }
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(&cmd, json))) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(command = %cmd, "console handler panicked");
+            Err(format!("internal error while running '{cmd}'"))
         }
-        match catch_unwind(AssertUnwindSafe(|| handler.handle(&cmd, json))) {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::error!(command = %cmd, "console handler panicked");
-                Err(format!("internal error while running '{cmd}'"))
-            }
-        }
+    }
 }

@@ -149,13 +149,29 @@ mod tests {
         std::fs::create_dir_all(&keep).expect("mkdir");
         let c = ControlCache::open(t.path());
         c.begin("cluster info", false, "request 1\n");
-        c.record("cluster info", false, "node1", &Outcome::Ok("Daemon: 4802\n".into()));
-        c.record("cluster info", false, "node2", &Outcome::Missing("timed out".into()));
+        c.record(
+            "cluster info",
+            false,
+            "node1",
+            &Outcome::Ok("Daemon: 4802\n".into()),
+        );
+        c.record(
+            "cluster info",
+            false,
+            "node2",
+            &Outcome::Missing("timed out".into()),
+        );
         let d = c.command_dir("cluster info", false).expect("dir");
-        assert_eq!(std::fs::read_to_string(d.join("node1")).expect("answer"), "Daemon: 4802\n");
+        assert_eq!(
+            std::fs::read_to_string(d.join("node1")).expect("answer"),
+            "Daemon: 4802\n"
+        );
         assert!(d.join("node2.missing").is_file());
         c.begin("cluster info", false, "request 2\n");
-        assert!(!d.join("node1").exists(), "a newer request replaces the entry");
+        assert!(
+            !d.join("node1").exists(),
+            "a newer request replaces the entry"
+        );
         assert_eq!(c.flush().expect("flush"), 1);
         assert!(!d.exists());
         assert!(keep.is_dir(), "only command entries are removed");

@@ -91,11 +91,7 @@ impl ManagerConsole {
             })?;
             (s.config.clone(), s.identity.nodename.clone())
         };
-        let cache_dir = cfg
-            .manager_logs
-            .clone()
-            .unwrap_or_default()
-            .control_cache;
+        let cache_dir = cfg.manager_logs.clone().unwrap_or_default().control_cache;
         let rx = super::control::subscribe(&shared);
         let m = Arc::new(ManagerConsole {
             node: NodeConsole {
@@ -218,10 +214,8 @@ impl ManagerConsole {
         }
         .encode()
         .map_err(|e| e.to_string())?;
-        let max = super::control::max_payload(
-            self.status(|s| s.config.msgc_server.mtu as usize)?,
-            group,
-        );
+        let max =
+            super::control::max_payload(self.status(|s| s.config.msgc_server.mtu as usize)?, group);
         if msg.len() > max {
             return Err(format!(
                 "the command is {} bytes; one message carries at most {max}",
