@@ -326,16 +326,7 @@ fn manager_console_commands_reach_and_answer() {
 }
 
 fn plumbed_on(lab: &Lab, i: usize, ip: std::net::Ipv4Addr) -> bool {
-    let out = cohort::lab::run(Command::new("ip").args([
-        "-n",
-        &lab.hosts[i].ns,
-        "-4",
-        "addr",
-        "show",
-        "dev",
-        "eth0",
-    ]));
-    String::from_utf8_lossy(&out.stdout).contains(&format!("{ip}/32"))
+    cohort::lab::procs::plumbed(lab, i).contains(&format!("{ip}/32"))
 }
 
 fn owner(lab: &Lab, ip: std::net::Ipv4Addr) -> Vec<usize> {

@@ -214,6 +214,20 @@ impl Drop for Cluster<'_> {
     }
 }
 
+/// The IPv4 addresses on host `i`'s `eth0`, as `ip -4 addr show` prints them.
+pub fn plumbed(lab: &Lab, i: usize) -> String {
+    let out = super::run(Command::new("ip").args([
+        "-n",
+        &lab.hosts[i].ns,
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Reads a file, or "" when absent.
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()

@@ -85,11 +85,15 @@ enum Scope<'a> {
 impl ManagerConsole {
     /// Opens the control cache and starts the thread that collects the nodes' answers.
     pub fn start(shared: Arc<Shared>) -> std::io::Result<Arc<ManagerConsole>> {
-        let (cfg, me) = {
+        let (cfg, me, incarnation) = {
             let s = shared.status.lock().map_err(|_| {
                 std::io::Error::other("the manager's status is poisoned before it started")
             })?;
-            (s.config.clone(), s.identity.nodename.clone())
+            (
+                s.config.clone(),
+                s.identity.nodename.clone(),
+                s.me.incarnation,
+            )
         };
         let cache_dir = cfg.manager_logs.clone().unwrap_or_default().control_cache;
         let rx = super::control::subscribe(&shared);
@@ -98,8 +102,10 @@ impl ManagerConsole {
                 shared: shared.clone(),
             },
             shared,
+            // Request ids start from this incarnation's own base, so a late answer to a previous
+            // run of the manager (same name, same reply group) never matches a new request.
             state: Mutex::new(State {
-                next_request: 1,
+                next_request: (incarnation % 1_000_000) * 1_000 + 1,
                 ..State::default()
             }),
             answered: Condvar::new(),
