@@ -278,6 +278,19 @@ fn manager_console_commands_reach_and_answer() {
     let (ok, err) = c.ctl(MANAGER, "retrieve_node nosuch cluster nodename", false);
     assert!(!ok && err.contains("nosuch"), "{err}");
 
+    // A node's error comes back as such, with its message.
+    let r = mgr_json(&c, "retrieve cluster abort 5");
+    let rs = responses(&r);
+    assert_eq!(rs.len(), 3, "{r:#}");
+    for (_, status, body) in rs {
+        assert_eq!(status, "error", "{r:#}");
+        assert!(
+            body.as_str()
+                .is_some_and(|b| b.contains("no job with id 5")),
+            "{r:#}"
+        );
+    }
+
     // An answer larger than the MTU (1400) arrives whole, identical to the node's own.
     let (ok, text) = c.ctl(MANAGER, "retrieve help", false);
     assert!(ok, "{text}");

@@ -529,3 +529,54 @@ impl ConsoleHandler for ManagerConsole {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent() -> Sent {
+        Sent {
+            line: "cluster nodename".into(),
+            json: false,
+            group: "ec_console".into(),
+            target: None,
+            addressees: vec!["node1".into(), "node2".into(), "node3".into()],
+            outcomes: BTreeMap::from([
+                ("node1".into(), Outcome::Ok("node1\n".into())),
+                ("node2".into(), Outcome::Error("refused".into())),
+                (
+                    "node3".into(),
+                    Outcome::Missing("no answer within 10 s".into()),
+                ),
+            ]),
+            issued: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn answers_render_per_node_in_address_order() {
+        let s = sent();
+        assert!(s.complete());
+        assert_eq!(
+            render_answers(5, &s, None, false),
+            "node1:\nnode1\n\nnode2: error: refused\n\nnode3: no answer within 10 s\n\n"
+        );
+        assert_eq!(
+            render_answers(5, &s, Some("node1"), false),
+            "node1:\nnode1\n\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&render_answers(5, &s, None, true)).expect("JSON");
+        assert_eq!(v["request"], 5);
+        assert_eq!(v["responses"][1]["status"], "error");
+        assert_eq!(v["responses"][1]["error"], "refused");
+        assert_eq!(v["responses"][2]["missing"], "no answer within 10 s");
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(1, "node"), "1 node");
+        assert_eq!(plural(3, "node"), "3 nodes");
+        assert_eq!(plural(2, "cache entry"), "2 cache entries");
+    }
+}

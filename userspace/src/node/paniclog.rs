@@ -23,7 +23,7 @@ use cohort_engine::jlog::{Journal, JournalOptions, Position, Writer, WriterOptio
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
-use super::runtime::Shared;
+use super::runtime::{Request, Shared};
 
 /// The process's paniclog, once [`install`]ed.
 static PANICLOG: OnceLock<Paniclog> = OnceLock::new();
@@ -163,7 +163,15 @@ pub fn record(level: &str, text: &str) {
         let max = super::control::max_payload(mtu, &group);
         let mut bytes = line.into_bytes();
         bytes.truncate(max);
-        shared.send_batch(&group, vec![bytes], Order::Fifo);
+        // try_lock: a panic on a thread that holds the request queue must not hang in its hook.
+        if let Ok(mut q) = shared.requests.try_lock() {
+            q.push_back(Request::Send {
+                group,
+                payload: bytes,
+                order: Order::Fifo,
+            });
+        }
+        let _ = shared.waker.wake();
     }
     RECORDING.with(|r| r.set(false));
 }
