@@ -220,6 +220,43 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PaniclogLayer {
 mod tests {
     use super::*;
 
+    /// The only test of this binary that installs the process-wide paniclog.
+    #[test]
+    fn a_panic_is_appended_to_the_journal() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let path = t.path().join("paniclog.cluster");
+        let cfg = cohort_engine::config::load_str(
+            std::path::Path::new("t.conf"),
+            &format!(
+                "cluster {{ logs = [ paniclog = \"{}\" ] }}\n",
+                path.display()
+            ),
+        )
+        .expect("config")
+        .config;
+        install(&cfg);
+        let joined = std::thread::Builder::new()
+            .name("doomed".into())
+            .spawn(|| panic!("paniclog test {}", 42))
+            .expect("thread")
+            .join();
+        assert!(joined.is_err());
+        let journal = Journal::open(&path).expect("created with its subscriber");
+        let mut reader = journal.reader("master").expect("subscriber master");
+        let (_, records) = reader.next_batch().expect("records");
+        let lines: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(":PANIC: thread 'doomed' panicked at ")
+                    && l.ends_with(": paniclog test 42")),
+            "{lines:?}"
+        );
+    }
+
     #[test]
     fn the_logger_destination_wins_and_master_is_the_default_subscriber() {
         let cfg = cohort_engine::config::load_str(
