@@ -349,6 +349,20 @@ fn owner(lab: &Lab, ip: std::net::Ipv4Addr) -> Vec<usize> {
         .collect()
 }
 
+/// Waits (bounded) until every address is plumbed on exactly one node (a move in progress may
+/// briefly leave one unplumbed).
+fn wait_single_owners(lab: &Lab, vips: &[std::net::Ipv4Addr]) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !vips.iter().all(|v| owner(lab, *v).len() == 1) {
+        assert!(
+            Instant::now() < deadline,
+            "addresses never settled: {:?}",
+            vips.iter().map(|v| owner(lab, *v)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn duravip_broadcasts_and_paniclog_listen() {
     let Some(lab) = Lab::new("duravip_broadcasts_and_paniclog_listen", 4) else {
@@ -363,11 +377,7 @@ fn duravip_broadcasts_and_paniclog_listen() {
     );
 
     // Every address gets one owner; a broadcast move gives it to the node named.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !vips.iter().all(|v| owner(&lab, *v).len() == 1) {
-        assert!(Instant::now() < deadline, "addresses never settled");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_single_owners(&lab, &vips);
     let vip = vips[0];
     let from = owner(&lab, vip)[0];
     let to = (from + 1) % 3;
@@ -402,7 +412,7 @@ fn duravip_broadcasts_and_paniclog_listen() {
         let after = c.counters(i)["messages_sent"].as_u64().unwrap_or(0);
         assert!(after > before[k], "{} sent nothing", c.name(i));
     }
-    assert!(vips.iter().all(|v| owner(&lab, *v).len() == 1));
+    wait_single_owners(&lab, &vips);
 
     // cohortctl listen on node1 sees node2's paniclog line; node2's journal holds it.
     let mut listener = Command::new(env!("CARGO_BIN_EXE_cohortctl"))
