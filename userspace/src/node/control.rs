@@ -37,6 +37,13 @@ pub fn is_private_group(group: &str) -> bool {
     group.starts_with('#')
 }
 
+/// Whether the manager's commands and answers may travel on `group`: the control group, a
+/// subcluster's group or a private group. Control-looking messages on any other group are
+/// application traffic and are never run as commands.
+pub fn is_control_group(group: &str, control_group: &str) -> bool {
+    group == control_group || group.starts_with("ec_sc_") || is_private_group(group)
+}
+
 /// The largest payload the group layer takes for `group` with this MTU.
 pub fn max_payload(mtu: usize, group: &str) -> usize {
     mtu.saturating_sub(wire::app_overhead(group.len()))

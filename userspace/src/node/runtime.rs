@@ -249,7 +249,8 @@ fn my_info(cfg: &Config, id: &Identity, manager: bool) -> MemberInfo {
 }
 
 /// The groups a node joins: the cluster and control groups and its subcluster's group; a manager
-/// joins only the cluster group (as in the documented `cluster membership` sample).
+/// joins the cluster group (as in the documented `cluster membership` sample) and its private
+/// reply group.
 pub fn groups_to_join(cfg: &Config, id: &Identity, manager: bool) -> Vec<String> {
     if manager {
         // The manager's private reply group (hidden from `cluster membership`, like Spread's
@@ -286,6 +287,8 @@ pub struct Node {
     info: MemberInfo,
     joins: Vec<String>,
     cluster_group: String,
+    /// `control_group`: with `ec_sc_*` and private groups, where the manager's commands travel.
+    control_group: String,
     duravip: DuravipMachine,
     dataplane: Option<crate::dataplane::DataPlane>,
     owned: std::collections::BTreeSet<std::net::IpAddr>,
@@ -397,6 +400,7 @@ impl Node {
             info,
             joins,
             cluster_group: cfg.cluster.cluster_group.clone(),
+            control_group: cfg.cluster.control_group.clone(),
             duravip: dv,
             dataplane,
             owned: std::collections::BTreeSet::new(),
@@ -710,7 +714,9 @@ impl Node {
                         payload,
                     };
                     super::control::tap(&self.shared, &d);
-                    if cohort_engine::console::control::is_control(&d.payload) {
+                    if cohort_engine::console::control::is_control(&d.payload)
+                        && super::control::is_control_group(&d.group, &self.control_group)
+                    {
                         super::control::route(&self.shared, d);
                         return false;
                     }
