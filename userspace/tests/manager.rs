@@ -415,16 +415,19 @@ fn duravip_broadcasts_and_paniclog_listen() {
     wait_single_owners(&lab, &vips);
 
     // cohortctl listen on node1 sees node2's paniclog line; node2's journal holds it.
-    let mut listener = Command::new(env!("CARGO_BIN_EXE_cohortctl"))
-        .args([
-            "--socket",
-            &c.socket(0).to_string_lossy(),
-            "listen",
-            "ec_paniclog",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cohortctl listen");
+    let mut listener = Command::new(support::cluster::bin(
+        "cohortctl",
+        env!("CARGO_BIN_EXE_cohortctl"),
+    ))
+    .args([
+        "--socket",
+        &c.socket(0).to_string_lossy(),
+        "listen",
+        "ec_paniclog",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("cohortctl listen");
     let out = listener.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
