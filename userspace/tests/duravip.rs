@@ -14,19 +14,7 @@ use cohort::lab::procs::Cluster;
 use cohort::lab::{Lab, run};
 
 fn plumbed(lab: &Lab, i: usize) -> String {
-    String::from_utf8_lossy(
-        &run(Command::new("ip").args([
-            "-n",
-            &lab.hosts[i].ns,
-            "-4",
-            "addr",
-            "show",
-            "dev",
-            "eth0",
-        ]))
-        .stdout,
-    )
-    .to_string()
+    cohort::lab::procs::plumbed(lab, i)
 }
 
 fn mac(lab: &Lab, i: usize) -> String {

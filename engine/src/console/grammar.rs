@@ -38,6 +38,10 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// The manager's commands.
     Manager(ManagerCommand),
+    /// `listen <group>`: join a named group and stream its messages (Spread's `spuser`; used
+    /// with `log_group` to watch paniclog broadcasts). Only `cohortctl listen` streams; run as an
+    /// ordinary command it is refused.
+    Listen { group: String },
 }
 
 /// The `cluster ...` commands of the module page (71.19.4), plus Cohort's `cluster counters`.
@@ -111,7 +115,9 @@ impl Command {
     /// Which processes accept this command.
     pub fn scope(&self) -> Scope {
         match self {
-            Command::Help | Command::Version | Command::ConfigReload => Scope::Both,
+            Command::Help | Command::Version | Command::ConfigReload | Command::Listen { .. } => {
+                Scope::Both
+            }
             Command::Cluster(_) => Scope::Node,
             Command::Manager(_) => Scope::Manager,
         }
@@ -128,6 +134,7 @@ impl fmt::Display for Command {
             Command::ConfigReload => f.write_str("config reload"),
             Command::Cluster(c) => write!(f, "cluster {c}"),
             Command::Manager(m) => m.fmt(f),
+            Command::Listen { group } => write!(f, "listen {group}"),
         }
     }
 }
@@ -256,6 +263,8 @@ pub enum Arg {
     Object,
     /// The rest of the line, itself a node command.
     Command,
+    /// A group name (1 to 64 bytes).
+    Group,
 }
 
 impl Arg {
@@ -268,6 +277,7 @@ impl Arg {
             Arg::Subcluster => "<subcluster>",
             Arg::Object => "<object>",
             Arg::Command => "<command>",
+            Arg::Group => "<group>",
         }
     }
 
@@ -282,6 +292,7 @@ impl Arg {
                 .parse::<IpAddr>()
                 .is_err()
                 .then_some("expected an IPv4 or IPv6 address"),
+            Arg::Group => (word.len() > 64).then_some("a group name is 1 to 64 bytes"),
             Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command => None,
         }
     }
@@ -530,6 +541,12 @@ static FORMS: &[Form] = &[
         "Display the available console commands.",
         [K("help")],
         |_| Command::Help
+    ),
+    form!(
+        Both,
+        "Join a group and print its messages as they arrive (cohortctl listen).",
+        [K("listen"), A(Arg::Group)],
+        |c| Command::Listen { group: c.name() }
     ),
     form!(Both, "Show the version.", [K("version")], |_| {
         Command::Version
@@ -882,6 +899,7 @@ mod tests {
                 Word::Arg(Arg::Subcluster) => "east".to_owned(),
                 Word::Arg(Arg::Object) => "inbound_cidr".to_owned(),
                 Word::Arg(Arg::Command) => "cluster info".to_owned(),
+                Word::Arg(Arg::Group) => "ec_paniclog".to_owned(),
             })
             .collect::<Vec<_>>()
             .join(" ")
@@ -1144,6 +1162,34 @@ mod tests {
             parse("broadcast broadcast cluster info"),
             Err(ParseError::NestedManagerCommand { .. })
         ));
+    }
+
+    #[test]
+    fn listen_takes_a_group_name() {
+        assert_eq!(
+            parse("LISTEN ec_paniclog"),
+            Ok(Command::Listen {
+                group: "ec_paniclog".into()
+            })
+        );
+        assert_eq!(
+            parse("listen ec_paniclog").map(|c| c.to_string()),
+            Ok("listen ec_paniclog".to_owned())
+        );
+        let long = "g".repeat(65);
+        assert!(matches!(
+            parse(&format!("listen {long}")),
+            Err(ParseError::BadArgument {
+                col: 8,
+                placeholder: "<group>",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse("listen"),
+            Err(ParseError::MissingWord { .. })
+        ));
+        assert_eq!(parse("listen g").map(|c| c.scope()), Ok(Scope::Both));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! assert_eq!(render(&addr, false), "10.80.116.201:4802\n");
 //! ```
 
+pub mod control;
 pub mod grammar;
 pub mod protocol;
 pub mod render;

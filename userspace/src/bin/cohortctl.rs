@@ -6,7 +6,8 @@
 //! (`HH:MM:SS cohort(/tmp/2025)> `), history in `~/.cohortctl_history` and tab completion; `quit`,
 //! `exit` or end of input leave. When standard input is not a terminal it reads one command a
 //! line without a prompt (`echo "cluster nodename" | cohortctl`) and exits 1 if any command
-//! failed.
+//! failed. `cohortctl listen <group>` streams the messages of a named group (for instance the
+//! `log_group` paniclog broadcasts) until interrupted.
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -94,10 +95,32 @@ fn one_shot(endpoint: &Endpoint, line: &str, json: bool) -> u8 {
         Ok(c) => c,
         Err(e) => return no_console(&e),
     };
+    if let Ok(grammar::Command::Listen { .. }) = grammar::parse(line) {
+        return listen(client, line, json);
+    }
     match client.run(line, json) {
         Ok(resp) if print_response(&resp) => EXIT_OK,
         Ok(_) => EXIT_COMMAND_FAILED,
         Err(e) => no_console(&e),
+    }
+}
+
+/// `listen <group>`: prints every message of the group as the daemon relays it (Spread's
+/// `spuser`), until the daemon closes the connection or cohortctl is interrupted.
+fn listen(mut client: Client, line: &str, json: bool) -> u8 {
+    if let Err(e) = client.send(line, json) {
+        return no_console(&e);
+    }
+    loop {
+        match client.next_response() {
+            Ok(Some(resp)) => {
+                if !print_response(&resp) {
+                    return EXIT_COMMAND_FAILED;
+                }
+            }
+            Ok(None) => return EXIT_OK,
+            Err(e) => return no_console(&e),
+        }
     }
 }
 
@@ -212,6 +235,12 @@ fn interactive(endpoint: &Endpoint, json: bool) -> u8 {
             break;
         }
         let _ = editor.add_history_entry(line);
+        if let Ok(grammar::Command::Listen { .. }) = grammar::parse(line) {
+            // A stream takes the whole connection; it runs from the shell instead.
+            eprintln!("cohortctl: run 'cohortctl listen <group>' from the shell to stream a group");
+            failed = true;
+            continue;
+        }
         if client.is_none() {
             match Client::connect(endpoint) {
                 Ok(c) => client = Some(c),

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use clap::Parser;
 use cohort::check_config;
-use cohort::console::server::{ConsoleServer, Role, ServerConfig};
+use cohort::console::server::{ConsoleHandler, ConsoleServer, Identity, Role, ServerConfig};
 use cohort::node::console::NodeConsole;
+use cohort::node::manager::ManagerConsole;
 use cohort::node::runtime::Node;
+use cohort::node::{control, paniclog};
 use cohort_engine::config::{self, UdpDriver};
 use cohort_engine::udp::Driver;
 
@@ -67,18 +69,24 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
     };
     let cfg = loaded.config;
     let name = config::nodename::nodename(&cfg.cluster).unwrap_or_else(|| "unnamed".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(paniclog::PaniclogLayer)
+            .init();
+    }
     let span = tracing::info_span!("cohortd", node = %name);
     let _guard = span.enter();
     for i in &loaded.ignored {
         tracing::warn!("{i}");
     }
+    paniclog::install(&cfg);
     let driver = match cfg.msgc_server.udp_driver {
         UdpDriver::Syscall => Driver::Syscall,
         UdpDriver::Uring => Driver::Uring,
@@ -96,13 +104,40 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
     if let Err(e) = cohort::privileges::keep_only_runtime_caps() {
         tracing::warn!("{e}");
     }
+    paniclog::attach(node.shared.clone(), cfg.cluster.log_group.clone());
     let role = if manager { Role::Manager } else { Role::Node };
-    let console = match ConsoleServer::start(
-        ServerConfig::from_config(&cfg, role),
-        Arc::new(NodeConsole {
+    let server_cfg = ServerConfig::from_config(&cfg, role);
+    let handler: Arc<dyn ConsoleHandler> = if manager {
+        match ManagerConsole::start(node.shared.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("cannot start the manager console: {e}");
+                eprintln!("cohortd: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        let node_console: Arc<dyn ConsoleHandler> = Arc::new(NodeConsole {
             shared: node.shared.clone(),
-        }),
-    ) {
+        });
+        // The manager's commands run through the same console, as this node's name.
+        let identity = Identity {
+            nodename: node.shared.status.lock().map_or_else(
+                |_| server_cfg.identity.nodename.clone(),
+                |s| s.identity.nodename.clone(),
+            ),
+            role: Role::Node,
+        };
+        if let Err(e) =
+            control::spawn_node_worker(node.shared.clone(), identity, node_console.clone())
+        {
+            tracing::error!("cannot start the control worker: {e}");
+            eprintln!("cohortd: {e}");
+            return ExitCode::from(1);
+        }
+        node_console
+    };
+    let console = match ConsoleServer::start(server_cfg, handler) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("cannot start the console: {e}");

@@ -90,6 +90,27 @@ impl Client {
         &self.endpoint
     }
 
+    /// Sends a request without waiting for its answer (for `listen`, whose answers are a stream:
+    /// read them with [`Client::next_response`]).
+    pub fn send(&mut self, line: &str, json: bool) -> Result<(), ClientError> {
+        let req = Request {
+            line: line.to_owned(),
+            json,
+        };
+        protocol::write_request(&mut self.stream, &req).map_err(|source| ClientError::Protocol {
+            endpoint: self.endpoint.clone(),
+            source,
+        })
+    }
+
+    /// The next response frame; `None` when the server closed the connection.
+    pub fn next_response(&mut self) -> Result<Option<Response>, ClientError> {
+        protocol::read_response(&mut self.stream).map_err(|source| ClientError::Protocol {
+            endpoint: self.endpoint.clone(),
+            source,
+        })
+    }
+
     /// Sends `line` and waits for the answer. An error here means the connection is unusable.
     pub fn run(&mut self, line: &str, json: bool) -> Result<Response, ClientError> {
         let perr = |source| ClientError::Protocol {

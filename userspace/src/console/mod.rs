@@ -13,5 +13,6 @@ pub mod stream;
 pub use client::{Client, ClientError, Endpoint};
 pub use listener::{BoundAddr, ListenError};
 pub use server::{
-    ConsoleHandler, ConsoleServer, Identity, Role, ServerConfig, ServerError, StopHandle,
+    ConsoleHandler, ConsoleServer, Identity, ListenNext, ListenSource, Role, ServerConfig,
+    ServerError, StopHandle, execute,
 };

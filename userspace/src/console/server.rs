@@ -45,6 +45,30 @@ pub trait ConsoleHandler: Send + Sync + 'static {
     /// `cohort_engine::console::render::render`), or the error message for the operator.
     /// A panic is caught and reported as an internal error; the connection stays usable.
     fn handle(&self, cmd: &Command, json: bool) -> Result<String, String>;
+
+    /// `listen <group>`: joins the group and returns the source of its messages, each rendered
+    /// (as JSON when `json`) for one response frame. The server streams them to the connection
+    /// until the client closes it or the server stops. Consoles without groups refuse.
+    fn listen(&self, group: &str, json: bool) -> Result<Box<dyn ListenSource>, String> {
+        let _ = json;
+        Err(format!("this console cannot listen to group {group}"))
+    }
+}
+
+/// What `listen` streams: the next rendered message, waiting at most the given time.
+pub trait ListenSource: Send {
+    fn next(&mut self, wait: Duration) -> ListenNext;
+}
+
+/// One step of a `listen` stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ListenNext {
+    /// A message to send to the client.
+    Line(String),
+    /// Nothing arrived within the wait.
+    Idle,
+    /// The source is gone (the daemon is stopping).
+    Closed,
 }
 
 /// Which kind of process serves the console: it decides which commands are accepted.
@@ -389,6 +413,11 @@ fn serve(mut stream: Stream, d: &Dispatcher) {
         match Request::decode(&buf) {
             Ok(Some((req, used))) => {
                 buf.drain(..used);
+                if let Ok(Command::Listen { group }) = grammar::parse(&req.line) {
+                    // The connection belongs to the stream from here on.
+                    stream_group(&mut stream, d, &group, req.json);
+                    return;
+                }
                 let resp = d.dispatch(&req);
                 let frame = resp.encode().unwrap_or_else(|e| {
                     Response::error(format!("response not sent: {e}"))
@@ -447,6 +476,64 @@ fn serve(mut stream: Stream, d: &Dispatcher) {
     }
 }
 
+/// How often a `listen` stream checks that its client is still there.
+const LISTEN_POLL: Duration = Duration::from_millis(200);
+
+/// Serves `listen <group>`: a first response saying so (or the refusal), then one response per
+/// message, until the client closes the connection, sends anything or the source closes.
+fn stream_group(stream: &mut Stream, d: &Dispatcher, group: &str, json: bool) {
+    let mut source = match d.handler.listen(group, json) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Ok(f) = Response::error(error_body(&e, json)).encode() {
+                let _ = stream.write_all(&f);
+            }
+            return;
+        }
+    };
+    let hello = if json {
+        format!("{:#}\n", serde_json::json!({ "listening": group }))
+    } else {
+        format!("Listening to group {group}\n")
+    };
+    let send = |stream: &mut Stream, body: String| {
+        Response::ok(body)
+            .encode()
+            .is_ok_and(|f| stream.write_all(&f).is_ok())
+    };
+    if !send(stream, hello)
+        || stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .is_err()
+    {
+        return;
+    }
+    let mut probe = [0u8; 1];
+    loop {
+        match source.next(LISTEN_POLL) {
+            ListenNext::Line(l) => {
+                if !send(stream, l) {
+                    return;
+                }
+            }
+            ListenNext::Idle => {}
+            ListenNext::Closed => return,
+        }
+        match stream.read(&mut probe) {
+            // Closed, or a client that sends something while listening: the stream ends.
+            Ok(_) => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 fn refuse(stream: &mut Stream, e: &ProtocolError) {
     if let Ok(frame) = Response::error(format!("malformed request: {e}")).encode() {
         let _ = stream.write_all(&frame);
@@ -477,38 +564,54 @@ impl Dispatcher {
     }
 
     fn run(&self, line: &str, json: bool) -> Result<String, String> {
-        let cmd = grammar::parse(line).map_err(|e| e.to_string())?;
-        let role = self.identity.role;
-        if !cmd.scope().allows(role.scope()) {
-            return Err(match role {
-                Role::Node => {
-                    format!("'{cmd}' is a cluster manager command; this is a node (cohortd)")
-                }
-                Role::Manager => format!(
-                    "'{cmd}' is a node command and does not run in the cluster manager; use 'broadcast {cmd}' or 'unicast <node> {cmd}'"
-                ),
-            });
-        }
-        let local: Option<Box<dyn Render>> = match &cmd {
-            Command::Help => Some(Box::new(Help::for_role(role.scope(), false))),
-            Command::Version => Some(Box::new(Version::current())),
-            Command::Cluster(ClusterCommand::Help) => {
-                Some(Box::new(Help::for_role(Scope::Node, true)))
+        execute(&self.identity, self.handler.as_ref(), line, json)
+    }
+}
+
+/// Runs one command line as the console does: parses it, enforces the role, answers what needs
+/// only local data and hands the rest to `handler` (a panic there is caught and reported). The
+/// node runs the manager's `broadcast` / `unicast` / `retrieve` commands through this too, so
+/// they answer exactly as the node's own console would.
+pub fn execute(
+    identity: &Identity,
+    handler: &dyn ConsoleHandler,
+    line: &str,
+    json: bool,
+) -> Result<String, String> {
+    let cmd = grammar::parse(line).map_err(|e| e.to_string())?;
+    let role = identity.role;
+    if !cmd.scope().allows(role.scope()) {
+        return Err(match role {
+            Role::Node => {
+                format!("'{cmd}' is a cluster manager command; this is a node (cohortd)")
             }
-            Command::Cluster(ClusterCommand::Nodename) => Some(Box::new(NodeName {
-                nodename: self.identity.nodename.clone(),
-            })),
-            _ => None,
-        };
-        if let Some(item) = local {
-            return Ok(render(item.as_ref(), json));
-        }
-        match catch_unwind(AssertUnwindSafe(|| self.handler.handle(&cmd, json))) {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::error!(command = %cmd, "console handler panicked");
-                Err(format!("internal error while running '{cmd}'"))
-            }
+            Role::Manager => format!(
+                "'{cmd}' is a node command and does not run in the cluster manager; use 'broadcast {cmd}' or 'unicast <node> {cmd}'"
+            ),
+        });
+    }
+    if let Command::Listen { group } = &cmd {
+        return Err(format!(
+            "'listen {group}' streams messages; run it as 'cohortctl listen {group}'"
+        ));
+    }
+    let local: Option<Box<dyn Render>> = match &cmd {
+        Command::Help => Some(Box::new(Help::for_role(role.scope(), false))),
+        Command::Version => Some(Box::new(Version::current())),
+        Command::Cluster(ClusterCommand::Help) => Some(Box::new(Help::for_role(Scope::Node, true))),
+        Command::Cluster(ClusterCommand::Nodename) => Some(Box::new(NodeName {
+            nodename: identity.nodename.clone(),
+        })),
+        _ => None,
+    };
+    if let Some(item) = local {
+        return Ok(render(item.as_ref(), json));
+    }
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(&cmd, json))) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(command = %cmd, "console handler panicked");
+            Err(format!("internal error while running '{cmd}'"))
         }
     }
 }

@@ -99,6 +99,16 @@ impl<'a> Cluster<'a> {
 
     /// Starts node `i` (again, if it was killed): a new process, hence a new incarnation.
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// Starts host `i` as the cluster manager (`cohortd --manager`, eccmgr).
+    pub fn start_manager(&mut self, i: usize) {
+        self.start_with(i, &["--manager"]);
+    }
+
+    /// Starts host `i` with extra `cohortd` arguments.
+    pub fn start_with(&mut self, i: usize, args: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,6 +117,7 @@ impl<'a> Cluster<'a> {
         let child = self
             .lab
             .cmd(i, &self.cohortd.to_string_lossy())
+            .args(args)
             .arg("--config")
             .arg(self.config_path(i))
             .env("RUST_LOG", "info")
@@ -138,6 +149,23 @@ impl<'a> Cluster<'a> {
             .args(["-TERM", &c.id().to_string()])
             .status();
         c.wait().expect("exit status")
+    }
+
+    /// `<cmd>` on node `i`'s console: the status and the body as text.
+    pub fn ctl(&self, i: usize, cmd: &str, json: bool) -> (bool, String) {
+        let mut c = Client::connect(&Endpoint::parse(&self.socket(i).to_string_lossy()))
+            .expect("console reachable");
+        let r = c.run(cmd, json).expect("console answers");
+        (
+            r.status == cohort_engine::console::protocol::Status::Ok,
+            String::from_utf8_lossy(&r.body).into_owned(),
+        )
+    }
+
+    /// Rewrites host `i`'s configuration with `edit` applied to its text.
+    pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.config_path(i)).expect("config");
+        std::fs::write(self.config_path(i), edit(text)).expect("config");
     }
 
     /// `<cmd> --json` on node `i`'s console.
@@ -206,6 +234,20 @@ impl Drop for Cluster<'_> {
             self.kill(i);
         }
     }
+}
+
+/// The IPv4 addresses on host `i`'s `eth0`, as `ip -4 addr show` prints them.
+pub fn plumbed(lab: &Lab, i: usize) -> String {
+    let out = super::run(Command::new("ip").args([
+        "-n",
+        &lab.hosts[i].ns,
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Reads a file, or "" when absent.

@@ -62,7 +62,7 @@ impl NodeConsole {
                 let mut groups: Vec<String> = s
                     .groups
                     .iter()
-                    .filter(|(_, ms)| ms.contains(m))
+                    .filter(|(g, ms)| ms.contains(m) && !super::control::is_private_group(g))
                     .map(|(g, _)| g.clone())
                     .collect();
                 let rank = |g: &String| {
@@ -214,6 +214,14 @@ impl NodeConsole {
 }
 
 impl ConsoleHandler for NodeConsole {
+    fn listen(
+        &self,
+        group: &str,
+        json: bool,
+    ) -> Result<Box<dyn crate::console::ListenSource>, String> {
+        super::control::listen(&self.shared, group, json)
+    }
+
     fn handle(&self, cmd: &Command, json: bool) -> Result<String, String> {
         match cmd {
             Command::ConfigReload => self.reload(),

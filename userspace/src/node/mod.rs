@@ -2,6 +2,10 @@
 //! state machines with the UDP driver.
 
 pub mod console;
+pub mod control;
+pub mod control_cache;
 pub mod identity;
+pub mod manager;
+pub mod paniclog;
 pub mod runtime;
 pub mod signals;

@@ -146,6 +146,13 @@ pub struct Shared {
     /// The application handle of the replicated objects: increments, gauges, throttles, caches,
     /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
     pub objects: Arc<Objects>,
+    /// Where the manager's console traffic goes (commands on a node, answers on the manager):
+    /// messages of the control protocol (`cohort_engine::console::control`) on any group but the
+    /// cluster group. Never blocks the loop: when full, a message is dropped and logged.
+    pub control: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
+    /// `cohortctl listen <group>` connections: every message of the group is copied to each
+    /// (dropped for a listener that does not keep up; a closed one is removed).
+    pub listeners: Mutex<Vec<(String, std::sync::mpsc::SyncSender<Delivery>)>>,
 }
 
 impl Shared {
@@ -251,10 +258,16 @@ fn my_info(cfg: &Config, id: &Identity, manager: bool) -> MemberInfo {
 }
 
 /// The groups a node joins: the cluster and control groups and its subcluster's group; a manager
-/// joins only the cluster group (as in the documented `cluster membership` sample).
+/// joins the cluster group (as in the documented `cluster membership` sample) and its private
+/// reply group.
 pub fn groups_to_join(cfg: &Config, id: &Identity, manager: bool) -> Vec<String> {
     if manager {
-        return vec![cfg.cluster.cluster_group.clone()];
+        // The manager's private reply group (hidden from `cluster membership`, like Spread's
+        // private groups) receives the nodes' answers to its console commands.
+        return vec![
+            cfg.cluster.cluster_group.clone(),
+            super::control::reply_group(&id.nodename),
+        ];
     }
     vec![
         cfg.cluster.control_group.clone(),
@@ -283,6 +296,8 @@ pub struct Node {
     info: MemberInfo,
     joins: Vec<String>,
     cluster_group: String,
+    /// `control_group`: with `ec_sc_*` and private groups, where the manager's commands travel.
+    control_group: String,
     duravip: DuravipMachine,
     dataplane: Option<crate::dataplane::DataPlane>,
     owned: std::collections::BTreeSet<std::net::IpAddr>,
@@ -426,6 +441,8 @@ impl Node {
                 requests: Mutex::new(VecDeque::new()),
                 waker,
                 deliveries: Mutex::new(None),
+                control: Mutex::new(None),
+                listeners: Mutex::new(Vec::new()),
                 objects: replicator.objects().clone(),
                 replicator: Mutex::new(replicator),
             }),
@@ -437,6 +454,7 @@ impl Node {
             info,
             joins,
             cluster_group: cfg.cluster.cluster_group.clone(),
+            control_group: cfg.cluster.control_group.clone(),
             duravip: dv,
             dataplane,
             owned: std::collections::BTreeSet::new(),
@@ -759,6 +777,25 @@ impl Node {
                 ..
             } => {
                 if group != self.cluster_group {
+                    let d = Delivery {
+                        group,
+                        sender,
+                        order,
+                        payload,
+                    };
+                    super::control::tap(&self.shared, &d);
+                    if cohort_engine::console::control::is_control(&d.payload)
+                        && super::control::is_control_group(&d.group, &self.control_group)
+                    {
+                        super::control::route(&self.shared, d);
+                        return false;
+                    }
+                    let Delivery {
+                        group,
+                        sender,
+                        order,
+                        payload,
+                    } = d;
                     let tx = self.shared.deliveries.lock().ok().and_then(|d| d.clone());
                     if let Some(tx) = tx {
                         let _ = tx.send(Delivery {
