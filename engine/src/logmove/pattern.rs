@@ -86,7 +86,9 @@ impl Pattern {
                     other => {
                         return Err(PatternError {
                             col: i + 1,
-                            what: format!("unknown macro %{{{other}}}; expected %{{l}}, %{{s}} or %{{n}}"),
+                            what: format!(
+                                "unknown macro %{{{other}}}; expected %{{l}}, %{{s}} or %{{n}}"
+                            ),
                         });
                     }
                 };
@@ -130,7 +132,13 @@ impl Pattern {
 
     /// The output path of a record written at `time` for log `log` of node `node` in subcluster
     /// `subcluster`.
-    pub fn expand<Tz: TimeZone>(&self, time: &DateTime<Tz>, log: &str, subcluster: &str, node: &str) -> PathBuf
+    pub fn expand<Tz: TimeZone>(
+        &self,
+        time: &DateTime<Tz>,
+        log: &str,
+        subcluster: &str,
+        node: &str,
+    ) -> PathBuf
     where
         Tz::Offset: std::fmt::Display,
     {
@@ -192,7 +200,10 @@ mod tests {
             PathBuf::from("out/100%/_-.._x.14")
         );
         assert_eq!(p.root(), PathBuf::from("out"));
-        assert_eq!(Pattern::parse("%{n}").expect("valid").root(), PathBuf::from("."));
+        assert_eq!(
+            Pattern::parse("%{n}").expect("valid").root(),
+            PathBuf::from(".")
+        );
     }
 
     #[test]

@@ -282,7 +282,9 @@ mod tests {
     #[test]
     fn a_torn_slot_leaves_the_previous_state() {
         let mut file = Vec::new();
-        let p1 = Position::default().begin(JlogId::new(0, 5), 5, vec![]).commit();
+        let p1 = Position::default()
+            .begin(JlogId::new(0, 5), 5, vec![])
+            .commit();
         write(&mut file, &p1);
         let p2 = p1.begin(JlogId::new(0, 9), 4, vec![("/o/b".into(), 77)]);
         write(&mut file, &p2);

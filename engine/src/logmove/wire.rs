@@ -373,7 +373,10 @@ impl Message {
                 // Each record takes at least 20 bytes: a count the payload cannot hold is a lie,
                 // refused before anything is allocated for it.
                 if n as usize > payload.len() / 20 {
-                    return Err(err(HEADER_LEN + c.at - 4, format!("{n} records cannot fit")));
+                    return Err(err(
+                        HEADER_LEN + c.at - 4,
+                        format!("{n} records cannot fit"),
+                    ));
                 }
                 let mut records = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -474,16 +477,49 @@ pub enum Role {
 }
 
 /// The key's proof that the server holds it, over both nonces.
-pub fn server_proof(key: &ClusterKey, client: &[u8; NONCE_LEN], server: &[u8; NONCE_LEN]) -> [u8; MAC_LEN] {
+pub fn server_proof(
+    key: &ClusterKey,
+    client: &[u8; NONCE_LEN],
+    server: &[u8; NONCE_LEN],
+) -> [u8; MAC_LEN] {
     proof(key, b"cohort logmove server proof v1", client, server)
 }
 
 /// The key's proof that the client holds it, over both nonces.
-pub fn client_proof(key: &ClusterKey, client: &[u8; NONCE_LEN], server: &[u8; NONCE_LEN]) -> [u8; MAC_LEN] {
+pub fn client_proof(
+    key: &ClusterKey,
+    client: &[u8; NONCE_LEN],
+    server: &[u8; NONCE_LEN],
+) -> [u8; MAC_LEN] {
     proof(key, b"cohort logmove client proof v1", client, server)
 }
 
-fn proof(key: &ClusterKey, label: &[u8], c: &[u8; NONCE_LEN], s: &[u8; NONCE_LEN]) -> [u8; MAC_LEN] {
+/// Whether `proof` is the client's proof for these nonces (constant-time comparison).
+pub fn client_proof_matches(
+    key: &ClusterKey,
+    client: &[u8; NONCE_LEN],
+    server: &[u8; NONCE_LEN],
+    proof: &[u8; MAC_LEN],
+) -> bool {
+    blake3::Hash::from_bytes(client_proof(key, client, server)) == blake3::Hash::from_bytes(*proof)
+}
+
+/// Whether `proof` is the server's proof for these nonces (constant-time comparison).
+pub fn server_proof_matches(
+    key: &ClusterKey,
+    client: &[u8; NONCE_LEN],
+    server: &[u8; NONCE_LEN],
+    proof: &[u8; MAC_LEN],
+) -> bool {
+    blake3::Hash::from_bytes(server_proof(key, client, server)) == blake3::Hash::from_bytes(*proof)
+}
+
+fn proof(
+    key: &ClusterKey,
+    label: &[u8],
+    c: &[u8; NONCE_LEN],
+    s: &[u8; NONCE_LEN],
+) -> [u8; MAC_LEN] {
     let mut m = Vec::with_capacity(label.len() + 2 * NONCE_LEN);
     m.extend_from_slice(label);
     m.extend_from_slice(c);
@@ -533,7 +569,12 @@ impl Session {
     }
 
     /// Frames with a MAC under a key derived from the cluster key and both nonces.
-    pub fn keyed(key: &ClusterKey, client: &[u8; NONCE_LEN], server: &[u8; NONCE_LEN], role: Role) -> Session {
+    pub fn keyed(
+        key: &ClusterKey,
+        client: &[u8; NONCE_LEN],
+        server: &[u8; NONCE_LEN],
+        role: Role,
+    ) -> Session {
         Session {
             key: Some(proof(key, b"cohort logmove session key v1", client, server)),
             role,
@@ -714,7 +755,10 @@ mod tests {
         let f = c.seal(&ack);
         let mut bad = f.clone();
         bad[HEADER_LEN + 3] ^= 1;
-        assert!(matches!(s.clone().open(&bad), Err(OpenError::BadMac { .. })));
+        assert!(matches!(
+            s.clone().open(&bad),
+            Err(OpenError::BadMac { .. })
+        ));
         assert!(s.open(&f).expect("valid").is_some());
         // The same frame again has the wrong sequence number.
         assert!(matches!(s.open(&f), Err(OpenError::BadMac { .. })));
@@ -728,16 +772,30 @@ mod tests {
         // Another key, or other nonces, give another session key.
         let other = ClusterKey::from_material(b"another cluster key, same length");
         let f = Session::keyed(&other, &[1; 32], &[2; 32], Role::Client).seal(&ack);
-        assert!(Session::keyed(&k, &[1; 32], &[2; 32], Role::Server).open(&f).is_err());
+        assert!(
+            Session::keyed(&k, &[1; 32], &[2; 32], Role::Server)
+                .open(&f)
+                .is_err()
+        );
         let f = Session::keyed(&k, &[1; 32], &[3; 32], Role::Client).seal(&ack);
-        assert!(Session::keyed(&k, &[1; 32], &[2; 32], Role::Server).open(&f).is_err());
+        assert!(
+            Session::keyed(&k, &[1; 32], &[2; 32], Role::Server)
+                .open(&f)
+                .is_err()
+        );
     }
 
     #[test]
     fn proofs_differ_by_role_and_nonce() {
         let k = key();
-        assert_ne!(server_proof(&k, &[1; 32], &[2; 32]), client_proof(&k, &[1; 32], &[2; 32]));
-        assert_ne!(server_proof(&k, &[1; 32], &[2; 32]), server_proof(&k, &[1; 32], &[4; 32]));
+        assert_ne!(
+            server_proof(&k, &[1; 32], &[2; 32]),
+            client_proof(&k, &[1; 32], &[2; 32])
+        );
+        assert_ne!(
+            server_proof(&k, &[1; 32], &[2; 32]),
+            server_proof(&k, &[1; 32], &[4; 32])
+        );
     }
 
     #[test]

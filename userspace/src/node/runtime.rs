@@ -137,6 +137,8 @@ pub struct Shared {
     /// The application handle of the replicated objects: increments, gauges, throttles, caches,
     /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
     pub objects: Arc<Objects>,
+    /// The node's cluster journals (`cluster://` destinations) and its log service's state.
+    pub journals: Arc<crate::logsvc::Journals>,
 }
 
 impl Shared {
@@ -167,6 +169,12 @@ impl Shared {
             }
         }
         let _ = self.waker.wake();
+    }
+
+    /// Appends one record to cluster log `log` (a logger key such as `mainlog`, or a name of the
+    /// `logs` dictionary); the log service offers it to the manager at once.
+    pub fn log_append(&self, log: &str, payload: &[u8]) -> Result<(), String> {
+        self.journals.append(log, payload)
     }
 
     /// Queues a request and wakes the loop.
@@ -374,6 +382,11 @@ impl Node {
                 deliveries: Mutex::new(None),
                 objects: replicator.objects().clone(),
                 replicator: Mutex::new(replicator),
+                journals: Arc::new(if manager {
+                    crate::logsvc::Journals::none()
+                } else {
+                    crate::logsvc::Journals::start(&cfg)
+                }),
             }),
             endpoint,
             io,
