@@ -85,6 +85,15 @@ impl<'a> Cluster<'a> {
 
     /// Starts node `i` (again, if it was killed): a new process, hence a new incarnation.
     pub fn start(&mut self, i: usize) {
+        self.start_with_args(i, &[]);
+    }
+
+    /// Starts host `i` as the cluster manager (`cohortd --manager`).
+    pub fn start_manager(&mut self, i: usize) {
+        self.start_with_args(i, &["--manager"]);
+    }
+
+    fn start_with_args(&mut self, i: usize, args: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -93,6 +102,7 @@ impl<'a> Cluster<'a> {
         let child = self
             .lab
             .cmd(i, &self.cohortd.to_string_lossy())
+            .args(args)
             .arg("--config")
             .arg(self.config_path(i))
             .env("RUST_LOG", "info")

@@ -223,6 +223,14 @@ fn open_with_subscribers(
     path: &Path,
     subscribers: &[String],
 ) -> Result<Journal, cohort_engine::jlog::JlogError> {
+    // "created on demand", parents included (docs §8.2).
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| cohort_engine::jlog::JlogError::Io {
+            path: parent.to_owned(),
+            op: "mkdir",
+            source,
+        })?;
+    }
     let j = Journal::open_or_create(path, JournalOptions::default())?;
     let have = j.subscribers()?;
     for s in subscribers {
