@@ -91,7 +91,10 @@ fn append_all(sock: PathBuf, node: String, stop: Arc<AtomicBool>) -> (Vec<String
                         confirmed.push(rec);
                         break;
                     }
-                    Ok(r) => panic!("{node}: append refused: {}", String::from_utf8_lossy(&r.body)),
+                    Ok(r) => panic!(
+                        "{node}: append refused: {}",
+                        String::from_utf8_lossy(&r.body)
+                    ),
                     Err(_) => {
                         // Sent, but the answer never came: it may or may not be in the journal.
                         doubtful.push(rec);
@@ -146,6 +149,36 @@ fn wait_lines(out: &Path, at_least: usize) {
     }
 }
 
+fn signal(c: &Cluster<'_>, sig: &str) {
+    let pid = c.nodes[MANAGER]
+        .as_ref()
+        .expect("manager runs")
+        .id()
+        .to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Stops the manager (SIGSTOP) and waits until node `i` has sent it another batch, which then
+/// sits unread and unacknowledged in the manager's socket.
+fn freeze_manager_until_sent(c: &Cluster<'_>, i: usize) {
+    let sent = |c: &Cluster<'_>| c.counters(i)["logmove_records_sent"].as_u64().unwrap_or(0);
+    signal(c, "-STOP");
+    let before = sent(c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent(c) == before {
+        assert!(
+            Instant::now() < deadline,
+            "{} never sent a batch",
+            c.name(i)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn three_nodes_to_the_manager_exactly_once_across_kills() {
     let Some(lab) = Lab::new("three_nodes_to_the_manager_exactly_once_across_kills", 4) else {
@@ -175,15 +208,21 @@ fn three_nodes_to_the_manager_exactly_once_across_kills() {
         })
         .collect();
 
-    // The manager dies mid-pull and comes back.
+    // The manager dies mid-pull, with a batch sent to it and not yet read, and comes back.
     wait_lines(&out, 150);
+    freeze_manager_until_sent(&c, 0);
     c.kill(MANAGER);
     std::thread::sleep(Duration::from_millis(200));
     c.start_manager(MANAGER);
     let seen = total_lines(&out);
-    // A node dies mid-serve (its appends continue once it is back) and comes back.
+    // A node dies mid-serve with a batch sent and not acknowledged: the manager is frozen, the
+    // node sends a batch into its socket, the node is killed, the manager thaws, writes the batch
+    // and acknowledges it to nobody. The restarted node replays from its old checkpoint; the
+    // manager must skip what it already has. (Its appends continue once it is back.)
     wait_lines(&out, seen + 150);
+    freeze_manager_until_sent(&c, 1);
     c.kill(1);
+    signal(&c, "-CONT");
     std::thread::sleep(Duration::from_millis(200));
     c.start(1);
     c.wait_members(0, &[0, 1, 2]);
@@ -225,7 +264,10 @@ fn three_nodes_to_the_manager_exactly_once_across_kills() {
             .map(|x| x.as_os_str().to_string_lossy().into_owned())
             .collect();
         assert_eq!(parts.len(), 4, "{rel:?}");
-        assert!(parts[0].len() == 4 && parts[0].chars().all(|ch| ch.is_ascii_digit()), "{rel:?}");
+        assert!(
+            parts[0].len() == 4 && parts[0].chars().all(|ch| ch.is_ascii_digit()),
+            "{rel:?}"
+        );
         assert_eq!(parts[2], "default", "{rel:?}");
         for l in lines {
             let mut w = l.split(' ');
@@ -248,7 +290,10 @@ fn three_nodes_to_the_manager_exactly_once_across_kills() {
             .keys()
             .filter(|r| Some(r.split(' ').next().unwrap_or("")) == node)
             .count();
-        assert!(arrived <= known, "records nobody appended: {arrived} > {known}");
+        assert!(
+            arrived <= known,
+            "records nobody appended: {arrived} > {known}"
+        );
     }
 
     // `cluster show logs` on a node: both journals, their subscribers and checkpoints.
@@ -266,13 +311,24 @@ fn three_nodes_to_the_manager_exactly_once_across_kills() {
         .collect();
     assert_eq!(subs, ["master", "node4"], "{shown}");
     let counters = c.counters(0);
-    assert!(counters["logmove_batches_acked"].as_u64() > Some(0), "{counters}");
-    assert_eq!(counters["logmove_auth_refused"].as_u64(), Some(0), "{counters}");
+    assert!(
+        counters["logmove_batches_acked"].as_u64() > Some(0),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["logmove_auth_refused"].as_u64(),
+        Some(0),
+        "{counters}"
+    );
 }
 
 /// Runs the client side of a handshake with `key` against `addr` from inside host 0's namespace;
 /// returns the first message after it.
-fn try_handshake(lab: &Lab, addr: std::net::SocketAddr, key: Option<ClusterKey>) -> Option<Message> {
+fn try_handshake(
+    lab: &Lab,
+    addr: std::net::SocketAddr,
+    key: Option<ClusterKey>,
+) -> Option<Message> {
     in_netns(&lab.hosts[0].ns, move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -296,15 +352,18 @@ fn try_handshake(lab: &Lab, addr: std::net::SocketAddr, key: Option<ClusterKey>)
                 buf.extend_from_slice(&chunk[..n]);
             }
         };
-        let Some(Message::Welcome { nonce: sn, proof, .. }) = recv(&mut session, &mut buf) else {
+        let Some(Message::Welcome {
+            nonce: sn, proof, ..
+        }) = recv(&mut session, &mut buf)
+        else {
             return None;
         };
         assert!(proof.is_some(), "a keyed node proves its key");
         let k = key.unwrap_or_else(|| ClusterKey::from_material(b"not the cluster key at all"));
         w.write_all(&session.seal(&Message::Auth {
-                proof: wire::client_proof(&k, &cn, &sn),
-            }))
-            .ok()?;
+            proof: wire::client_proof(&k, &cn, &sn),
+        }))
+        .ok()?;
         let mut keyed = Session::keyed(&k, &cn, &sn, Role::Client);
         recv(&mut keyed, &mut buf)
     })
@@ -343,6 +402,14 @@ fn a_wrong_cluster_key_is_refused_and_counted() {
         "a wrong key is refused: {wrong:?}"
     );
     let counters = c.counters(0);
-    assert_eq!(counters["logmove_auth_refused"].as_u64(), Some(1), "{counters}");
-    assert_eq!(counters["logmove_connections"].as_u64(), Some(2), "{counters}");
+    assert_eq!(
+        counters["logmove_auth_refused"].as_u64(),
+        Some(1),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["logmove_connections"].as_u64(),
+        Some(2),
+        "{counters}"
+    );
 }
