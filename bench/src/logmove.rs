@@ -213,7 +213,8 @@ fn run_one(a: &Args, per_node: u64, rate: u64) -> Result<Outcome, Box<dyn std::e
     let mut tails = tails(&c, &out);
     let total = per_node * NODES as u64;
     let mut done = 0;
-    let limit = Duration::from_secs(120) + Duration::from_secs_f64(per_node as f64 / rate.max(1) as f64);
+    let limit =
+        Duration::from_secs(120) + Duration::from_secs_f64(per_node as f64 / rate.max(1) as f64);
     while done < total {
         if start.elapsed() > limit {
             return Err(format!("only {done} of {total} records durable on the manager").into());

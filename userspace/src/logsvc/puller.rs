@@ -196,7 +196,9 @@ fn pull(ctx: &Ctx, node: &str, addr: SocketAddr, subcluster: &str) -> Result<(),
         let Some(m) = fs.recv(Duration::from_millis(200))? else {
             idle += 1;
             // Every few seconds of silence, check the node is still in the view.
-            if idle % 10 == 0 && nodes(&ctx.shared).get(node).map(|(a, _)| *a) != Some(addr) {
+            if idle.is_multiple_of(10)
+                && nodes(&ctx.shared).get(node).map(|(a, _)| *a) != Some(addr)
+            {
                 return Ok(());
             }
             continue;
