@@ -7,6 +7,7 @@ pub mod puller;
 pub mod server;
 pub mod sink;
 pub mod stream;
+pub mod worker;
 
 pub use journals::Journals;
 pub use puller::Puller;

@@ -17,6 +17,7 @@ use cohort_engine::logmove::wire::{self, Message, Role, Session};
 
 use super::sink::Sink;
 use super::stream::{FramedStream, StreamError, nonce};
+use super::worker::Worker;
 use crate::node::runtime::Shared;
 
 /// Counters of the manager's pulls.
@@ -53,8 +54,7 @@ pub fn subscribers_for(logs: &ManagerLogs, me: &str, node: &str) -> Vec<String> 
 
 /// The running puller.
 pub struct Puller {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker,
     pub stats: Arc<PullStats>,
 }
 
@@ -76,33 +76,25 @@ impl Puller {
         key: Option<ClusterKey>,
     ) -> Result<Puller, String> {
         let sink = Sink::new(&logs)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(PullStats::default());
-        let ctx = Arc::new(Ctx {
-            shared,
-            logs,
-            me,
-            key,
-            sink,
-            stats: stats.clone(),
-            stop: stop.clone(),
-        });
-        let thread = std::thread::Builder::new()
-            .name("logmove".into())
-            .spawn(move || supervise(&ctx))
-            .map_err(|e| e.to_string())?;
-        Ok(Puller {
-            stop,
-            thread: Some(thread),
-            stats,
+        let st = stats.clone();
+        let worker = Worker::spawn("logmove", move |stop| {
+            supervise(&Arc::new(Ctx {
+                shared,
+                logs,
+                me,
+                key,
+                sink,
+                stats: st,
+                stop,
+            }))
         })
+        .map_err(|e| e.to_string())?;
+        Ok(Puller { worker, stats })
     }
 
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        self.worker.stop();
     }
 }
 

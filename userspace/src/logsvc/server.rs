@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cohort_engine::config::{Config, ListenAddr};
@@ -23,6 +22,7 @@ use cohort_engine::logmove::wire::{
 
 use super::journals::Journals;
 use super::stream::{FramedStream, StreamError, nonce};
+use super::worker::Worker;
 
 /// Most connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 64;
@@ -76,8 +76,7 @@ impl ServiceConfig {
 
 /// The running service; [`LogService::stop`] ends it.
 pub struct LogService {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker,
     pub addr: SocketAddr,
 }
 
@@ -86,24 +85,15 @@ impl LogService {
         let listener = TcpListener::bind(cfg.listen)?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("logsvc".into())
-            .spawn(move || accept_loop(listener, cfg, journals, st))?;
+        let worker = Worker::spawn("logsvc", move |stop| {
+            accept_loop(listener, cfg, journals, stop)
+        })?;
         tracing::info!(%addr, "log service listening");
-        Ok(LogService {
-            stop,
-            thread: Some(thread),
-            addr,
-        })
+        Ok(LogService { worker, addr })
     }
 
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        self.worker.stop();
     }
 }
 

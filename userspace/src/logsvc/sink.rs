@@ -338,6 +338,10 @@ mod tests {
         }
     }
 
+    fn write(s: &Sink, recs: &[WireRecord]) -> Written {
+        s.write("node1", "default", "mainlog", recs).expect("write")
+    }
+
     fn sink(dir: &Path, max_open: u32) -> Sink {
         Sink::new(&ManagerLogs {
             logfile: format!("{}/%{{l}}/%{{s}}/%{{n}}", dir.display()),
@@ -352,27 +356,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("mainlog/default/node1");
         let s = sink(dir.path(), 4);
-        let w = s
-            .write("node1", "default", "mainlog", &[rec(1, "a"), rec(2, "b")])
-            .expect("write");
         assert_eq!(
-            w,
+            write(&s, &[rec(1, "a"), rec(2, "b")]),
             Written {
                 records: 2,
                 skipped: 0
             }
         );
         // The node replays 1..3 (it never saw the ack): 1 and 2 are skipped.
-        let w = s
-            .write(
-                "node1",
-                "default",
-                "mainlog",
-                &[rec(1, "a"), rec(2, "b"), rec(3, "c")],
-            )
-            .expect("write");
         assert_eq!(
-            w,
+            write(&s, &[rec(1, "a"), rec(2, "b"), rec(3, "c")]),
             Written {
                 records: 1,
                 skipped: 2
@@ -396,16 +389,8 @@ mod tests {
             .and_then(|mut f| f.write_all(b"d\n"))
             .expect("append");
         let s2 = sink(dir.path(), 4);
-        let w = s2
-            .write(
-                "node1",
-                "default",
-                "mainlog",
-                &[rec(3, "c"), rec(4, "d"), rec(5, "e")],
-            )
-            .expect("write");
         assert_eq!(
-            w,
+            write(&s2, &[rec(3, "c"), rec(4, "d"), rec(5, "e")]),
             Written {
                 records: 2,
                 skipped: 1
