@@ -162,14 +162,19 @@ fn signal(c: &Cluster<'_>, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-/// Stops the manager (SIGSTOP) and waits until node `i` has sent it another batch, which then
-/// sits unread and unacknowledged in the manager's socket.
+/// Stops the manager (SIGSTOP) and waits until node `i` has a batch sent to it and not
+/// acknowledged (acks already on their way are let in first; the node keeps appending, so it sends
+/// one if it had none outstanding).
 fn freeze_manager_until_sent(c: &Cluster<'_>, i: usize) {
-    let sent = |c: &Cluster<'_>| c.counters(i)["logmove_records_sent"].as_u64().unwrap_or(0);
+    let unacked = |c: &Cluster<'_>| {
+        let n = c.counters(i);
+        let sent = n["logmove_batches_sent"].as_u64().unwrap_or(0);
+        sent > n["logmove_batches_acked"].as_u64().unwrap_or(0)
+    };
     signal(c, "-STOP");
-    let before = sent(c);
+    std::thread::sleep(Duration::from_millis(100));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sent(c) == before {
+    while !unacked(c) {
         assert!(
             Instant::now() < deadline,
             "{} never sent a batch",

@@ -3,7 +3,7 @@
 //! ([`crate::node::runtime::Shared::log_append`]) and the console (`log append`); and what
 //! `cluster show logs` prints about the journals of the `logs` dictionary.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,6 +28,7 @@ pub struct ServiceStats {
     /// Connections ended by an undecodable, forged or out-of-turn frame.
     pub protocol_errors: AtomicU64,
     pub records_sent: AtomicU64,
+    pub batches_sent: AtomicU64,
     pub batches_acked: AtomicU64,
 }
 
@@ -66,9 +67,11 @@ pub struct Journals {
     /// Journals this node appends to, by log name (the logger key, and the `logs` name of the
     /// same path).
     written: BTreeMap<String, Arc<Written>>,
-    /// (log, subscriber) pairs a connection is pulling now: a second puller of the same pair is
-    /// refused, so two connections never race one checkpoint.
-    pulling: Mutex<BTreeSet<(String, String)>>,
+    /// Which connection pulls each (log, subscriber) now. A newer connection takes a pair over
+    /// (the manager restarted before its old connection was seen dead); the old one then stops
+    /// serving it. A late checkpoint from the old one is harmless: the manager skips what it has.
+    pulling: Mutex<BTreeMap<(String, String), u64>>,
+    next_conn: std::sync::atomic::AtomicU64,
     pub appended: AppendSignal,
     pub stats: ServiceStats,
 }
@@ -88,7 +91,8 @@ impl Journals {
         Journals {
             served: Vec::new(),
             written: BTreeMap::new(),
-            pulling: Mutex::new(BTreeSet::new()),
+            pulling: Mutex::new(BTreeMap::new()),
+            next_conn: AtomicU64::new(1),
             appended: AppendSignal::default(),
             stats: ServiceStats::default(),
         }
@@ -164,16 +168,32 @@ impl Journals {
             .map(|(_, p)| p.as_path())
     }
 
-    /// Claims (log, subscriber) for one connection; false when another connection has it.
-    pub fn claim(&self, log: &str, subscriber: &str) -> bool {
-        self.pulling
-            .lock()
-            .is_ok_and(|mut s| s.insert((log.to_owned(), subscriber.to_owned())))
+    /// A fresh connection id for [`Journals::claim`].
+    pub fn connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn release(&self, log: &str, subscriber: &str) {
+    /// Connection `conn` now pulls (log, subscriber), taking it over from any other.
+    pub fn claim(&self, log: &str, subscriber: &str, conn: u64) {
         if let Ok(mut s) = self.pulling.lock() {
-            s.remove(&(log.to_owned(), subscriber.to_owned()));
+            s.insert((log.to_owned(), subscriber.to_owned()), conn);
+        }
+    }
+
+    /// Whether connection `conn` still pulls (log, subscriber).
+    pub fn owns(&self, log: &str, subscriber: &str, conn: u64) -> bool {
+        self.pulling
+            .lock()
+            .is_ok_and(|s| s.get(&(log.to_owned(), subscriber.to_owned())) == Some(&conn))
+    }
+
+    /// Connection `conn` ends its pull of (log, subscriber), unless another took it over.
+    pub fn release(&self, log: &str, subscriber: &str, conn: u64) {
+        if let Ok(mut s) = self.pulling.lock() {
+            let k = (log.to_owned(), subscriber.to_owned());
+            if s.get(&k) == Some(&conn) {
+                s.remove(&k);
+            }
         }
     }
 
@@ -207,6 +227,7 @@ impl Journals {
             ("logmove_auth_refused".into(), g(&s.auth_refused)),
             ("logmove_protocol_errors".into(), g(&s.protocol_errors)),
             ("logmove_records_sent".into(), g(&s.records_sent)),
+            ("logmove_batches_sent".into(), g(&s.batches_sent)),
             ("logmove_batches_acked".into(), g(&s.batches_acked)),
         ]
     }
@@ -311,9 +332,17 @@ mod tests {
         let (_, recs) = r.next_batch().expect("read");
         let payloads: Vec<&[u8]> = recs.iter().map(|r| r.payload.as_slice()).collect();
         assert_eq!(payloads, [b"one".as_slice(), b"two".as_slice()]);
-        assert!(j.claim("mainlog", "master"));
-        assert!(!j.claim("mainlog", "master"));
-        j.release("mainlog", "master");
-        assert!(j.claim("mainlog", "master"));
+        let (a, b) = (j.connection_id(), j.connection_id());
+        j.claim("mainlog", "master", a);
+        assert!(j.owns("mainlog", "master", a));
+        j.claim("mainlog", "master", b);
+        assert!(!j.owns("mainlog", "master", a), "taken over");
+        j.release("mainlog", "master", a);
+        assert!(
+            j.owns("mainlog", "master", b),
+            "the old one cannot release it"
+        );
+        j.release("mainlog", "master", b);
+        assert!(!j.owns("mainlog", "master", b));
     }
 }

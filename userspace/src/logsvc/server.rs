@@ -123,6 +123,7 @@ fn accept_loop(
                         let mut conn = Conn {
                             cfg: &cfg,
                             journals: &journals,
+                            id: journals.connection_id(),
                             pulls: BTreeMap::new(),
                         };
                         if let Err(e) = conn.serve(s, &stop) {
@@ -160,13 +161,14 @@ struct Pull {
 struct Conn<'a> {
     cfg: &'a ServiceConfig,
     journals: &'a Journals,
+    id: u64,
     pulls: BTreeMap<String, Pull>,
 }
 
 impl Conn<'_> {
     fn release_all(&mut self) {
         for (log, p) in std::mem::take(&mut self.pulls) {
-            self.journals.release(&log, &p.subscriber);
+            self.journals.release(&log, &p.subscriber, self.id);
         }
     }
 
@@ -183,12 +185,8 @@ impl Conn<'_> {
         let mut waiting_since: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             let seen = self.journals.appended.generation();
-            let mut sent = false;
-            if Instant::now() >= next_send {
-                sent = self.send_batches(&mut fs)?;
-                if sent {
-                    next_send = Instant::now() + self.cfg.active_interval;
-                }
+            if Instant::now() >= next_send && self.send_batches(&mut fs)? {
+                next_send = Instant::now() + self.cfg.active_interval;
             }
             let outstanding = self.pulls.values().any(|p| p.outstanding.is_some());
             let free = self.pulls.values().any(|p| p.outstanding.is_none());
@@ -200,14 +198,13 @@ impl Conn<'_> {
             } else {
                 waiting_since = None;
             }
-            // Wait for a frame: briefly while batches are in flight or pacing holds the next one
-            // back, else up to the idle interval, cut short by a local append.
-            let wait = if sent || outstanding {
-                next_send
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(50))
-            } else {
+            // Wait for a frame (an ack or a pull): while pacing holds the next batch back, until
+            // it may go; else up to the idle interval, cut short by a local append.
+            let pacing = next_send.saturating_duration_since(Instant::now());
+            let wait = if pacing.is_zero() {
                 self.cfg.idle_interval
+            } else {
+                pacing
             };
             let deadline = Instant::now() + wait;
             loop {
@@ -341,14 +338,12 @@ impl Conn<'_> {
         {
             return Err(format!("'{log}' has no subscriber '{subscriber}'"));
         }
-        if !self.journals.claim(log, subscriber) {
-            return Err(format!("'{log}' is already being pulled as '{subscriber}'"));
-        }
         let opened = j
             .reader(subscriber)
             .and_then(|r| r.current_checkpoint().map(|c| (r, c)));
         match opened {
             Ok((reader, checkpoint)) => {
+                self.journals.claim(log, subscriber, self.id);
                 self.pulls.insert(
                     log.to_owned(),
                     Pull {
@@ -359,16 +354,21 @@ impl Conn<'_> {
                 );
                 Ok(checkpoint)
             }
-            Err(e) => {
-                self.journals.release(log, subscriber);
-                Err(e.to_string())
-            }
+            Err(e) => Err(e.to_string()),
         }
     }
 
     /// Sends the next batch of every log with none outstanding; whether any was sent.
     fn send_batches(&mut self, fs: &mut FramedStream) -> Result<bool, StreamError> {
         let mut sent = false;
+        let (journals, id) = (self.journals, self.id);
+        self.pulls.retain(|log, p| {
+            let mine = journals.owns(log, &p.subscriber, id);
+            if !mine {
+                tracing::info!(log = %log, subscriber = %p.subscriber, "pull taken over by a newer connection");
+            }
+            mine
+        });
         for (log, p) in &mut self.pulls {
             if p.outstanding.is_some() {
                 continue;
@@ -411,6 +411,10 @@ impl Conn<'_> {
                 .stats
                 .records_sent
                 .fetch_add(n, Ordering::Relaxed);
+            self.journals
+                .stats
+                .batches_sent
+                .fetch_add(1, Ordering::Relaxed);
             p.outstanding = Some(last);
             sent = true;
         }

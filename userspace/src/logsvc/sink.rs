@@ -201,7 +201,7 @@ impl Sink {
             let p = self.pattern.expand(&t, log, subcluster, node);
             if !paths.contains(&p) {
                 if paths.len() == MAX_PENDING_FILES {
-                    done.records += self.write_chunk(&mut inner, &key, &chunk)?;
+                    done.records += self.write_chunk_or_forget(&mut inner, &key, &chunk)?;
                     chunk.clear();
                     paths.clear();
                 }
@@ -210,9 +210,25 @@ impl Sink {
             chunk.push((p, r));
         }
         if !chunk.is_empty() {
-            done.records += self.write_chunk(&mut inner, &key, &chunk)?;
+            done.records += self.write_chunk_or_forget(&mut inner, &key, &chunk)?;
         }
         Ok(done)
+    }
+
+    /// [`Sink::write_chunk`]; after a failure the stream is forgotten, so that the next write
+    /// reloads it from its position file and undoes whatever part of the chunk reached the files.
+    fn write_chunk_or_forget(
+        &self,
+        inner: &mut Inner,
+        key: &(String, String),
+        chunk: &[(PathBuf, &WireRecord)],
+    ) -> Result<u64, SinkError> {
+        let r = self.write_chunk(inner, key, chunk);
+        if r.is_err() {
+            inner.streams.remove(key);
+            inner.files.clear();
+        }
+        r
     }
 
     fn write_chunk(
