@@ -149,10 +149,10 @@ fn wait_lines(out: &Path, at_least: usize) {
     }
 }
 
-fn signal(c: &Cluster<'_>, sig: &str) {
-    let pid = c.nodes[MANAGER]
+fn signal(c: &Cluster<'_>, host: usize, sig: &str) {
+    let pid = c.nodes[host]
         .as_ref()
-        .expect("manager runs")
+        .expect("process runs")
         .id()
         .to_string();
     let ok = std::process::Command::new("kill")
@@ -163,25 +163,32 @@ fn signal(c: &Cluster<'_>, sig: &str) {
 }
 
 /// Stops the manager (SIGSTOP) and waits until node `i` has a batch sent to it and not
-/// acknowledged (acks already on their way are let in first; the node keeps appending, so it sends
-/// one if it had none outstanding).
-fn freeze_manager_until_sent(c: &Cluster<'_>, i: usize) {
-    let unacked = |c: &Cluster<'_>| {
-        let n = c.counters(i);
-        let sent = n["logmove_batches_sent"].as_u64().unwrap_or(0);
-        sent > n["logmove_batches_acked"].as_u64().unwrap_or(0)
-    };
-    signal(c, "-STOP");
+/// acknowledged (acks already on their way are let in first). Should the node have nothing to
+/// send (its appender may be done), probe records are appended through its console; they are
+/// returned, confirmed, to be counted with the rest.
+fn freeze_manager_until_sent(c: &Cluster<'_>, i: usize) -> Vec<String> {
+    let unacked = |c: &Cluster<'_>| c.counters(i)["logmove_batches_unacked"].as_u64() > Some(0);
+    signal(c, MANAGER, "-STOP");
     std::thread::sleep(Duration::from_millis(100));
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut probes = Vec::new();
     while !unacked(c) {
         assert!(
             Instant::now() < deadline,
             "{} never sent a batch",
             c.name(i)
         );
-        std::thread::sleep(Duration::from_millis(10));
+        let rec = format!("{} mainlog probe{:03}", c.name(i), probes.len());
+        let mut cl =
+            Client::connect(&Endpoint::parse(&c.socket(i).to_string_lossy())).expect("console");
+        let r = cl
+            .run(&format!("log append mainlog {rec}"), false)
+            .expect("append");
+        assert_eq!(r.status, Status::Ok, "{}", String::from_utf8_lossy(&r.body));
+        probes.push(rec);
+        std::thread::sleep(Duration::from_millis(100));
     }
+    probes
 }
 
 #[test]
@@ -215,27 +222,41 @@ fn three_nodes_to_the_manager_exactly_once_across_kills() {
 
     // The manager dies mid-pull, with a batch sent to it and not yet read, and comes back.
     wait_lines(&out, 150);
-    freeze_manager_until_sent(&c, 0);
+    let mut probes = freeze_manager_until_sent(&c, 0);
     c.kill(MANAGER);
     std::thread::sleep(Duration::from_millis(200));
     c.start_manager(MANAGER);
     let seen = total_lines(&out);
-    // A node dies mid-serve with a batch sent and not acknowledged: the manager is frozen, the
-    // node sends a batch into its socket, the node is killed, the manager thaws, writes the batch
-    // and acknowledges it to nobody. The restarted node replays from its old checkpoint; the
-    // manager must skip what it already has. (Its appends continue once it is back.)
+    // A node dies mid-serve with its checkpoint behind the manager: the manager is frozen, the
+    // node sends a batch into its socket, the node is frozen, the manager thaws, writes the batch
+    // and acknowledges it into the frozen node's socket, and the node is killed before reading the
+    // ack. The restarted node replays from its old checkpoint; the manager must skip what it
+    // already has. (The node's appends continue once it is back.)
     wait_lines(&out, seen + 150);
-    freeze_manager_until_sent(&c, 1);
+    probes.extend(freeze_manager_until_sent(&c, 1));
+    signal(&c, 1, "-STOP");
+    signal(&c, MANAGER, "-CONT");
+    // The manager writes the batch and acknowledges it into the frozen node's socket.
+    std::thread::sleep(Duration::from_millis(300));
     c.kill(1);
-    signal(&c, "-CONT");
     std::thread::sleep(Duration::from_millis(200));
     c.start(1);
     c.wait_members(0, &[0, 1, 2]);
 
-    let results: Vec<(Vec<String>, Vec<String>)> = appenders
+    let mut results: Vec<(Vec<String>, Vec<String>)> = appenders
         .into_iter()
         .map(|t| t.join().expect("appender"))
         .collect();
+    for p in probes {
+        let i = results
+            .iter()
+            .position(|r| {
+                r.0.first()
+                    .is_some_and(|x| x.split(' ').next() == p.split(' ').next())
+            })
+            .expect("probe of a known node");
+        results[i].0.push(p);
+    }
     stop.store(true, Ordering::Relaxed);
     let confirmed: usize = results.iter().map(|r| r.0.len()).sum();
     assert!(

@@ -30,6 +30,8 @@ pub struct ServiceStats {
     pub records_sent: AtomicU64,
     pub batches_sent: AtomicU64,
     pub batches_acked: AtomicU64,
+    /// Batches sent on live connections and not acknowledged yet (a gauge).
+    pub batches_unacked: AtomicU64,
 }
 
 /// A generation counter that appends bump, so an idle log service wakes at once instead of after
@@ -229,6 +231,7 @@ impl Journals {
             ("logmove_records_sent".into(), g(&s.records_sent)),
             ("logmove_batches_sent".into(), g(&s.batches_sent)),
             ("logmove_batches_acked".into(), g(&s.batches_acked)),
+            ("logmove_batches_unacked".into(), g(&s.batches_unacked)),
         ]
     }
 }

@@ -168,7 +168,18 @@ struct Conn<'a> {
 impl Conn<'_> {
     fn release_all(&mut self) {
         for (log, p) in std::mem::take(&mut self.pulls) {
-            self.journals.release(&log, &p.subscriber, self.id);
+            self.drop_pull(&log, &p);
+        }
+    }
+
+    /// Forgets a pull: its claim and its unacknowledged batch, if any.
+    fn drop_pull(&self, log: &str, p: &Pull) {
+        self.journals.release(log, &p.subscriber, self.id);
+        if p.outstanding.is_some() {
+            self.journals
+                .stats
+                .batches_unacked
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -307,6 +318,10 @@ impl Conn<'_> {
                     .stats
                     .batches_acked
                     .fetch_add(1, Ordering::Relaxed);
+                self.journals
+                    .stats
+                    .batches_unacked
+                    .fetch_sub(1, Ordering::Relaxed);
                 Ok(())
             }
             other => Err(self.bad(fs, format!("unexpected frame kind {}", other.kind()))),
@@ -361,14 +376,18 @@ impl Conn<'_> {
     /// Sends the next batch of every log with none outstanding; whether any was sent.
     fn send_batches(&mut self, fs: &mut FramedStream) -> Result<bool, StreamError> {
         let mut sent = false;
-        let (journals, id) = (self.journals, self.id);
-        self.pulls.retain(|log, p| {
-            let mine = journals.owns(log, &p.subscriber, id);
-            if !mine {
+        let lost: Vec<String> = self
+            .pulls
+            .iter()
+            .filter(|(log, p)| !self.journals.owns(log, &p.subscriber, self.id))
+            .map(|(log, _)| log.clone())
+            .collect();
+        for log in lost {
+            if let Some(p) = self.pulls.remove(&log) {
                 tracing::info!(log = %log, subscriber = %p.subscriber, "pull taken over by a newer connection");
+                self.drop_pull(&log, &p);
             }
-            mine
-        });
+        }
         for (log, p) in &mut self.pulls {
             if p.outstanding.is_some() {
                 continue;
@@ -414,6 +433,10 @@ impl Conn<'_> {
             self.journals
                 .stats
                 .batches_sent
+                .fetch_add(1, Ordering::Relaxed);
+            self.journals
+                .stats
+                .batches_unacked
                 .fetch_add(1, Ordering::Relaxed);
             p.outstanding = Some(last);
             sent = true;
