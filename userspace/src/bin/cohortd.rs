@@ -168,7 +168,13 @@ fn start_logsvc(cfg: &config::Config, node: &Node, manager: bool) -> Result<Logs
         return Ok(Logsvc::Off);
     };
     let addr = sc.listen;
-    LogService::start(sc, node.shared.journals.clone())
-        .map(Logsvc::Serve)
-        .map_err(|e| format!("ECCluster_Listener {addr}: {e}"))
+    // The node's membership matters more than its log service: a listener that cannot be opened
+    // is reported and the node runs on (the manager's pulls fail until a restart fixes it).
+    match LogService::start(sc, node.shared.journals.clone()) {
+        Ok(s) => Ok(Logsvc::Serve(s)),
+        Err(e) => {
+            tracing::error!("ECCluster_Listener {addr}: {e}; the log service is off");
+            Ok(Logsvc::Off)
+        }
+    }
 }
