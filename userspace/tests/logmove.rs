@@ -138,12 +138,13 @@ fn total_lines(out: &Path) -> usize {
     outputs(out).values().map(Vec::len).sum()
 }
 
-fn wait_lines(out: &Path, at_least: usize) {
+fn wait_lines(c: &Cluster<'_>, out: &Path, at_least: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while total_lines(out) < at_least {
         assert!(
             Instant::now() < deadline,
-            "the manager never wrote {at_least} lines"
+            "the manager never wrote {at_least} lines; its log:\n{}",
+            support::cluster::read(&c.log(MANAGER))
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -165,30 +166,33 @@ fn signal(c: &Cluster<'_>, host: usize, sig: &str) {
 /// Stops the manager (SIGSTOP) and waits until node `i` has a batch sent to it and not
 /// acknowledged (acks already on their way are let in first). Should the node have nothing to
 /// send (its appender may be done), probe records are appended through its console; they are
-/// returned, confirmed, to be counted with the rest.
+/// returned, confirmed, to be counted with the rest. Should the node not be connected yet (a
+/// restarted manager still connecting), the manager is let run a little and frozen again.
 fn freeze_manager_until_sent(c: &Cluster<'_>, i: usize) -> Vec<String> {
     let unacked = |c: &Cluster<'_>| c.counters(i)["logmove_batches_unacked"].as_u64() > Some(0);
-    signal(c, MANAGER, "-STOP");
-    std::thread::sleep(Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut probes = Vec::new();
-    while !unacked(c) {
-        assert!(
-            Instant::now() < deadline,
-            "{} never sent a batch",
-            c.name(i)
-        );
-        let rec = format!("{} mainlog probe{:03}", c.name(i), probes.len());
-        let mut cl =
-            Client::connect(&Endpoint::parse(&c.socket(i).to_string_lossy())).expect("console");
-        let r = cl
-            .run(&format!("log append mainlog {rec}"), false)
-            .expect("append");
-        assert_eq!(r.status, Status::Ok, "{}", String::from_utf8_lossy(&r.body));
-        probes.push(rec);
+    for _attempt in 0..15 {
+        signal(c, MANAGER, "-STOP");
         std::thread::sleep(Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if unacked(c) {
+                return probes;
+            }
+            let rec = format!("{} mainlog probe{:03}", c.name(i), probes.len());
+            let mut cl =
+                Client::connect(&Endpoint::parse(&c.socket(i).to_string_lossy())).expect("console");
+            let r = cl
+                .run(&format!("log append mainlog {rec}"), false)
+                .expect("append");
+            assert_eq!(r.status, Status::Ok, "{}", String::from_utf8_lossy(&r.body));
+            probes.push(rec);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        signal(c, MANAGER, "-CONT");
+        std::thread::sleep(Duration::from_millis(500));
     }
-    probes
+    panic!("{} never had a batch in flight to the manager", c.name(i));
 }
 
 #[test]
@@ -221,18 +225,26 @@ fn three_nodes_to_the_manager_exactly_once_across_kills() {
         .collect();
 
     // The manager dies mid-pull, with a batch sent to it and not yet read, and comes back.
-    wait_lines(&out, 150);
+    wait_lines(&c, &out, 150);
     let mut probes = freeze_manager_until_sent(&c, 0);
+    let connections = |c: &Cluster<'_>| c.counters(1)["logmove_connections"].as_u64();
+    let before = connections(&c);
     c.kill(MANAGER);
     std::thread::sleep(Duration::from_millis(200));
     c.start_manager(MANAGER);
-    let seen = total_lines(&out);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connections(&c) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted manager never connected to node2"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A node dies mid-serve with its checkpoint behind the manager: the manager is frozen, the
     // node sends a batch into its socket, the node is frozen, the manager thaws, writes the batch
     // and acknowledges it into the frozen node's socket, and the node is killed before reading the
     // ack. The restarted node replays from its old checkpoint; the manager must skip what it
     // already has. (The node's appends continue once it is back.)
-    wait_lines(&out, seen + 150);
     probes.extend(freeze_manager_until_sent(&c, 1));
     signal(&c, 1, "-STOP");
     signal(&c, MANAGER, "-CONT");

@@ -49,7 +49,7 @@ pub struct Position {
 /// Why a position file cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PositionError {
-    #[error("position file of {len} bytes (expected 0 or {})", 2 * SLOT_LEN)]
+    #[error("position file of {len} bytes (expected 0, {SLOT_LEN} or {})", 2 * SLOT_LEN)]
     Length { len: usize },
     #[error("neither slot of the position file is intact (slot 0: {0}; slot 1: {1})")]
     Corrupt(String, String),
@@ -228,11 +228,15 @@ impl Position {
         if bytes.is_empty() {
             return Ok(Position::default());
         }
-        if bytes.len() != 2 * SLOT_LEN {
+        // One slot long: only slot 0 was ever written (a crash before the second write).
+        if bytes.len() != 2 * SLOT_LEN && bytes.len() != SLOT_LEN {
             return Err(PositionError::Length { len: bytes.len() });
         }
         let a = Position::decode_slot(&bytes[..SLOT_LEN]);
-        let b = Position::decode_slot(&bytes[SLOT_LEN..]);
+        let b = match bytes.get(SLOT_LEN..) {
+            Some(rest) if !rest.is_empty() => Position::decode_slot(rest),
+            _ => Err("never written".to_owned()),
+        };
         match (a, b) {
             (Ok(a), Ok(b)) => Ok(if a.seq >= b.seq { a } else { b }),
             (Ok(a), Err(_)) => Ok(a),
@@ -303,6 +307,11 @@ mod tests {
             Position::decode_file(&file[..100]),
             Err(PositionError::Length { len: 100 })
         ));
+        // Only the first slot ever written.
+        let first = Position::default().commit();
+        let mut one = vec![0u8; SLOT_LEN];
+        one.copy_from_slice(&first.encode().expect("fits"));
+        assert_eq!(Position::decode_file(&one).expect("one slot"), first);
     }
 
     #[test]
