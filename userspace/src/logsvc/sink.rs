@@ -160,6 +160,11 @@ impl Sink {
                 Err(e) => return Err(io(out, "open")(e)),
             }
         }
+        if bytes.is_empty() {
+            // Both slots exist from the start (zeros read as a fresh stream).
+            file.set_len(2 * SLOT_LEN as u64)
+                .map_err(io(&path, "truncate"))?;
+        }
         let mut s = Stream { file, path, pos };
         if !cut.is_empty() || bytes.is_empty() {
             let p = s.pos.clone();
@@ -331,7 +336,6 @@ fn persist(s: &mut Stream, p: Position) -> Result<(), SinkError> {
         path: s.path.clone(),
         source,
     })?;
-    debug_assert_eq!(bytes.len(), SLOT_LEN);
     s.file
         .write_all_at(&bytes, p.slot_offset())
         .map_err(io(&s.path, "write"))?;
