@@ -10,6 +10,7 @@ mod arpwire;
 mod cidr;
 mod failover;
 mod jlog;
+mod logmove;
 mod replicate;
 mod replicate_local;
 mod transport;
@@ -46,6 +47,9 @@ enum Scenario {
     ViewChange(view_change::Args),
     /// CIDR tree lookups and increments, 1 and 2 threads, next to the prefix-trie crate.
     Cidr(WithJson<cidr::Args>),
+    /// The manager's log pull: records per second from 3 nodes into the manager and the lag from
+    /// append on a node to durable on the manager, p50/p99, in network namespaces (root).
+    Logmove(logmove::Args),
     /// Replicated updates through the whole stack, nodes in network namespaces (root).
     Replicate(replicate::Args),
     /// In-process replication pipeline: local updates, batching, encoding, decoding, applying.
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Scenario::ViewChange(args) => view_change::run(&args),
         Scenario::Cidr(w) => print_json(w.json, cidr::run(&w.args)),
         Scenario::Replicate(args) => replicate::run(&args),
+        Scenario::Logmove(args) => logmove::run(&args),
         Scenario::ReplicateLocal(w) => print_json(w.json, replicate_local::run(&w.args)),
         Scenario::Failover(args) => failover::run(&args),
         Scenario::ArpFlood(args) => arp_flood::run(&args),

@@ -8,5 +8,6 @@ pub mod console;
 pub mod duravip;
 pub mod group;
 pub mod jlog;
+pub mod logmove;
 pub mod replicate;
 pub mod udp;

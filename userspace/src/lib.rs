@@ -6,6 +6,7 @@ pub mod console;
 pub mod dataplane;
 pub mod garp;
 pub mod lab;
+pub mod logsvc;
 pub mod node;
 pub mod plumb;
 pub mod privileges;

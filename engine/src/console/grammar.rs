@@ -42,6 +42,8 @@ pub enum Command {
     /// with `log_group` to watch paniclog broadcasts). Only `cohortctl listen` streams; run as an
     /// ordinary command it is refused.
     Listen { group: String },
+    /// `log append <log> <text>` (Cohort): append one record to a cluster journal of this node.
+    LogAppend { log: String, text: String },
 }
 
 /// The `cluster ...` commands of the module page (71.19.4), plus Cohort's `cluster counters`.
@@ -118,7 +120,7 @@ impl Command {
             Command::Help | Command::Version | Command::ConfigReload | Command::Listen { .. } => {
                 Scope::Both
             }
-            Command::Cluster(_) => Scope::Node,
+            Command::Cluster(_) | Command::LogAppend { .. } => Scope::Node,
             Command::Manager(_) => Scope::Manager,
         }
     }
@@ -135,6 +137,7 @@ impl fmt::Display for Command {
             Command::Cluster(c) => write!(f, "cluster {c}"),
             Command::Manager(m) => m.fmt(f),
             Command::Listen { group } => write!(f, "listen {group}"),
+            Command::LogAppend { log, text } => write!(f, "log append {log} {text}"),
         }
     }
 }
@@ -265,6 +268,10 @@ pub enum Arg {
     Command,
     /// A group name (1 to 64 bytes).
     Group,
+    /// The rest of the line as written (a log record).
+    Text,
+    /// A cluster log's name (`mainlog`).
+    Log,
 }
 
 impl Arg {
@@ -278,6 +285,8 @@ impl Arg {
             Arg::Object => "<object>",
             Arg::Command => "<command>",
             Arg::Group => "<group>",
+            Arg::Text => "<text>",
+            Arg::Log => "<log>",
         }
     }
 
@@ -293,7 +302,7 @@ impl Arg {
                 .is_err()
                 .then_some("expected an IPv4 or IPv6 address"),
             Arg::Group => (word.len() > 64).then_some("a group name is 1 to 64 bytes"),
-            Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command => None,
+            Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command | Arg::Text | Arg::Log => None,
         }
     }
 }
@@ -340,6 +349,7 @@ struct Captured {
     ip: Option<IpAddr>,
     names: std::collections::VecDeque<String>,
     command: Option<Command>,
+    text: Option<String>,
 }
 
 // The builders below take what their own form's words captured; `forms_build_their_examples`
@@ -355,6 +365,9 @@ impl Captured {
     }
     fn ip(&mut self) -> IpAddr {
         self.ip.take().expect("the form has an <ip> slot")
+    }
+    fn text(&mut self) -> String {
+        self.text.take().expect("the form has a <text> slot")
     }
     fn command(&mut self) -> Box<Command> {
         Box::new(self.command.take().expect("the form has a <command> slot"))
@@ -552,6 +565,15 @@ static FORMS: &[Form] = &[
         Command::Version
     }),
     form!(
+        Node,
+        "Append one record to a cluster journal of this node.",
+        [K("log"), K("append"), A(Arg::Log), A(Arg::Text)],
+        |c| Command::LogAppend {
+            log: c.name(),
+            text: c.text(),
+        }
+    ),
+    form!(
         Manager,
         "Broadcast a console command to the cluster.",
         [K("broadcast"), A(Arg::Command)],
@@ -648,6 +670,8 @@ pub fn forms() -> &'static [Form] {
 #[derive(Clone, Copy, Debug)]
 struct Token<'a> {
     text: &'a str,
+    /// The whole line (a `<text>` slot takes it from this token on, spacing kept).
+    line: &'a str,
     col: usize,
     byte: usize,
 }
@@ -661,6 +685,7 @@ fn tokenize(line: &str) -> Vec<Token<'_>> {
             (true, Some((b, col))) => {
                 out.push(Token {
                     text: &line[b..byte],
+                    line,
                     col,
                     byte: b,
                 });
@@ -672,6 +697,7 @@ fn tokenize(line: &str) -> Vec<Token<'_>> {
     if let Some((b, col)) = start {
         out.push(Token {
             text: &line[b..],
+            line,
             col,
             byte: b,
         });
@@ -810,6 +836,15 @@ fn parse_tokens(
             captured.command = Some(parse_tokens(&tokens[i..], &outer_now, true)?);
             return Ok((form.build)(&mut captured));
         }
+        // A <text> slot takes the rest of the line as written; it is always a form's last word.
+        if let Some(form) = alive
+            .iter()
+            .copied()
+            .find(|f| f.words.get(i) == Some(&Word::Arg(Arg::Text)))
+        {
+            captured.text = Some(tok.line[tok.byte..].trim_end().to_owned());
+            return Ok((form.build)(&mut captured));
+        }
         if let Some(Word::Arg(a)) = alive[0].words.get(i) {
             match a {
                 Arg::JobId => captured.id = tok.text.parse().ok(),
@@ -900,9 +935,26 @@ mod tests {
                 Word::Arg(Arg::Object) => "inbound_cidr".to_owned(),
                 Word::Arg(Arg::Command) => "cluster info".to_owned(),
                 Word::Arg(Arg::Group) => "ec_paniclog".to_owned(),
+                Word::Arg(Arg::Text) => "a  log line".to_owned(),
+                Word::Arg(Arg::Log) => "mainlog".to_owned(),
             })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn log_append_keeps_the_text_as_written() {
+        assert_eq!(
+            parse("log append mainlog  a\tlog   line  "),
+            Ok(Command::LogAppend {
+                log: "mainlog".into(),
+                text: "a\tlog   line".into(),
+            })
+        );
+        assert!(matches!(
+            parse("log append mainlog"),
+            Err(ParseError::MissingWord { .. })
+        ));
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use clap::Parser;
 use cohort::check_config;
 use cohort::console::server::{ConsoleHandler, ConsoleServer, Identity, Role, ServerConfig};
+use cohort::logsvc::{LogService, Puller, ServiceConfig};
 use cohort::node::console::NodeConsole;
 use cohort::node::manager::ManagerConsole;
 use cohort::node::runtime::Node;
 use cohort::node::{control, paniclog};
 use cohort_engine::config::{self, UdpDriver};
+use cohort_engine::group::ClusterKey;
 use cohort_engine::udp::Driver;
 
 /// Runs a Cohort node. `--check-config` validates a configuration and prints it with every default
@@ -145,7 +147,21 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let logsvc = match start_logsvc(&cfg, &node, manager) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot start cluster logging: {e}");
+            eprintln!("cohortd: {e}");
+            console.stop();
+            return ExitCode::from(1);
+        }
+    };
     let result = node.run();
+    match logsvc {
+        Logsvc::Serve(s) => s.stop(),
+        Logsvc::Pull(p) => p.stop(),
+        Logsvc::Off => {}
+    }
     console.stop();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,6 +169,47 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
             tracing::error!("{e}");
             eprintln!("cohortd: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The node's log service or the manager's log pull.
+enum Logsvc {
+    Serve(LogService),
+    Pull(Puller),
+    Off,
+}
+
+fn start_logsvc(cfg: &config::Config, node: &Node, manager: bool) -> Result<Logsvc, String> {
+    let key = match &cfg.msgc_server.cluster_key {
+        Some(p) => Some(ClusterKey::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let me = node
+        .shared
+        .status
+        .lock()
+        .map(|s| s.identity.nodename.clone())
+        .map_err(|_| "status unavailable")?;
+    if manager {
+        let Some(logs) = cfg.manager_logs.clone() else {
+            tracing::info!("no Logs stanza: not pulling the nodes' logs");
+            return Ok(Logsvc::Off);
+        };
+        return Puller::start(node.shared.clone(), logs, me, key).map(Logsvc::Pull);
+    }
+    let Some(sc) = ServiceConfig::from_config(cfg, &me, key) else {
+        tracing::info!("no inet ECCluster_Listener: the log service is off");
+        return Ok(Logsvc::Off);
+    };
+    let addr = sc.listen;
+    // The node's membership matters more than its log service: a listener that cannot be opened
+    // is reported and the node runs on (the manager's pulls fail until a restart fixes it).
+    match LogService::start(sc, node.shared.journals.clone()) {
+        Ok(s) => Ok(Logsvc::Serve(s)),
+        Err(e) => {
+            tracing::error!("ECCluster_Listener {addr}: {e}; the log service is off");
+            Ok(Logsvc::Off)
         }
     }
 }

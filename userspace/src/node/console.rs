@@ -121,7 +121,7 @@ impl NodeConsole {
             dropped_undecodable: c.dropped_undecodable,
             dropped_stale_incarnation: c.dropped_stale_incarnation,
             dropped_replay: c.dropped_replay,
-            extra: vec![
+            extra: [
                 ("dropped_foreign_cluster".into(), c.dropped_foreign_cluster),
                 ("dropped_unknown_sender".into(), c.dropped_unknown_sender),
                 ("dropped_queue_full".into(), c.dropped_queue_full),
@@ -156,7 +156,10 @@ impl NodeConsole {
                     "duravip_arp_frames_sent".into(),
                     s.dataplane.as_ref().map_or(0, |d| d.arp_frames_sent),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(self.shared.journals.counters())
+            .collect(),
         })
     }
 
@@ -225,12 +228,17 @@ impl ConsoleHandler for NodeConsole {
     fn handle(&self, cmd: &Command, json: bool) -> Result<String, String> {
         match cmd {
             Command::ConfigReload => self.reload(),
+            Command::LogAppend { log, text } => self
+                .shared
+                .log_append(log, text.as_bytes())
+                .map(|()| String::new()),
             Command::Cluster(c) => match c {
                 ClusterCommand::Info => Ok(render(&self.info()?, json)),
                 ClusterCommand::Membership => Ok(render(&self.membership()?, json)),
                 ClusterCommand::Nodeaddr => Ok(render(&self.nodeaddr()?, json)),
                 ClusterCommand::Counters => Ok(render(&self.counters()?, json)),
                 ClusterCommand::ArpShow => Ok(render(&self.arp()?, json)),
+                ClusterCommand::ShowLogs => Ok(render(&self.shared.journals.show(), json)),
                 ClusterCommand::SharedList => {
                     let r = self
                         .shared

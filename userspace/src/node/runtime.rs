@@ -153,6 +153,8 @@ pub struct Shared {
     /// `cohortctl listen <group>` connections: every message of the group is copied to each
     /// (dropped for a listener that does not keep up; a closed one is removed).
     pub listeners: Mutex<Vec<(String, std::sync::mpsc::SyncSender<Delivery>)>>,
+    /// The node's cluster journals (`cluster://` destinations) and its log service's state.
+    pub journals: Arc<crate::logsvc::Journals>,
 }
 
 impl Shared {
@@ -183,6 +185,12 @@ impl Shared {
             }
         }
         let _ = self.waker.wake();
+    }
+
+    /// Appends one record to cluster log `log` (a logger key such as `mainlog`, or a name of the
+    /// `logs` dictionary); the log service offers it to the manager at once.
+    pub fn log_append(&self, log: &str, payload: &[u8]) -> Result<(), String> {
+        self.journals.append(log, payload)
     }
 
     /// Queues a request and wakes the loop.
@@ -445,6 +453,11 @@ impl Node {
                 listeners: Mutex::new(Vec::new()),
                 objects: replicator.objects().clone(),
                 replicator: Mutex::new(replicator),
+                journals: Arc::new(if manager {
+                    crate::logsvc::Journals::none()
+                } else {
+                    crate::logsvc::Journals::start(&cfg)
+                }),
             }),
             endpoint,
             io,

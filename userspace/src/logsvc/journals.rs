@@ -1,0 +1,351 @@
+//! The node's cluster journals: the `cluster://` / `jlog://` destinations of its `ec_logger` and
+//! `bounce_logger` stanzas, created with their subscribers at start-up; appends from the Rust API
+//! ([`crate::node::runtime::Shared::log_append`]) and the console (`log append`); and what
+//! `cluster show logs` prints about the journals of the `logs` dictionary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use cohort_engine::config::{Config, Destination};
+use cohort_engine::console::status::{LogInfo, Logs, Subscriber};
+use cohort_engine::jlog::{Journal, JournalOptions, Position, Writer, WriterOptions};
+
+/// One journal this node writes.
+struct Written {
+    journal: Journal,
+    writer: Mutex<Option<Writer>>,
+}
+
+/// Counters of the log service, shown by `cluster counters`.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    pub connections: AtomicU64,
+    /// Connections refused because the peer could not prove the cluster key.
+    pub auth_refused: AtomicU64,
+    /// Connections ended by an undecodable, forged or out-of-turn frame.
+    pub protocol_errors: AtomicU64,
+    pub records_sent: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub batches_acked: AtomicU64,
+    /// Batches sent on live connections and not acknowledged yet (a gauge).
+    pub batches_unacked: AtomicU64,
+}
+
+/// A generation counter that appends bump, so an idle log service wakes at once instead of after
+/// `log_idle_interval`.
+#[derive(Debug, Default)]
+pub struct AppendSignal {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl AppendSignal {
+    pub fn bump(&self) {
+        if let Ok(mut g) = self.generation.lock() {
+            *g += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.lock().map_or(0, |g| *g)
+    }
+
+    /// Waits until the generation differs from `seen` or `wait` has passed.
+    pub fn wait_past(&self, seen: u64, wait: Duration) {
+        if let Ok(g) = self.generation.lock() {
+            let _ = self.cv.wait_timeout_while(g, wait, |g| *g == seen);
+        }
+    }
+}
+
+/// The node's journals and the state its log service shares.
+pub struct Journals {
+    /// The `logs` dictionary: what the log service serves.
+    served: Vec<(String, PathBuf)>,
+    /// Journals this node appends to, by log name (the logger key, and the `logs` name of the
+    /// same path).
+    written: BTreeMap<String, Arc<Written>>,
+    /// Which connection pulls each (log, subscriber) now. A newer connection takes a pair over
+    /// (the manager restarted before its old connection was seen dead); the old one then stops
+    /// serving it. A late checkpoint from the old one is harmless: the manager skips what it has.
+    pulling: Mutex<BTreeMap<(String, String), u64>>,
+    next_conn: std::sync::atomic::AtomicU64,
+    pub appended: AppendSignal,
+    pub stats: ServiceStats,
+}
+
+impl std::fmt::Debug for Journals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journals")
+            .field("served", &self.served)
+            .field("written", &self.written.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Journals {
+    /// No journals (the manager, or a node without cluster loggers).
+    pub fn none() -> Journals {
+        Journals {
+            served: Vec::new(),
+            written: BTreeMap::new(),
+            pulling: Mutex::new(BTreeMap::new()),
+            next_conn: AtomicU64::new(1),
+            appended: AppendSignal::default(),
+            stats: ServiceStats::default(),
+        }
+    }
+
+    /// Creates (or opens) every `cluster://` / `jlog://` destination of the configuration with its
+    /// subscribers, so no record can be removed before its reader first connects. A destination
+    /// that cannot be opened is logged and left out; the node still starts.
+    pub fn start(cfg: &Config) -> Journals {
+        let mut j = Journals::none();
+        j.served = cfg.cluster.logs.clone();
+        for logger in &cfg.loggers {
+            for out in &logger.outputs {
+                let Destination::Journal(d) = &out.destination else {
+                    continue;
+                };
+                match open_with_subscribers(&d.path, &d.subscribers) {
+                    Ok(journal) => {
+                        let w = Arc::new(Written {
+                            journal,
+                            writer: Mutex::new(None),
+                        });
+                        for (name, path) in &cfg.cluster.logs {
+                            if same_path(path, &d.path) {
+                                j.written.insert(name.clone(), w.clone());
+                            }
+                        }
+                        j.written.insert(out.log.clone(), w);
+                    }
+                    Err(e) => tracing::error!(log = %out.log, path = %d.path.display(), error = %e,
+                        "cannot open the cluster journal"),
+                }
+            }
+        }
+        j
+    }
+
+    /// Appends one record to log `name` (a logger key or a `logs` name).
+    pub fn append(&self, name: &str, payload: &[u8]) -> Result<(), String> {
+        let w = self
+            .written
+            .get(name)
+            .ok_or_else(|| format!("no cluster journal named '{name}' on this node"))?;
+        let mut guard = w.writer.lock().map_err(|_| "journal writer poisoned")?;
+        if guard.is_none() {
+            *guard = Some(
+                w.journal
+                    .writer(WriterOptions::default())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let writer = guard.as_mut().expect("opened just above");
+        if let Err(e) = writer.append(payload) {
+            // Reopen on the next append: the writer's view of the segment may be stale.
+            *guard = None;
+            return Err(e.to_string());
+        }
+        drop(guard);
+        self.appended.bump();
+        Ok(())
+    }
+
+    /// The `logs` dictionary.
+    pub fn served(&self) -> &[(String, PathBuf)] {
+        &self.served
+    }
+
+    /// The path of served log `name`.
+    pub fn served_path(&self, name: &str) -> Option<&Path> {
+        self.served
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// A fresh connection id for [`Journals::claim`].
+    pub fn connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Connection `conn` now pulls (log, subscriber), taking it over from any other.
+    pub fn claim(&self, log: &str, subscriber: &str, conn: u64) {
+        if let Ok(mut s) = self.pulling.lock() {
+            s.insert((log.to_owned(), subscriber.to_owned()), conn);
+        }
+    }
+
+    /// Whether connection `conn` still pulls (log, subscriber).
+    pub fn owns(&self, log: &str, subscriber: &str, conn: u64) -> bool {
+        self.pulling
+            .lock()
+            .is_ok_and(|s| s.get(&(log.to_owned(), subscriber.to_owned())) == Some(&conn))
+    }
+
+    /// Connection `conn` ends its pull of (log, subscriber), unless another took it over.
+    pub fn release(&self, log: &str, subscriber: &str, conn: u64) {
+        if let Ok(mut s) = self.pulling.lock() {
+            let k = (log.to_owned(), subscriber.to_owned());
+            if s.get(&k) == Some(&conn) {
+                s.remove(&k);
+            }
+        }
+    }
+
+    /// `cluster show logs`: each served journal's size on disk and subscribers' checkpoints; a
+    /// journal not created yet shows 0 bytes and no subscribers.
+    pub fn show(&self) -> Logs {
+        let logs = self
+            .served
+            .iter()
+            .map(|(name, path)| {
+                let (on_disk, subscribers) = match Journal::open(path) {
+                    Ok(j) => (segment_bytes(path), subscribers_of(&j)),
+                    Err(_) => (0, Vec::new()),
+                };
+                LogInfo {
+                    name: name.clone(),
+                    on_disk,
+                    subscribers,
+                }
+            })
+            .collect();
+        Logs { logs }
+    }
+
+    /// The counters `cluster counters` adds for the log service.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let s = &self.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("logmove_connections".into(), g(&s.connections)),
+            ("logmove_auth_refused".into(), g(&s.auth_refused)),
+            ("logmove_protocol_errors".into(), g(&s.protocol_errors)),
+            ("logmove_records_sent".into(), g(&s.records_sent)),
+            ("logmove_batches_sent".into(), g(&s.batches_sent)),
+            ("logmove_batches_acked".into(), g(&s.batches_acked)),
+            ("logmove_batches_unacked".into(), g(&s.batches_unacked)),
+        ]
+    }
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b
+        || a.canonicalize()
+            .ok()
+            .is_some_and(|x| b.canonicalize().ok() == Some(x))
+}
+
+fn open_with_subscribers(
+    path: &Path,
+    subscribers: &[String],
+) -> Result<Journal, cohort_engine::jlog::JlogError> {
+    // "created on demand", parents included (docs §8.2).
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| cohort_engine::jlog::JlogError::Io {
+            path: parent.to_owned(),
+            op: "mkdir",
+            source,
+        })?;
+    }
+    let j = Journal::open_or_create(path, JournalOptions::default())?;
+    let have = j.subscribers()?;
+    for s in subscribers {
+        if !have.contains(s) {
+            j.add_subscriber(s, Position::Begin)?;
+        }
+    }
+    Ok(j)
+}
+
+/// Bytes of the journal's segment files (`%08x`).
+fn segment_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.len() == 8 && n.chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn subscribers_of(j: &Journal) -> Vec<Subscriber> {
+    let mut names = j.subscribers().unwrap_or_default();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let cp = j.checkpoint(&name).ok()?;
+            Some(Subscriber {
+                name,
+                segment: cp.log,
+                offset: cp.marker,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_create_journals_with_subscribers_and_appends_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mainlog.cluster");
+        let text = format!(
+            "cluster {{ logs = [ mainlog = \"{p}\" ] }}\n\
+             ec_logger \"ec_logger_cluster\" {{ mainlog = \"cluster://{p}?subscribers=mgr1,master\" }}\n",
+            p = path.display()
+        );
+        let cfg = cohort_engine::config::load_str(Path::new("t.conf"), &text)
+            .expect("valid")
+            .config;
+        let j = Journals::start(&cfg);
+        let gen0 = j.appended.generation();
+        j.append("mainlog", b"one").expect("append");
+        j.append("mainlog", b"two").expect("append");
+        assert!(j.appended.generation() > gen0);
+        assert!(j.append("nosuchlog", b"x").is_err());
+        let shown = j.show();
+        assert_eq!(shown.logs.len(), 1);
+        assert!(shown.logs[0].on_disk > 0);
+        let subs: Vec<&str> = shown.logs[0]
+            .subscribers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(subs, ["master", "mgr1"]);
+        let mut r = Journal::open(&path)
+            .expect("journal")
+            .reader("master")
+            .expect("reader");
+        let (_, recs) = r.next_batch().expect("read");
+        let payloads: Vec<&[u8]> = recs.iter().map(|r| r.payload.as_slice()).collect();
+        assert_eq!(payloads, [b"one".as_slice(), b"two".as_slice()]);
+        let (a, b) = (j.connection_id(), j.connection_id());
+        j.claim("mainlog", "master", a);
+        assert!(j.owns("mainlog", "master", a));
+        j.claim("mainlog", "master", b);
+        assert!(!j.owns("mainlog", "master", a), "taken over");
+        j.release("mainlog", "master", a);
+        assert!(
+            j.owns("mainlog", "master", b),
+            "the old one cannot release it"
+        );
+        j.release("mainlog", "master", b);
+        assert!(!j.owns("mainlog", "master", b));
+    }
+}
