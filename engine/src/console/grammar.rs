@@ -8,6 +8,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::shared_ops::{self, SharedOp};
+
 /// Which process accepts a command: a node (`cohortd`), the manager (`cohortd --manager`, Momentum's
 /// eccmgr) or both. Momentum's `cluster ...` commands "do not execute when issued from within the
 /// eccmgr service", and the manager's `broadcast` family means nothing on a node.
@@ -73,6 +75,9 @@ pub enum ClusterCommand {
     ShowLogs,
     /// Cohort extension: the group transport's datagram counters.
     Counters,
+    /// Cohort extension: an application's operation on a replicated object
+    /// (`cluster shared cidr|gauge|throttle|cache|series ...`; see [`super::shared_ops`]).
+    SharedOp(SharedOp),
 }
 
 /// The manager's (eccmgr's) console commands. A carried command is itself parsed, so a mistyped
@@ -159,6 +164,7 @@ impl fmt::Display for ClusterCommand {
             } => write!(f, "shared show {object} from {node}"),
             C::ShowLogs => f.write_str("show logs"),
             C::Counters => f.write_str("counters"),
+            C::SharedOp(op) => write!(f, "shared {op}"),
         }
     }
 }
@@ -256,6 +262,18 @@ pub enum Arg {
     Object,
     /// The rest of the line, itself a node command.
     Command,
+    /// An IPv4 or IPv6 netblock (`10.1.0.0/16`, `2001:db8::/32`) or address (a host prefix).
+    Net,
+    /// A non-negative integer amount (at most `i64::MAX`).
+    Amount,
+    /// A key of a replicated object (a domain, a throttle or series name, a cache key, ...).
+    Key,
+    /// A cache value: one word, kept as typed.
+    Value,
+    /// A throttle rate: `N` events per second or `N/SECONDS`.
+    Rate,
+    /// A cache time to live: seconds, or minutes/hours with an `M`/`H` suffix; 0 never expires.
+    Ttl,
 }
 
 impl Arg {
@@ -268,6 +286,12 @@ impl Arg {
             Arg::Subcluster => "<subcluster>",
             Arg::Object => "<object>",
             Arg::Command => "<command>",
+            Arg::Net => "<net>",
+            Arg::Amount => "<n>",
+            Arg::Key => "<key>",
+            Arg::Value => "<value>",
+            Arg::Rate => "<rate>",
+            Arg::Ttl => "<ttl>",
         }
     }
 
@@ -282,7 +306,21 @@ impl Arg {
                 .parse::<IpAddr>()
                 .is_err()
                 .then_some("expected an IPv4 or IPv6 address"),
-            Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command => None,
+            Arg::Net => shared_ops::parse_net(word)
+                .is_none()
+                .then_some("expected an IPv4 or IPv6 address or netblock (address/prefix length)"),
+            Arg::Amount => shared_ops::parse_amount(word)
+                .is_none()
+                .then_some("expected a non-negative integer"),
+            Arg::Rate => shared_ops::parse_rate(word)
+                .is_none()
+                .then_some("expected N (per second) or N/SECONDS with SECONDS at least 1"),
+            Arg::Ttl => crate::replicate::cache::parse_ttl(word)
+                .is_err()
+                .then_some("expected seconds, or minutes/hours ending in M/H"),
+            Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command | Arg::Key | Arg::Value => {
+                None
+            }
         }
     }
 }
@@ -329,6 +367,8 @@ struct Captured {
     ip: Option<IpAddr>,
     names: std::collections::VecDeque<String>,
     command: Option<Command>,
+    nets: std::collections::VecDeque<ipnet::IpNet>,
+    amounts: std::collections::VecDeque<i64>,
 }
 
 // The builders below take what their own form's words captured; `forms_build_their_examples`
@@ -348,6 +388,12 @@ impl Captured {
     fn command(&mut self) -> Box<Command> {
         Box::new(self.command.take().expect("the form has a <command> slot"))
     }
+    fn net(&mut self) -> ipnet::IpNet {
+        self.nets.pop_front().expect("the form has a <net> slot")
+    }
+    fn amount(&mut self) -> i64 {
+        self.amounts.pop_front().expect("the form has an <n> slot")
+    }
 }
 
 use Word::{Arg as A, Keyword as K};
@@ -363,6 +409,10 @@ macro_rules! form {
 
 fn cluster(c: ClusterCommand) -> Command {
     Command::Cluster(c)
+}
+
+fn shared_op(c: &mut Captured, op: impl FnOnce(&mut Captured) -> SharedOp) -> Command {
+    cluster(ClusterCommand::SharedOp(op(c)))
 }
 
 fn manager(m: ManagerCommand) -> Command {
@@ -512,6 +562,430 @@ static FORMS: &[Form] = &[
                 from: Some(c.name()),
             })
         }
+    ),
+    // Applications' operations on replicated objects (Cohort; console::shared_ops).
+    form!(
+        Node,
+        "Add to connections of a netblock in a CIDR tree (this node's contribution) by one.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Net)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: 1
+        })
+    ),
+    form!(
+        Node,
+        "Add to connections of a netblock in a CIDR tree (this node's contribution) by n.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Net),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Subtract from connections of a netblock in a CIDR tree (this node's contribution) by one.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Net)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: -1
+        })
+    ),
+    form!(
+        Node,
+        "Subtract from connections of a netblock in a CIDR tree (this node's contribution) by n.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Net),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: -c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Add to a gauge table's key (this node's contribution) by one.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: 1
+        })
+    ),
+    form!(
+        Node,
+        "Add to a gauge table's key (this node's contribution) by n.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Subtract from a gauge table's key (this node's contribution) by one.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: -1
+        })
+    ),
+    form!(
+        Node,
+        "Subtract from a gauge table's key (this node's contribution) by n.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: -c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Count a netblock in a CIDR tree's global view.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Net)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrCount {
+            object: c.name(),
+            net: c.net(),
+            local: false
+        })
+    ),
+    form!(
+        Node,
+        "Count a netblock in this node's contribution to a CIDR tree.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Net),
+            K("local")
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrCount {
+            object: c.name(),
+            net: c.net(),
+            local: true
+        })
+    ),
+    form!(
+        Node,
+        "Read a gauge's global value.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("get"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeGet {
+            object: c.name(),
+            key: c.name(),
+            local: false
+        })
+    ),
+    form!(
+        Node,
+        "Read this node's contribution to a gauge.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("get"),
+            A(Arg::Object),
+            A(Arg::Key),
+            K("local")
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeGet {
+            object: c.name(),
+            key: c.name(),
+            local: true
+        })
+    ),
+    form!(
+        Node,
+        "Define a cluster-wide throttle of N events per second or N/SECONDS.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("create"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Rate)
+        ],
+        |c| shared_op(c, |c| {
+            let (object, name) = (c.name(), c.name());
+            let (limit, period) =
+                shared_ops::parse_rate(&c.name()).expect("the <rate> slot checked it");
+            SharedOp::ThrottleCreate {
+                object,
+                name,
+                limit,
+                period,
+            }
+        })
+    ),
+    form!(
+        Node,
+        "Count one event against a throttle.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("inc"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::ThrottleInc {
+            object: c.name(),
+            name: c.name(),
+            n: 1
+        })
+    ),
+    form!(
+        Node,
+        "Count n events against a throttle.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("inc"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::ThrottleInc {
+            object: c.name(),
+            name: c.name(),
+            n: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Whether a throttle is over its cluster-wide budget (true/false).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("check"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::ThrottleCheck {
+            object: c.name(),
+            name: c.name()
+        })
+    ),
+    form!(
+        Node,
+        "Write a cache key (never expires).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cache"),
+            K("set"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Value)
+        ],
+        |c| shared_op(c, |c| SharedOp::CacheSet {
+            object: c.name(),
+            key: c.name(),
+            value: c.name(),
+            ttl: 0
+        })
+    ),
+    form!(
+        Node,
+        "Write a cache key with a time to live.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cache"),
+            K("set"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Value),
+            A(Arg::Ttl)
+        ],
+        |c| shared_op(c, |c| {
+            let (object, key, value) = (c.name(), c.name(), c.name());
+            let ttl =
+                crate::replicate::cache::parse_ttl(&c.name()).expect("the <ttl> slot checked it");
+            SharedOp::CacheSet {
+                object,
+                key,
+                value,
+                ttl,
+            }
+        })
+    ),
+    form!(
+        Node,
+        "Read a cache key.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cache"),
+            K("get"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::CacheGet {
+            object: c.name(),
+            key: c.name()
+        })
+    ),
+    form!(
+        Node,
+        "Count one event of a series for an address, block or word.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("add"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesAdd {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            n: 1
+        })
+    ),
+    form!(
+        Node,
+        "Count n events of a series for an address, block or word.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("add"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesAdd {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            n: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Events of a series over its first monitor's windows, global view.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesCount {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            local: false
+        })
+    ),
+    form!(
+        Node,
+        "Events of a series over its first monitor's windows, this node's.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Key),
+            K("local")
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesCount {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            local: true
+        })
     ),
     form!(
         Node,
@@ -797,6 +1271,8 @@ fn parse_tokens(
             match a {
                 Arg::JobId => captured.id = tok.text.parse().ok(),
                 Arg::Ip => captured.ip = tok.text.parse().ok(),
+                Arg::Net => captured.nets.extend(shared_ops::parse_net(tok.text)),
+                Arg::Amount => captured.amounts.extend(shared_ops::parse_amount(tok.text)),
                 _ => captured.names.push_back(tok.text.to_owned()),
             }
         }
@@ -882,6 +1358,12 @@ mod tests {
                 Word::Arg(Arg::Subcluster) => "east".to_owned(),
                 Word::Arg(Arg::Object) => "inbound_cidr".to_owned(),
                 Word::Arg(Arg::Command) => "cluster info".to_owned(),
+                Word::Arg(Arg::Net) => "10.1.0.0/16".to_owned(),
+                Word::Arg(Arg::Amount) => "42".to_owned(),
+                Word::Arg(Arg::Key) => "example.com".to_owned(),
+                Word::Arg(Arg::Value) => "Some-Value".to_owned(),
+                Word::Arg(Arg::Rate) => "10/60".to_owned(),
+                Word::Arg(Arg::Ttl) => "30".to_owned(),
             })
             .collect::<Vec<_>>()
             .join(" ")
