@@ -49,7 +49,7 @@ pub fn replication_member(m: &MemberId) -> replicate::MemberId {
 }
 
 /// Wall-clock time, the clock of replicated objects (TTLs and series windows are absolute).
-fn wall() -> Duration {
+pub(crate) fn wall() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
