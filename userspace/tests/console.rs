@@ -922,6 +922,11 @@ fn pipelined_requests_are_answered_in_order() {
         // The connection is still usable one request at a time.
         let r = piped.run("cluster nodename", false).expect("run");
         assert_eq!(r.body, b"relay-0-1\n");
-        assert!(piped.pipeline::<&str>(&[], false).expect("empty").is_empty());
+        assert!(
+            piped
+                .pipeline::<&str>(&[], false)
+                .expect("empty")
+                .is_empty()
+        );
     }
 }

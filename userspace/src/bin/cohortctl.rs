@@ -208,11 +208,7 @@ fn piped(endpoint: &Endpoint, json: bool) -> u8 {
             break;
         }
     }
-    if failed {
-        EXIT_COMMAND_FAILED
-    } else {
-        EXIT_OK
-    }
+    if failed { EXIT_COMMAND_FAILED } else { EXIT_OK }
 }
 
 fn interactive(endpoint: &Endpoint, json: bool) -> u8 {

@@ -167,7 +167,8 @@ impl Client {
                     }
                 }
                 if frames.len() >= 64 * 1024 {
-                    sent = io::Write::write_all(writer, &frames).map_err(|e| perr(endpoint, e.into()));
+                    sent =
+                        io::Write::write_all(writer, &frames).map_err(|e| perr(endpoint, e.into()));
                     frames.clear();
                     if sent.is_err() {
                         break;

@@ -219,9 +219,12 @@ impl NodeConsole {
                 limit,
                 period,
             } => {
-                let spec = replicate::throttle::ThrottleSpec::parse(&format!("{limit}/{period}"), None)
-                    .map_err(|e| e.to_string())?;
-                objects.throttle_create(object, name, spec, now).map_err(e)?;
+                let spec =
+                    replicate::throttle::ThrottleSpec::parse(&format!("{limit}/{period}"), None)
+                        .map_err(|e| e.to_string())?;
+                objects
+                    .throttle_create(object, name, spec, now)
+                    .map_err(e)?;
                 due(false)
             }
             SharedOp::ThrottleInc { object, name, n } => {
@@ -240,32 +243,32 @@ impl NodeConsole {
                 key,
                 value,
                 ttl,
-            } => due(
-                objects
-                    .cache_set(object, key, value.as_bytes(), *ttl, now)
-                    .map_err(e)?,
-            ),
-            SharedOp::CacheGet { object, key } => match objects.cache_get(object, key, now).map_err(e)? {
-                Some(v) if json => Ok(format!(
-                    "{}\n",
-                    serde_json::json!({ "value": String::from_utf8_lossy(&v) })
-                )),
-                Some(mut v) => {
-                    v.push(b'\n');
-                    Ok(String::from_utf8_lossy(&v).into_owned())
+            } => due(objects
+                .cache_set(object, key, value.as_bytes(), *ttl, now)
+                .map_err(e)?),
+            SharedOp::CacheGet { object, key } => {
+                match objects.cache_get(object, key, now).map_err(e)? {
+                    Some(v) if json => Ok(format!(
+                        "{}\n",
+                        serde_json::json!({ "value": String::from_utf8_lossy(&v) })
+                    )),
+                    Some(mut v) => {
+                        v.push(b'\n');
+                        Ok(String::from_utf8_lossy(&v).into_owned())
+                    }
+                    None => Err(format!(
+                        "cache {object:?} has no key {key:?} (absent or expired)"
+                    )),
                 }
-                None => Err(format!("cache {object:?} has no key {key:?} (absent or expired)")),
-            },
+            }
             SharedOp::SeriesAdd {
                 object,
                 series,
                 item,
                 n,
-            } => due(
-                objects
-                    .series_add(object, series, series_item(item), *n, now)
-                    .map_err(e)?,
-            ),
+            } => due(objects
+                .series_add(object, series, series_item(item), *n, now)
+                .map_err(e)?),
             SharedOp::SeriesCount {
                 object,
                 series,
