@@ -12,6 +12,7 @@
 //! `COHORT_SIM_SEED=1234 cargo test -p cohort-engine --test sim replay -- --nocapture` replays one.
 
 mod checker;
+mod replication;
 mod world;
 
 use std::time::Duration;
@@ -150,6 +151,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         .then(|| ClusterKey::from_material(&seed.to_be_bytes().repeat(4)));
     let mut w = World::new(seed, n, sim_config(), key);
     w.duravip = Some(duravip_config());
+    w.replication = Some(replication::Settings::for_seed(seed));
     for node in &mut w.nodes {
         node.offset = rng.random_range(0..1000 * SEC);
         if kind == Kind::Mixed {
@@ -250,6 +252,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         ));
     }
     check_duravip(&mut w)?;
+    replication::check_replication(&mut w)?;
     Ok(Outcome {
         nodes: n,
         kind: Some(kind),
