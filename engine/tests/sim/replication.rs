@@ -136,6 +136,12 @@ pub fn drive(w: &mut World, i: usize, events: &[Event]) -> Result<(), String> {
     if r.rep.poll_timeout().is_some_and(|d| d <= t) {
         r.rep.handle_timeout(t);
     }
+    // Now and then the driver frees zero counts (CIDR pruning), as the daemon does.
+    if let Some(s) = w.replication.as_mut()
+        && s.rng.random_bool(0.01)
+    {
+        r.rep.compact();
+    }
     while let Some(tx) = r.rep.poll_transmit() {
         r.pending.push_back(tx.payload);
     }

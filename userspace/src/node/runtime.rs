@@ -281,7 +281,12 @@ pub struct Node {
     last_status: Instant,
     /// Replication payloads the transport could not take yet (flow control), oldest first.
     rep_pending: VecDeque<Vec<u8>>,
+    /// When the replicated objects' zero counts were last freed (`Replicator::compact`).
+    last_compact: Instant,
 }
+
+/// How often the replicated objects' zero counts are freed.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Binds the transport and creates the endpoint; nothing is sent until [`Node::run`].
@@ -389,6 +394,7 @@ impl Node {
             duravip_dirty: true,
             last_status: Instant::now(),
             rep_pending: VecDeque::new(),
+            last_compact: Instant::now(),
         })
     }
 
@@ -661,7 +667,9 @@ impl Node {
                 if let Ok(mut r) = self.shared.replicator.lock() {
                     r.handle_view(wall(), &rep_members);
                 }
-                self.rep_pending.clear();
+                // Batches still waiting for the transport go out in the new view: the survivors
+                // need them (nothing else carries those updates to them), and a joiner's copy is
+                // reset by the snapshot that follows them.
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.infos.retain(|m, _| view.members.contains(m));
                     s.view = view;
@@ -751,6 +759,10 @@ impl Node {
             let w = wall();
             if r.poll_timeout().is_some_and(|t| t <= w) {
                 r.handle_timeout(w);
+            }
+            if self.last_compact.elapsed() >= COMPACT_INTERVAL {
+                r.compact();
+                self.last_compact = Instant::now();
             }
             while let Some(t) = r.poll_transmit() {
                 let mut msg = Vec::with_capacity(t.payload.len() + 1);
