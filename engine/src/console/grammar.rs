@@ -270,6 +270,10 @@ pub enum Arg {
     Key,
     /// A cache value: one word, kept as typed.
     Value,
+    /// A series name (`connect`, `delivery`, ... or a named audit series).
+    Series,
+    /// A series item: an address, a netblock or a word.
+    Item,
     /// A throttle rate: `N` events per second or `N/SECONDS`.
     Rate,
     /// A cache time to live: seconds, or minutes/hours with an `M`/`H` suffix; 0 never expires.
@@ -290,6 +294,8 @@ impl Arg {
             Arg::Amount => "<n>",
             Arg::Key => "<key>",
             Arg::Value => "<value>",
+            Arg::Series => "<series>",
+            Arg::Item => "<item>",
             Arg::Rate => "<rate>",
             Arg::Ttl => "<ttl>",
         }
@@ -318,9 +324,14 @@ impl Arg {
             Arg::Ttl => crate::replicate::cache::parse_ttl(word)
                 .is_err()
                 .then_some("expected seconds, or minutes/hours ending in M/H"),
-            Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command | Arg::Key | Arg::Value => {
-                None
-            }
+            Arg::Node
+            | Arg::Subcluster
+            | Arg::Object
+            | Arg::Command
+            | Arg::Key
+            | Arg::Value
+            | Arg::Series
+            | Arg::Item => None,
         }
     }
 }
@@ -566,7 +577,7 @@ static FORMS: &[Form] = &[
     // Applications' operations on replicated objects (Cohort; console::shared_ops).
     form!(
         Node,
-        "Add to connections of a netblock in a CIDR tree (this node's contribution) by one.",
+        "Add one to a prefix's count in a CIDR tree (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -583,7 +594,7 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
-        "Add to connections of a netblock in a CIDR tree (this node's contribution) by n.",
+        "Add n to a prefix's count in a CIDR tree (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -601,7 +612,7 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
-        "Subtract from connections of a netblock in a CIDR tree (this node's contribution) by one.",
+        "Subtract one from a prefix's count in a CIDR tree (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -618,7 +629,7 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
-        "Subtract from connections of a netblock in a CIDR tree (this node's contribution) by n.",
+        "Subtract n from a prefix's count in a CIDR tree (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -636,7 +647,7 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
-        "Add to a gauge table's key (this node's contribution) by one.",
+        "Add one to a gauge's value (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -653,7 +664,7 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
-        "Add to a gauge table's key (this node's contribution) by n.",
+        "Add n to a gauge's value (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -671,7 +682,7 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
-        "Subtract from a gauge table's key (this node's contribution) by one.",
+        "Subtract one from a gauge's value (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -688,7 +699,7 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
-        "Subtract from a gauge table's key (this node's contribution) by n.",
+        "Subtract n from a gauge's value (this node's contribution).",
         [
             K("cluster"),
             K("shared"),
@@ -918,8 +929,8 @@ static FORMS: &[Form] = &[
             K("series"),
             K("add"),
             A(Arg::Object),
-            A(Arg::Key),
-            A(Arg::Key)
+            A(Arg::Series),
+            A(Arg::Item)
         ],
         |c| shared_op(c, |c| SharedOp::SeriesAdd {
             object: c.name(),
@@ -937,8 +948,8 @@ static FORMS: &[Form] = &[
             K("series"),
             K("add"),
             A(Arg::Object),
-            A(Arg::Key),
-            A(Arg::Key),
+            A(Arg::Series),
+            A(Arg::Item),
             A(Arg::Amount)
         ],
         |c| shared_op(c, |c| SharedOp::SeriesAdd {
@@ -957,8 +968,8 @@ static FORMS: &[Form] = &[
             K("series"),
             K("count"),
             A(Arg::Object),
-            A(Arg::Key),
-            A(Arg::Key)
+            A(Arg::Series),
+            A(Arg::Item)
         ],
         |c| shared_op(c, |c| SharedOp::SeriesCount {
             object: c.name(),
@@ -976,8 +987,8 @@ static FORMS: &[Form] = &[
             K("series"),
             K("count"),
             A(Arg::Object),
-            A(Arg::Key),
-            A(Arg::Key),
+            A(Arg::Series),
+            A(Arg::Item),
             K("local")
         ],
         |c| shared_op(c, |c| SharedOp::SeriesCount {
@@ -1362,6 +1373,8 @@ mod tests {
                 Word::Arg(Arg::Amount) => "42".to_owned(),
                 Word::Arg(Arg::Key) => "example.com".to_owned(),
                 Word::Arg(Arg::Value) => "Some-Value".to_owned(),
+                Word::Arg(Arg::Series) => "connect".to_owned(),
+                Word::Arg(Arg::Item) => "192.0.2.7".to_owned(),
                 Word::Arg(Arg::Rate) => "10/60".to_owned(),
                 Word::Arg(Arg::Ttl) => "30".to_owned(),
             })
