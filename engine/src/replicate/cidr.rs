@@ -579,7 +579,7 @@ fn try_unlink<'g>(
     host: bool,
     guard: &'g Guard,
 ) -> bool {
-    if !(host || !child.sums)
+    if (!host && child.sums)
         || child
             .children
             .iter()
