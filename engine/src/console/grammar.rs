@@ -1121,7 +1121,7 @@ struct Token<'a> {
 }
 
 fn tokenize(line: &str) -> Vec<Token<'_>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(8);
     let mut start: Option<(usize, usize)> = None;
     for (col0, (byte, ch)) in line.char_indices().enumerate() {
         match (ch.is_whitespace(), start) {
@@ -1167,13 +1167,22 @@ fn expected_at(alive: &[&Form], i: usize) -> Vec<String> {
     out
 }
 
+/// Whether `tok` is keyword `k` (keywords are lower case), in any case; an inline byte loop,
+/// since every request's every word is compared with the table's keywords.
+fn keyword_is(k: &str, tok: &str) -> bool {
+    k.len() == tok.len()
+        && k.bytes()
+            .zip(tok.bytes())
+            .all(|(a, b)| a == b.to_ascii_lowercase())
+}
+
 /// The forms still matching after word `i` is `tok`: keywords win over argument slots, so that
 /// `cluster duravip move 10.0.0.1 to` asks for the node instead of taking `to` as one.
 fn step<'f>(alive: &[&'f Form], i: usize, tok: &str) -> Vec<&'f Form> {
     let kw: Vec<&Form> = alive
         .iter()
         .copied()
-        .filter(|f| matches!(f.words.get(i), Some(Word::Keyword(k)) if k.eq_ignore_ascii_case(tok)))
+        .filter(|f| matches!(f.words.get(i), Some(Word::Keyword(k)) if keyword_is(k, tok)))
         .collect();
     if !kw.is_empty() {
         return kw;
@@ -1186,10 +1195,19 @@ fn step<'f>(alive: &[&'f Form], i: usize, tok: &str) -> Vec<&'f Form> {
 }
 
 fn top_forms(nested: bool) -> Vec<&'static Form> {
-    FORMS
-        .iter()
-        .filter(|f| !nested || f.scope != Scope::Manager)
-        .collect()
+    // Every parse starts from these; filtering the table once keeps that off each request.
+    static TOP: std::sync::OnceLock<[Vec<&'static Form>; 2]> = std::sync::OnceLock::new();
+    let [all, nestable] = TOP.get_or_init(|| {
+        [
+            FORMS.iter().collect(),
+            FORMS.iter().filter(|f| f.scope != Scope::Manager).collect(),
+        ]
+    });
+    if nested {
+        nestable.clone()
+    } else {
+        all.clone()
+    }
 }
 
 /// Parse one console line. Never panics; see [`ParseError`] for what a failure reports.

@@ -92,9 +92,11 @@ pub enum SharedOp {
 
 /// A netblock, or an address as its host prefix.
 pub fn parse_net(word: &str) -> Option<IpNet> {
-    word.parse::<IpNet>()
-        .ok()
-        .or_else(|| word.parse::<IpAddr>().ok().map(IpNet::from))
+    if word.contains('/') {
+        word.parse::<IpNet>().ok()
+    } else {
+        word.parse::<IpAddr>().ok().map(IpNet::from)
+    }
 }
 
 /// A non-negative amount that fits an `i64`.
