@@ -4,12 +4,22 @@
 //! propagation lag (update on node1 to visibility in the other node's global view; one process,
 //! one clock). Reported: cluster-wide updates per second, lag p50/p99, transport datagrams per
 //! second, replicated updates per message.
+//!
+//! `--via socket` makes the updaters applications in the manner of another process: each talks
+//! to its node's console server (the daemon's own server and handler, on a Unix socket) and
+//! pipelines `cluster shared cidr incr ...` requests in batches of [`SOCKET_BATCH`]; `--via both`
+//! runs every configuration both ways, in-process first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cohort::console::server::{ConsoleServer, Identity, Role, ServerConfig};
+use cohort::console::{Client, Endpoint};
 use cohort::lab::{Lab, inproc};
+use cohort::node::console::NodeConsole;
+use cohort_engine::config::ListenAddr;
+use cohort_engine::console::protocol::Status;
 use cohort_engine::replicate::View;
 use hdrhistogram::Histogram;
 use ipnet::IpNet;
@@ -26,6 +36,28 @@ pub struct Args {
     /// Also print one JSON object after the table.
     #[arg(long)]
     pub json: bool,
+    /// How the updaters reach their node: in the process (`Shared::objects`), through the
+    /// control socket with pipelined requests, or both in turn.
+    #[arg(long, value_enum, default_value_t = Via::Inproc)]
+    pub via: Via,
+}
+
+/// Where the updates come from.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Inproc,
+    Socket,
+    Both,
+}
+
+/// Requests a socket updater writes before it reads their answers.
+pub const SOCKET_BATCH: usize = 4096;
+
+/// The address updater `i` increments as its `k`-th update: 4096 addresses per node, so updates
+/// coalesce per key between flushes.
+fn address(i: usize, k: u32) -> IpNet {
+    let ip = 0x0a00_0000 | ((i as u32 & 0x3f) << 18) | (k % 4096);
+    IpNet::new(std::net::Ipv4Addr::from(ip).into(), 32).expect("a /32 is valid")
 }
 
 fn wall() -> Duration {
@@ -46,6 +78,7 @@ fn run_one(
     a: &Args,
     max_delay: f64,
     max_pending: u32,
+    socket: bool,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
     let lab = Lab::new("cohort-bench replicate", a.nodes)
         .ok_or("the replicate benchmark needs root (network namespaces)")?;
@@ -58,6 +91,29 @@ fn run_one(
         .collect();
     for n in &nodes {
         n.wait_view(a.nodes, "ec_cluster");
+    }
+    // With --via socket, every node's console on a Unix socket: the daemon's server and handler.
+    let dir = tempfile::tempdir()?;
+    let mut consoles = Vec::new();
+    if socket {
+        for (i, n) in nodes.iter().enumerate() {
+            let path = dir.path().join(format!("node{}.sock", i + 1));
+            let server = ConsoleServer::start(
+                ServerConfig {
+                    listens: vec![ListenAddr::Unix(path.clone())],
+                    identity: Identity {
+                        nodename: format!("node{}", i + 1),
+                        role: Role::Node,
+                    },
+                    max_connections: 4,
+                    frame_timeout: Duration::from_secs(10),
+                },
+                Arc::new(NodeConsole {
+                    shared: n.shared.clone(),
+                }),
+            )?;
+            consoles.push((Endpoint::Unix(path), server));
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     let updates = Arc::new(AtomicU64::new(0));
@@ -73,7 +129,31 @@ fn run_one(
         })
         .collect();
     let mut threads = Vec::new();
-    for (i, n) in nodes.iter().enumerate() {
+    for (i, (endpoint, _)) in consoles.iter().enumerate() {
+        let mut client = Client::connect(endpoint)?;
+        let (stop, updates) = (stop.clone(), updates.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut k: u32 = 0;
+            let mut lines = vec![String::new(); SOCKET_BATCH];
+            while !stop.load(Ordering::Relaxed) {
+                for line in &mut lines {
+                    k = k.wrapping_add(1);
+                    line.clear();
+                    use std::fmt::Write;
+                    let _ = write!(
+                        line,
+                        "cluster shared cidr incr inbound_cidr {}",
+                        address(i, k)
+                    );
+                }
+                let answers = client.pipeline(&lines, false).expect("the console answers");
+                let ok = answers.iter().filter(|r| r.status == Status::Ok).count();
+                assert_eq!(ok, lines.len(), "every update accepted");
+                updates.fetch_add(ok as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    for (i, n) in nodes.iter().enumerate().filter(|_| !socket) {
         let (objects, waker, stop, updates) = (
             n.shared.objects.clone(),
             n.shared.waker.clone(),
@@ -85,12 +165,8 @@ fn run_one(
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..1000 {
                     k = k.wrapping_add(1);
-                    let ip = 0x0a00_0000 | ((i as u32 & 0x3f) << 18) | (k % 4096);
-                    let net = IpNet::new(std::net::Ipv4Addr::from(ip).into(), 32)
-                        .expect("a /32 is valid");
-                    // Increments over 4096 addresses per node: coalesced per key between flushes.
                     if objects
-                        .cidr_add("inbound_cidr", net, 1, wall())
+                        .cidr_add("inbound_cidr", address(i, k), 1, wall())
                         .unwrap_or(false)
                     {
                         let _ = waker.wake();
@@ -148,6 +224,9 @@ fn run_one(
             ups += st.updates_out;
         }
     }
+    for (_, server) in consoles {
+        server.stop();
+    }
     for n in nodes {
         n.stop();
     }
@@ -166,20 +245,34 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ("max_delay 0.01", 0.01, 100),
         ("max_delay 0.01, max_pending 10000", 0.01, 10_000),
     ];
+    let vias: &[(&str, bool)] = match a.via {
+        Via::Inproc => &[("in-process", false)],
+        Via::Socket => &[("socket", true)],
+        Via::Both => &[("in-process", false), ("socket", true)],
+    };
     println!(
         "replicate: {} nodes in namespaces, one updater thread per node, {} s per configuration",
         a.nodes, a.seconds
     );
+    if a.via != Via::Inproc {
+        println!(
+            "socket: each updater pipelines {SOCKET_BATCH} 'cluster shared cidr incr' requests at a time to its node's console (Unix socket)"
+        );
+    }
     println!(
-        "{:<36} {:>14} {:>10} {:>10} {:>13} {:>12}",
-        "configuration", "updates/s", "lag p50", "lag p99", "datagrams/s", "upd/message"
+        "{:<36} {:<10} {:>14} {:>10} {:>10} {:>13} {:>12}",
+        "configuration", "via", "updates/s", "lag p50", "lag p99", "datagrams/s", "upd/message"
     );
     let mut rows = Vec::new();
-    for (name, d, p) in configs {
-        let o = run_one(a, d, p)?;
+    for ((name, d, p), (via, socket)) in configs
+        .into_iter()
+        .flat_map(|c| vias.iter().map(move |v| (c, *v)))
+    {
+        let o = run_one(a, d, p, socket)?;
         println!(
-            "{:<36} {:>14.0} {:>8.1}ms {:>8.1}ms {:>13.0} {:>12.1}",
+            "{:<36} {:<10} {:>14.0} {:>8.1}ms {:>8.1}ms {:>13.0} {:>12.1}",
             name,
+            via,
             o.updates_per_sec,
             o.lag_p50_ms,
             o.lag_p99_ms,
@@ -187,7 +280,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             o.updates_per_message
         );
         rows.push(json!({
-            "configuration": name, "max_delay": d, "max_pending": p, "updates_per_sec": o.updates_per_sec,
+            "configuration": name, "via": via, "max_delay": d, "max_pending": p, "updates_per_sec": o.updates_per_sec,
             "lag_p50_ms": o.lag_p50_ms, "lag_p99_ms": o.lag_p99_ms, "datagrams_per_sec": o.datagrams_per_sec,
             "updates_per_message": o.updates_per_message,
         }));

@@ -876,3 +876,57 @@ fn garbage_on_the_socket_never_takes_the_server_down() {
         })
         .expect("the server survives every input");
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let h = start();
+    // Mixed answers: local ones, the handler's, its errors, parse errors, big and small bodies.
+    let kinds = [
+        "cluster nodename",
+        "cluster abort 7",
+        "version",
+        "cluster frobnicate",
+        "cluster membership",
+        "cluster info",
+        "help",
+    ];
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| {
+            if i % 11 == 0 {
+                format!("cluster abort {i}")
+            } else {
+                kinds[i % kinds.len()].to_owned()
+            }
+        })
+        .collect();
+    for endpoint in [
+        cohort::console::Endpoint::Unix(h.socket()),
+        cohort::console::Endpoint::Tcp(h.tcp()),
+    ] {
+        let mut one = Client::connect(&endpoint).expect("connect");
+        let mut piped = Client::connect(&endpoint).expect("connect");
+        for json in [false, true] {
+            let answers = piped.pipeline(&lines, json).expect("pipeline");
+            assert_eq!(answers.len(), lines.len());
+            for (i, (line, got)) in lines.iter().zip(&answers).enumerate().take(700) {
+                let want = one.run(line, json).expect("run");
+                assert_eq!(got, &want, "answer {i} to {line:?} over {endpoint}");
+            }
+            for (i, got) in answers.iter().enumerate().filter(|(i, _)| i % 11 == 0) {
+                assert!(
+                    String::from_utf8_lossy(&got.body).contains(&format!("no job {i}")),
+                    "answer {i} is out of order"
+                );
+            }
+        }
+        // The connection is still usable one request at a time.
+        let r = piped.run("cluster nodename", false).expect("run");
+        assert_eq!(r.body, b"relay-0-1\n");
+        assert!(
+            piped
+                .pipeline::<&str>(&[], false)
+                .expect("empty")
+                .is_empty()
+        );
+    }
+}

@@ -1,11 +1,18 @@
-//! Replicated CIDR trees and gauges between three nodes over real sockets in network namespaces
-//! (root; skips otherwise): every node's global view is the sum of the live members'
-//! contributions; a member cut off from the others takes exactly its contribution with it; a new
-//! incarnation receives the survivors' state as snapshots before it adds its own.
+//! Replicated objects between three nodes over real sockets in network namespaces (root; skips
+//! otherwise). Three `cohortd` processes take their load through the control socket, as
+//! applications in other processes do: every node's global view is the sum of the live members'
+//! contributions; a member killed with kill -9 takes exactly its contribution with it; its new
+//! incarnation receives the survivors' state as snapshots before it adds its own, and then all
+//! agree; caches, throttles and series work the same way across processes. In-process nodes show
+//! the same for a member cut off by a cable cut.
+
+mod support;
 
 use std::time::{Duration, Instant};
 
+use cohort::console::{Client, Endpoint};
 use cohort::lab::{Lab, inproc};
+use cohort_engine::console::protocol::Status;
 use cohort_engine::replicate::View;
 use ipnet::IpNet;
 
@@ -82,8 +89,8 @@ fn wait_global(n: &inproc::InProc, want: i64, what: &str) {
 }
 
 #[test]
-fn contributions_follow_membership() {
-    let Some(lab) = Lab::new("contributions_follow_membership", 3) else {
+fn a_cut_off_member_takes_its_contribution() {
+    let Some(lab) = Lab::new("a_cut_off_member_takes_its_contribution", 3) else {
         return;
     };
     let mut nodes: Vec<inproc::InProc> = (0..3)
@@ -139,4 +146,268 @@ fn contributions_follow_membership() {
     for n in nodes {
         n.stop();
     }
+}
+
+/// The replicated objects of the process test (inside `cluster { }`).
+const PROC_OPTS: &str = "Replicate \"inbound_cidr\" { max_delay = 0.05 }\n\
+    Replicate \"outbound_domains\" { max_delay = 0.05 }\n\
+    Replicate \"shared_named_throttles\" { max_delay = 0.05 }\n\
+    Replicate \"metrics\" { max_delay = 0.05 }\n\
+    Replicate \"sessions\" { type = \"cache\" max_delay = 0.05 }";
+
+fn console(c: &support::cluster::Cluster<'_>, i: usize) -> Client {
+    Client::connect(&Endpoint::Unix(c.socket(i))).expect("console")
+}
+
+/// Runs `lines` pipelined on node `i`'s console; every answer must be a success.
+fn run_all(c: &support::cluster::Cluster<'_>, i: usize, lines: &[String]) -> Vec<String> {
+    let answers = console(c, i).pipeline(lines, false).expect("answers");
+    answers
+        .iter()
+        .zip(lines)
+        .map(|(a, l)| {
+            let body = String::from_utf8_lossy(&a.body).trim().to_owned();
+            assert_eq!(a.status, Status::Ok, "{l}: {body}");
+            body
+        })
+        .collect()
+}
+
+/// One command's answer on node `i` (`None` when it failed).
+fn ask(c: &support::cluster::Cluster<'_>, i: usize, line: &str) -> Option<String> {
+    let r = console(c, i).run(line, false).expect("answer");
+    (r.status == Status::Ok).then(|| String::from_utf8_lossy(&r.body).trim().to_owned())
+}
+
+fn number(c: &support::cluster::Cluster<'_>, i: usize, line: &str) -> i64 {
+    ask(c, i, line)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("{line} on node{}: no number", i + 1))
+}
+
+/// Node `i`'s load through its console, pipelined: connections from its own /16 with varied
+/// increments and decrements, and its own gauge. Returns the net count it added.
+fn socket_load(c: &support::cluster::Cluster<'_>, i: usize) -> i64 {
+    let mut lines = Vec::new();
+    let mut total = 0;
+    for j in 0..PER_NODE {
+        let net = format!("10.{}.{}.{}", i + 1, j / 250, j % 250 + 1);
+        // +3 then -1 for every third address, +1 for the others.
+        if j % 3 == 0 {
+            lines.push(format!("cluster shared cidr incr inbound_cidr {net} 3"));
+            lines.push(format!("cluster shared cidr decr inbound_cidr {net}/32"));
+            total += 2;
+        } else {
+            lines.push(format!("cluster shared cidr incr inbound_cidr {net}"));
+            total += 1;
+        }
+        lines.push(format!(
+            "cluster shared gauge incr outbound_domains node{}.example",
+            i + 1
+        ));
+    }
+    let answers = run_all(c, i, &lines);
+    assert!(answers.iter().all(|a| a == "OK"), "updates answer OK");
+    total
+}
+
+/// Waits (bounded) until `line` answers `want` on node `i`.
+fn wait_answer(c: &support::cluster::Cluster<'_>, i: usize, line: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = ask(c, i, line);
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node{}: '{line}' answers {got:?}, want {want:?}",
+            i + 1
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Node `i`'s global counts: each node's /16 (in node order) and each node's gauge.
+fn per_node_global(c: &support::cluster::Cluster<'_>, i: usize) -> Vec<(i64, i64)> {
+    (1..=3)
+        .map(|k| {
+            (
+                number(
+                    c,
+                    i,
+                    &format!("cluster shared cidr count inbound_cidr 10.{k}.0.0/16"),
+                ),
+                number(
+                    c,
+                    i,
+                    &format!("cluster shared gauge get outbound_domains node{k}.example"),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kill_nine_takes_exactly_its_contribution() {
+    let Some(lab) = Lab::new("kill_nine_takes_exactly_its_contribution", 3) else {
+        return;
+    };
+    let mut c = support::cluster::cluster(&lab, "").with_cluster_options(PROC_OPTS);
+    c.start_all();
+    for i in 0..3 {
+        c.wait_members(i, &[0, 1, 2]);
+    }
+    let added: Vec<i64> = (0..3).map(|i| socket_load(&c, i)).collect();
+    let total: i64 = added.iter().sum();
+    let gauge = i64::from(PER_NODE);
+    for i in 0..3 {
+        wait_answer(
+            &c,
+            i,
+            "cluster shared cidr count inbound_cidr 10.0.0.0/8",
+            &total.to_string(),
+        );
+        wait_answer(
+            &c,
+            i,
+            "cluster shared cidr count inbound_cidr 10.0.0.0/8 local",
+            &added[i].to_string(),
+        );
+        let want: Vec<(i64, i64)> = added.iter().map(|&a| (a, gauge)).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while per_node_global(&c, i) != want {
+            assert!(
+                Instant::now() < deadline,
+                "node{} never saw every gauge",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Caches, throttles and series across processes.
+    run_all(
+        &c,
+        0,
+        &["cluster shared cache set sessions user42 Token-1 1H".to_owned()],
+    );
+    wait_answer(&c, 2, "cluster shared cache get sessions user42", "Token-1");
+    for i in 0..3 {
+        run_all(
+            &c,
+            i,
+            &[
+                "cluster shared throttle create shared_named_throttles burst 10/100000000"
+                    .to_owned(),
+                format!(
+                    "cluster shared series add metrics audit_series 10.9.9.{} 4",
+                    i + 1
+                ),
+            ],
+        );
+    }
+    assert_eq!(
+        ask(
+            &c,
+            2,
+            "cluster shared throttle check shared_named_throttles burst"
+        )
+        .as_deref(),
+        Some("false")
+    );
+    run_all(
+        &c,
+        0,
+        &["cluster shared throttle inc shared_named_throttles burst 6".to_owned()],
+    );
+    run_all(
+        &c,
+        1,
+        &["cluster shared throttle inc shared_named_throttles burst 6".to_owned()],
+    );
+    wait_answer(
+        &c,
+        2,
+        "cluster shared throttle check shared_named_throttles burst",
+        "true",
+    );
+    wait_answer(
+        &c,
+        1,
+        "cluster shared series count metrics audit_series 10.9.9.0/24",
+        "12",
+    );
+
+    // kill -9 of node3: the survivors' global views lose exactly its contribution.
+    c.kill(2);
+    for i in 0..2 {
+        c.wait_members(i, &[0, 1]);
+        wait_answer(
+            &c,
+            i,
+            "cluster shared cidr count inbound_cidr 10.0.0.0/8",
+            &(added[0] + added[1]).to_string(),
+        );
+        assert_eq!(
+            per_node_global(&c, i),
+            vec![(added[0], gauge), (added[1], gauge), (0, 0)],
+            "node{} after the kill",
+            i + 1
+        );
+        assert_eq!(
+            number(
+                &c,
+                i,
+                "cluster shared series count metrics audit_series 10.9.9.0/24"
+            ),
+            8
+        );
+    }
+    // A new incarnation: before it adds anything of its own it holds the survivors' state,
+    // received as snapshots (the cache has no `snapshot` parameter: joiners see new writes only).
+    c.start(2);
+    for i in 0..3 {
+        c.wait_members(i, &[0, 1, 2]);
+    }
+    wait_answer(
+        &c,
+        2,
+        "cluster shared cidr count inbound_cidr 10.0.0.0/8",
+        &(added[0] + added[1]).to_string(),
+    );
+    assert_eq!(
+        per_node_global(&c, 2),
+        vec![(added[0], gauge), (added[1], gauge), (0, 0)]
+    );
+    assert_eq!(
+        number(
+            &c,
+            2,
+            "cluster shared cidr count inbound_cidr 10.0.0.0/8 local"
+        ),
+        0
+    );
+    assert!(ask(&c, 2, "cluster shared cache get sessions user42").is_none());
+    let again = socket_load(&c, 2);
+    assert_eq!(again, added[2]);
+    for i in 0..3 {
+        wait_answer(
+            &c,
+            i,
+            "cluster shared cidr count inbound_cidr 10.0.0.0/8",
+            &total.to_string(),
+        );
+        let want: Vec<(i64, i64)> = added.iter().map(|&a| (a, gauge)).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while per_node_global(&c, i) != want {
+            assert!(Instant::now() < deadline, "node{} never agreed", i + 1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The per-member view over the console names the new incarnation Momentum's way.
+    let shown = ask(&c, 0, "cluster shared show inbound_cidr from node3").expect("show");
+    assert!(
+        shown.starts_with("lazy, snapped cidrtree 'inbound_cidr', view '#ec1-"),
+        "{shown}"
+    );
 }

@@ -8,6 +8,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::shared_ops::{self, SharedOp};
+
 /// Which process accepts a command: a node (`cohortd`), the manager (`cohortd --manager`, Momentum's
 /// eccmgr) or both. Momentum's `cluster ...` commands "do not execute when issued from within the
 /// eccmgr service", and the manager's `broadcast` family means nothing on a node.
@@ -79,6 +81,9 @@ pub enum ClusterCommand {
     ShowLogs,
     /// Cohort extension: the group transport's datagram counters.
     Counters,
+    /// Cohort extension: an application's operation on a replicated object
+    /// (`cluster shared cidr|gauge|throttle|cache|series ...`; see [`super::shared_ops`]).
+    SharedOp(SharedOp),
 }
 
 /// The manager's (eccmgr's) console commands. A carried command is itself parsed, so a mistyped
@@ -169,6 +174,7 @@ impl fmt::Display for ClusterCommand {
             } => write!(f, "shared show {object} from {node}"),
             C::ShowLogs => f.write_str("show logs"),
             C::Counters => f.write_str("counters"),
+            C::SharedOp(op) => write!(f, "shared {op}"),
         }
     }
 }
@@ -272,6 +278,22 @@ pub enum Arg {
     Text,
     /// A cluster log's name (`mainlog`).
     Log,
+    /// An IPv4 or IPv6 netblock (`10.1.0.0/16`, `2001:db8::/32`) or address (a host prefix).
+    Net,
+    /// A non-negative integer amount (at most `i64::MAX`).
+    Amount,
+    /// A key of a replicated object (a domain, a throttle or series name, a cache key, ...).
+    Key,
+    /// A cache value: one word, kept as typed.
+    Value,
+    /// A series name (`connect`, `delivery`, ... or a named audit series).
+    Series,
+    /// A series item: an address, a netblock or a word.
+    Item,
+    /// A throttle rate: `N` events per second or `N/SECONDS`.
+    Rate,
+    /// A cache time to live: seconds, or minutes/hours with an `M`/`H` suffix; 0 never expires.
+    Ttl,
 }
 
 impl Arg {
@@ -287,6 +309,14 @@ impl Arg {
             Arg::Group => "<group>",
             Arg::Text => "<text>",
             Arg::Log => "<log>",
+            Arg::Net => "<net>",
+            Arg::Amount => "<n>",
+            Arg::Key => "<key>",
+            Arg::Value => "<value>",
+            Arg::Series => "<series>",
+            Arg::Item => "<item>",
+            Arg::Rate => "<rate>",
+            Arg::Ttl => "<ttl>",
         }
     }
 
@@ -302,7 +332,28 @@ impl Arg {
                 .is_err()
                 .then_some("expected an IPv4 or IPv6 address"),
             Arg::Group => (word.len() > 64).then_some("a group name is 1 to 64 bytes"),
-            Arg::Node | Arg::Subcluster | Arg::Object | Arg::Command | Arg::Text | Arg::Log => None,
+            Arg::Net => shared_ops::parse_net(word)
+                .is_none()
+                .then_some("expected an IPv4 or IPv6 address or netblock (address/prefix length)"),
+            Arg::Amount => shared_ops::parse_amount(word)
+                .is_none()
+                .then_some("expected a non-negative integer"),
+            Arg::Rate => shared_ops::parse_rate(word)
+                .is_none()
+                .then_some("expected N (per second) or N/SECONDS with SECONDS at least 1"),
+            Arg::Ttl => crate::replicate::cache::parse_ttl(word)
+                .is_err()
+                .then_some("expected seconds, or minutes/hours ending in M/H"),
+            Arg::Node
+            | Arg::Subcluster
+            | Arg::Object
+            | Arg::Command
+            | Arg::Key
+            | Arg::Value
+            | Arg::Series
+            | Arg::Item
+            | Arg::Text
+            | Arg::Log => None,
         }
     }
 }
@@ -350,6 +401,8 @@ struct Captured {
     names: std::collections::VecDeque<String>,
     command: Option<Command>,
     text: Option<String>,
+    nets: std::collections::VecDeque<ipnet::IpNet>,
+    amounts: std::collections::VecDeque<i64>,
 }
 
 // The builders below take what their own form's words captured; `forms_build_their_examples`
@@ -372,6 +425,12 @@ impl Captured {
     fn command(&mut self) -> Box<Command> {
         Box::new(self.command.take().expect("the form has a <command> slot"))
     }
+    fn net(&mut self) -> ipnet::IpNet {
+        self.nets.pop_front().expect("the form has a <net> slot")
+    }
+    fn amount(&mut self) -> i64 {
+        self.amounts.pop_front().expect("the form has an <n> slot")
+    }
 }
 
 use Word::{Arg as A, Keyword as K};
@@ -387,6 +446,10 @@ macro_rules! form {
 
 fn cluster(c: ClusterCommand) -> Command {
     Command::Cluster(c)
+}
+
+fn shared_op(c: &mut Captured, op: impl FnOnce(&mut Captured) -> SharedOp) -> Command {
+    cluster(ClusterCommand::SharedOp(op(c)))
 }
 
 fn manager(m: ManagerCommand) -> Command {
@@ -537,6 +600,430 @@ static FORMS: &[Form] = &[
             })
         }
     ),
+    // Applications' operations on replicated objects (Cohort; console::shared_ops).
+    form!(
+        Node,
+        "Add one to a prefix's count in a CIDR tree (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Net)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: 1
+        })
+    ),
+    form!(
+        Node,
+        "Add n to a prefix's count in a CIDR tree (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Net),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Subtract one from a prefix's count in a CIDR tree (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Net)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: -1
+        })
+    ),
+    form!(
+        Node,
+        "Subtract n from a prefix's count in a CIDR tree (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Net),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrAdd {
+            object: c.name(),
+            net: c.net(),
+            delta: -c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Add one to a gauge's value (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: 1
+        })
+    ),
+    form!(
+        Node,
+        "Add n to a gauge's value (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("incr"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Subtract one from a gauge's value (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: -1
+        })
+    ),
+    form!(
+        Node,
+        "Subtract n from a gauge's value (this node's contribution).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("decr"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeAdd {
+            object: c.name(),
+            key: c.name(),
+            delta: -c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Count a netblock in a CIDR tree's global view.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Net)
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrCount {
+            object: c.name(),
+            net: c.net(),
+            local: false
+        })
+    ),
+    form!(
+        Node,
+        "Count a netblock in this node's contribution to a CIDR tree.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cidr"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Net),
+            K("local")
+        ],
+        |c| shared_op(c, |c| SharedOp::CidrCount {
+            object: c.name(),
+            net: c.net(),
+            local: true
+        })
+    ),
+    form!(
+        Node,
+        "Read a gauge's global value.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("get"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeGet {
+            object: c.name(),
+            key: c.name(),
+            local: false
+        })
+    ),
+    form!(
+        Node,
+        "Read this node's contribution to a gauge.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge"),
+            K("get"),
+            A(Arg::Object),
+            A(Arg::Key),
+            K("local")
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeGet {
+            object: c.name(),
+            key: c.name(),
+            local: true
+        })
+    ),
+    form!(
+        Node,
+        "Define a cluster-wide throttle of N events per second or N/SECONDS.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("create"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Rate)
+        ],
+        |c| shared_op(c, |c| {
+            let (object, name) = (c.name(), c.name());
+            let (limit, period) =
+                shared_ops::parse_rate(&c.name()).expect("the <rate> slot checked it");
+            SharedOp::ThrottleCreate {
+                object,
+                name,
+                limit,
+                period,
+            }
+        })
+    ),
+    form!(
+        Node,
+        "Count one event against a throttle.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("inc"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::ThrottleInc {
+            object: c.name(),
+            name: c.name(),
+            n: 1
+        })
+    ),
+    form!(
+        Node,
+        "Count n events against a throttle.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("inc"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::ThrottleInc {
+            object: c.name(),
+            name: c.name(),
+            n: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Whether a throttle is over its cluster-wide budget (true/false).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("check"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::ThrottleCheck {
+            object: c.name(),
+            name: c.name()
+        })
+    ),
+    form!(
+        Node,
+        "Write a cache key (never expires).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cache"),
+            K("set"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Value)
+        ],
+        |c| shared_op(c, |c| SharedOp::CacheSet {
+            object: c.name(),
+            key: c.name(),
+            value: c.name(),
+            ttl: 0
+        })
+    ),
+    form!(
+        Node,
+        "Write a cache key with a time to live.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cache"),
+            K("set"),
+            A(Arg::Object),
+            A(Arg::Key),
+            A(Arg::Value),
+            A(Arg::Ttl)
+        ],
+        |c| shared_op(c, |c| {
+            let (object, key, value) = (c.name(), c.name(), c.name());
+            let ttl =
+                crate::replicate::cache::parse_ttl(&c.name()).expect("the <ttl> slot checked it");
+            SharedOp::CacheSet {
+                object,
+                key,
+                value,
+                ttl,
+            }
+        })
+    ),
+    form!(
+        Node,
+        "Read a cache key.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("cache"),
+            K("get"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::CacheGet {
+            object: c.name(),
+            key: c.name()
+        })
+    ),
+    form!(
+        Node,
+        "Count one event of a series for an address, block or word.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("add"),
+            A(Arg::Object),
+            A(Arg::Series),
+            A(Arg::Item)
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesAdd {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            n: 1
+        })
+    ),
+    form!(
+        Node,
+        "Count n events of a series for an address, block or word.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("add"),
+            A(Arg::Object),
+            A(Arg::Series),
+            A(Arg::Item),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesAdd {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            n: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Events of a series over its first monitor's windows, global view.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Series),
+            A(Arg::Item)
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesCount {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            local: false
+        })
+    ),
+    form!(
+        Node,
+        "Events of a series over its first monitor's windows, this node's.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("series"),
+            K("count"),
+            A(Arg::Object),
+            A(Arg::Series),
+            A(Arg::Item),
+            K("local")
+        ],
+        |c| shared_op(c, |c| SharedOp::SeriesCount {
+            object: c.name(),
+            series: c.name(),
+            item: c.name(),
+            local: true
+        })
+    ),
     form!(
         Node,
         "Show the size and subscribers of the cluster logs.",
@@ -677,7 +1164,7 @@ struct Token<'a> {
 }
 
 fn tokenize(line: &str) -> Vec<Token<'_>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(8);
     let mut start: Option<(usize, usize)> = None;
     for (col0, (byte, ch)) in line.char_indices().enumerate() {
         match (ch.is_whitespace(), start) {
@@ -725,13 +1212,22 @@ fn expected_at(alive: &[&Form], i: usize) -> Vec<String> {
     out
 }
 
+/// Whether `tok` is keyword `k` (keywords are lower case), in any case; an inline byte loop,
+/// since every request's every word is compared with the table's keywords.
+fn keyword_is(k: &str, tok: &str) -> bool {
+    k.len() == tok.len()
+        && k.bytes()
+            .zip(tok.bytes())
+            .all(|(a, b)| a == b.to_ascii_lowercase())
+}
+
 /// The forms still matching after word `i` is `tok`: keywords win over argument slots, so that
 /// `cluster duravip move 10.0.0.1 to` asks for the node instead of taking `to` as one.
 fn step<'f>(alive: &[&'f Form], i: usize, tok: &str) -> Vec<&'f Form> {
     let kw: Vec<&Form> = alive
         .iter()
         .copied()
-        .filter(|f| matches!(f.words.get(i), Some(Word::Keyword(k)) if k.eq_ignore_ascii_case(tok)))
+        .filter(|f| matches!(f.words.get(i), Some(Word::Keyword(k)) if keyword_is(k, tok)))
         .collect();
     if !kw.is_empty() {
         return kw;
@@ -744,10 +1240,19 @@ fn step<'f>(alive: &[&'f Form], i: usize, tok: &str) -> Vec<&'f Form> {
 }
 
 fn top_forms(nested: bool) -> Vec<&'static Form> {
-    FORMS
-        .iter()
-        .filter(|f| !nested || f.scope != Scope::Manager)
-        .collect()
+    // Every parse starts from these; filtering the table once keeps that off each request.
+    static TOP: std::sync::OnceLock<[Vec<&'static Form>; 2]> = std::sync::OnceLock::new();
+    let [all, nestable] = TOP.get_or_init(|| {
+        [
+            FORMS.iter().collect(),
+            FORMS.iter().filter(|f| f.scope != Scope::Manager).collect(),
+        ]
+    });
+    if nested {
+        nestable.clone()
+    } else {
+        all.clone()
+    }
 }
 
 /// Parse one console line. Never panics; see [`ParseError`] for what a failure reports.
@@ -849,6 +1354,8 @@ fn parse_tokens(
             match a {
                 Arg::JobId => captured.id = tok.text.parse().ok(),
                 Arg::Ip => captured.ip = tok.text.parse().ok(),
+                Arg::Net => captured.nets.extend(shared_ops::parse_net(tok.text)),
+                Arg::Amount => captured.amounts.extend(shared_ops::parse_amount(tok.text)),
                 _ => captured.names.push_back(tok.text.to_owned()),
             }
         }
@@ -937,6 +1444,14 @@ mod tests {
                 Word::Arg(Arg::Group) => "ec_paniclog".to_owned(),
                 Word::Arg(Arg::Text) => "a  log line".to_owned(),
                 Word::Arg(Arg::Log) => "mainlog".to_owned(),
+                Word::Arg(Arg::Net) => "10.1.0.0/16".to_owned(),
+                Word::Arg(Arg::Amount) => "42".to_owned(),
+                Word::Arg(Arg::Key) => "example.com".to_owned(),
+                Word::Arg(Arg::Value) => "Some-Value".to_owned(),
+                Word::Arg(Arg::Series) => "connect".to_owned(),
+                Word::Arg(Arg::Item) => "192.0.2.7".to_owned(),
+                Word::Arg(Arg::Rate) => "10/60".to_owned(),
+                Word::Arg(Arg::Ttl) => "30".to_owned(),
             })
             .collect::<Vec<_>>()
             .join(" ")

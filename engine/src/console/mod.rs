@@ -15,6 +15,8 @@ pub mod control;
 pub mod grammar;
 pub mod protocol;
 pub mod render;
+pub mod shared_ops;
 pub mod status;
 
 pub use grammar::{ClusterCommand, Command, ManagerCommand, ParseError, Scope};
+pub use shared_ops::SharedOp;

@@ -1,8 +1,10 @@
 //! The console wire protocol between `cohortctl` and the daemon's console server.
 //!
-//! A connection (Unix stream socket or TCP) carries any number of request/response exchanges in
-//! turn: the client sends one request frame, the server answers with one response frame. Both
-//! frames are an 8-byte header and a body:
+//! A connection (Unix stream socket or TCP) carries any number of request/response exchanges:
+//! the server answers every request frame with one response frame, in the order the requests
+//! came. A client may pipeline: write many requests before reading (it must keep reading while it
+//! writes, or bound how far it runs ahead, so that neither side blocks on a full socket buffer).
+//! Both frames are an 8-byte header and a body:
 //!
 //! ```text
 //! offset  size  request                         response

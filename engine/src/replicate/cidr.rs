@@ -22,15 +22,21 @@
 //!   its own delta) over a fresh copy `C'` of `C` that shares `C`'s children. Any thread that meets
 //!   a frozen node may finish the job by replacing it with a plain copy, so no thread ever waits
 //!   for another (lock-free).
-//! - Nodes are never removed while the tree is shared; a prefix whose count falls to zero keeps
-//!   its node and is simply not printed. This is also what the Momentum console shows: remnant
-//!   branch points such as `10.0.0.0/8` above a single `/24`. (Pruning would need removal to be
-//!   linearizable against in-flight decrements that cancel; that is left for a later change.)
+//! - [`CidrTree::prune`] removes, while other threads add and count, the childless nodes whose
+//!   count is zero and through which no addition can be under way: host prefixes (`/32`,
+//!   `/128`: nothing lies below them) and the short prefixes that do not sum (an addition passes
+//!   them without writing). It freezes such a node at exactly zero with one CAS (an addition that
+//!   finds it frozen retries against the slot, which is then empty or holds a live copy), tags
+//!   its child slots so nothing can be hung below it, and unlinks it with one CAS. A summing
+//!   branch point between them is not pruned: its count may hold additions still on their way
+//!   to a prefix below it, indistinguishable from its own count, so it stays as a zero remnant
+//!   (these are what the Momentum console shows too: branch points such as `10.0.0.0/8` above a
+//!   single `/24`) until the tree is rebuilt.
 //!
 //! # Reclamation
 //!
-//! A frozen node that has been replaced is retired with crossbeam-epoch's `defer_destroy` by the
-//! one thread whose CAS unlinked it. Every operation runs pinned, so a node is freed only after
+//! A frozen node that has been replaced or pruned is retired with crossbeam-epoch's
+//! `defer_destroy` by the one thread whose CAS unlinked it. Every operation runs pinned, so a node is freed only after
 //! every thread that could have loaded a pointer to it has unpinned. Only the node itself is
 //! freed; its children are shared with the copy that replaced it.
 
@@ -285,8 +291,13 @@ impl CidrTree {
             if current.tag() == SLOT_FROZEN {
                 // `parent` is being replaced; its snapshot holds our delta (or it does not sum and
                 // holds nothing of ours), carry on in the copy.
-                parent = find_live(root, parent.key, parent.len, guard)
-                    .expect("nodes are never removed, only replaced by copies of the same prefix");
+                parent = match find_live(root, parent.key, parent.len, guard) {
+                    Some(live) => live,
+                    // Pruned: only nodes no addition writes while passing are pruned (see
+                    // `prune`), and every node above one of those is one too, so nothing holds
+                    // our delta yet; start again from the root.
+                    None => root,
+                };
                 continue;
             }
             // SAFETY: `current` was loaded under `guard`; retired nodes outlive every pin.
@@ -442,6 +453,24 @@ impl CidrTree {
         out
     }
 
+    /// Removes the zero-count nodes that can go while other threads use the tree (see the module
+    /// documentation): childless host prefixes and childless short (non-summing) prefixes, over
+    /// and over until none is left. Counts are unchanged. Returns the number of nodes removed.
+    pub fn prune(&self) -> usize {
+        let guard = &epoch::pin();
+        let mut removed = 0;
+        loop {
+            let pass: usize = [(&self.roots[0], 32), (&self.roots[1], 128)]
+                .into_iter()
+                .map(|(root, host_len)| prune_below(root, host_len, guard))
+                .sum();
+            if pass == 0 {
+                return removed;
+            }
+            removed += pass;
+        }
+    }
+
     /// Number of nodes (including zero-count remnants), for memory accounting.
     pub fn node_count(&self) -> usize {
         let mut nodes = 0;
@@ -516,6 +545,84 @@ fn push_children<'g>(node: &Node, stack: &mut Vec<&'g Node>, guard: &'g Guard) {
         if let Some(child) = unsafe { slot.load(Ordering::Acquire, guard).with_tag(0).as_ref() } {
             stack.push(child);
         }
+    }
+}
+
+/// Prunes below `node`, children first (see [`CidrTree::prune`]), in a family whose host
+/// prefixes are `host_len` long; returns the nodes removed.
+fn prune_below(node: &Node, host_len: u8, guard: &Guard) -> usize {
+    let mut removed = 0;
+    for slot in &node.children {
+        let current = slot.load(Ordering::Acquire, guard);
+        if current.tag() == SLOT_FROZEN {
+            // `node` is being replaced; its copy is pruned another time.
+            continue;
+        }
+        // SAFETY: loaded under `guard`.
+        let Some(child) = (unsafe { current.as_ref() }) else {
+            continue;
+        };
+        removed += prune_below(child, host_len, guard);
+        if try_unlink(slot, current, child, child.len == host_len, guard) {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Unlinks `child` (in `slot` as `current`) if it is childless, at zero, and no addition can be
+/// passing through it: a host prefix or a node that does not sum.
+fn try_unlink<'g>(
+    slot: &Atomic<Node>,
+    current: Shared<'g, Node>,
+    child: &Node,
+    host: bool,
+    guard: &'g Guard,
+) -> bool {
+    if (!host && child.sums)
+        || child
+            .children
+            .iter()
+            .any(|c| !c.load(Ordering::Acquire, guard).is_null())
+    {
+        return false;
+    }
+    // Frozen at exactly zero: from now on no addition changes it.
+    if child
+        .word
+        .compare_exchange(
+            pack(0),
+            pack(0) | FROZEN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    let kids = child.freeze_children(guard);
+    if kids.iter().any(|k| !k.is_null()) {
+        // A prefix was hung below it meanwhile: keep it, as a live copy.
+        help_replace(slot, current, guard);
+        return false;
+    }
+    if slot
+        .compare_exchange(
+            current,
+            Shared::null(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            guard,
+        )
+        .is_ok()
+    {
+        // SAFETY: `child` is unreachable from the tree now; pinned readers keep it alive.
+        unsafe { guard.defer_destroy(current) };
+        true
+    } else {
+        // A helper replaced it by a live copy first (or the parent is being replaced); the
+        // copy holds zero and goes another time.
+        false
     }
 }
 
@@ -769,8 +876,12 @@ mod tests {
                 *expected.entry(net).or_default() += delta;
             }
         }
-        // Every inserted prefix and a few covering blocks must hold the exact sum of the deltas
-        // of the prefixes they contain.
+        assert_exact(&tree, &expected);
+    }
+
+    /// Every inserted prefix and a few covering blocks hold the exact sum of the deltas of the
+    /// prefixes they contain, and own counts add back up to the inserted deltas.
+    fn assert_exact(tree: &CidrTree, expected: &HashMap<IpNet, i64>) {
         let mut queries: Vec<IpNet> = expected.keys().copied().step_by(40).collect();
         queries.extend(
             [
@@ -793,11 +904,104 @@ mod tests {
                 .sum();
             assert_eq!(tree.count(query), want, "{query}");
         }
-        // Own counts add back up to the inserted deltas.
         let own: HashMap<IpNet, i64> = tree.own_entries().into_iter().collect();
-        for (net, delta) in &expected {
+        for (net, delta) in expected {
             assert_eq!(own.get(net).copied().unwrap_or(0), *delta, "{net}");
         }
+    }
+
+    #[test]
+    fn prune_removes_zero_hosts_and_short_prefixes_only() {
+        let tree = CidrTree::new();
+        for host in ["10.0.0.1", "10.0.0.2", "10.0.1.1", "2001:db8::1"] {
+            tree.add_addr(ip(host), 2);
+        }
+        tree.add(net("172.16.0.0/11"), 1);
+        let before = tree.node_count();
+        assert_eq!(tree.prune(), 0, "nothing is at zero");
+        tree.add_addr(ip("10.0.0.1"), -2);
+        tree.add_addr(ip("2001:db8::1"), -2);
+        tree.add(net("172.16.0.0/11"), -1);
+        assert_eq!(tree.prune(), 3);
+        assert_eq!(tree.node_count(), before - 3);
+        assert_eq!(tree.count(net("10.0.0.0/8")), 4);
+        assert_eq!(tree.count(net("10.0.0.0/30")), 2);
+        assert_eq!(tree.count(net("::/0")), 0);
+        // A summing branch point at zero stays: it may hold additions on their way below.
+        tree.add_addr(ip("10.0.0.2"), -2);
+        tree.add_addr(ip("10.0.1.1"), -2);
+        assert_eq!(tree.prune(), 2);
+        assert!(tree.entries().is_empty());
+        assert_eq!(tree.node_count(), 2, "the /23 and /30 branch points");
+        // The tree keeps working.
+        tree.add_addr(ip("10.0.0.1"), 5);
+        assert_eq!(tree.count(net("10.0.0.0/24")), 5);
+    }
+
+    #[test]
+    fn prune_while_writers_add_keeps_exact_sums() {
+        let tree = Arc::new(CidrTree::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pruner = {
+            let (tree, stop) = (Arc::clone(&tree), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut removed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    removed += tree.prune();
+                }
+                removed
+            })
+        };
+        let threads = 6;
+        let ops = 10_000;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let tree = Arc::clone(&tree);
+                std::thread::spawn(move || {
+                    let mut rng = SplitMix(t as u64 * 104_729 + 3);
+                    let mut mine: HashMap<IpNet, i64> = HashMap::new();
+                    for _ in 0..ops {
+                        // Pairs that cancel, so that counts keep going back to zero.
+                        let net = random_net(&mut rng);
+                        let delta = (rng.next() % 3) as i64 + 1;
+                        tree.add(net, delta);
+                        if rng.next().is_multiple_of(4) {
+                            *mine.entry(net).or_default() += delta;
+                        } else {
+                            tree.add(net, -delta);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut expected: HashMap<IpNet, i64> = HashMap::new();
+        let mut mine_all = Vec::new();
+        for handle in handles {
+            let mine = handle.join().unwrap();
+            for (net, delta) in &mine {
+                *expected.entry(*net).or_default() += delta;
+            }
+            mine_all.push(mine);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let removed = pruner.join().unwrap();
+        assert!(removed > 0, "the pruner met zero nodes");
+        assert_exact(&tree, &expected);
+        // Everything withdrawn: every host and short prefix goes; only summing branch points
+        // (at zero) may stay.
+        for mine in mine_all {
+            for (net, delta) in mine {
+                tree.add(net, -delta);
+            }
+        }
+        let nodes = tree.node_count();
+        assert!(tree.prune() > 0);
+        assert!(tree.entries().is_empty());
+        let mut hosts = 0;
+        tree.walk(|n, _, _| hosts += usize::from(n.prefix_len() == n.max_prefix_len()));
+        assert_eq!(hosts, 0, "every host prefix is gone");
+        assert!(tree.node_count() < nodes);
     }
 
     #[test]

@@ -1084,16 +1084,20 @@ impl Replicator {
         }
     }
 
-    /// Frees what zero counts hold: gauge keys back at zero everywhere, and zero-count nodes of
-    /// the other members' CIDR trees (rebuilt from their own counts; only this thread writes
-    /// them). This node's own and global CIDR trees are shared with application threads and keep
-    /// their remnant nodes. Counts are unchanged; call it from the driver now and then.
+    /// Frees what zero counts hold: gauge keys back at zero everywhere, zero-count nodes of the
+    /// other members' CIDR trees (rebuilt from their own counts; only this thread writes them),
+    /// and in this node's own and global CIDR trees, which application threads write meanwhile,
+    /// what [`CidrTree::prune`] can remove safely (zero host prefixes and short prefixes; zero
+    /// summing branch points stay). Counts are unchanged; call it from the driver now and then.
     pub fn compact(&mut self) {
         for obj in self.objects.objects.values() {
             if let State::Sums { local, global, .. } = &obj.state {
                 for sums in [local, global] {
-                    if let Sums::Table(t) = sums {
-                        t.retain_nonzero();
+                    match sums {
+                        Sums::Table(t) => t.retain_nonzero(),
+                        Sums::Cidr(tree) => {
+                            tree.prune();
+                        }
                     }
                 }
             }

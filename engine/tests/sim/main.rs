@@ -13,6 +13,7 @@
 
 mod checker;
 mod duravip;
+mod replication;
 mod world;
 
 use std::time::Duration;
@@ -81,6 +82,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         .then(|| ClusterKey::from_material(&seed.to_be_bytes().repeat(4)));
     let mut w = World::new(seed, n, sim_config(), key);
     w.duravip = Some(duravip::config(n));
+    w.replication = Some(replication::Settings::for_seed(seed));
     for node in &mut w.nodes {
         node.offset = rng.random_range(0..1000 * SEC);
         if kind == Kind::Mixed {
@@ -181,6 +183,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         ));
     }
     duravip::check(&mut w)?;
+    replication::check_replication(&mut w)?;
     Ok(Outcome {
         nodes: n,
         kind: Some(kind),

@@ -64,6 +64,8 @@ pub struct Node {
     pub held: std::collections::BTreeSet<IpAddr>,
     /// DuraVIP payloads the transport could not take yet.
     pub dv_pending: Vec<Vec<u8>>,
+    /// Replicated objects (see `replication.rs`), when the seed replicates.
+    pub rep: Option<crate::replication::NodeRep>,
 }
 
 impl Node {
@@ -119,6 +121,8 @@ pub struct World {
     pub duravip: Option<(Vec<LocalConfig>, Params)>,
     /// Ownership changes carried out (for reports).
     pub dv_actions: u64,
+    /// Replication settings, if the seed replicates (see `replication.rs`).
+    pub replication: Option<crate::replication::Settings>,
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -156,6 +160,7 @@ impl World {
                 dv: None,
                 held: std::collections::BTreeSet::new(),
                 dv_pending: Vec::new(),
+                rep: None,
             })
             .collect();
         World {
@@ -179,6 +184,7 @@ impl World {
             turn: TURN,
             duravip: None,
             dv_actions: 0,
+            replication: None,
         }
     }
 
@@ -223,6 +229,7 @@ impl World {
         node.counter = 0;
         node.timer_at = None;
         node.leaving = false;
+        crate::replication::start(self, i)?;
         self.after_call(i)
     }
 
@@ -235,6 +242,7 @@ impl World {
         self.nodes[i].dv = None;
         self.nodes[i].held.clear();
         self.nodes[i].dv_pending.clear();
+        self.nodes[i].rep = None;
         self.nodes[i].deferred.clear();
         self.nodes[i].timer_at = None;
         self.nodes[i].flush_at = None;
@@ -267,6 +275,8 @@ impl World {
         }
         let me = ep.me().clone();
         let left = events.iter().any(|e| matches!(e, Event::LeftCluster));
+        crate::replication::drive(self, i, &events)?;
+        events.retain(|e| !crate::replication::is_replication(e));
         let (dv_events, events): (Vec<Event>, Vec<Event>) = events
             .into_iter()
             .partition(|e| matches!(e, Event::Message { group, .. } if group == DV_GROUP));
@@ -289,7 +299,11 @@ impl World {
         let Some(ep) = self.nodes[i].ep.as_ref() else {
             return Ok(());
         };
-        let timeout = [ep.poll_timeout(), dv_timeout].into_iter().flatten().min();
+        let rep_timeout = crate::replication::timeout(self, i).map(Time::from_nanos);
+        let timeout = [ep.poll_timeout(), dv_timeout, rep_timeout]
+            .into_iter()
+            .flatten()
+            .min();
         for e in &events {
             if let Event::ViewChanged(v) = e {
                 self.view_log.push((now, i, v.clone()));
@@ -646,6 +660,7 @@ impl World {
                 } else {
                     Order::Fifo
                 };
+                crate::replication::update(self, i)?;
                 let node = &mut self.nodes[i];
                 let id = (node.idx as u32, node.incarnation, node.counter + 1);
                 if let Some(ep) = node.ep.as_mut() {

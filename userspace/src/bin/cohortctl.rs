@@ -183,8 +183,62 @@ fn prompt(endpoint: &Endpoint) -> String {
     )
 }
 
+/// Commands sent at once when standard input is not a terminal.
+const PIPED_BATCH: usize = 4096;
+
+/// Standard input that is not a terminal: one command a line (blank lines skipped, `quit` or
+/// `exit` ends), pipelined in batches of [`PIPED_BATCH`] so a script's thousands of updates cost
+/// a few round trips; the answers print in order. Exit 1 if any command failed, 2 if the
+/// console was lost (the rest of the input is then not sent).
+fn piped(endpoint: &Endpoint, json: bool) -> u8 {
+    let mut client = match Client::connect(endpoint) {
+        Ok(c) => c,
+        Err(e) => return no_console(&e),
+    };
+    let mut failed = false;
+    let mut batch: Vec<String> = Vec::new();
+    let mut lines = std::io::stdin().lines();
+    loop {
+        let line = match lines.next() {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                eprintln!("cohortctl: reading input: {e}");
+                failed = true;
+                None
+            }
+            None => None,
+        };
+        let stop = match line.as_deref().map(str::trim) {
+            None | Some("quit" | "exit") => true,
+            Some("") => continue,
+            Some(l) => {
+                batch.push(l.to_owned());
+                false
+            }
+        };
+        if batch.len() >= PIPED_BATCH || (stop && !batch.is_empty()) {
+            match client.pipeline(&batch, json) {
+                Ok(answers) => {
+                    for resp in &answers {
+                        failed |= !print_response(resp);
+                    }
+                }
+                Err(e) => return no_console(&e),
+            }
+            batch.clear();
+        }
+        if stop {
+            break;
+        }
+    }
+    if failed { EXIT_COMMAND_FAILED } else { EXIT_OK }
+}
+
 fn interactive(endpoint: &Endpoint, json: bool) -> u8 {
     let tty = std::io::stdin().is_terminal();
+    if !tty {
+        return piped(endpoint, json);
+    }
     let mut client = match Client::connect(endpoint) {
         Ok(c) => Some(c),
         Err(e) => return no_console(&e),

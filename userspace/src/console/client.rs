@@ -135,6 +135,82 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Sends every line at once and returns the answers in order (pipelining): a reader thread
+    /// takes the answers while this thread writes, so neither side waits on the other and no
+    /// number of lines or size of answers can make both block on full socket buffers. An error
+    /// means the connection is unusable.
+    pub fn pipeline<S: AsRef<str>>(
+        &mut self,
+        lines: &[S],
+        json: bool,
+    ) -> Result<Vec<Response>, ClientError> {
+        let perr = |endpoint: &Endpoint, source| ClientError::Protocol {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let reader = self
+            .stream
+            .try_clone()
+            .map_err(|e| perr(&self.endpoint, e.into()))?;
+        let n = lines.len();
+        let endpoint = &self.endpoint;
+        let writer = &mut self.stream;
+        std::thread::scope(|scope| {
+            let answers = scope.spawn(move || {
+                let mut r = io::BufReader::with_capacity(64 * 1024, reader);
+                let mut out = Vec::with_capacity(n);
+                while out.len() < n {
+                    match protocol::read_response(&mut r) {
+                        Ok(Some(resp)) => out.push(resp),
+                        Ok(None) => {
+                            return Err(ClientError::Closed {
+                                endpoint: endpoint.clone(),
+                            });
+                        }
+                        Err(source) => return Err(perr(endpoint, source)),
+                    }
+                }
+                Ok(out)
+            });
+            let mut frames = Vec::with_capacity(64 * 1024);
+            let mut sent = Ok(());
+            for line in lines {
+                let req = Request {
+                    line: line.as_ref().to_owned(),
+                    json,
+                };
+                match req.encode() {
+                    Ok(f) => frames.extend_from_slice(&f),
+                    Err(e) => {
+                        sent = Err(perr(endpoint, e));
+                        break;
+                    }
+                }
+                if frames.len() >= 64 * 1024 {
+                    sent =
+                        io::Write::write_all(writer, &frames).map_err(|e| perr(endpoint, e.into()));
+                    frames.clear();
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+            }
+            if sent.is_ok() {
+                sent = io::Write::write_all(writer, &frames).map_err(|e| perr(endpoint, e.into()));
+            }
+            if sent.is_err() {
+                // The reader would wait for answers that never come.
+                let _ = writer.shutdown();
+            }
+            let answers = answers.join().unwrap_or(Err(ClientError::Closed {
+                endpoint: endpoint.clone(),
+            }));
+            sent.and(answers)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,8 @@
 //!
 //! Threads: one acceptor polls all listeners and a wake-up socket; each connection gets its own
 //! thread, at most [`ServerConfig::max_connections`] at once (one more is told so and closed). A
-//! connection carries any number of requests in turn, so an interactive `cohortctl` keeps one.
+//! connection carries any number of requests, so an interactive `cohortctl` keeps one; a client
+//! may pipeline them (write many before reading) and gets the answers in order.
 //! A request must arrive whole within [`ServerConfig::frame_timeout`] of its first byte; a
 //! response write that blocks longer than that drops the connection. [`StopHandle::stop`] closes the listeners,
 //! removes the Unix socket files, shuts every connection down and joins every thread.
@@ -403,40 +404,68 @@ fn admit(stream: Stream, shared: &Arc<Shared>, dispatcher: &Arc<Dispatcher>, max
     }
 }
 
+/// Bytes read from a connection at a time; also the output size that is written without
+/// waiting for the input to run dry.
+const IO_CHUNK: usize = 64 * 1024;
+
 /// Serves one connection until the peer closes it, a frame is malformed or times out, or the
 /// server stops (which shuts the socket down).
+///
+/// Requests may be pipelined: every whole request already received is answered, in order, and
+/// the answers go out in one write when no further whole request is waiting (or when
+/// [`IO_CHUNK`] bytes of answers have gathered), so a client that writes many requests at once
+/// gets many answers per system call.
 fn serve(mut stream: Stream, d: &Dispatcher) {
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 4096];
+    // Where the next request starts in `buf`; consumed bytes are dropped once per read.
+    let mut at = 0;
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; IO_CHUNK];
     let mut timed = false;
     loop {
-        match Request::decode(&buf) {
+        match Request::decode(&buf[at..]) {
             Ok(Some((req, used))) => {
-                buf.drain(..used);
+                at += used;
                 if let Ok(Command::Listen { group }) = grammar::parse(&req.line) {
-                    // The connection belongs to the stream from here on.
+                    // The connection belongs to the stream from here on; answers to requests
+                    // pipelined before it go out first.
+                    if !out.is_empty() && stream.write_all(&out).is_err() {
+                        return;
+                    }
                     stream_group(&mut stream, d, &group, req.json);
                     return;
                 }
                 let resp = d.dispatch(&req);
-                let frame = resp.encode().unwrap_or_else(|e| {
-                    Response::error(format!("response not sent: {e}"))
-                        .encode()
-                        .expect("a short error message is far below the response limit")
-                });
-                if let Err(e) = stream.write_all(&frame) {
-                    tracing::debug!(error = %e, "console: response not delivered");
-                    return;
+                match resp.encode() {
+                    Ok(frame) => out.extend_from_slice(&frame),
+                    Err(e) => out.extend_from_slice(
+                        &Response::error(format!("response not sent: {e}"))
+                            .encode()
+                            .expect("a short error message is far below the response limit"),
+                    ),
                 }
-                continue;
+                if out.len() < IO_CHUNK {
+                    continue;
+                }
             }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "console: malformed request; closing");
+                let _ = stream.write_all(&out);
                 refuse(&mut stream, &e);
                 return;
             }
         }
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out) {
+                tracing::debug!(error = %e, "console: response not delivered");
+                return;
+            }
+            out.clear();
+            continue;
+        }
+        buf.drain(..at);
+        at = 0;
         let want_timeout = !buf.is_empty();
         if want_timeout != timed {
             let t = want_timeout.then_some(d.frame_timeout);

@@ -8,7 +8,7 @@ use cohort_engine::console::render::render;
 use cohort_engine::console::status::{
     ArpTable, ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
 };
-use cohort_engine::console::{ClusterCommand, Command};
+use cohort_engine::console::{ClusterCommand, Command, SharedOp};
 use cohort_engine::duravip;
 use cohort_engine::replicate;
 
@@ -189,6 +189,132 @@ impl NodeConsole {
         Ok(NodeAddr { address: addr })
     }
 
+    /// An application's operation on a replicated object (`cluster shared cidr|gauge|...`):
+    /// the same calls as `Shared::objects` in the process. Updates answer `OK`; when one makes
+    /// its object's batch due (`max_pending`), the event loop is woken to send it.
+    fn shared_op(&self, op: &SharedOp, json: bool) -> Result<String, String> {
+        use replicate::View;
+        let objects = &self.shared.objects;
+        let now = super::runtime::wall();
+        let view = |local: bool| if local { View::Local } else { View::Global };
+        let e = |e: replicate::ReplicateError| e.to_string();
+        let due = |due: bool| {
+            if due {
+                let _ = self.shared.waker.wake();
+            }
+            Ok(if json {
+                "{\"ok\":true}\n".to_owned()
+            } else {
+                "OK\n".to_owned()
+            })
+        };
+        let number = |n: i64| {
+            Ok(if json {
+                format!("{{\"value\":{n}}}\n")
+            } else {
+                format!("{n}\n")
+            })
+        };
+        match op {
+            SharedOp::CidrAdd { object, net, delta } => {
+                due(objects.cidr_add(object, *net, *delta, now).map_err(e)?)
+            }
+            SharedOp::CidrCount { object, net, local } => {
+                number(objects.cidr_count(object, *net, view(*local)).map_err(e)?)
+            }
+            SharedOp::GaugeAdd { object, key, delta } => {
+                due(objects.gauge_add(object, key, *delta, now).map_err(e)?)
+            }
+            SharedOp::GaugeGet { object, key, local } => {
+                number(objects.gauge_get(object, key, view(*local)).map_err(e)?)
+            }
+            SharedOp::ThrottleCreate {
+                object,
+                name,
+                limit,
+                period,
+            } => {
+                let spec =
+                    replicate::throttle::ThrottleSpec::parse(&format!("{limit}/{period}"), None)
+                        .map_err(|e| e.to_string())?;
+                objects
+                    .throttle_create(object, name, spec, now)
+                    .map_err(e)?;
+                due(false)
+            }
+            SharedOp::ThrottleInc { object, name, n } => {
+                due(objects.throttle_inc(object, name, *n, now).map_err(e)?)
+            }
+            SharedOp::ThrottleCheck { object, name } => {
+                let over = objects.throttle_check(object, name, now).map_err(e)?;
+                Ok(if json {
+                    format!("{{\"exceeded\":{over}}}\n")
+                } else {
+                    format!("{over}\n")
+                })
+            }
+            SharedOp::CacheSet {
+                object,
+                key,
+                value,
+                ttl,
+            } => due(objects
+                .cache_set(object, key, value.as_bytes(), *ttl, now)
+                .map_err(e)?),
+            SharedOp::CacheGet { object, key } => {
+                match objects.cache_get(object, key, now).map_err(e)? {
+                    Some(v) if json => Ok(format!(
+                        "{}\n",
+                        serde_json::json!({ "value": String::from_utf8_lossy(&v) })
+                    )),
+                    Some(mut v) => {
+                        v.push(b'\n');
+                        Ok(String::from_utf8_lossy(&v).into_owned())
+                    }
+                    None => Err(format!(
+                        "cache {object:?} has no key {key:?} (absent or expired)"
+                    )),
+                }
+            }
+            SharedOp::SeriesAdd {
+                object,
+                series,
+                item,
+                n,
+            } => due(objects
+                .series_add(object, series, series_item(item), *n, now)
+                .map_err(e)?),
+            SharedOp::SeriesCount {
+                object,
+                series,
+                item,
+                local,
+            } => {
+                let monitor = *objects
+                    .settings(object)
+                    .map_err(e)?
+                    .monitors
+                    .first()
+                    .ok_or_else(|| format!("object {object:?} has no monitor"))?;
+                let last = monitor.windows.saturating_sub(1);
+                number(
+                    objects
+                        .series_count(
+                            object,
+                            series,
+                            &series_item(item),
+                            monitor,
+                            0,
+                            last,
+                            view(*local),
+                            now,
+                        )
+                        .map_err(e)?,
+                )
+            }
+        }
+    }
+
     fn reload(&self) -> Result<String, String> {
         let before = self
             .shared
@@ -216,6 +342,14 @@ impl NodeConsole {
     }
 }
 
+/// A series item: an address or block when the word is one, else a string key.
+fn series_item(word: &str) -> replicate::SeriesItem {
+    match cohort_engine::console::shared_ops::parse_net(word) {
+        Some(net) => replicate::SeriesItem::Net(net),
+        None => replicate::SeriesItem::Text(word.to_owned()),
+    }
+}
+
 impl ConsoleHandler for NodeConsole {
     fn listen(
         &self,
@@ -239,6 +373,7 @@ impl ConsoleHandler for NodeConsole {
                 ClusterCommand::Counters => Ok(render(&self.counters()?, json)),
                 ClusterCommand::ArpShow => Ok(render(&self.arp()?, json)),
                 ClusterCommand::ShowLogs => Ok(render(&self.shared.journals.show(), json)),
+                ClusterCommand::SharedOp(op) => self.shared_op(op, json),
                 ClusterCommand::SharedList => {
                     let r = self
                         .shared

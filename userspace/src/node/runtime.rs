@@ -54,7 +54,7 @@ pub fn replication_member(m: &MemberId) -> replicate::MemberId {
 }
 
 /// Wall-clock time, the clock of replicated objects (TTLs and series windows are absolute).
-fn wall() -> Duration {
+pub(crate) fn wall() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -329,7 +329,12 @@ pub struct Node {
     xdp_seen: BTreeMap<std::net::Ipv4Addr, u64>,
     next_xdp_read: Time,
     xdp_arrivals_fed: u64,
+    /// When the replicated objects' zero counts were last freed (`Replicator::compact`).
+    last_compact: Instant,
 }
+
+/// How often the replicated objects' zero counts are freed.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Binds the transport and creates the endpoint; nothing is sent until [`Node::run`].
@@ -483,6 +488,7 @@ impl Node {
             xdp_seen: BTreeMap::new(),
             next_xdp_read: t0,
             xdp_arrivals_fed: 0,
+            last_compact: Instant::now(),
         })
     }
 
@@ -762,7 +768,9 @@ impl Node {
                 if let Ok(mut r) = self.shared.replicator.lock() {
                     r.handle_view(wall(), &rep_members);
                 }
-                self.rep_pending.clear();
+                // Batches still waiting for the transport go out in the new view: the survivors
+                // need them (nothing else carries those updates to them), and a joiner's copy is
+                // reset by the snapshot that follows them.
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.infos.retain(|m, _| view.members.contains(m));
                     s.view = view;
@@ -885,6 +893,10 @@ impl Node {
             let w = wall();
             if r.poll_timeout().is_some_and(|t| t <= w) {
                 r.handle_timeout(w);
+            }
+            if self.last_compact.elapsed() >= COMPACT_INTERVAL {
+                r.compact();
+                self.last_compact = Instant::now();
             }
             while let Some(t) = r.poll_transmit() {
                 let mut msg = Vec::with_capacity(t.payload.len() + 1);
