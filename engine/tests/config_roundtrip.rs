@@ -22,6 +22,30 @@ fn word() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_-]{0,10}"
 }
 
+/// A valid `Logs { logfile }` pattern: arbitrary text (without `%`) between strftime
+/// conversions and the `%{l}`, `%{s}`, `%{n}` macros.
+fn logfile_pattern() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            text().prop_map(|t| t.replace('%', "")),
+            prop_oneof![
+                Just("%Y"),
+                Just("%m"),
+                Just("%d"),
+                Just("%H"),
+                Just("%%"),
+                Just("%{l}"),
+                Just("%{s}"),
+                Just("%{n}")
+            ]
+            .prop_map(str::to_owned),
+        ],
+        1..6,
+    )
+    .prop_map(|parts| parts.concat())
+    .prop_filter("non-blank", |s| !s.trim().is_empty())
+}
+
 /// Arbitrary printable text, quotes, backslashes and escapes included.
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -342,7 +366,7 @@ fn logger() -> impl Strategy<Value = Logger> {
 
 fn manager_logs() -> impl Strategy<Value = ManagerLogs> {
     (
-        text(),
+        logfile_pattern(),
         0u32..=0o7777,
         0u32..=0o7777,
         1u32..10_000,

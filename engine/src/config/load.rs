@@ -1303,7 +1303,17 @@ fn manager_logs(scope: &Scope, ctx: &mut Ctx) -> Result<ManagerLogs, ConfigError
             ItemKind::Option { key, value: v } => {
                 seen.check(key, &item.loc)?;
                 match key.to_ascii_lowercase().as_str() {
-                    "logfile" => m.logfile = nonempty(key, v)?,
+                    "logfile" => {
+                        m.logfile = nonempty(key, v)?;
+                        // The manager expands it for every record; a bad conversion is a
+                        // configuration error here, not a surprise at the first pull.
+                        if let Err(e) = crate::logmove::pattern::Pattern::parse(&m.logfile) {
+                            return Err(ConfigError::new(
+                                v.loc(),
+                                format!("'{key}' character {}: {}", e.col, e.what),
+                            ));
+                        }
+                    }
                     "file_mode" => m.file_mode = octal_mode(key, v)?,
                     "dir_mode" => m.dir_mode = octal_mode(key, v)?,
                     "max_open" => m.max_open = u32_in(key, v, 1, 1_000_000)?,
