@@ -440,6 +440,7 @@ fn duravip_broadcasts_and_paniclog_listen() {
     });
     let hello = rx.recv_timeout(Duration::from_secs(10)).expect("listening");
     assert_eq!(hello, "Listening to group ec_paniclog");
+    wait_in_group(&c, 0, "ec_paniclog", true);
     c.edit_config(1, |t| format!("{t}\ncluster {{ this is not valid"));
     let mut seen = None;
     for _ in 0..40 {
@@ -453,6 +454,8 @@ fn duravip_broadcasts_and_paniclog_listen() {
     let _ = listener.kill();
     let _ = listener.wait();
     let line = seen.expect("a paniclog broadcast reached cohortctl listen");
+    // The listener has gone, so node1 leaves the group it joined only for it.
+    wait_in_group(&c, 0, "ec_paniclog", false);
     assert!(
         line.starts_with("[ec_paniclog] node2: ")
             && line.contains(":ERROR: ")
@@ -469,4 +472,28 @@ fn duravip_broadcasts_and_paniclog_listen() {
             .any(|r| String::from_utf8_lossy(&r.payload).contains("config reload failed")),
         "the paniclog journal holds the line"
     );
+}
+
+/// Waits (bounded) until node `i`'s own entry in its `cluster membership` does (or does not)
+/// list `group`.
+fn wait_in_group(c: &Cluster<'_>, i: usize, group: &str, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = c.ctl_json(i, &["cluster membership"]).expect("membership");
+        let in_group = m["members"].as_array().expect("members").iter().any(|m| {
+            m["node_name"] == c.name(i).as_str()
+                && m["groups"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|g| g == group))
+        });
+        if in_group == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} in {group}: {in_group}, expected {want}: {m:#}",
+            c.name(i)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

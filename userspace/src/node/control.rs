@@ -133,6 +133,29 @@ pub const LISTEN_QUEUE: usize = 1024;
 struct GroupListener {
     rx: Receiver<Delivery>,
     json: bool,
+    shared: Arc<Shared>,
+    group: String,
+}
+
+impl Drop for GroupListener {
+    /// The client has gone: when it was the group's last listener, the node leaves the group
+    /// again (unless the node or an application joined it too; the loop decides).
+    fn drop(&mut self) {
+        let last = self.shared.listen_counts.lock().is_ok_and(|mut c| {
+            let n = c.entry(self.group.clone()).or_insert(1);
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.group);
+                true
+            } else {
+                false
+            }
+        });
+        if last {
+            self.shared
+                .request(super::runtime::Request::ListenLeave(self.group.clone()));
+        }
+    }
 }
 
 impl crate::console::ListenSource for GroupListener {
@@ -168,7 +191,7 @@ pub fn render_delivery(d: &Delivery, json: bool) -> String {
 
 /// Joins `group` (if not yet a member) and returns its messages as they are delivered.
 pub fn listen(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     group: &str,
     json: bool,
 ) -> Result<Box<dyn crate::console::ListenSource>, String> {
@@ -181,6 +204,17 @@ pub fn listen(
         .lock()
         .map_err(|_| "listeners unavailable")?
         .push((group.to_owned(), tx));
-    shared.request(super::runtime::Request::Join(group.to_owned()));
-    Ok(Box::new(GroupListener { rx, json }))
+    *shared
+        .listen_counts
+        .lock()
+        .map_err(|_| "listeners unavailable")?
+        .entry(group.to_owned())
+        .or_insert(0) += 1;
+    shared.request(super::runtime::Request::ListenJoin(group.to_owned()));
+    Ok(Box::new(GroupListener {
+        rx,
+        json,
+        shared: shared.clone(),
+        group: group.to_owned(),
+    }))
 }

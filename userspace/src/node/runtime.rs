@@ -109,6 +109,11 @@ pub enum Request {
     Shutdown,
     /// An application joins a group.
     Join(String),
+    /// A `listen` client joins a group (left again by [`Request::ListenLeave`] unless an
+    /// application or the node itself joined it too).
+    ListenJoin(String),
+    /// The last `listen` client of a group has gone.
+    ListenLeave(String),
     /// An application sends to a group (kept queued while the transport says "would block").
     Send {
         group: String,
@@ -153,6 +158,9 @@ pub struct Shared {
     /// `cohortctl listen <group>` connections: every message of the group is copied to each
     /// (dropped for a listener that does not keep up; a closed one is removed).
     pub listeners: Mutex<Vec<(String, std::sync::mpsc::SyncSender<Delivery>)>>,
+    /// Open `listen` connections per group; when a group's count falls to zero, the node leaves
+    /// the group again unless something else joined it.
+    pub listen_counts: Mutex<BTreeMap<String, usize>>,
     /// The node's cluster journals (`cluster://` destinations) and its log service's state.
     pub journals: Arc<crate::logsvc::Journals>,
 }
@@ -303,6 +311,8 @@ pub struct Node {
     peers_by_addr: BTreeMap<SocketAddr, String>,
     info: MemberInfo,
     joins: Vec<String>,
+    /// Groups joined only for `listen` clients, left when the last of them goes.
+    listen_only: std::collections::BTreeSet<String>,
     cluster_group: String,
     /// `control_group`: with `ec_sc_*` and private groups, where the manager's commands travel.
     control_group: String,
@@ -456,6 +466,7 @@ impl Node {
                 deliveries: Mutex::new(None),
                 control: Mutex::new(None),
                 listeners: Mutex::new(Vec::new()),
+                listen_counts: Mutex::new(BTreeMap::new()),
                 objects: replicator.objects().clone(),
                 replicator: Mutex::new(replicator),
                 journals: Arc::new(if manager {
@@ -471,6 +482,7 @@ impl Node {
             peers_by_addr,
             info,
             joins,
+            listen_only: std::collections::BTreeSet::new(),
             cluster_group: cfg.cluster.cluster_group.clone(),
             control_group: cfg.cluster.control_group.clone(),
             duravip: dv,
@@ -534,8 +546,32 @@ impl Node {
                 }
                 match r {
                     Request::Join(g) => {
+                        // An application's join is for good, even if a listener asked first.
+                        self.listen_only.remove(&g);
                         if let Err(e) = self.endpoint.join(&g) {
                             tracing::warn!(group = %g, error = %e, "cannot join group");
+                        }
+                    }
+                    Request::ListenJoin(g) => {
+                        let joined = self.endpoint.group_members(&g).contains(self.endpoint.me());
+                        if !self.joins.contains(&g) && !joined {
+                            self.listen_only.insert(g.clone());
+                        }
+                        if let Err(e) = self.endpoint.join(&g) {
+                            tracing::warn!(group = %g, error = %e, "cannot join group");
+                        }
+                    }
+                    Request::ListenLeave(g) => {
+                        let still_listened = self
+                            .shared
+                            .listen_counts
+                            .lock()
+                            .map_or(true, |c| c.get(&g).is_some_and(|n| *n > 0));
+                        if !still_listened
+                            && self.listen_only.remove(&g)
+                            && let Err(e) = self.endpoint.leave(&g)
+                        {
+                            tracing::debug!(group = %g, error = %e, "leaving a listened group");
                         }
                     }
                     Request::Send {
