@@ -121,24 +121,7 @@ impl Raw {
 
     /// Sends one complete Ethernet frame (its first 6 bytes are the destination).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let mut a = sll(self.ifindex);
-        a.sll_halen = 6;
-        a.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: sends frame.len() bytes from a live slice to a valid sockaddr_ll.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&a as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        cohort::garp::send_frame(&self.fd, self.ifindex, frame)
     }
 
     /// One frame, or `None` when the timeout passed first.

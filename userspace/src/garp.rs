@@ -98,33 +98,46 @@ impl ArpSocket {
 
     /// Sends one complete Ethernet frame.
     pub fn send(&self, frame: &[u8]) -> Result<(), GarpError> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: sockaddr_ll is plain old data.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: sends frame.len() bytes from a live slice to a valid sockaddr_ll.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(GarpError::Send {
-                iface: self.iface.clone(),
-                err: std::io::Error::last_os_error(),
-            });
-        }
+        send_frame(&self.fd, self.ifindex, frame).map_err(|err| GarpError::Send {
+            iface: self.iface.clone(),
+            err,
+        })?;
         Ok(())
     }
+}
+
+/// Sends one complete Ethernet frame carrying ARP (its first 6 bytes are the destination MAC)
+/// through the AF_PACKET socket `fd` on interface `ifindex`.
+pub fn send_frame(fd: &std::os::fd::OwnedFd, ifindex: i32, frame: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if frame.len() < 6 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "an Ethernet frame is longer than its destination address",
+        ));
+    }
+    // SAFETY: sockaddr_ll is plain old data.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+    sll.sll_ifindex = ifindex;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: sends frame.len() bytes from a live slice to a valid sockaddr_ll.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
