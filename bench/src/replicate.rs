@@ -7,8 +7,9 @@
 //!
 //! `--via socket` makes the updaters applications in the manner of another process: each talks
 //! to its node's console server (the daemon's own server and handler, on a Unix socket) and
-//! pipelines `cluster shared cidr incr ...` requests in batches of [`SOCKET_BATCH`]; `--via both`
-//! runs every configuration both ways, in-process first.
+//! streams `cluster shared cidr incr ...` requests with `Client::stream_lines` (writing while a
+//! reader takes the answers, never waiting for a round trip); `--via both` runs every
+//! configuration both ways, in-process first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +41,9 @@ pub struct Args {
     /// control socket with pipelined requests, or both in turn.
     #[arg(long, value_enum, default_value_t = Via::Inproc)]
     pub via: Via,
+    /// With `--via socket`: connections (updater threads) per node.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
 }
 
 /// Where the updates come from.
@@ -49,9 +53,6 @@ pub enum Via {
     Socket,
     Both,
 }
-
-/// Requests a socket updater writes before it reads their answers.
-pub const SOCKET_BATCH: usize = 4096;
 
 /// The address updater `i` increments as its `k`-th update: 4096 addresses per node, so updates
 /// coalesce per key between flushes.
@@ -72,6 +73,8 @@ struct Outcome {
     lag_p99_ms: f64,
     datagrams_per_sec: f64,
     updates_per_message: f64,
+    /// Updates that went on the wire (after coalescing per key), all nodes, per second.
+    replicated_per_sec: f64,
 }
 
 fn run_one(
@@ -105,7 +108,7 @@ fn run_one(
                         nodename: format!("node{}", i + 1),
                         role: Role::Node,
                     },
-                    max_connections: 4,
+                    max_connections: a.connections + 4,
                     frame_timeout: Duration::from_secs(10),
                 },
                 Arc::new(NodeConsole {
@@ -129,28 +132,42 @@ fn run_one(
         })
         .collect();
     let mut threads = Vec::new();
-    for (i, (endpoint, _)) in consoles.iter().enumerate() {
+    for (i, endpoint) in consoles
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (e, _))| std::iter::repeat_n((i, e), a.connections.max(1)))
+    {
         let mut client = Client::connect(endpoint)?;
         let (stop, updates) = (stop.clone(), updates.clone());
         threads.push(std::thread::spawn(move || {
-            let mut k: u32 = 0;
-            let mut lines = vec![String::new(); SOCKET_BATCH];
-            while !stop.load(Ordering::Relaxed) {
-                for line in &mut lines {
-                    k = k.wrapping_add(1);
-                    line.clear();
-                    use std::fmt::Write;
-                    let _ = write!(
-                        line,
-                        "cluster shared cidr incr inbound_cidr {}",
-                        address(i, k)
-                    );
+            // One request at a time from a generator that stops with the run; the client
+            // writes them as they come and a reader counts the answers, so the connection
+            // never waits for a round trip.
+            // The updater's 4096 addresses cycle, so their lines are formatted once: the
+            // application's own formatting is not what this measures.
+            let texts: Vec<String> = (1..=4096u32)
+                .map(|k| format!("cluster shared cidr incr inbound_cidr {}", address(i, k)))
+                .collect();
+            let mut k: usize = 0;
+            let lines = std::iter::from_fn(|| {
+                if k.is_multiple_of(1024) && stop.load(Ordering::Relaxed) {
+                    return None;
                 }
-                let answers = client.pipeline(&lines, false).expect("the console answers");
-                let ok = answers.iter().filter(|r| r.status == Status::Ok).count();
-                assert_eq!(ok, lines.len(), "every update accepted");
-                updates.fetch_add(ok as u64, Ordering::Relaxed);
-            }
+                k = k.wrapping_add(1);
+                Some(&texts[k % texts.len()])
+            });
+            let mut answered = 0u64;
+            client
+                .stream_lines(lines, false, |r| {
+                    assert_eq!(r.status, Status::Ok, "every update accepted");
+                    answered += 1;
+                    if answered == 1024 {
+                        updates.fetch_add(answered, Ordering::Relaxed);
+                        answered = 0;
+                    }
+                })
+                .expect("the console answers");
+            updates.fetch_add(answered, Ordering::Relaxed);
         }));
     }
     for (i, n) in nodes.iter().enumerate().filter(|_| !socket) {
@@ -236,6 +253,7 @@ fn run_one(
         lag_p99_ms: lag.value_at_quantile(0.99) as f64 / 1000.0,
         datagrams_per_sec: datagrams as f64 / secs,
         updates_per_message: ups as f64 / msgs.max(1) as f64,
+        replicated_per_sec: ups as f64 / secs,
     })
 }
 
@@ -256,12 +274,20 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     if a.via != Via::Inproc {
         println!(
-            "socket: each updater pipelines {SOCKET_BATCH} 'cluster shared cidr incr' requests at a time to its node's console (Unix socket)"
+            "socket: {} connection(s) per node stream 'cluster shared cidr incr' requests to the node's console (Unix socket), answers read as they come",
+            a.connections
         );
     }
     println!(
-        "{:<36} {:<10} {:>14} {:>10} {:>10} {:>13} {:>12}",
-        "configuration", "via", "updates/s", "lag p50", "lag p99", "datagrams/s", "upd/message"
+        "{:<36} {:<10} {:>14} {:>10} {:>10} {:>13} {:>12} {:>13}",
+        "configuration",
+        "via",
+        "updates/s",
+        "lag p50",
+        "lag p99",
+        "datagrams/s",
+        "upd/message",
+        "replicated/s"
     );
     let mut rows = Vec::new();
     for ((name, d, p), (via, socket)) in configs
@@ -270,19 +296,20 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     {
         let o = run_one(a, d, p, socket)?;
         println!(
-            "{:<36} {:<10} {:>14.0} {:>8.1}ms {:>8.1}ms {:>13.0} {:>12.1}",
+            "{:<36} {:<10} {:>14.0} {:>8.1}ms {:>8.1}ms {:>13.0} {:>12.1} {:>13.0}",
             name,
             via,
             o.updates_per_sec,
             o.lag_p50_ms,
             o.lag_p99_ms,
             o.datagrams_per_sec,
-            o.updates_per_message
+            o.updates_per_message,
+            o.replicated_per_sec
         );
         rows.push(json!({
             "configuration": name, "via": via, "max_delay": d, "max_pending": p, "updates_per_sec": o.updates_per_sec,
             "lag_p50_ms": o.lag_p50_ms, "lag_p99_ms": o.lag_p99_ms, "datagrams_per_sec": o.datagrams_per_sec,
-            "updates_per_message": o.updates_per_message,
+            "updates_per_message": o.updates_per_message, "replicated_per_sec": o.replicated_per_sec,
         }));
     }
     if a.json {

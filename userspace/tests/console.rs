@@ -889,6 +889,10 @@ fn pipelined_requests_are_answered_in_order() {
         "cluster membership",
         "cluster info",
         "help",
+        // Updates, read without the grammar; this handler refuses them as it refuses any
+        // command it does not serve (the default `update` hands them to `handle`).
+        "cluster shared cidr incr inbound_cidr 10.1.2.3",
+        "cluster shared gauge decr outbound_domains example.com 2",
     ];
     let lines: Vec<String> = (0..20_000)
         .map(|i| {

@@ -260,6 +260,41 @@ fn kill_nine_takes_exactly_its_contribution() {
     }
     let added: Vec<i64> = (0..3).map(|i| socket_load(&c, i)).collect();
     let total: i64 = added.iter().sum();
+    // The updates' own answers (read without the grammar): JSON, the wrong object, the wrong
+    // kind and a malformed one, which the grammar then reports with its column.
+    let mut con = console(&c, 0);
+    let r = con
+        .run(
+            "cluster shared gauge incr outbound_domains probe.example 0",
+            true,
+        )
+        .expect("answer");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (Status::Ok, &b"{\"ok\":true}\n"[..])
+    );
+    for (line, want) in [
+        (
+            "cluster shared cidr incr nosuch 10.0.0.1",
+            "no replicated object named \"nosuch\"",
+        ),
+        (
+            "cluster shared gauge incr inbound_cidr k",
+            "object \"inbound_cidr\" is a",
+        ),
+        (
+            "cluster shared cidr incr inbound_cidr 10.0.0.300",
+            "column 39",
+        ),
+    ] {
+        let r = con.run(line, false).expect("answer");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            r.status == Status::Error && body.contains(want),
+            "{line}: {body}"
+        );
+    }
+    drop(con);
     let gauge = i64::from(PER_NODE);
     for i in 0..3 {
         wait_answer(

@@ -1214,7 +1214,7 @@ fn expected_at(alive: &[&Form], i: usize) -> Vec<String> {
 
 /// Whether `tok` is keyword `k` (keywords are lower case), in any case; an inline byte loop,
 /// since every request's every word is compared with the table's keywords.
-fn keyword_is(k: &str, tok: &str) -> bool {
+pub(crate) fn keyword_is(k: &str, tok: &str) -> bool {
     k.len() == tok.len()
         && k.bytes()
             .zip(tok.bytes())

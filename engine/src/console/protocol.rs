@@ -159,24 +159,37 @@ fn check_header(
 impl Request {
     /// The request's frame. Fails only when the line is longer than [`MAX_REQUEST_BODY`].
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
-        let body = self.line.as_bytes();
-        if body.len() > MAX_REQUEST_BODY {
-            return Err(ProtocolError::TooLarge {
-                what: "request",
-                len: body.len() as u64,
-                max: MAX_REQUEST_BODY,
-            });
-        }
-        let flags = if self.json { FLAG_JSON } else { 0 };
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.extend_from_slice(&header(REQUEST_MAGIC, flags, body.len()));
-        out.extend_from_slice(body);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.line.len());
+        encode_request_into(&self.line, self.json, &mut out)?;
         Ok(out)
     }
 
     /// Decodes the frame at the start of `buf`: the request and the bytes it used, or `None`
     /// while the frame is incomplete. Errors are reported as soon as the bad byte has arrived.
     pub fn decode(buf: &[u8]) -> Result<Option<(Request, usize)>, ProtocolError> {
+        Ok(RequestRef::decode(buf)?.map(|(r, used)| {
+            (
+                Request {
+                    line: r.line.to_owned(),
+                    json: r.json,
+                },
+                used,
+            )
+        }))
+    }
+}
+
+/// A request decoded in place: the command line borrows the receive buffer, so a server can
+/// answer it without copying it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestRef<'a> {
+    pub line: &'a str,
+    pub json: bool,
+}
+
+impl<'a> RequestRef<'a> {
+    /// [`Request::decode`] without the copy of the line.
+    pub fn decode(buf: &'a [u8]) -> Result<Option<(RequestRef<'a>, usize)>, ProtocolError> {
         if let Some(&flags) = buf.get(3)
             && flags & !FLAG_JSON != 0
         {
@@ -194,13 +207,11 @@ impl Request {
         let Some(body) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
         };
-        let line = std::str::from_utf8(body)
-            .map_err(|e| ProtocolError::NotUtf8 {
-                offset: HEADER_LEN + e.valid_up_to(),
-            })?
-            .to_owned();
+        let line = std::str::from_utf8(body).map_err(|e| ProtocolError::NotUtf8 {
+            offset: HEADER_LEN + e.valid_up_to(),
+        })?;
         Ok(Some((
-            Request {
+            RequestRef {
                 line,
                 json: flags & FLAG_JSON != 0,
             },
@@ -209,23 +220,53 @@ impl Request {
     }
 }
 
+/// Appends the frame of request `line` to `out` (what [`Request::encode`] returns, without a
+/// buffer of its own). Fails only when the line is longer than [`MAX_REQUEST_BODY`]; `out` is
+/// then unchanged.
+pub fn encode_request_into(line: &str, json: bool, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    let body = line.as_bytes();
+    if body.len() > MAX_REQUEST_BODY {
+        return Err(ProtocolError::TooLarge {
+            what: "request",
+            len: body.len() as u64,
+            max: MAX_REQUEST_BODY,
+        });
+    }
+    let flags = if json { FLAG_JSON } else { 0 };
+    out.extend_from_slice(&header(REQUEST_MAGIC, flags, body.len()));
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Appends the frame of a response with `status` and `body` to `out` (what
+/// [`Response::encode`] returns). Fails only when the body is longer than
+/// [`MAX_RESPONSE_BODY`]; `out` is then unchanged.
+pub fn encode_response_into(
+    status: Status,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    if body.len() > MAX_RESPONSE_BODY {
+        return Err(ProtocolError::TooLarge {
+            what: "response",
+            len: body.len() as u64,
+            max: MAX_RESPONSE_BODY,
+        });
+    }
+    let status = match status {
+        Status::Ok => 0,
+        Status::Error => 1,
+    };
+    out.extend_from_slice(&header(RESPONSE_MAGIC, status, body.len()));
+    out.extend_from_slice(body);
+    Ok(())
+}
+
 impl Response {
     /// The response's frame. Fails only when the body is longer than [`MAX_RESPONSE_BODY`].
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
-        if self.body.len() > MAX_RESPONSE_BODY {
-            return Err(ProtocolError::TooLarge {
-                what: "response",
-                len: self.body.len() as u64,
-                max: MAX_RESPONSE_BODY,
-            });
-        }
-        let status = match self.status {
-            Status::Ok => 0,
-            Status::Error => 1,
-        };
         let mut out = Vec::with_capacity(HEADER_LEN + self.body.len());
-        out.extend_from_slice(&header(RESPONSE_MAGIC, status, self.body.len()));
-        out.extend_from_slice(&self.body);
+        encode_response_into(self.status, &self.body, &mut out)?;
         Ok(out)
     }
 

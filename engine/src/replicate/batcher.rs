@@ -20,7 +20,8 @@ pub struct Batcher {
     max_delay: Duration,
     max_pending: usize,
     /// Net delta, or newest cache write, per key; `order` keeps first-seen order for the wire.
-    pending: HashMap<Key, Op>,
+    /// foldhash: the map is probed once per update, and SipHash showed in profiles.
+    pending: HashMap<Key, Op, foldhash::fast::RandomState>,
     order: Vec<Key>,
     /// Updates pushed since the last drain (before coalescing).
     buffered: usize,
@@ -34,7 +35,7 @@ impl Batcher {
         Batcher {
             max_delay,
             max_pending: max_pending.max(1),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             order: Vec::new(),
             buffered: 0,
             since: None,

@@ -15,7 +15,7 @@ use dashmap::DashMap;
 /// is never printed.
 #[derive(Debug)]
 pub struct GaugeTable<K: Eq + Hash> {
-    gauges: DashMap<K, i64>,
+    gauges: DashMap<K, i64, foldhash::fast::RandomState>,
 }
 
 impl<K: Eq + Hash + Clone + Ord> Default for GaugeTable<K> {
@@ -28,7 +28,7 @@ impl<K: Eq + Hash + Clone + Ord> GaugeTable<K> {
     /// An empty table.
     pub fn new() -> Self {
         GaugeTable {
-            gauges: DashMap::new(),
+            gauges: DashMap::default(),
         }
     }
 

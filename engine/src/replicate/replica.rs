@@ -614,7 +614,7 @@ pub struct Replicator {
     /// Other live members' contributions, per object.
     members: BTreeMap<MemberId, BTreeMap<String, Sums>>,
     /// This node's contribution as announced so far (sum objects), for snapshots.
-    sent: BTreeMap<String, HashMap<Key, i64>>,
+    sent: BTreeMap<String, HashMap<Key, i64, foldhash::fast::RandomState>>,
     outbox: VecDeque<Transmit>,
     outbox_limit: usize,
     mtu: usize,
@@ -643,7 +643,7 @@ impl Replicator {
         let sent = objects
             .values()
             .filter(|o| o.settings.kind.shape() != Shape::Cache)
-            .map(|o| (o.settings.name.clone(), HashMap::new()))
+            .map(|o| (o.settings.name.clone(), HashMap::default()))
             .collect();
         Ok(Replicator {
             objects: Arc::new(Objects {

@@ -145,60 +145,114 @@ impl Client {
         lines: &[S],
         json: bool,
     ) -> Result<Vec<Response>, ClientError> {
+        let mut out = Vec::with_capacity(lines.len());
+        self.stream_lines(lines.iter(), json, |r| out.push(r))?;
+        Ok(out)
+    }
+
+    /// Streams requests: writes the lines as `lines` yields them (in writes of up to 64 KiB)
+    /// while a reader thread hands each answer, in order, to `on_answer`; returns the number
+    /// of requests once every one is answered. Nothing waits for a round trip, so a producer
+    /// that keeps yielding keeps the server busy; this is how an application sends updates at
+    /// a high rate. An error means the connection is unusable.
+    pub fn stream_lines<S, I, F>(
+        &mut self,
+        lines: I,
+        json: bool,
+        mut on_answer: F,
+    ) -> Result<u64, ClientError>
+    where
+        S: AsRef<str>,
+        I: Iterator<Item = S>,
+        F: FnMut(Response) + Send,
+    {
         let perr = |endpoint: &Endpoint, source| ClientError::Protocol {
             endpoint: endpoint.clone(),
             source,
         };
-        let reader = self
+        let mut reader = self
             .stream
             .try_clone()
             .map_err(|e| perr(&self.endpoint, e.into()))?;
-        let n = lines.len();
         let endpoint = &self.endpoint;
         let writer = &mut self.stream;
+        // The writer tells the reader how many requests each write carried; the reader reads
+        // only while answers are owed, so it never waits on a connection with nothing to come.
+        let (sent_tx, sent_rx) = std::sync::mpsc::channel::<u64>();
+        let on_answer = &mut on_answer;
         std::thread::scope(|scope| {
             let answers = scope.spawn(move || {
-                let mut r = io::BufReader::with_capacity(64 * 1024, reader);
-                let mut out = Vec::with_capacity(n);
-                while out.len() < n {
-                    match protocol::read_response(&mut r) {
-                        Ok(Some(resp)) => out.push(resp),
-                        Ok(None) => {
-                            return Err(ClientError::Closed {
-                                endpoint: endpoint.clone(),
-                            });
+                let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+                let mut at = 0;
+                let mut owed = 0u64;
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    while owed > 0 {
+                        match Response::decode(&buf[at..]) {
+                            Ok(Some((resp, used))) => {
+                                at += used;
+                                owed -= 1;
+                                on_answer(resp);
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(source) => return Err(perr(endpoint, source)),
                         }
-                        Err(source) => return Err(perr(endpoint, source)),
+                        buf.drain(..at);
+                        at = 0;
+                        match io::Read::read(&mut reader, &mut chunk) {
+                            Ok(0) if buf.is_empty() => {
+                                return Err(ClientError::Closed {
+                                    endpoint: endpoint.clone(),
+                                });
+                            }
+                            Ok(0) => {
+                                let got = buf.len();
+                                let source = ProtocolError::Truncated { got, need: got + 1 };
+                                return Err(perr(endpoint, source));
+                            }
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(perr(endpoint, e.into())),
+                        }
+                    }
+                    match sent_rx.recv() {
+                        Ok(n) => owed += n,
+                        // The writer is done and everything it sent is answered.
+                        Err(_) => return Ok(()),
                     }
                 }
-                Ok(out)
             });
             let mut frames = Vec::with_capacity(64 * 1024);
+            let mut in_frames = 0u64;
+            let mut total = 0u64;
             let mut sent = Ok(());
+            let mut flush = |frames: &mut Vec<u8>, n: &mut u64| {
+                // Announced before the write: the answers may come back before it returns.
+                let _ = sent_tx.send(*n);
+                *n = 0;
+                let r = io::Write::write_all(writer, frames).map_err(|e| perr(endpoint, e.into()));
+                frames.clear();
+                r
+            };
             for line in lines {
-                let req = Request {
-                    line: line.as_ref().to_owned(),
-                    json,
-                };
-                match req.encode() {
-                    Ok(f) => frames.extend_from_slice(&f),
-                    Err(e) => {
-                        sent = Err(perr(endpoint, e));
-                        break;
-                    }
+                if let Err(e) = protocol::encode_request_into(line.as_ref(), json, &mut frames) {
+                    sent = Err(perr(endpoint, e));
+                    break;
                 }
+                in_frames += 1;
+                total += 1;
                 if frames.len() >= 64 * 1024 {
-                    sent =
-                        io::Write::write_all(writer, &frames).map_err(|e| perr(endpoint, e.into()));
-                    frames.clear();
+                    sent = flush(&mut frames, &mut in_frames);
                     if sent.is_err() {
                         break;
                     }
                 }
             }
-            if sent.is_ok() {
-                sent = io::Write::write_all(writer, &frames).map_err(|e| perr(endpoint, e.into()));
+            if sent.is_ok() && !frames.is_empty() {
+                sent = flush(&mut frames, &mut in_frames);
             }
+            drop(sent_tx);
             if sent.is_err() {
                 // The reader would wait for answers that never come.
                 let _ = writer.shutdown();
@@ -206,7 +260,7 @@ impl Client {
             let answers = answers.join().unwrap_or(Err(ClientError::Closed {
                 endpoint: endpoint.clone(),
             }));
-            sent.and(answers)
+            sent.and(answers).map(|()| total)
         })
     }
 }

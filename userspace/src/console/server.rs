@@ -10,6 +10,7 @@
 //! response write that blocks longer than that drops the connection. [`StopHandle::stop`] closes the listeners,
 //! removes the Unix socket files, shuts every connection down and joins every thread.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -22,8 +23,9 @@ use std::time::Duration;
 
 use cohort_engine::config::{self, ListenAddr};
 use cohort_engine::console::grammar::{self, ClusterCommand, Command, Scope};
-use cohort_engine::console::protocol::{ProtocolError, Request, Response};
+use cohort_engine::console::protocol::{self, ProtocolError, RequestRef, Response, Status};
 use cohort_engine::console::render::{Render, render};
+use cohort_engine::console::shared_ops::{self, SharedUpdate};
 use cohort_engine::console::status::{Help, NodeName, Version};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -53,6 +55,20 @@ pub trait ConsoleHandler: Send + Sync + 'static {
     fn listen(&self, group: &str, json: bool) -> Result<Box<dyn ListenSource>, String> {
         let _ = json;
         Err(format!("this console cannot listen to group {group}"))
+    }
+
+    /// An application's update (`cluster shared cidr|gauge incr|decr`), read by
+    /// [`shared_ops::parse_update`] without the grammar: the same answer as [`handle`] gives
+    /// for the same line. A handler that serves updates at a high rate answers them here
+    /// without building the command; by default they go through [`handle`].
+    ///
+    /// [`handle`]: ConsoleHandler::handle
+    fn update(&self, update: &SharedUpdate<'_>, json: bool) -> Result<Cow<'static, str>, String> {
+        self.handle(
+            &Command::Cluster(ClusterCommand::SharedOp(update.to_op())),
+            json,
+        )
+        .map(Cow::Owned)
     }
 }
 
@@ -423,26 +439,20 @@ fn serve(mut stream: Stream, d: &Dispatcher) {
     let mut chunk = vec![0u8; IO_CHUNK];
     let mut timed = false;
     loop {
-        match Request::decode(&buf[at..]) {
+        match RequestRef::decode(&buf[at..]) {
             Ok(Some((req, used))) => {
                 at += used;
-                if let Ok(Command::Listen { group }) = grammar::parse(&req.line) {
-                    // The connection belongs to the stream from here on; answers to requests
-                    // pipelined before it go out first.
-                    if !out.is_empty() && stream.write_all(&out).is_err() {
+                match d.answer(req, &mut out) {
+                    Answered::Yes => {}
+                    Answered::Listen(group) => {
+                        // The connection belongs to the stream from here on; answers to
+                        // requests pipelined before it go out first.
+                        if !out.is_empty() && stream.write_all(&out).is_err() {
+                            return;
+                        }
+                        stream_group(&mut stream, d, &group, req.json);
                         return;
                     }
-                    stream_group(&mut stream, d, &group, req.json);
-                    return;
-                }
-                let resp = d.dispatch(&req);
-                match resp.encode() {
-                    Ok(frame) => out.extend_from_slice(&frame),
-                    Err(e) => out.extend_from_slice(
-                        &Response::error(format!("response not sent: {e}"))
-                            .encode()
-                            .expect("a short error message is far below the response limit"),
-                    ),
                 }
                 if out.len() < IO_CHUNK {
                     continue;
@@ -584,16 +594,47 @@ fn error_body(msg: &str, json: bool) -> String {
     }
 }
 
-impl Dispatcher {
-    fn dispatch(&self, req: &Request) -> Response {
-        match self.run(&req.line, req.json) {
-            Ok(body) => Response::ok(body),
-            Err(msg) => Response::error(error_body(&msg, req.json)),
-        }
-    }
+/// What [`Dispatcher::answer`] did with a request.
+enum Answered {
+    /// Its response frame is in the output.
+    Yes,
+    /// It is `listen <group>`: the caller streams the group.
+    Listen(String),
+}
 
-    fn run(&self, line: &str, json: bool) -> Result<String, String> {
-        execute(&self.identity, self.handler.as_ref(), line, json)
+impl Dispatcher {
+    /// Runs one request and appends its response frame to `out`. An application's update
+    /// (`cluster shared cidr|gauge incr|decr`) is read without the grammar and answered
+    /// without building a command; everything else is parsed once and run by [`run_command`].
+    fn answer(&self, req: RequestRef<'_>, out: &mut Vec<u8>) -> Answered {
+        let fast = (self.identity.role == Role::Node)
+            .then(|| shared_ops::parse_update(req.line))
+            .flatten();
+        let result = match fast {
+            Some(u) => match catch_unwind(AssertUnwindSafe(|| self.handler.update(&u, req.json))) {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!(command = req.line, "console handler panicked");
+                    Err(format!("internal error while running '{}'", req.line))
+                }
+            },
+            None => match grammar::parse(req.line) {
+                Ok(Command::Listen { group }) => return Answered::Listen(group),
+                Ok(cmd) => run_command(&self.identity, self.handler.as_ref(), &cmd, req.json)
+                    .map(Cow::Owned),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let (status, body) = match result {
+            Ok(body) => (Status::Ok, body),
+            Err(msg) => (Status::Error, Cow::Owned(error_body(&msg, req.json))),
+        };
+        if let Err(e) = protocol::encode_response_into(status, body.as_bytes(), out) {
+            let msg = format!("response not sent: {e}");
+            protocol::encode_response_into(Status::Error, msg.as_bytes(), out)
+                .expect("a short error message is far below the response limit");
+        }
+        Answered::Yes
     }
 }
 
@@ -608,6 +649,16 @@ pub fn execute(
     json: bool,
 ) -> Result<String, String> {
     let cmd = grammar::parse(line).map_err(|e| e.to_string())?;
+    run_command(identity, handler, &cmd, json)
+}
+
+/// [`execute`] for a command already parsed.
+fn run_command(
+    identity: &Identity,
+    handler: &dyn ConsoleHandler,
+    cmd: &Command,
+    json: bool,
+) -> Result<String, String> {
     let role = identity.role;
     if !cmd.scope().allows(role.scope()) {
         return Err(match role {
@@ -619,12 +670,12 @@ pub fn execute(
             ),
         });
     }
-    if let Command::Listen { group } = &cmd {
+    if let Command::Listen { group } = cmd {
         return Err(format!(
             "'listen {group}' streams messages; run it as 'cohortctl listen {group}'"
         ));
     }
-    let local: Option<Box<dyn Render>> = match &cmd {
+    let local: Option<Box<dyn Render>> = match cmd {
         Command::Help => Some(Box::new(Help::for_role(role.scope(), false))),
         Command::Version => Some(Box::new(Version::current())),
         Command::Cluster(ClusterCommand::Help) => Some(Box::new(Help::for_role(Scope::Node, true))),
@@ -636,7 +687,7 @@ pub fn execute(
     if let Some(item) = local {
         return Ok(render(item.as_ref(), json));
     }
-    match catch_unwind(AssertUnwindSafe(|| handler.handle(&cmd, json))) {
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(cmd, json))) {
         Ok(r) => r,
         Err(_) => {
             tracing::error!(command = %cmd, "console handler panicked");

@@ -1,10 +1,12 @@
 //! The node's answers to console commands, from the status the event loop keeps current.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohort_engine::console::render::render;
+use cohort_engine::console::shared_ops::SharedUpdate;
 use cohort_engine::console::status::{
     ArpTable, ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
 };
@@ -189,6 +191,15 @@ impl NodeConsole {
         Ok(NodeAddr { address: addr })
     }
 
+    /// The answer to an update; when it made its object's batch due (`max_pending`), the event
+    /// loop is woken to send it.
+    fn updated(&self, due: bool, json: bool) -> Cow<'static, str> {
+        if due {
+            let _ = self.shared.waker.wake();
+        }
+        Cow::Borrowed(if json { "{\"ok\":true}\n" } else { "OK\n" })
+    }
+
     /// An application's operation on a replicated object (`cluster shared cidr|gauge|...`):
     /// the same calls as `Shared::objects` in the process. Updates answer `OK`; when one makes
     /// its object's batch due (`max_pending`), the event loop is woken to send it.
@@ -198,16 +209,7 @@ impl NodeConsole {
         let now = super::runtime::wall();
         let view = |local: bool| if local { View::Local } else { View::Global };
         let e = |e: replicate::ReplicateError| e.to_string();
-        let due = |due: bool| {
-            if due {
-                let _ = self.shared.waker.wake();
-            }
-            Ok(if json {
-                "{\"ok\":true}\n".to_owned()
-            } else {
-                "OK\n".to_owned()
-            })
-        };
+        let due = |due: bool| Ok(self.updated(due, json).into_owned());
         let number = |n: i64| {
             Ok(if json {
                 format!("{{\"value\":{n}}}\n")
@@ -357,6 +359,21 @@ impl ConsoleHandler for NodeConsole {
         json: bool,
     ) -> Result<Box<dyn crate::console::ListenSource>, String> {
         super::control::listen(&self.shared, group, json)
+    }
+
+    /// The hot updates of `cluster shared cidr|gauge incr|decr`: the same calls as
+    /// [`NodeConsole::shared_op`], without building the command or the answer.
+    fn update(&self, u: &SharedUpdate<'_>, json: bool) -> Result<Cow<'static, str>, String> {
+        let objects = &self.shared.objects;
+        let now = super::runtime::wall();
+        let due = match *u {
+            SharedUpdate::Cidr { object, net, delta } => objects.cidr_add(object, net, delta, now),
+            SharedUpdate::Gauge { object, key, delta } => {
+                objects.gauge_add(object, key, delta, now)
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(self.updated(due, json))
     }
 
     fn handle(&self, cmd: &Command, json: bool) -> Result<String, String> {
