@@ -103,6 +103,8 @@ pub struct DataPlaneStats {
     pub stale_removed: u64,
     pub arp_frames_sent: u64,
     pub errors: u64,
+    /// Interfaces with the XDP fast path attached.
+    pub xdp_attached: u64,
     /// Why XDP is not in use on an interface, if it is not.
     pub xdp_unavailable: BTreeMap<String, String>,
 }
@@ -175,6 +177,7 @@ impl DataPlane {
                     }
                     tracing::info!(%iface, mode = ?fp.mode(), "XDP fast path attached");
                     dp.xdp.insert(iface.clone(), fp);
+                    dp.stats.xdp_attached += 1;
                 }
                 Err(e) => {
                     tracing::warn!(%iface, error = %e, "XDP unavailable; the kernel answers ARP");

@@ -381,3 +381,83 @@ fn shared_arp_cache_targets_the_client_and_xdp_stamps_are_fed() {
 fn owners_of(lab: &Lab, vip: Ipv4Addr) -> Vec<usize> {
     owners(lab, &[vip], &NODES).remove(0)
 }
+
+/// `xdp = native` on an interface whose driver has no native XDP (a bridge): the attach fails,
+/// one log line says so, the console counts the interface as unavailable, and the kernel's own
+/// ARP answers for the plumbed address.
+#[test]
+fn xdp_that_cannot_attach_leaves_arp_to_the_kernel() {
+    let Some(lab) = Lab::new("xdp_that_cannot_attach_leaves_arp_to_the_kernel", 2) else {
+        return;
+    };
+    // Node 1's address moves from its veth to a bridge above it: br0 is the Topology interface.
+    let ns = &lab.hosts[0].ns;
+    let addr = format!("{}/24", lab.hosts[0].addr);
+    for args in [
+        vec!["link", "add", "br0", "type", "bridge", "forward_delay", "0"],
+        vec!["link", "set", "eth0", "master", "br0"],
+        vec!["addr", "del", &addr, "dev", "eth0"],
+        vec!["addr", "add", &addr, "dev", "br0"],
+        vec!["link", "set", "br0", "up"],
+    ] {
+        let out = run(Command::new("ip").args(["-n", ns]).args(&args));
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+    let o = lab.hosts[0].addr.octets();
+    let vip = Ipv4Addr::new(o[0], o[1], o[2], 77);
+    let binding = format!("Binding \"vip\" {{ Enable_Duravip = true Bind_Address = \"{vip}\" }}\n");
+    let opts = format!(
+        "  view_mature_time = 0.5\n  xdp = native\n  \
+         Topology \"{}.{}.{}.0/24\" {{ interface = \"br0\" }}",
+        o[0], o[1], o[2]
+    );
+    let mut c = support::cluster::cluster(&lab, &binding)
+        .with_peers(1)
+        .with_cluster_options(&opts);
+    c.start(0);
+    c.wait_members(0, &[0]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let on_bridge = || {
+        let out = run(Command::new("ip").args(["-n", ns, "-4", "addr", "show", "dev", "br0"]));
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{vip}/32"))
+    };
+    while !on_bridge() {
+        assert!(Instant::now() < deadline, "{vip} never plumbed on br0");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run(Command::new("ip").args(["-n", ns, "link", "show", "br0"]));
+    let bridge_mac = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("br0's MAC")
+        .to_owned();
+    assert_eq!(
+        arping(&lab, 1, vip).as_deref(),
+        Some(bridge_mac.as_str()),
+        "the kernel answers for {vip} with the bridge's MAC"
+    );
+    let counters = c.counters(0);
+    assert_eq!(
+        (
+            counters["xdp_interfaces_attached"].as_u64(),
+            counters["xdp_interfaces_unavailable"].as_u64(),
+            counters["xdp_arp_replied"].as_u64(),
+        ),
+        (Some(0), Some(1), Some(0)),
+        "{counters}"
+    );
+    // One line, and only one, however long the node runs (the reconciliation does not retry).
+    std::thread::sleep(Duration::from_secs(2));
+    let log = cohort::lab::procs::read(&c.log(0));
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("XDP unavailable"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("br0") && lines[0].contains("the kernel answers ARP"),
+        "{}",
+        lines[0]
+    );
+}

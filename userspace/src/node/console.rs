@@ -147,6 +147,16 @@ impl NodeConsole {
                 ),
                 ("xdp_arrivals_fed".into(), s.xdp_arrivals_fed),
                 (
+                    "xdp_interfaces_attached".into(),
+                    s.dataplane.as_ref().map_or(0, |d| d.xdp_attached),
+                ),
+                (
+                    "xdp_interfaces_unavailable".into(),
+                    s.dataplane
+                        .as_ref()
+                        .map_or(0, |d| d.xdp_unavailable.len() as u64),
+                ),
+                (
                     "duravip_acquired".into(),
                     s.dataplane.as_ref().map_or(0, |d| d.acquired),
                 ),
