@@ -350,6 +350,16 @@ fn kill_nine_takes_exactly_its_contribution() {
         .as_deref(),
         Some("false")
     );
+    assert_eq!(
+        ask(
+            &c,
+            2,
+            "cluster shared throttle tarpit shared_named_throttles burst"
+        )
+        .as_deref(),
+        Some("0"),
+        "within budget: no delay"
+    );
     run_all(
         &c,
         0,
@@ -366,6 +376,15 @@ fn kill_nine_takes_exactly_its_contribution() {
         "cluster shared throttle check shared_named_throttles burst",
         "true",
     );
+    // Over budget: the tarpit is what is left of the window (of 10^8 seconds).
+    let wait: f64 = ask(
+        &c,
+        2,
+        "cluster shared throttle tarpit shared_named_throttles burst",
+    )
+    .and_then(|b| b.parse().ok())
+    .expect("seconds");
+    assert!(wait > 0.0 && wait <= 1e8, "{wait}");
     wait_answer(
         &c,
         1,

@@ -888,6 +888,22 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
+        "Seconds to delay an event of an over-budget throttle (0 within budget).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("throttle"),
+            K("tarpit"),
+            A(Arg::Object),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::ThrottleTarpit {
+            object: c.name(),
+            name: c.name()
+        })
+    ),
+    form!(
+        Node,
         "Write a cache key (never expires).",
         [
             K("cluster"),

@@ -9,6 +9,7 @@
 //! cluster shared throttle create <object> <key> <rate>      N or N/SECONDS, cluster-wide
 //! cluster shared throttle inc <object> <key> [<n>]
 //! cluster shared throttle check <object> <key>              "true" when over budget
+//! cluster shared throttle tarpit <object> <key>             seconds to delay, 0 within budget
 //! cluster shared cache set <object> <key> <value> [<ttl>]
 //! cluster shared cache get <object> <key>
 //! cluster shared series add <object> <series> <item> [<n>]  item: an address, a block or a word
@@ -65,6 +66,8 @@ pub enum SharedOp {
     },
     /// `throttle check`: whether the throttle is over budget.
     ThrottleCheck { object: String, name: String },
+    /// `throttle tarpit`: how long to delay the event, zero when within budget.
+    ThrottleTarpit { object: String, name: String },
     /// `cache set`: `ttl` seconds to live, 0 = never expires.
     CacheSet {
         object: String,
@@ -170,6 +173,7 @@ impl fmt::Display for SharedOp {
                 write!(f, "throttle inc {object} {name}{}", amount(*n))
             }
             S::ThrottleCheck { object, name } => write!(f, "throttle check {object} {name}"),
+            S::ThrottleTarpit { object, name } => write!(f, "throttle tarpit {object} {name}"),
             S::CacheSet {
                 object,
                 key,
@@ -339,6 +343,20 @@ mod tests {
             Ok(Command::Cluster(ClusterCommand::SharedOp(op))) => op,
             other => panic!("{line}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn tarpit_parses_and_prints_back() {
+        let line = "cluster shared throttle tarpit shared_named_throttles per-customer";
+        let got = op(line);
+        assert_eq!(
+            got,
+            SharedOp::ThrottleTarpit {
+                object: "shared_named_throttles".into(),
+                name: "per-customer".into()
+            }
+        );
+        assert_eq!(format!("cluster shared {got}"), line);
     }
 
     #[test]

@@ -151,22 +151,78 @@ impl Sums {
         }
     }
 
-    /// Own (per-key) amounts: what a departure subtracts.
-    fn own_entries(&self) -> Vec<(Key, i64)> {
-        match self {
-            Sums::Cidr(tree) => tree
-                .own_entries()
-                .into_iter()
-                .map(|(n, v)| (Key::Net(n), v))
-                .collect(),
-            Sums::Table(table) => table.entries(),
-        }
-    }
-
     fn rows(&self) -> Rows {
         match self {
             Sums::Cidr(tree) => Rows::Cidr(tree.entries()),
             Sums::Table(table) => Rows::Table(table.entries()),
+        }
+    }
+}
+
+/// Another member's contribution to one summed object: its own amount per key. Only the
+/// replicator's thread writes it, so it is a plain map, one probe per update, rather than a
+/// second tree to walk; `cluster shared show ... from <node>` builds the tree when asked.
+#[derive(Debug)]
+struct Contribution {
+    /// CIDR keys (`Key::Net`), or table keys (`Key::Text`, `Key::Series`).
+    cidr: bool,
+    own: HashMap<Key, i64, foldhash::fast::RandomState>,
+}
+
+impl Contribution {
+    fn for_shape(shape: Shape) -> Option<Contribution> {
+        let cidr = match shape {
+            Shape::CidrTree => true,
+            Shape::GaugeTable | Shape::Throttles | Shape::Series => false,
+            Shape::Cache => return None,
+        };
+        Some(Contribution {
+            cidr,
+            own: HashMap::default(),
+        })
+    }
+
+    /// Adds `delta` to `key`; `false` if the key does not fit this object (as [`Sums::add`]).
+    fn add(&mut self, key: &Key, delta: i64) -> bool {
+        let key = match key {
+            Key::Net(net) if self.cidr => std::borrow::Cow::Owned(Key::Net(net.trunc())),
+            Key::Text(_) | Key::Series { .. } if !self.cidr => std::borrow::Cow::Borrowed(key),
+            _ => return false,
+        };
+        match self.own.get_mut(key.as_ref()) {
+            Some(v) => *v = v.wrapping_add(delta),
+            None => {
+                self.own.insert(key.into_owned(), delta);
+            }
+        }
+        true
+    }
+
+    /// The non-zero amounts: what a departure subtracts.
+    fn own_entries(&self) -> Vec<(Key, i64)> {
+        self.own
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// What `cluster shared show <object> from <member>` prints: the member's tree (built
+    /// from its amounts) or its table sorted by key.
+    fn rows(&self) -> Rows {
+        if self.cidr {
+            let tree = CidrTree::new();
+            let guard = cidr::pin();
+            for (key, v) in &self.own {
+                if let Key::Net(net) = key {
+                    tree.add_with(*net, *v, &guard);
+                }
+            }
+            Rows::Cidr(tree.entries())
+        } else {
+            let mut rows = self.own_entries();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            Rows::Table(rows)
         }
     }
 }
@@ -612,7 +668,7 @@ pub struct Replicator {
     objects: Arc<Objects>,
     view: Vec<MemberId>,
     /// Other live members' contributions, per object.
-    members: BTreeMap<MemberId, BTreeMap<String, Sums>>,
+    members: BTreeMap<MemberId, BTreeMap<String, Contribution>>,
     /// This node's contribution as announced so far (sum objects), for snapshots.
     sent: BTreeMap<String, HashMap<Key, i64, foldhash::fast::RandomState>>,
     outbox: VecDeque<Transmit>,
@@ -855,7 +911,7 @@ impl Replicator {
                     let sums = match contribution {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::btree_map::Entry::Vacant(e) => {
-                            match Sums::for_shape(obj.settings.kind.shape()) {
+                            match Contribution::for_shape(obj.settings.kind.shape()) {
                                 Some(s) => e.insert(s),
                                 None => continue,
                             }
@@ -865,13 +921,11 @@ impl Replicator {
                         for (key, own) in sums.own_entries() {
                             global.add(&key, -own);
                         }
-                        if let Some(fresh) = Sums::for_shape(obj.settings.kind.shape()) {
-                            *sums = fresh;
-                        }
+                        sums.own.clear();
                     }
                     for update in section.updates {
                         match update.op {
-                            Op::Add(delta) if sums.add_with(&update.key, delta, &guard) => {
+                            Op::Add(delta) if sums.add(&update.key, delta) => {
                                 global.add_with(&update.key, delta, &guard);
                                 self.stats.updates_in += 1;
                             }
@@ -1005,9 +1059,9 @@ impl Replicator {
                     }
                 }
             }
-            for contribution in self.members.values() {
-                if let Some(Sums::Table(t)) = contribution.get(&obj.settings.name) {
-                    t.retain(keep);
+            for contribution in self.members.values_mut() {
+                if let Some(c) = contribution.get_mut(&obj.settings.name) {
+                    c.own.retain(|k, _| keep(k));
                 }
             }
             if let Some(sent) = self.sent.get_mut(&obj.settings.name) {
@@ -1066,7 +1120,7 @@ impl Replicator {
                 Some(m) if *m == self.objects.me => local.rows(),
                 Some(m) => match self.members.get(m).and_then(|c| c.get(object)) {
                     Some(sums) => sums.rows(),
-                    None => Sums::for_shape(obj.settings.kind.shape())
+                    None => Contribution::for_shape(obj.settings.kind.shape())
                         .map(|s| s.rows())
                         .unwrap_or(Rows::Table(Vec::new())),
                 },
@@ -1084,8 +1138,8 @@ impl Replicator {
         }
     }
 
-    /// Frees what zero counts hold: gauge keys back at zero everywhere, zero-count nodes of the
-    /// other members' CIDR trees (rebuilt from their own counts; only this thread writes them),
+    /// Frees what zero counts hold: gauge keys back at zero everywhere, zero amounts of the
+    /// other members' contributions (only this thread writes them),
     /// and in this node's own and global CIDR trees, which application threads write meanwhile,
     /// what [`CidrTree::prune`] can remove safely (zero host prefixes and short prefixes; zero
     /// summing branch points stay). Counts are unchanged; call it from the driver now and then.
@@ -1103,17 +1157,8 @@ impl Replicator {
             }
         }
         for contribution in self.members.values_mut() {
-            for sums in contribution.values_mut() {
-                match sums {
-                    Sums::Table(t) => t.retain_nonzero(),
-                    Sums::Cidr(tree) => {
-                        let fresh = CidrTree::new();
-                        for (net, own) in tree.own_entries() {
-                            fresh.add(net, own);
-                        }
-                        *tree = fresh;
-                    }
-                }
+            for c in contribution.values_mut() {
+                c.own.retain(|_, v| *v != 0);
             }
         }
     }

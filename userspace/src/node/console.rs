@@ -265,6 +265,15 @@ impl NodeConsole {
                     format!("{over}\n")
                 })
             }
+            SharedOp::ThrottleTarpit { object, name } => {
+                let wait = objects.throttle_tarpit(object, name, now).map_err(e)?;
+                let secs = wait.as_secs_f64();
+                Ok(if json {
+                    format!("{{\"seconds\":{secs}}}\n")
+                } else {
+                    format!("{secs}\n")
+                })
+            }
             SharedOp::CacheSet {
                 object,
                 key,
