@@ -285,6 +285,8 @@ fn msgc() -> impl Strategy<Value = MsgcServer> {
             if cluster_id % 2 == 1 {
                 m.udp_driver = UdpDriver::Uring;
             }
+            // -20..=19, from bits the other fields do not use.
+            m.loop_nice = (cluster_id >> 8) as i32 % 40 - 20;
             m
         })
 }

@@ -110,6 +110,27 @@ fn errors_print_file_line_col_and_exit_2() {
 }
 
 #[test]
+fn loop_nice_out_of_range_is_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("cohort.conf");
+    std::fs::write(&main, "cluster { }\nmsgc_server {\n  loop_nice = -21\n}\n").expect("write");
+    let out = cohortd()
+        .arg("--check-config")
+        .arg(&main)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).expect("utf8");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:3:15: 'loop_nice' must be between -20 and 19 (found -21)\n",
+            main.display()
+        )
+    );
+}
+
+#[test]
 fn missing_file_is_a_config_error() {
     let out = cohortd()
         .args(["--check-config", "/nonexistent/cohort.conf"])

@@ -317,3 +317,72 @@ fn replayed_datagrams_are_dropped_and_counted() {
     }
     c.wait_members(0, &[0, 1, 2]);
 }
+
+/// Field `n` (1-based, as proc(5) numbers them) of a task's `stat`.
+fn stat_field(stat: &str, n: usize) -> i64 {
+    // The command name may hold spaces; fields after it start at the last ')'.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    rest.split_whitespace()
+        .nth(n - 3)
+        .and_then(|f| f.parse().ok())
+        .expect("numeric field")
+}
+
+#[test]
+fn running_daemon_keeps_three_capabilities_and_a_raised_loop() {
+    let Some(lab) = Lab::new(
+        "running_daemon_keeps_three_capabilities_and_a_raised_loop",
+        1,
+    ) else {
+        return;
+    };
+    let mut c = support::cluster::cluster(&lab, "");
+    c.start(0);
+    c.wait_members(0, &[0]);
+    // A console connection is open, so its thread exists too.
+    let _ = c.ctl(0, "cluster info", false);
+    let pid = c.nodes[0].as_ref().expect("running").id();
+    // CAP_NET_ADMIN (12), CAP_NET_RAW (13), CAP_BPF (39).
+    let runtime: u64 = (1 << 12) | (1 << 13) | (1 << 39);
+    let mut tasks = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let dir = task.expect("task").path();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        if status.is_empty() || stat.is_empty() {
+            continue; // the thread ended meanwhile
+        }
+        let cap = |name: &str| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .expect("cap line");
+            u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+        };
+        let name = status.lines().next().unwrap_or("").to_owned();
+        assert_eq!(cap("CapEff:"), runtime, "{}: {name}", dir.display());
+        assert_eq!(cap("CapPrm:"), runtime, "{}: {name}", dir.display());
+        assert_eq!(cap("CapInh:"), 0, "{}: {name}", dir.display());
+        let tid: u32 = dir
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.parse().ok())
+            .expect("tid");
+        // Field 19 is the nice value: the event loop runs on the main thread at loop_nice
+        // (default -4); the console's and every other thread at the default.
+        let nice = stat_field(&stat, 19);
+        if tid == pid {
+            let log = support::cluster::read(&c.log(0));
+            assert_eq!(nice, -4, "the event loop's nice: {stat}\n{log}");
+        } else {
+            assert_eq!(nice, 0, "every other thread at the default: {name}: {stat}");
+        }
+        tasks += 1;
+    }
+    assert!(
+        tasks >= 3,
+        "the loop, the console acceptor and a connection"
+    );
+    let log = support::cluster::read(&c.log(0));
+    assert!(log.contains("event loop priority set"), "{log}");
+}

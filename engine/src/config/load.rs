@@ -102,6 +102,7 @@ const MSGC_OPTIONS: &[&str] = &[
     "max_queue",
     "cluster_id",
     "udp_driver",
+    "loop_nice",
 ];
 
 /// Plain edit distance, for suggestions on misspelt option names.
@@ -988,6 +989,7 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
             }
             "max_queue" => m.max_queue = u32_in(key, v, 1, u32::MAX)?,
             "cluster_id" => m.cluster_id = u32_in(key, v, 0, u32::MAX)?,
+            "loop_nice" => m.loop_nice = integer(key, v, -20, 19)? as i32,
             "udp_driver" => {
                 let s = string(key, v)?;
                 m.udp_driver = match s.to_ascii_lowercase().as_str() {

@@ -389,6 +389,9 @@ pub struct MsgcServer {
     pub cluster_id: u32,
     /// Cohort: the UDP driver. Default syscall.
     pub udp_driver: UdpDriver,
+    /// Cohort: nice value of the event loop's thread (transport, failure detector,
+    /// replication), -20..=19; 0 leaves it as started. Default -4.
+    pub loop_nice: i32,
     pub extra: Vec<Extra>,
 }
 
@@ -413,6 +416,7 @@ impl Default for MsgcServer {
             max_queue: 65536,
             cluster_id: 0,
             udp_driver: UdpDriver::Syscall,
+            loop_nice: -4,
             extra: Vec::new(),
         }
     }

@@ -172,6 +172,7 @@ fn msgc(w: &mut Writer, m: &MsgcServer) {
     w.num("max_queue", m.max_queue);
     w.num("cluster_id", m.cluster_id);
     w.str("udp_driver", m.udp_driver.name());
+    w.num("loop_nice", m.loop_nice);
     for e in &m.extra {
         w.extra(e);
     }

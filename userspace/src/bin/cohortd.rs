@@ -101,6 +101,9 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // This thread runs the event loop (node.run below): its priority is raised while
+    // CAP_SYS_NICE is still held; the threads started from here on go back to the default.
+    cohort::node::runtime::set_thread_nice(cfg.msgc_server.loop_nice);
     // Everything that needed more privilege is set up: keep only what DuraVIP needs at run time,
     // before the console starts its threads (capabilities are per thread and inherited).
     if let Err(e) = cohort::privileges::keep_only_runtime_caps() {

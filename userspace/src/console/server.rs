@@ -270,7 +270,10 @@ impl ConsoleServer {
         let acc_shared = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
             .name("console-accept".into())
-            .spawn(move || accept_loop(listeners, wake_rx, acc_shared, dispatcher, max))
+            .spawn(move || {
+                crate::node::runtime::default_thread_nice();
+                accept_loop(listeners, wake_rx, acc_shared, dispatcher, max)
+            })
             .map_err(|source| ServerError::Io {
                 what: "cannot start the acceptor thread",
                 source,

@@ -20,7 +20,10 @@ impl Worker {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run(flag))?;
+            .spawn(move || {
+                crate::node::runtime::default_thread_nice();
+                run(flag)
+            })?;
         Ok(Worker {
             stop,
             thread: Some(thread),

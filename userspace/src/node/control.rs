@@ -89,6 +89,7 @@ pub fn spawn_node_worker(
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            super::runtime::default_thread_nice();
             let span = tracing::info_span!("control", node = %identity.nodename);
             let _entered = span.enter();
             while let Ok(d) = rx.recv() {

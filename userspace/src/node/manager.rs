@@ -117,7 +117,10 @@ impl ManagerConsole {
         let collector = Arc::clone(&m);
         std::thread::Builder::new()
             .name("control-answers".into())
-            .spawn(move || collector.collect(rx))?;
+            .spawn(move || {
+                super::runtime::default_thread_nice();
+                collector.collect(rx)
+            })?;
         Ok(m)
     }
 
