@@ -7,6 +7,19 @@ fn cohortd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cohortd"))
 }
 
+/// `cohortd --check-config` on a file holding `text`: the exit code, stderr and the file's path.
+fn check_text(dir: &Path, text: &str) -> (Option<i32>, String, PathBuf) {
+    let f = dir.join("cohort.conf");
+    std::fs::write(&f, text).expect("write");
+    let out = cohortd()
+        .arg("--check-config")
+        .arg(&f)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, f)
+}
+
 fn shared_example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/examples/momentum-default-cluster.conf")
@@ -112,20 +125,16 @@ fn errors_print_file_line_col_and_exit_2() {
 #[test]
 fn loop_nice_out_of_range_is_located() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let main = dir.path().join("cohort.conf");
-    std::fs::write(&main, "cluster { }\nmsgc_server {\n  loop_nice = -21\n}\n").expect("write");
-    let out = cohortd()
-        .arg("--check-config")
-        .arg(&main)
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).expect("utf8");
+    let (code, stderr, f) = check_text(
+        dir.path(),
+        "cluster { }\nmsgc_server {\n  loop_nice = -21\n}\n",
+    );
+    assert_eq!(code, Some(2));
     assert_eq!(
         stderr,
         format!(
             "{}:3:15: 'loop_nice' must be between -20 and 19 (found -21)\n",
-            main.display()
+            f.display()
         )
     );
 }
@@ -147,15 +156,8 @@ fn missing_file_is_a_config_error() {
 #[test]
 fn ignored_mta_options_are_reported_on_stderr_and_not_fatal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = dir.path().join("mta.conf");
-    std::fs::write(&f, "spool_base = \"/var/spool\"\ncluster { }\n").expect("write");
-    let out = cohortd()
-        .arg("--check-config")
-        .arg(&f)
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr, f) = check_text(dir.path(), "spool_base = \"/var/spool\"\ncluster { }\n");
+    assert_eq!(code, Some(0));
     assert_eq!(
         stderr,
         format!(
