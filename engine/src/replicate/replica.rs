@@ -208,14 +208,22 @@ impl Contribution {
     }
 
     /// What `cluster shared show <object> from <member>` prints: the member's tree (built
-    /// from its amounts) or its table sorted by key.
+    /// from its amounts; a path-compressed trie has one shape for one set of keys, whatever
+    /// the order they came in) or its table sorted by key.
     fn rows(&self) -> Rows {
         if self.cidr {
             let tree = CidrTree::new();
             let guard = cidr::pin();
             for (key, v) in &self.own {
                 if let Key::Net(net) = key {
-                    tree.add_with(*net, *v, &guard);
+                    if *v == 0 {
+                        // A key back at zero still has its node (and the branch point above
+                        // it) until compaction, as in Momentum's trees: add and take away.
+                        tree.add_with(*net, 1, &guard);
+                        tree.add_with(*net, -1, &guard);
+                    } else {
+                        tree.add_with(*net, *v, &guard);
+                    }
                 }
             }
             Rows::Cidr(tree.entries())
