@@ -64,10 +64,10 @@ impl Waker {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from an eventfd we own.
         let n = unsafe { libc::read(self.fd(), (&mut v as *mut u64).cast(), 8) };
-        // After the read: a wake between the read and this store is covered by the driver
-        // looking at the work next; a wake after it writes the eventfd again.
-        // A swap rather than a store: it reads the flag written by the skipped wakes' swaps,
-        // so their changes happen before the driver's look at the work.
+        // After the read: a wake between the read and this swap is covered by the driver
+        // looking at the work next; a wake after it writes the eventfd again. A swap rather
+        // than a store: it reads the flag written by the skipped wakes' swaps, so their changes
+        // happen before the driver's look at the work.
         self.0.signalled.swap(false, Ordering::AcqRel);
         n == 8 && v > 0
     }

@@ -268,10 +268,8 @@ impl ConsoleServer {
         });
         let max = cfg.max_connections.max(1);
         let acc_shared = Arc::clone(&shared);
-        let acceptor = std::thread::Builder::new()
-            .name("console-accept".into())
-            .spawn(move || {
-                crate::node::runtime::default_thread_nice();
+        let acceptor =
+            crate::node::runtime::spawn_daemon_thread("console-accept".into(), move || {
                 accept_loop(listeners, wake_rx, acc_shared, dispatcher, max)
             })
             .map_err(|source| ServerError::Io {
@@ -614,13 +612,7 @@ impl Dispatcher {
             .then(|| shared_ops::parse_update(req.line))
             .flatten();
         let result = match fast {
-            Some(u) => match catch_unwind(AssertUnwindSafe(|| self.handler.update(&u, req.json))) {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::error!(command = req.line, "console handler panicked");
-                    Err(format!("internal error while running '{}'", req.line))
-                }
-            },
+            Some(u) => guarded(&req.line, || self.handler.update(&u, req.json)),
             None => match grammar::parse(req.line) {
                 Ok(Command::Listen { group }) => return Answered::Listen(group),
                 Ok(cmd) => run_command(&self.identity, self.handler.as_ref(), &cmd, req.json)
@@ -690,11 +682,17 @@ fn run_command(
     if let Some(item) = local {
         return Ok(render(item.as_ref(), json));
     }
-    match catch_unwind(AssertUnwindSafe(|| handler.handle(cmd, json))) {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::error!(command = %cmd, "console handler panicked");
-            Err(format!("internal error while running '{cmd}'"))
-        }
-    }
+    guarded(cmd, || handler.handle(cmd, json))
+}
+
+/// Runs a handler call for `command`; a panic there is caught, logged and reported as an
+/// internal error, and the connection stays usable.
+fn guarded<T>(
+    command: &dyn std::fmt::Display,
+    call: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        tracing::error!(command = %command, "console handler panicked");
+        Err(format!("internal error while running '{command}'"))
+    })
 }

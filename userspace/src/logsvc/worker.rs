@@ -18,12 +18,7 @@ impl Worker {
     ) -> std::io::Result<Worker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                crate::node::runtime::default_thread_nice();
-                run(flag)
-            })?;
+        let thread = crate::node::runtime::spawn_daemon_thread(name.to_owned(), move || run(flag))?;
         Ok(Worker {
             stop,
             thread: Some(thread),

@@ -228,15 +228,29 @@ impl NodeConsole {
             })
         };
         match op {
-            SharedOp::CidrAdd { object, net, delta } => {
-                due(objects.cidr_add(object, *net, *delta, now).map_err(e)?)
-            }
+            SharedOp::CidrAdd { object, net, delta } => self
+                .update(
+                    &SharedUpdate::Cidr {
+                        object,
+                        net: *net,
+                        delta: *delta,
+                    },
+                    json,
+                )
+                .map(Cow::into_owned),
             SharedOp::CidrCount { object, net, local } => {
                 number(objects.cidr_count(object, *net, view(*local)).map_err(e)?)
             }
-            SharedOp::GaugeAdd { object, key, delta } => {
-                due(objects.gauge_add(object, key, *delta, now).map_err(e)?)
-            }
+            SharedOp::GaugeAdd { object, key, delta } => self
+                .update(
+                    &SharedUpdate::Gauge {
+                        object,
+                        key,
+                        delta: *delta,
+                    },
+                    json,
+                )
+                .map(Cow::into_owned),
             SharedOp::GaugeGet { object, key, local } => {
                 number(objects.gauge_get(object, key, view(*local)).map_err(e)?)
             }

@@ -86,23 +86,20 @@ pub fn spawn_node_worker(
     handler: Arc<dyn ConsoleHandler>,
 ) -> std::io::Result<JoinHandle<()>> {
     let rx = subscribe(&shared);
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            super::runtime::default_thread_nice();
-            let span = tracing::info_span!("control", node = %identity.nodename);
-            let _entered = span.enter();
-            while let Ok(d) = rx.recv() {
-                match ControlMsg::decode(&d.payload) {
-                    Ok(ControlMsg::Command(c)) => answer(&shared, &identity, handler.as_ref(), c),
-                    // Answers go to the manager's private group, which a node never joins.
-                    Ok(ControlMsg::Answer(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(from = %d.sender.name, error = %e, "control message dropped")
-                    }
+    super::runtime::spawn_daemon_thread("control".into(), move || {
+        let span = tracing::info_span!("control", node = %identity.nodename);
+        let _entered = span.enter();
+        while let Ok(d) = rx.recv() {
+            match ControlMsg::decode(&d.payload) {
+                Ok(ControlMsg::Command(c)) => answer(&shared, &identity, handler.as_ref(), c),
+                // Answers go to the manager's private group, which a node never joins.
+                Ok(ControlMsg::Answer(_)) => {}
+                Err(e) => {
+                    tracing::warn!(from = %d.sender.name, error = %e, "control message dropped")
                 }
             }
-        })
+        }
+    })
 }
 
 fn answer(shared: &Shared, identity: &Identity, handler: &dyn ConsoleHandler, c: CommandMsg) {

@@ -115,12 +115,9 @@ impl ManagerConsole {
             timeout: ANSWER_TIMEOUT,
         });
         let collector = Arc::clone(&m);
-        std::thread::Builder::new()
-            .name("control-answers".into())
-            .spawn(move || {
-                super::runtime::default_thread_nice();
-                collector.collect(rx)
-            })?;
+        super::runtime::spawn_daemon_thread("control-answers".into(), move || {
+            collector.collect(rx)
+        })?;
         Ok(m)
     }
 

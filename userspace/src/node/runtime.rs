@@ -1196,10 +1196,23 @@ pub fn set_thread_nice(nice: i32) {
     }
 }
 
+/// Starts a daemon thread named `name` (the console, the control worker, the log service) at
+/// the process's own priority: a thread inherits its creator's nice value, and the threads
+/// `cohortd` starts come from the event loop's thread, raised by [`set_thread_nice`].
+pub fn spawn_daemon_thread<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        default_thread_nice();
+        f()
+    })
+}
+
 /// Puts the calling thread back to the nice value the process started with, when
 /// [`set_thread_nice`] raised the thread that started it (a daemon thread other than the loop:
 /// the console, the control worker, the log service). Raising a nice value needs no privilege.
-pub fn default_thread_nice() {
+fn default_thread_nice() {
     let base = BASE_NICE.load(std::sync::atomic::Ordering::SeqCst);
     if base == i32::MIN || thread_nice().is_ok_and(|n| n == base) {
         return;
