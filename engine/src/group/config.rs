@@ -28,6 +28,10 @@ pub struct GroupConfig {
     /// `max_unstable_bytes`: payload bytes a sender may have sent but not yet known received by
     /// every member; past it, `send` says "would block". Default 4 MiB.
     pub max_unstable_bytes: usize,
+    /// `max_message_size` (Cohort extension): the largest message `send` takes, in bytes. Larger
+    /// than a datagram, a message is cut into pieces and put back together by the group layer.
+    /// Default 16 MiB.
+    pub max_message_size: usize,
     /// `max_queue`: messages a receiver buffers per sender ahead of delivery; more is dropped and
     /// recovered by retransmission later. Default 65536.
     pub max_queue: usize,
@@ -51,6 +55,7 @@ impl Default for GroupConfig {
             cluster_key: None,
             mtu: 1400,
             max_unstable_bytes: 4_194_304,
+            max_message_size: 16 << 20,
             max_queue: 65_536,
             heartbeats_per_sec: 1,
             heartbeat_start_delay: Duration::from_secs(15),

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::group::fragment::{Absorbed, Reassembly};
 use crate::group::wire::Item;
 
 /// An item handed to the layer above.
@@ -52,6 +53,19 @@ struct Stream {
     known_high: u64,
     /// Every member holds every item up to this one.
     stable: u64,
+    /// The message whose pieces this stream delivered so far (see [`crate::group::fragment`]).
+    reassembly: Reassembly,
+}
+
+/// What reassembly refused (see [`ViewStreams::take_fragment_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FragmentStats {
+    /// Messages refused because they announced more than `max_message_size` bytes.
+    pub refused: u64,
+    /// Messages dropped because a piece did not continue them exactly.
+    pub inconsistent: u64,
+    /// Messages put back together from pieces.
+    pub reassembled: u64,
 }
 
 /// The streams of every member of one view, as one member sees them.
@@ -65,11 +79,15 @@ pub struct ViewStreams {
     sequenced: Vec<u64>,
     unstable_bytes: usize,
     max_queue: u64,
+    max_message: usize,
+    stats: FragmentStats,
 }
 
 impl ViewStreams {
-    /// Empty streams for a view of `n` members, seen by member `me`.
-    pub fn new(n: usize, me: usize, max_queue: usize) -> ViewStreams {
+    /// Empty streams for a view of `n` members, seen by member `me`; a receiver buffers at most
+    /// `max_queue` items per sender ahead of delivery and reassembles messages of at most
+    /// `max_message` bytes.
+    pub fn new(n: usize, me: usize, max_queue: usize, max_message: usize) -> ViewStreams {
         ViewStreams {
             me,
             streams: vec![Stream::default(); n],
@@ -77,6 +95,43 @@ impl ViewStreams {
             sequenced: vec![0; n],
             unstable_bytes: 0,
             max_queue: max_queue.max(1) as u64,
+            max_message,
+            stats: FragmentStats::default(),
+        }
+    }
+
+    /// What reassembly counted since the last call.
+    pub fn take_fragment_stats(&mut self) -> FragmentStats {
+        std::mem::take(&mut self.stats)
+    }
+
+    /// Bytes held for partial messages, all senders together.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.streams.iter().map(|s| s.reassembly.held()).sum()
+    }
+
+    /// Stream `i`'s item `seq`, as the layer above sees it: a piece of a large message is taken
+    /// into the stream's reassembly (and yields the whole message when it is the last piece);
+    /// anything else is returned as it is. `None`: nothing to hand up.
+    fn take(&mut self, i: usize, seq: u64) -> Option<Item> {
+        let s = &mut self.streams[i];
+        let Item::Fragment(f) = s.items.get(&seq)? else {
+            return s.items.get(&seq).cloned();
+        };
+        match s.reassembly.absorb(f, self.max_message) {
+            Absorbed::Pending | Absorbed::Skipped => None,
+            Absorbed::Complete(item) => {
+                self.stats.reassembled += 1;
+                Some(item)
+            }
+            Absorbed::Refused => {
+                self.stats.refused += 1;
+                None
+            }
+            Absorbed::Inconsistent => {
+                self.stats.inconsistent += 1;
+                None
+            }
         }
     }
 
@@ -245,19 +300,22 @@ impl ViewStreams {
                                 progress = true;
                                 continue;
                             }
-                            if so.delivered + 1 != seq || so.contiguous < seq {
+                            if so.delivered + 1 != seq
+                                || so.contiguous < seq
+                                || !so.items.contains_key(&seq)
+                            {
                                 break;
                             }
-                            let Some(item) = so.items.get(&seq).cloned() else {
-                                break;
-                            };
+                            let item = self.take(o, seq);
                             self.streams[o].delivered = seq;
                             self.streams[0].delivered = next;
-                            out.push(Delivered {
-                                origin: o,
-                                seq,
-                                item,
-                            });
+                            if let Some(item) = item {
+                                out.push(Delivered {
+                                    origin: o,
+                                    seq,
+                                    item,
+                                });
+                            }
                             progress = true;
                         }
                         it if it.is_agreed() && i != 0 => {
@@ -273,14 +331,16 @@ impl ViewStreams {
                             }
                             break;
                         }
-                        it => {
-                            let item = it.clone();
+                        _ => {
+                            let item = self.take(i, next);
                             self.streams[i].delivered = next;
-                            out.push(Delivered {
-                                origin: i,
-                                seq: next,
-                                item,
-                            });
+                            if let Some(item) = item {
+                                out.push(Delivered {
+                                    origin: i,
+                                    seq: next,
+                                    item,
+                                });
+                            }
                             progress = true;
                         }
                     }
@@ -305,13 +365,14 @@ impl ViewStreams {
         for (i, c) in cut.iter().enumerate().take(self.streams.len()) {
             while self.streams[i].delivered < *c {
                 let next = self.streams[i].delivered + 1;
+                let item = self.take(i, next);
                 self.streams[i].delivered = next;
-                match self.streams[i].items.get(&next) {
+                match item {
                     Some(Item::Sequence { .. }) | None => {}
                     Some(item) => out.push(Delivered {
                         origin: i,
                         seq: next,
-                        item: item.clone(),
+                        item,
                     }),
                 }
             }
@@ -344,7 +405,7 @@ mod tests {
 
     #[test]
     fn fifo_waits_for_gaps_and_drops_duplicates() {
-        let mut v = ViewStreams::new(2, 0, 16);
+        let mut v = ViewStreams::new(2, 0, 16, 1 << 20);
         assert_eq!(v.receive(1, 2, app(Order::Fifo, 2)), Received::New);
         assert!(v.deliver(true).0.is_empty());
         assert_eq!(v.gaps(8), vec![(1, 1, 1)]);
@@ -357,7 +418,7 @@ mod tests {
     #[test]
     fn agreed_items_wait_for_the_leaders_sequence() {
         // Member 1's view: the leader (0) sequences member 2's agreed item.
-        let mut v = ViewStreams::new(3, 1, 16);
+        let mut v = ViewStreams::new(3, 1, 16, 1 << 20);
         v.receive(2, 1, app(Order::Agreed, 7));
         v.receive(2, 2, app(Order::Fifo, 8));
         assert!(v.deliver(true).0.is_empty(), "not the leader: waits");
@@ -367,7 +428,7 @@ mod tests {
 
     #[test]
     fn leader_sequences_in_sender_order() {
-        let mut v = ViewStreams::new(2, 0, 16);
+        let mut v = ViewStreams::new(2, 0, 16, 1 << 20);
         v.receive(1, 1, app(Order::Agreed, 1));
         v.receive(1, 2, app(Order::Agreed, 2));
         let (d, own) = v.deliver(true);
@@ -378,7 +439,7 @@ mod tests {
 
     #[test]
     fn cut_delivers_exactly_up_to_it() {
-        let mut v = ViewStreams::new(3, 1, 16);
+        let mut v = ViewStreams::new(3, 1, 16, 1 << 20);
         v.receive(2, 1, app(Order::Agreed, 1));
         v.receive(2, 2, app(Order::Fifo, 2));
         v.receive(2, 3, app(Order::Fifo, 3));
@@ -387,9 +448,74 @@ mod tests {
         assert_eq!(tags(&d), vec![9, 1, 2]);
     }
 
+    fn pieces(order: Order, len: usize, cap: usize) -> Vec<Item> {
+        let mut f = crate::group::fragment::Fragmenter::new("g".into(), order, vec![5; len], cap);
+        std::iter::from_fn(|| f.next_fragment())
+            .map(Item::Fragment)
+            .collect()
+    }
+
+    #[test]
+    fn a_large_message_is_delivered_whole_at_its_last_piece() {
+        let mut v = ViewStreams::new(2, 0, 16, 1 << 20);
+        let p = pieces(Order::Fifo, 300, 100);
+        for (k, it) in p.iter().enumerate() {
+            v.receive(1, k as u64 + 1, it.clone());
+        }
+        v.receive(1, 4, app(Order::Fifo, 4));
+        let d = v.deliver(true).0;
+        assert_eq!(d.len(), 2);
+        assert!(matches!(&d[0].item, Item::App { payload, .. } if payload.len() == 300));
+        assert_eq!(d[0].seq, 3, "delivered at the place of its last piece");
+        assert_eq!(v.take_fragment_stats().reassembled, 1);
+    }
+
+    #[test]
+    fn an_agreed_large_message_is_sequenced_once_by_its_last_piece() {
+        let mut v = ViewStreams::new(3, 0, 16, 1 << 20);
+        for (k, it) in pieces(Order::Agreed, 300, 100).into_iter().enumerate() {
+            v.receive(2, k as u64 + 1, it);
+        }
+        let (d, own) = v.deliver(true);
+        assert_eq!(own, vec![(1, Item::Sequence { origin: 2, seq: 3 })]);
+        assert!(matches!(
+            &d[..],
+            [Delivered {
+                origin: 2,
+                seq: 3,
+                item: Item::App { .. }
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_message_cut_short_by_the_flush_is_delivered_to_no_one() {
+        let mut v = ViewStreams::new(2, 1, 16, 1 << 20);
+        let p = pieces(Order::Fifo, 300, 100);
+        v.receive(0, 1, p[0].clone());
+        v.receive(0, 2, p[1].clone());
+        assert!(v.deliver_to_cut(&[2, 0]).is_empty());
+        assert_eq!(
+            v.reassembly_bytes(),
+            200,
+            "held only until the view's streams go"
+        );
+    }
+
+    #[test]
+    fn a_message_above_max_message_size_is_refused_and_counted() {
+        let mut v = ViewStreams::new(2, 0, 16, 250);
+        for (k, it) in pieces(Order::Fifo, 300, 100).into_iter().enumerate() {
+            v.receive(1, k as u64 + 1, it);
+        }
+        v.receive(1, 4, app(Order::Fifo, 4));
+        assert_eq!(tags(&v.deliver(true).0), vec![4]);
+        assert_eq!(v.take_fragment_stats().refused, 1);
+    }
+
     #[test]
     fn stability_frees_the_window() {
-        let mut v = ViewStreams::new(2, 0, 16);
+        let mut v = ViewStreams::new(2, 0, 16, 1 << 20);
         v.push_own(app(Order::Fifo, 1));
         v.deliver(true);
         assert!(v.unstable_bytes() > 0);

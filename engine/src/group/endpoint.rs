@@ -15,6 +15,7 @@ use crate::group::auth::{ClusterKey, MAC_LEN, ReplayWindow};
 use crate::group::config::GroupConfig;
 use crate::group::delivery::{Delivered, Received, ViewStreams};
 use crate::group::detector::{Detector, Verdict};
+use crate::group::fragment::Fragmenter;
 use crate::group::groups::{GroupTable, valid_group_name};
 use crate::group::heartbeat::HeartbeatMonitor;
 use crate::group::member::{MAX_NAME_LEN, MemberId};
@@ -27,6 +28,15 @@ use crate::group::wire::{self, Item, Message, Order, Packet, Repr};
 const NACK_BATCH: u64 = 256;
 /// How many other members a suspect's indirect probe asks.
 const INDIRECT_PROBES: usize = 3;
+/// Most data messages queued for one destination before the next piece of a large message enters
+/// the stream. This is the interleaving bound: anything this member queues after a piece (the
+/// leader's ordering entries, retransmissions) waits behind at most this many datagrams per
+/// destination, and protocol messages (probes, acknowledgements, NACKs, view changes) wait behind
+/// none, since they leave before data.
+pub const FRAGMENT_BURST: usize = 32;
+/// Bytes received since the last acknowledgement that make this member acknowledge at once,
+/// as a share of `max_unstable_bytes` (1/8): a large message keeps its sender's window open.
+const ACK_VOLUME_SHARE: usize = 8;
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +101,12 @@ pub enum SendError {
         /// `max_unstable_bytes`.
         limit: usize,
     },
-    /// The payload does not fit in one datagram.
-    #[error("payload of {len} bytes exceeds the {max} one datagram carries")]
+    /// The payload is larger than `max_message_size`.
+    #[error("payload of {len} bytes exceeds max_message_size ({max})")]
     TooLarge {
         /// Payload length.
         len: usize,
-        /// Largest payload for this group name and MTU.
+        /// `max_message_size`.
         max: usize,
     },
     /// Group names are 1 to 64 bytes.
@@ -163,6 +173,16 @@ pub struct Counters {
     pub views_installed: u64,
     /// Messages delivered to the layer above.
     pub messages_delivered: u64,
+    /// Messages this member sent in pieces (counted once per view they were started in).
+    pub messages_fragmented: u64,
+    /// Pieces of large messages this member put in its stream.
+    pub fragments_sent: u64,
+    /// Messages received in pieces and put back together.
+    pub messages_reassembled: u64,
+    /// Large messages refused because they announced more than `max_message_size` bytes.
+    pub reassembly_refused: u64,
+    /// Large messages dropped because a piece did not continue them exactly.
+    pub fragments_inconsistent: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -183,6 +203,32 @@ struct Leaving {
 struct Outgoing {
     view: ViewId,
     bytes: Vec<u8>,
+}
+
+/// What is queued for one destination: protocol messages leave before data.
+#[derive(Debug, Clone, Default)]
+struct DestQueue {
+    control: VecDeque<Outgoing>,
+    data: VecDeque<Outgoing>,
+}
+
+impl DestQueue {
+    fn front(&self) -> Option<&Outgoing> {
+        self.control.front().or_else(|| self.data.front())
+    }
+    fn pop_front(&mut self) -> Option<Outgoing> {
+        self.control.pop_front().or_else(|| self.data.pop_front())
+    }
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty()
+    }
+    fn push(&mut self, msg: &Message, out: Outgoing) {
+        if matches!(msg, Message::Data { .. }) {
+            self.data.push_back(out);
+        } else {
+            self.control.push_back(out);
+        }
+    }
 }
 
 /// One member's group-protocol state machine. See the module documentation of
@@ -207,14 +253,20 @@ pub struct Endpoint {
     heartbeat: HeartbeatMonitor,
     groups: GroupTable,
     my_groups: BTreeSet<String>,
-    pending: VecDeque<Item>,
-    pending_bytes: usize,
+    /// This member's items not in its stream yet, in send order: during a view change, and behind
+    /// a large message whose pieces are still going out.
+    outq: VecDeque<Item>,
+    outq_bytes: usize,
+    /// The large message whose pieces are entering the stream.
+    sending: Option<Fragmenter>,
+    /// Bytes of data received since this member last acknowledged.
+    unacked_bytes: usize,
     left: BTreeSet<MemberId>,
     /// Members removed because their heartbeat stopped: never followed or merged again.
     banned: BTreeSet<MemberId>,
     leaving: Option<Leaving>,
     closed: bool,
-    outbox: BTreeMap<String, VecDeque<Outgoing>>,
+    outbox: BTreeMap<String, DestQueue>,
     outbox_cursor: Option<String>,
     loopback: VecDeque<Message>,
     events: VecDeque<Event>,
@@ -270,7 +322,7 @@ impl Endpoint {
                 cfg.heartbeat_start_delay,
                 now,
             ),
-            streams: ViewStreams::new(1, 0, cfg.max_queue),
+            streams: ViewStreams::new(1, 0, cfg.max_queue, cfg.max_message_size),
             highest_accepted: view.id,
             view,
             my_index: 0,
@@ -281,8 +333,10 @@ impl Endpoint {
             max_epoch: 0,
             groups: GroupTable::default(),
             my_groups: BTreeSet::new(),
-            pending: VecDeque::new(),
-            pending_bytes: 0,
+            outq: VecDeque::new(),
+            outq_bytes: 0,
+            sending: None,
+            unacked_bytes: 0,
             left: BTreeSet::new(),
             banned: BTreeSet::new(),
             leaving: None,
@@ -383,11 +437,10 @@ impl Endpoint {
         if !valid_group_name(group) {
             return Err(SendError::GroupName(group.to_owned()));
         }
-        let max = self.cfg.mtu.saturating_sub(wire::app_overhead(group.len()));
-        if payload.len() > max {
+        if payload.len() > self.cfg.max_message_size || u32::try_from(payload.len()).is_err() {
             return Err(SendError::TooLarge {
                 len: payload.len(),
-                max,
+                max: self.cfg.max_message_size,
             });
         }
         self.submit(Item::App {
@@ -420,26 +473,108 @@ impl Endpoint {
         Ok(())
     }
 
+    /// The largest payload for `group` that one datagram carries from this member.
+    pub fn max_datagram_payload(&self, group: &str) -> usize {
+        let overhead = wire::app_overhead_for(self.me.name.len(), self.key.is_some(), group.len());
+        self.cfg.mtu.saturating_sub(overhead)
+    }
+
+    fn fragment_capacity(&self, group: &str) -> usize {
+        self.max_datagram_payload(group)
+            .saturating_sub(wire::FRAGMENT_EXTRA)
+            .max(1)
+    }
+
+    /// Bytes this member sent or queued that some member may still lack: what flow control counts.
+    pub fn unstable_bytes(&self) -> usize {
+        self.streams.unstable_bytes() + self.queued_bytes()
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.outq_bytes
+            + self
+                .sending
+                .as_ref()
+                .map_or(0, Fragmenter::remaining_weight)
+    }
+
+    /// Admits an item under flow control. A message larger than the whole window is admitted
+    /// when nothing else is queued ahead of it; its pieces then enter the stream as the window
+    /// allows.
     fn submit(&mut self, item: Item) -> Result<(), SendError> {
         if self.closed || self.leaving.is_some() {
             return Err(SendError::Closed);
         }
-        let unstable = self.streams.unstable_bytes() + self.pending_bytes;
+        let unstable = self.unstable_bytes();
         let w = item.weight();
-        if unstable + w > self.cfg.max_unstable_bytes || self.pending.len() >= self.cfg.max_queue {
-            return Err(SendError::WouldBlock {
-                unstable,
-                limit: self.cfg.max_unstable_bytes,
-            });
+        let limit = self.cfg.max_unstable_bytes;
+        let alone = self.outq.is_empty() && self.sending.is_none();
+        let over = unstable + w > limit && !(alone && w > limit);
+        if over || self.outq.len() >= self.cfg.max_queue {
+            return Err(SendError::WouldBlock { unstable, limit });
         }
-        if self.participation.is_some() {
-            self.pending_bytes += w;
-            self.pending.push_back(item);
-        } else {
-            self.push_item(item);
+        self.outq_bytes += w;
+        self.outq.push_back(item);
+        if self.pump() {
             self.deliver();
         }
         Ok(())
+    }
+
+    /// The most data messages queued for any one destination.
+    fn data_backlog(&self) -> usize {
+        self.outbox
+            .values()
+            .map(|q| q.data.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Moves queued items into the stream: whole items at once, a large message piece by piece
+    /// while the window has room and no destination has [`FRAGMENT_BURST`] data messages waiting.
+    /// Nothing moves during a view change. Returns whether anything entered the stream.
+    fn pump(&mut self) -> bool {
+        if self.participation.is_some() || self.closed {
+            return false;
+        }
+        let mut pushed = false;
+        loop {
+            if self.sending.is_some() {
+                if self.streams.unstable_bytes() >= self.cfg.max_unstable_bytes
+                    || self.data_backlog() >= FRAGMENT_BURST
+                {
+                    return pushed;
+                }
+                match self.sending.as_mut().and_then(Fragmenter::next_fragment) {
+                    Some(f) => {
+                        self.counters.fragments_sent += 1;
+                        self.push_item(Item::Fragment(f));
+                        pushed = true;
+                        continue;
+                    }
+                    None => self.sending = None,
+                }
+            }
+            let Some(item) = self.outq.pop_front() else {
+                return pushed;
+            };
+            self.outq_bytes = self.outq_bytes.saturating_sub(item.weight());
+            match item {
+                Item::App {
+                    group,
+                    order,
+                    payload,
+                } if payload.len() > self.max_datagram_payload(&group) => {
+                    let cap = self.fragment_capacity(&group);
+                    self.counters.messages_fragmented += 1;
+                    self.sending = Some(Fragmenter::new(group, order, payload, cap));
+                }
+                item => {
+                    self.push_item(item);
+                    pushed = true;
+                }
+            }
+        }
     }
 
     fn push_item(&mut self, item: Item) {
@@ -493,13 +628,14 @@ impl Endpoint {
         }
         let mut bytes = Vec::new();
         msg.emit(&mut bytes);
+        let out = Outgoing {
+            view: self.view.id,
+            bytes,
+        };
         self.outbox
             .entry(name.to_owned())
             .or_default()
-            .push_back(Outgoing {
-                view: self.view.id,
-                bytes,
-            });
+            .push(&msg, out);
     }
 
     fn broadcast(&mut self, msg: Message) {
@@ -509,18 +645,24 @@ impl Endpoint {
             if *m == self.me || !self.peers.contains_key(&m.name) {
                 continue;
             }
+            let out = Outgoing {
+                view: self.view.id,
+                bytes: bytes.clone(),
+            };
             self.outbox
                 .entry(m.name.clone())
                 .or_default()
-                .push_back(Outgoing {
-                    view: self.view.id,
-                    bytes: bytes.clone(),
-                });
+                .push(&msg, out);
         }
     }
 
-    /// The next datagram to send: as many queued messages for one destination as fit in the MTU.
+    /// The next datagram to send: as many queued messages for one destination as fit in the MTU,
+    /// protocol messages first. Pieces of a large message enter the stream here as the queues
+    /// drain.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.sending.is_some() && self.pump() {
+            self.deliver();
+        }
         let name = {
             let after = self.outbox_cursor.clone().unwrap_or_default();
             let next = self
@@ -663,8 +805,12 @@ impl Endpoint {
                 if !same_view {
                     return;
                 }
+                let w = item.weight();
                 match self.streams.receive(usize::from(origin), seq, item) {
-                    Received::New => self.acks_due = true,
+                    Received::New => {
+                        self.acks_due = true;
+                        self.unacked_bytes += w;
+                    }
                     Received::Full => self.counters.dropped_queue_full += 1,
                     Received::Duplicate | Received::UnknownOrigin => {}
                 }
@@ -983,7 +1129,14 @@ impl Endpoint {
             }
         }
         self.groups = table;
-        self.streams = ViewStreams::new(view.members.len(), my_index, self.cfg.max_queue);
+        self.collect_fragment_stats();
+        self.streams = ViewStreams::new(
+            view.members.len(),
+            my_index,
+            self.cfg.max_queue,
+            self.cfg.max_message_size,
+        );
+        self.unacked_bytes = 0;
         self.my_index = my_index;
         self.view_installed_at = now;
         self.highest_accepted = self.highest_accepted.max(view.id);
@@ -1028,10 +1181,14 @@ impl Endpoint {
             self.coordination = None;
         }
         // What was queued during the change is sent in the new view.
-        self.pending_bytes = 0;
-        while let Some(item) = self.pending.pop_front() {
-            self.push_item(item);
+        // A large message cut short by the change is sent again, whole, in the new view.
+        if let Some(f) = self.sending.as_mut()
+            && f.started()
+        {
+            f.restart();
+            self.counters.messages_fragmented += 1;
         }
+        self.pump();
         // Probe at once so that acknowledgements and heartbeats start flowing in the new view.
         self.next_probe = now;
     }
@@ -1251,6 +1408,27 @@ impl Endpoint {
             self.broadcast(Message::Data { origin, seq, item });
         }
         self.hand_up(delivered);
+        self.collect_fragment_stats();
+    }
+
+    fn collect_fragment_stats(&mut self) {
+        let f = self.streams.take_fragment_stats();
+        self.counters.messages_reassembled += f.reassembled;
+        self.counters.reassembly_refused += f.refused;
+        self.counters.fragments_inconsistent += f.inconsistent;
+    }
+
+    /// Acknowledges at once when much data arrived since the last acknowledgement, so that a
+    /// sender of a large message gets its window back without waiting for a probe.
+    fn ack_on_volume(&mut self, now: Time) {
+        let threshold = (self.cfg.max_unstable_bytes / ACK_VOLUME_SHARE).max(1);
+        if self.unacked_bytes >= threshold && self.participation.is_none() {
+            let probe = self.probe(false);
+            self.broadcast(probe);
+            self.unacked_bytes = 0;
+            self.last_acks = now;
+            self.acks_due = false;
+        }
     }
 
     fn hand_up(&mut self, delivered: Vec<Delivered>) {
@@ -1291,7 +1469,8 @@ impl Endpoint {
                         });
                     }
                 }
-                Item::Sequence { .. } => {}
+                // Pieces reach the layer above only as whole messages (see `ViewStreams::take`).
+                Item::Sequence { .. } | Item::Fragment(_) => {}
             }
         }
     }
@@ -1309,6 +1488,11 @@ impl Endpoint {
             if self.loopback.is_empty() {
                 break;
             }
+        }
+        self.ack_on_volume(now);
+        // Acknowledgements may have opened the window for a large message's next pieces.
+        if self.sending.is_some() && self.pump() {
+            self.deliver();
         }
     }
 
@@ -1342,6 +1526,7 @@ impl Endpoint {
             }
             self.last_acks = now;
             self.acks_due = false;
+            self.unacked_bytes = 0;
         } else if self.acks_due && now.since(self.last_acks) >= self.cfg.probe_interval / 2 {
             // Acknowledgements free the senders' windows; between probes they go out at most
             // twice per probe interval, and only when new data arrived.
@@ -1349,6 +1534,7 @@ impl Endpoint {
             self.broadcast(probe);
             self.last_acks = now;
             self.acks_due = false;
+            self.unacked_bytes = 0;
         }
         for v in self.detector.check(now) {
             match v {
@@ -1578,7 +1764,7 @@ mod tests {
             ep.join("g").expect("join");
         }
         run(&mut eps, &mut now, 5);
-        let too_big = vec![0u8; 2000];
+        let too_big = vec![0u8; GroupConfig::default().max_message_size + 1];
         assert!(matches!(
             eps[0].send("g", &too_big, Order::Fifo),
             Err(SendError::TooLarge { .. })
@@ -1609,6 +1795,133 @@ mod tests {
             })
             .collect();
         assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    }
+
+    fn delivered(ep: &mut Endpoint) -> Vec<(String, Vec<u8>)> {
+        std::iter::from_fn(|| ep.poll_event())
+            .filter_map(|e| match e {
+                Event::Message {
+                    sender, payload, ..
+                } => Some((sender.name, payload)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pattern(len: usize, salt: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+            .collect()
+    }
+
+    #[test]
+    fn large_messages_arrive_whole_and_in_order_with_small_ones() {
+        let mut cfg = config(3);
+        // A window far below the message size: pieces enter the stream as acknowledgements come.
+        cfg.max_unstable_bytes = 64 * 1024;
+        let mut now = Time::from_nanos(1_000_000_000);
+        let mut eps: Vec<Endpoint> = (0..3)
+            .map(|i| {
+                Endpoint::new(
+                    cfg.clone(),
+                    MemberId::new(format!("n{i}"), i as u64 + 1),
+                    None,
+                    now,
+                )
+                .expect("valid")
+            })
+            .collect();
+        run(&mut eps, &mut now, 100);
+        for ep in eps.iter_mut() {
+            ep.join("g").expect("join");
+        }
+        run(&mut eps, &mut now, 5);
+        for ep in eps.iter_mut() {
+            delivered(ep);
+        }
+        let big = pattern(1_000_000, 7);
+        let mid = pattern(5_000, 9);
+        eps[1].send("g", b"before", Order::Fifo).expect("room");
+        eps[1]
+            .send("g", &big, Order::Agreed)
+            .expect("alone in the queue");
+        assert!(
+            matches!(
+                eps[1].send("g", &pattern(100_000, 1), Order::Fifo),
+                Err(SendError::WouldBlock { .. })
+            ),
+            "the window counts queued bytes"
+        );
+        eps[2].send("g", &mid, Order::Fifo).expect("room");
+        let mut tries = 0;
+        while eps[1].send("g", b"after", Order::Agreed).is_err() {
+            tries += 1;
+            assert!(
+                tries < 100,
+                "the window reopens as the pieces are acknowledged"
+            );
+            run(&mut eps, &mut now, 1);
+        }
+        run(&mut eps, &mut now, 300);
+        for (i, ep) in eps.iter_mut().enumerate() {
+            let got = delivered(ep);
+            let from1: Vec<&Vec<u8>> = got
+                .iter()
+                .filter(|(s, _)| s == "n1")
+                .map(|(_, p)| p)
+                .collect();
+            assert_eq!(from1.len(), 3, "n{i} delivers n1's three messages");
+            assert_eq!(from1[0], b"before");
+            assert!(*from1[1] == big, "n{i}: the large message arrives whole");
+            assert_eq!(from1[2], b"after");
+            assert!(got.iter().any(|(s, p)| s == "n2" && *p == mid));
+        }
+        assert!(eps[1].counters().fragments_sent >= 1_000_000 / 1400);
+        assert!(eps[0].counters().messages_reassembled >= 2);
+        assert_eq!(eps[1].unstable_bytes(), 0, "everything acknowledged");
+    }
+
+    #[test]
+    fn a_large_message_of_the_leader_does_not_hold_up_the_agreed_order() {
+        let mut cfg = config(3);
+        cfg.max_unstable_bytes = 32 * 1024;
+        let mut now = Time::from_nanos(1_000_000_000);
+        let mut eps: Vec<Endpoint> = (0..3)
+            .map(|i| {
+                Endpoint::new(
+                    cfg.clone(),
+                    MemberId::new(format!("n{i}"), i as u64 + 1),
+                    None,
+                    now,
+                )
+                .expect("valid")
+            })
+            .collect();
+        run(&mut eps, &mut now, 100);
+        for ep in eps.iter_mut() {
+            ep.join("g").expect("join");
+        }
+        run(&mut eps, &mut now, 5);
+        for ep in eps.iter_mut() {
+            delivered(ep);
+        }
+        assert_eq!(eps[0].view().leader(), eps[0].me(), "n0 leads");
+        let big = pattern(2_000_000, 3);
+        eps[0].send("g", &big, Order::Agreed).expect("alone");
+        eps[1].send("g", b"small", Order::Agreed).expect("room");
+        run(&mut eps, &mut now, 400);
+        let got = delivered(&mut eps[2]);
+        let small_at = got.iter().position(|(_, p)| p == b"small");
+        let big_at = got.iter().position(|(_, p)| *p == big);
+        assert!(
+            small_at.is_some() && big_at.is_some(),
+            "both delivered: {}",
+            got.len()
+        );
+        assert!(
+            small_at < big_at,
+            "n1's agreed message was ordered while the leader's large one was still going out"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`detector`]: SWIM-style failure detection with Lifeguard local health.
 //! - [`heartbeat`]: the cluster-layer heartbeat that catches a stuck process.
 //! - [`delivery`]: per-sender FIFO streams, the leader's agreed order, flow control.
+//! - [`fragment`]: messages larger than a datagram, cut into pieces and put back together.
 //! - [`membership`]: the view change with flush (virtual synchrony), leaves and merges.
 //! - [`groups`]: named groups whose joins and leaves are delivered in agreed order.
 //! - [`endpoint`]: the state machine that ties them together.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod delivery;
 pub mod detector;
 pub mod endpoint;
+pub mod fragment;
 pub mod groups;
 pub mod heartbeat;
 pub mod member;

@@ -316,6 +316,39 @@ pub enum Item {
     Join(String),
     /// The sender leaves a named group (agreed order).
     Leave(String),
+    /// One piece of an application message too large for one datagram (see
+    /// [`fragment`](crate::group::fragment)).
+    Fragment(Fragment),
+}
+
+/// One piece of a message of the layer above that does not fit in one datagram. The pieces of a
+/// message take increasing places in the sender's stream, in order, with nothing between them but
+/// the leader's [`Item::Sequence`] entries; the message is delivered at the place of its last piece.
+///
+/// Body after the item kind: `order u8 | group string | total u32 | count u32 | index u32 | bytes`.
+/// A parsed fragment always has `2 <= count`, `index < count`, `1 <= bytes.len() <= total` and
+/// `count <= total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    /// Destination group of the whole message.
+    pub group: String,
+    /// Order of the whole message.
+    pub order: Order,
+    /// Bytes of the whole message.
+    pub total: u32,
+    /// Pieces of the whole message.
+    pub count: u32,
+    /// This piece's place, from 0.
+    pub index: u32,
+    /// This piece's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Fragment {
+    /// Whether this is the message's last piece (where it is delivered and ordered).
+    pub fn is_last(&self) -> bool {
+        self.index + 1 == self.count
+    }
 }
 
 impl Item {
@@ -328,7 +361,7 @@ impl Item {
                 ..
             } | Item::Join(_)
                 | Item::Leave(_)
-        )
+        ) || matches!(self, Item::Fragment(f) if f.order == Order::Agreed && f.is_last())
     }
 
     /// Bytes counted against the flow-control window.
@@ -337,6 +370,7 @@ impl Item {
             Item::App { group, payload, .. } => payload.len() + group.len() + 16,
             Item::Sequence { .. } => 16,
             Item::Join(g) | Item::Leave(g) => g.len() + 16,
+            Item::Fragment(f) => f.bytes.len() + f.group.len() + 16,
         }
     }
 }
@@ -463,6 +497,7 @@ mod item_kind {
     pub const SEQUENCE: u8 = 2;
     pub const JOIN: u8 = 3;
     pub const LEAVE: u8 = 4;
+    pub const FRAGMENT: u8 = 5;
 }
 
 /// Longest list the wire carries (members, ack vectors, cuts).
@@ -495,6 +530,10 @@ impl<'a> Reader<'a> {
     fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
         let b = self.take(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
         Ok(be_u64(self.take(8, what)?))
@@ -542,6 +581,40 @@ impl<'a> Reader<'a> {
         let n = self.count(what)?;
         (0..n).map(|_| self.string(MAX_GROUP_LEN, what)).collect()
     }
+    fn fragment(&mut self) -> Result<Fragment, WireError> {
+        let order = match self.u8("fragment order")? {
+            item_kind::FIFO => Order::Fifo,
+            item_kind::AGREED => Order::Agreed,
+            _ => {
+                self.pos -= 1;
+                return Err(self.err("fragment order"));
+            }
+        };
+        let group = self.string(MAX_GROUP_LEN, "group name")?;
+        let total = self.u32("fragment total")?;
+        let count = self.u32("fragment count")?;
+        if count < 2 || count > total {
+            self.pos -= 4;
+            return Err(self.err("fragment count"));
+        }
+        let index = self.u32("fragment index")?;
+        if index >= count {
+            self.pos -= 4;
+            return Err(self.err("fragment index"));
+        }
+        let bytes = self.rest();
+        if bytes.is_empty() || bytes.len() > total as usize {
+            return Err(self.err("fragment bytes"));
+        }
+        Ok(Fragment {
+            group,
+            order,
+            total,
+            count,
+            index,
+            bytes: bytes.to_vec(),
+        })
+    }
     fn rest(&mut self) -> &'a [u8] {
         let s = &self.buf[self.pos..];
         self.pos = self.buf.len();
@@ -563,6 +636,9 @@ impl Writer<'_> {
         self.0.push(v);
     }
     fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
     fn u64(&mut self, v: u64) {
@@ -633,6 +709,7 @@ impl Message {
                     },
                     item_kind::JOIN => Item::Join(r.string(MAX_GROUP_LEN, "group name")?),
                     item_kind::LEAVE => Item::Leave(r.string(MAX_GROUP_LEN, "group name")?),
+                    item_kind::FRAGMENT => Item::Fragment(r.fragment()?),
                     _ => {
                         return Err(WireError::Field {
                             what: "item kind",
@@ -761,6 +838,18 @@ impl Message {
                         w.u8(item_kind::LEAVE);
                         w.string(g);
                     }
+                    Item::Fragment(f) => {
+                        w.u8(item_kind::FRAGMENT);
+                        w.u8(match f.order {
+                            Order::Fifo => item_kind::FIFO,
+                            Order::Agreed => item_kind::AGREED,
+                        });
+                        w.string(&f.group);
+                        w.u32(f.total);
+                        w.u32(f.count);
+                        w.u32(f.index);
+                        w.0.extend_from_slice(&f.bytes);
+                    }
                 }
                 kind::DATA
             }
@@ -857,8 +946,25 @@ impl Message {
 /// Bytes of a datagram around an app payload: the most a header, a data message and a MAC take,
 /// so that any payload up to `mtu - app_overhead(group)` fits in one datagram.
 pub fn app_overhead(group_len: usize) -> usize {
-    HEADER_FIXED_LEN + MAX_NAME_LEN + MAC_LEN + MESSAGE_HEADER_LEN + 2 + 8 + 1 + 1 + group_len
+    app_overhead_for(MAX_NAME_LEN, true, group_len)
 }
+
+/// Bytes of a datagram around an app payload for a sender whose name is `name_len` bytes, with
+/// or without a MAC: a header, one data message and the item's group name.
+pub fn app_overhead_for(name_len: usize, mac: bool, group_len: usize) -> usize {
+    HEADER_FIXED_LEN
+        + name_len
+        + if mac { MAC_LEN } else { 0 }
+        + MESSAGE_HEADER_LEN
+        + 2
+        + 8
+        + 1
+        + 1
+        + group_len
+}
+
+/// Bytes a [`Fragment`] adds to an app item: order, total, count and index.
+pub const FRAGMENT_EXTRA: usize = 1 + 4 + 4 + 4;
 
 #[cfg(test)]
 mod tests {
@@ -941,9 +1047,87 @@ mod tests {
                 proposal: ViewId::default(),
                 groups: vec![vec!["a".into()], vec![]],
             },
+            Message::Data {
+                origin: 1,
+                seq: 4,
+                item: Item::Fragment(Fragment {
+                    group: "g".into(),
+                    order: Order::Fifo,
+                    total: 5000,
+                    count: 4,
+                    index: 3,
+                    bytes: vec![9; 1250],
+                }),
+            },
             Message::Leave,
             Message::LeaveAck,
         ]
+    }
+
+    /// A data message carrying the second of three pieces of a 10-byte agreed message to "ab".
+    static FRAGMENT_BYTES: [u8; 34] = [
+        0x01, 0x00, 0x1f, // kind DATA, body length 31
+        0x00, 0x02, // origin 2
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, // seq 7
+        0x05, // item kind FRAGMENT
+        0x01, // agreed
+        0x02, b'a', b'b', // group "ab"
+        0x00, 0x00, 0x00, 0x0a, // total 10
+        0x00, 0x00, 0x00, 0x03, // count 3
+        0x00, 0x00, 0x00, 0x01, // index 1
+        b'x', b'y', b'z', b'w', // bytes
+    ];
+
+    fn fragment_repr() -> Message {
+        Message::Data {
+            origin: 2,
+            seq: 7,
+            item: Item::Fragment(Fragment {
+                group: "ab".into(),
+                order: Order::Agreed,
+                total: 10,
+                count: 3,
+                index: 1,
+                bytes: b"xyzw".to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn fragment_golden_bytes() {
+        let m = Message::parse(FRAGMENT_BYTES[0], &FRAGMENT_BYTES[3..], 3).expect("parse");
+        assert_eq!(m, fragment_repr());
+        let mut out = Vec::new();
+        fragment_repr().emit(&mut out);
+        assert_eq!(out, FRAGMENT_BYTES);
+    }
+
+    #[test]
+    fn inconsistent_fragment_headers_are_refused_with_their_offset() {
+        let cases: [(usize, u8, &str); 5] = [
+            (14, 7, "fragment order"),
+            (25, 1, "fragment count"), // count 1: a whole message is not a fragment
+            (25, 20, "fragment count"), // count above total
+            (29, 3, "fragment index"), // index == count
+            (21, 2, "fragment bytes"), // total 2 < 4 bytes carried (count 3 > total first)
+        ];
+        for (at, value, what) in cases {
+            let mut b = FRAGMENT_BYTES;
+            b[at] = value;
+            let err = Message::parse(b[0], &b[3..], 3).expect_err(what);
+            let WireError::Field { what: w, .. } = err else {
+                panic!("{what}: {err:?}");
+            };
+            if at == 21 {
+                assert_eq!(w, "fragment count", "count 3 above total 2 is caught first");
+            } else {
+                assert_eq!(w, what);
+            }
+        }
+        let empty = &FRAGMENT_BYTES[..30];
+        let mut b = empty.to_vec();
+        b[2] = 27;
+        assert!(Message::parse(b[0], &b[3..], 3).is_err(), "no bytes");
     }
 
     #[test]
@@ -997,6 +1181,23 @@ mod tests {
             let p = Packet::new_checked(&buf[..]).expect("valid header");
             for m in p.messages() {
                 let _ = m;
+            }
+        }
+
+        #[test]
+        fn fragments_round_trip_or_are_refused(order in any::<bool>(), group in "[a-z_]{0,64}",
+                                              total in any::<u32>(), count in any::<u32>(), index in any::<u32>(),
+                                              bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
+            let m = Message::Data { origin: 1, seq: 1, item: Item::Fragment(Fragment {
+                group, order: if order { Order::Agreed } else { Order::Fifo }, total, count, index,
+                bytes: bytes.clone() }) };
+            let mut buf = Vec::new();
+            m.emit(&mut buf);
+            let valid = count >= 2 && count <= total && index < count && !bytes.is_empty()
+                && bytes.len() <= total as usize;
+            match Message::parse(buf[0], &buf[3..], 3) {
+                Ok(p) => { prop_assert!(valid); prop_assert_eq!(p, m); }
+                Err(_) => prop_assert!(!valid),
             }
         }
 
