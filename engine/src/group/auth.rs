@@ -68,6 +68,28 @@ impl ClusterKey {
         *blake3::keyed_hash(&self.0, data).as_bytes()
     }
 
+    /// The MAC of a datagram `data` addressed to the member named `to`: the destination is covered
+    /// but not sent, so a datagram captured on its way to one member is refused by every other.
+    pub fn mac_to(&self, data: &[u8], to: &str) -> [u8; MAC_LEN] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(data);
+        h.update(&[0xff]);
+        h.update(to.as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// Whether `tag` is [`ClusterKey::mac_to`] of `data` for destination `to`, in constant time.
+    pub fn verify_to(&self, data: &[u8], to: &str, tag: &[u8]) -> bool {
+        let Ok(tag) = <[u8; MAC_LEN]>::try_from(tag) else {
+            return false;
+        };
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(data);
+        h.update(&[0xff]);
+        h.update(to.as_bytes());
+        h.finalize() == blake3::Hash::from_bytes(tag)
+    }
+
     /// Whether `tag` is the MAC of `data`, compared in constant time.
     pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
         let Ok(tag) = <[u8; MAC_LEN]>::try_from(tag) else {
@@ -77,37 +99,63 @@ impl ClusterKey {
     }
 }
 
-/// Accepts each packet number of one sender at most once, tolerating reordering within the last 64
-/// numbers (the IPsec anti-replay window). Numbers older than the window are refused.
-#[derive(Clone, Debug, Default)]
+/// Numbers the window remembers behind the highest one seen.
+pub const REPLAY_WINDOW: u64 = 4096;
+const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
+
+/// Accepts each packet number of one sender at most once, tolerating reordering within the last
+/// [`REPLAY_WINDOW`] numbers (the IPsec anti-replay window, as a ring of bits). Numbers older than
+/// the window are refused. Senders number their datagrams per destination, so a burst of a large
+/// message's pieces reordered on the way stays well within the window.
+#[derive(Clone, Debug)]
 pub struct ReplayWindow {
     highest: u64,
-    /// Bit `i` set: `highest - i` has been seen.
-    seen: u64,
+    /// Bit `n % REPLAY_WINDOW` set: `n` (within the window) has been seen.
+    seen: [u64; WORDS],
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow {
+            highest: 0,
+            seen: [0; WORDS],
+        }
+    }
 }
 
 impl ReplayWindow {
+    fn slot(n: u64) -> (usize, u64) {
+        let bit = n % REPLAY_WINDOW;
+        ((bit / 64) as usize, 1u64 << (bit % 64))
+    }
+
     /// Records `n` and says whether it is new. Call only after the MAC has been verified.
     pub fn accept(&mut self, n: u64) -> bool {
         if n == 0 {
             return false;
         }
         if n > self.highest {
-            let shift = n - self.highest;
-            self.seen = if shift >= 64 { 0 } else { self.seen << shift };
-            self.seen |= 1;
+            if n - self.highest >= REPLAY_WINDOW {
+                self.seen = [0; WORDS];
+            } else {
+                for m in self.highest + 1..n {
+                    let (w, b) = Self::slot(m);
+                    self.seen[w] &= !b;
+                }
+            }
+            let (w, b) = Self::slot(n);
+            self.seen[w] |= b;
             self.highest = n;
             return true;
         }
-        let back = self.highest - n;
-        if back >= 64 {
+        if self.highest - n >= REPLAY_WINDOW {
             return false;
         }
-        let bit = 1u64 << back;
-        if self.seen & bit != 0 {
+        let (w, b) = Self::slot(n);
+        if self.seen[w] & b != 0 {
             return false;
         }
-        self.seen |= bit;
+        self.seen[w] |= b;
         true
     }
 }
@@ -136,9 +184,26 @@ mod tests {
         assert!(!w.accept(2));
         assert!(!w.accept(0));
         assert!(w.accept(100));
+        assert!(w.accept(30), "within the window, first time");
         assert!(!w.accept(30));
-        assert!(w.accept(40));
-        assert!(!w.accept(40));
+        assert!(w.accept(5000));
+        assert!(!w.accept(100), "older than the window");
+        assert!(w.accept(5000 - REPLAY_WINDOW + 1));
+        assert!(!w.accept(5000 - REPLAY_WINDOW + 1));
+        assert!(w.accept(5001));
+        // A jump past the whole window forgets everything behind it.
+        assert!(w.accept(20_000));
+        assert!(w.accept(19_999));
+        assert!(!w.accept(5001));
+    }
+
+    #[test]
+    fn destination_bound_mac_refuses_another_destination() {
+        let k = ClusterKey::from_material(b"sixteen bytes at least");
+        let tag = k.mac_to(b"datagram", "node1");
+        assert!(k.verify_to(b"datagram", "node1", &tag));
+        assert!(!k.verify_to(b"datagram", "node2", &tag));
+        assert!(!k.verify(b"datagram", &tag));
     }
 
     #[test]

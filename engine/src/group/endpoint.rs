@@ -275,7 +275,8 @@ pub struct Endpoint {
     last_merge: Time,
     acks_due: bool,
     last_acks: Time,
-    packet_number: u64,
+    /// The last packet number sent to each destination.
+    packet_numbers: BTreeMap<String, u64>,
     indirect_rotor: usize,
     counters: Counters,
 }
@@ -350,7 +351,7 @@ impl Endpoint {
             last_merge: now,
             acks_due: false,
             last_acks: now,
-            packet_number: 0,
+            packet_numbers: BTreeMap::new(),
             indirect_rotor: 0,
             counters: Counters::default(),
             known: BTreeMap::new(),
@@ -474,8 +475,18 @@ impl Endpoint {
     }
 
     /// The largest payload for `group` that one datagram carries from this member.
+    ///
+    /// Sized for the longest configured node name, so that any member can relay the item during
+    /// a view change within the MTU.
     pub fn max_datagram_payload(&self, group: &str) -> usize {
-        let overhead = wire::app_overhead_for(self.me.name.len(), self.key.is_some(), group.len());
+        let longest = self
+            .peers
+            .keys()
+            .map(String::len)
+            .chain([self.me.name.len()])
+            .max()
+            .unwrap_or(MAX_NAME_LEN);
+        let overhead = wire::app_overhead_for(longest, self.key.is_some(), group.len());
         self.cfg.mtu.saturating_sub(overhead)
     }
 
@@ -679,12 +690,14 @@ impl Endpoint {
         let addr = *self.peers.get(&name)?;
         let queue = self.outbox.get_mut(&name)?;
         let first_view = queue.front()?.view;
-        self.packet_number += 1;
+        // Numbered per destination, so each receiver's replay window sees a dense sequence.
+        let number = self.packet_numbers.entry(name.clone()).or_insert(0);
+        *number += 1;
         let repr = Repr {
             cluster_id: self.cfg.cluster_id,
             sender: self.me.clone(),
             view: first_view,
-            number: self.packet_number,
+            number: *number,
             mac: self.key.is_some(),
         };
         let mut buf = Vec::with_capacity(self.cfg.mtu);
@@ -703,7 +716,7 @@ impl Endpoint {
             self.outbox.remove(&name);
         }
         if let Some(k) = &self.key {
-            let mac = k.mac(&buf);
+            let mac = k.mac_to(&buf, &name);
             buf.extend_from_slice(&mac);
         }
         self.counters.datagrams_sent += 1;
@@ -738,7 +751,7 @@ impl Endpoint {
             return;
         }
         match (&self.key, packet.mac()) {
-            (Some(k), Some(tag)) if k.verify(packet.authenticated(), tag) => {}
+            (Some(k), Some(tag)) if k.verify_to(packet.authenticated(), &self.me.name, tag) => {}
             (None, None) => {}
             _ => {
                 trace!(%from, "bad MAC");

@@ -10,11 +10,13 @@
 //!      6     8  sender incarnation
 //!     14     8  sender's view id: epoch
 //!     22     8  sender's view id: coordinator tag
-//!     30     8  packet number (per sender incarnation, from 1; the replay window's input)
+//!     30     8  packet number (per sender incarnation and destination, from 1; the replay
+//!               window's input)
 //!     38     1  sender name length n (1..=64)
 //!     39     n  sender name (UTF-8)
 //!   39+n     …  messages, each: kind (1) | body length (2) | body
-//!    end    32  MAC (only with flag bit 0): keyed BLAKE3 of every byte before it
+//!    end    32  MAC (only with flag bit 0): keyed BLAKE3 of every byte before it, then 0xff
+//!               and the destination's node name (covered, not sent: see `ClusterKey::mac_to`)
 //! ```
 //! All integers are big-endian. Every length is checked before it is used; a datagram that fails a
 //! check is an error carrying the offset, never a panic.

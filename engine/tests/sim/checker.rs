@@ -7,23 +7,54 @@ use cohort_engine::group::{Event, GroupChange, MemberId, Order, ViewId};
 /// A message's identity in the simulation: (sender node index, sender incarnation, counter).
 pub type MsgId = (u32, u64, u64);
 
-pub fn encode_payload(id: MsgId) -> Vec<u8> {
-    let mut v = Vec::with_capacity(20);
+/// A message of `len` bytes (at least 20): its id, then filler that depends on the id and the
+/// position, so that a message put back together wrongly (a piece lost, doubled, swapped or taken
+/// from another message) fails [`decode_payload`].
+/// A message of `len` bytes (at least 20): its id, then filler that depends on the id and the
+/// position, so that a message put back together wrongly (a piece lost, doubled, swapped or taken
+/// from another message) fails [`decode_payload`].
+pub fn encode_payload(id: MsgId, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len.max(20));
     v.extend_from_slice(&id.0.to_be_bytes());
     v.extend_from_slice(&id.1.to_be_bytes());
     v.extend_from_slice(&id.2.to_be_bytes());
+    let salt = filler_salt(id);
+    let rest = len.saturating_sub(20);
+    for w in 0..rest.div_ceil(8) {
+        let word = filler(salt, w).to_le_bytes();
+        let take = (rest - w * 8).min(8);
+        v.extend_from_slice(&word[..take]);
+    }
     v
 }
 
+fn filler_salt(id: MsgId) -> u64 {
+    (u64::from(id.0) << 48) ^ id.1.rotate_left(17) ^ id.2.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Word `w` of a message's filler (splitmix64 of the salt and the position).
+fn filler(salt: u64, w: usize) -> u64 {
+    let mut z = salt.wrapping_add((w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn decode_payload(p: &[u8]) -> Option<MsgId> {
-    if p.len() != 20 {
+    if p.len() < 20 {
         return None;
     }
-    Some((
+    let id = (
         u32::from_be_bytes(p[0..4].try_into().ok()?),
         u64::from_be_bytes(p[4..12].try_into().ok()?),
         u64::from_be_bytes(p[12..20].try_into().ok()?),
-    ))
+    );
+    let salt = filler_salt(id);
+    p[20..]
+        .chunks(8)
+        .enumerate()
+        .all(|(w, c)| filler(salt, w).to_le_bytes()[..c.len()] == *c)
+        .then_some(id)
 }
 
 /// A join or leave as one member saw it: group, who, joined (true) or left, members after it.
@@ -183,7 +214,12 @@ impl Checker {
         in_flush: bool,
     ) -> Result<(), String> {
         self.delivered += 1;
-        let id = decode_payload(payload).ok_or_else(|| format!("{m}: undecodable payload"))?;
+        let id = decode_payload(payload).ok_or_else(|| {
+            format!(
+                "{m}: a message of {} bytes from {sender} did not decode whole",
+                payload.len()
+            )
+        })?;
         if sender.incarnation != id.1 || sender.name != format!("n{}", id.0) {
             return Err(format!("{m}: message {id:?} attributed to {sender}"));
         }
@@ -283,6 +319,11 @@ impl Checker {
                 "group joins and leaves: {m} skipped ahead in {view:?}"
             )),
         }
+    }
+
+    /// Whether any member delivered message `id`.
+    pub fn was_delivered(&self, id: &MsgId) -> bool {
+        self.delivered_in.contains_key(id)
     }
 
     /// Forgets a member that crashed or left (it is a fresh incarnation if it returns).

@@ -10,7 +10,7 @@ use cohort_engine::group::{
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
-use crate::checker::{Checker, encode_payload};
+use crate::checker::{Checker, MsgId as MsgIdOf, encode_payload};
 use cohort_engine::duravip::{self, DuravipMachine, LocalConfig, Params};
 
 /// The group DuraVIP ownership messages travel on (agreed order), as in the daemon.
@@ -23,6 +23,8 @@ pub const GROUP: &str = "g";
 pub const OTHER_GROUP: &str = "h";
 /// One event-loop turn of a driver by default: sends queued within it share datagrams.
 pub const TURN: u64 = 20_000;
+/// The largest application message the simulation sends (many datagrams' worth).
+pub const MAX_MESSAGE: usize = 256 * 1024;
 
 /// The network's fault settings, changed by the scenario as it runs.
 #[derive(Clone, Debug, Default)]
@@ -111,6 +113,9 @@ pub struct World {
     pub checker: Checker,
     pub send_interval: (u64, u64),
     pub agreed_share: f64,
+    /// Share of application messages between 2,000 bytes and [`MAX_MESSAGE`] (as many again
+    /// are between 20 and 2,000 bytes); 0 sends only 20-byte messages.
+    pub large_share: f64,
     /// (global time, node, event) of every view installed: for measurements.
     pub view_log: Vec<(u64, usize, cohort_engine::group::View)>,
     /// Events processed: a storm of them is a liveness bug.
@@ -179,6 +184,7 @@ impl World {
             checker: Checker::default(),
             send_interval: (30 * MS, 150 * MS),
             agreed_share: 0.5,
+            large_share: 0.0,
             view_log: Vec::new(),
             steps: 0,
             turn: TURN,
@@ -661,10 +667,11 @@ impl World {
                     Order::Fifo
                 };
                 crate::replication::update(self, i)?;
+                let len = self.message_len();
                 let node = &mut self.nodes[i];
                 let id = (node.idx as u32, node.incarnation, node.counter + 1);
                 if let Some(ep) = node.ep.as_mut() {
-                    match ep.send(GROUP, &encode_payload(id), order) {
+                    match ep.send(GROUP, &encode_payload(id, len), order) {
                         Ok(()) => node.counter += 1,
                         Err(SendError::WouldBlock { .. } | SendError::Closed) => {}
                         Err(e) => return Err(format!("send failed: {e}")),
@@ -674,6 +681,35 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// The size of the next application message: mostly small, now and then larger than a
+    /// datagram, up to [`MAX_MESSAGE`].
+    fn message_len(&mut self) -> usize {
+        if self.large_share <= 0.0 {
+            return 20;
+        }
+        match self.rng.random_range(0.0..1.0) {
+            // Log-uniform: as many messages between 2 and 16 KB as between 32 and 256 KB.
+            x if x < self.large_share => {
+                let (lo, hi) = ((2_000f64).ln(), (MAX_MESSAGE as f64).ln());
+                (self.rng.random_range(lo..=hi).exp() as usize).clamp(2_000, MAX_MESSAGE)
+            }
+            x if x < self.large_share * 3.0 => self.rng.random_range(20..2_000),
+            _ => 20,
+        }
+    }
+
+    /// Node `i` sends one application message of `len` bytes to the test group now.
+    pub fn send_now(&mut self, i: usize, len: usize, order: Order) -> Result<MsgIdOf, String> {
+        let node = &mut self.nodes[i];
+        let id = (node.idx as u32, node.incarnation, node.counter + 1);
+        let ep = node.ep.as_mut().ok_or("node is down")?;
+        ep.send(GROUP, &encode_payload(id, len), order)
+            .map_err(|e| e.to_string())?;
+        node.counter += 1;
+        self.after_call(i)?;
+        Ok(id)
     }
 
     /// Live members (started, not crashed, not left).
