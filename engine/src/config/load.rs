@@ -100,6 +100,7 @@ const MSGC_OPTIONS: &[&str] = &[
     "mtu",
     "max_unstable_bytes",
     "max_queue",
+    "max_message_size",
     "cluster_id",
     "udp_driver",
     "loop_nice",
@@ -988,6 +989,10 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
                 mtu_loc.get_or_insert(v.loc().clone());
             }
             "max_queue" => m.max_queue = u32_in(key, v, 1, u32::MAX)?,
+            // The pieces carry the total length in 32 bits.
+            "max_message_size" => {
+                m.max_message_size = integer(key, v, 1024, i64::from(u32::MAX))? as u64
+            }
             "cluster_id" => m.cluster_id = u32_in(key, v, 0, u32::MAX)?,
             "loop_nice" => m.loop_nice = integer(key, v, -20, 19)? as i32,
             "udp_driver" => {

@@ -384,6 +384,9 @@ pub struct MsgcServer {
     pub max_unstable_bytes: u64,
     /// Cohort: messages buffered for delivery per sender before back-pressure. Default 65536.
     pub max_queue: u32,
+    /// Cohort: largest message the group layer carries, bytes (cut into pieces above a datagram;
+    /// each receiver holds at most one partial message of this size per sender). Default 16 MiB.
+    pub max_message_size: u64,
     /// Cohort: datagrams carrying another cluster id are dropped (several clusters, one network).
     /// Default 0.
     pub cluster_id: u32,
@@ -414,6 +417,7 @@ impl Default for MsgcServer {
             mtu: 1400,
             max_unstable_bytes: 4 * 1024 * 1024,
             max_queue: 65536,
+            max_message_size: 16 * 1024 * 1024,
             cluster_id: 0,
             udp_driver: UdpDriver::Syscall,
             loop_nice: -4,

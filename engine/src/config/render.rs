@@ -170,6 +170,7 @@ fn msgc(w: &mut Writer, m: &MsgcServer) {
     w.num("mtu", m.mtu);
     w.num("max_unstable_bytes", m.max_unstable_bytes);
     w.num("max_queue", m.max_queue);
+    w.num("max_message_size", m.max_message_size);
     w.num("cluster_id", m.cluster_id);
     w.str("udp_driver", m.udp_driver.name());
     w.num("loop_nice", m.loop_nice);

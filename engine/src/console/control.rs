@@ -31,11 +31,12 @@ pub const MAGIC_ANSWER: u8 = 0xC2;
 pub const VERSION: u8 = 1;
 /// Bytes of an answer chunk before its data.
 pub const ANSWER_HEADER_LEN: usize = 19;
-/// Most chunks one answer may have (with a 1 400-byte MTU, about 2 MiB of answer).
-pub const MAX_CHUNKS: u32 = 1600;
-/// Largest answer reassembled, in bytes; a node whose answer is longer sends it cut short with a
-/// note saying so (see [`answer_chunks`]).
-pub const MAX_ANSWER: usize = 2 * 1024 * 1024;
+/// Most chunks one answer may have. Nodes of this version send one chunk per answer
+/// ([`answer_message`]); the manager still reassembles answers sent in several chunks.
+pub const MAX_CHUNKS: u32 = 8192;
+/// Largest answer a node sends, in bytes (within the group layer's default `max_message_size` of
+/// 16 MiB); a node whose answer is longer sends it cut short with a note saying so.
+pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
 /// Longest group or node name carried (the group layer's limit).
 pub const MAX_NAME: usize = 64;
 
@@ -260,7 +261,15 @@ impl ControlMsg {
 }
 
 /// The note that replaces the end of an answer longer than [`MAX_ANSWER`].
-pub const CUT_NOTE: &[u8] = b"\n[answer cut: longer than the 2 MiB a node may send]\n";
+pub const CUT_NOTE: &[u8] = b"\n[answer cut: longer than the 8 MiB a node may send]\n";
+
+/// The whole answer as one message: the group layer carries messages larger than a datagram, so
+/// a node sends one chunk (index 0 of 1) whatever the answer's size, up to [`MAX_ANSWER`].
+pub fn answer_message(request: u64, ok: bool, answer: &[u8]) -> Vec<u8> {
+    let mut one = answer_chunks(request, ok, answer, usize::MAX);
+    debug_assert_eq!(one.len(), 1, "an unbounded chunk size gives one chunk");
+    one.pop().unwrap_or_default()
+}
 
 /// Cuts an answer into chunk messages of at most `max_payload` bytes each (the group layer's
 /// largest payload for the reply group). An answer longer than [`MAX_ANSWER`] is cut short and

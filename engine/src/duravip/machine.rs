@@ -84,9 +84,10 @@ impl Params {
             mature_time: secs(c.view_mature_time),
             balance_interval: secs(c.view_balance_interval).max(Duration::from_millis(1)),
             broadcast_interval: (!broadcast.is_zero()).then_some(broadcast),
+            // One BALANCE message carries at most MAX_ADDRESSES moves.
             balance_set_size: usize::try_from(c.duravip_balance_set_size)
                 .unwrap_or(usize::MAX)
-                .max(1),
+                .clamp(1, super::wire::MAX_ADDRESSES),
         }
     }
 }

@@ -494,13 +494,16 @@ impl Table {
 pub fn balance(table: &Table, candidates: &[bool], max_moves: usize) -> Vec<BalanceMove> {
     let n = candidates.len();
     let mut load = table.loads(n);
-    let mut units: Vec<Vec<IpAddr>> = vec![Vec::new(); n];
+    // A deque per giver: the usual pick is its lowest address, taken from the front in O(1), so a
+    // round of many moves over 10,240 addresses stays linear.
+    let mut units: Vec<std::collections::VecDeque<IpAddr>> =
+        vec![std::collections::VecDeque::new(); n];
     for (ip, e) in &table.entries {
         if let Some(o) = e.owner
             && o < n
             && table.may_move_any(*ip, o)
         {
-            units[o].push(*ip);
+            units[o].push_back(*ip);
         }
     }
     let mut moves = Vec::new();
@@ -516,7 +519,9 @@ pub fn balance(table: &Table, candidates: &[bool], max_moves: usize) -> Vec<Bala
                 }
                 let pick = units[a].iter().position(|ip| table.may_move(*ip, a, b));
                 if let Some(k) = pick {
-                    let ip = units[a].remove(k);
+                    let Some(ip) = units[a].remove(k) else {
+                        break 'round;
+                    };
                     load[a] -= 1;
                     load[b] += 1;
                     let (Ok(from), Ok(to)) = (u16::try_from(a), u16::try_from(b)) else {

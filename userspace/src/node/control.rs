@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use cohort_engine::console::control::{self, CommandMsg, ControlMsg};
-use cohort_engine::group::{Order, wire};
+use cohort_engine::group::Order;
 
 use super::runtime::{Delivery, Shared};
 use crate::console::{ConsoleHandler, Identity};
@@ -42,11 +42,6 @@ pub fn is_private_group(group: &str) -> bool {
 /// application traffic and are never run as commands.
 pub fn is_control_group(group: &str, control_group: &str) -> bool {
     group == control_group || group.starts_with("ec_sc_") || is_private_group(group)
-}
-
-/// The largest payload the group layer takes for `group` with this MTU.
-pub fn max_payload(mtu: usize, group: &str) -> usize {
-    mtu.saturating_sub(wire::app_overhead(group.len()))
 }
 
 /// Installs the channel that [`route`] feeds and returns its receiving end.
@@ -111,17 +106,8 @@ fn answer(shared: &Shared, identity: &Identity, handler: &dyn ConsoleHandler, c:
         Ok(b) => (true, b),
         Err(e) => (false, e),
     };
-    let mtu = shared
-        .status
-        .lock()
-        .map_or(1400, |s| s.config.msgc_server.mtu as usize);
-    let chunks = control::answer_chunks(
-        c.request,
-        ok,
-        body.as_bytes(),
-        max_payload(mtu, &c.reply_group),
-    );
-    shared.send_batch(&c.reply_group, chunks, Order::Fifo);
+    let answer = control::answer_message(c.request, ok, body.as_bytes());
+    shared.send_batch(&c.reply_group, vec![answer], Order::Fifo);
 }
 
 /// Messages waiting for a `listen` client before the loop drops them for that client.

@@ -220,14 +220,6 @@ impl ManagerConsole {
         }
         .encode()
         .map_err(|e| e.to_string())?;
-        let max =
-            super::control::max_payload(self.status(|s| s.config.msgc_server.mtu as usize)?, group);
-        if msg.len() > max {
-            return Err(format!(
-                "the command is {} bytes; one message carries at most {max}",
-                msg.len()
-            ));
-        }
         st.next_request += 1;
         self.cache.begin(
             &line,

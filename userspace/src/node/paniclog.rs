@@ -25,6 +25,9 @@ use tracing_subscriber::layer::Context;
 
 use super::runtime::{Request, Shared};
 
+/// Longest paniclog line broadcast on `log_group` (1 MiB); the journal keeps it whole.
+const MAX_BROADCAST_LINE: usize = 1024 * 1024;
+
 /// The process's paniclog, once [`install`]ed.
 static PANICLOG: OnceLock<Paniclog> = OnceLock::new();
 
@@ -156,13 +159,16 @@ pub fn record(level: &str, text: &str) {
     }
     let target = p.broadcast.try_lock().ok().and_then(|b| b.clone());
     if let Some((shared, group)) = target {
-        let mtu = shared
-            .status
-            .try_lock()
-            .map_or(1400, |s| s.config.msgc_server.mtu as usize);
-        let max = super::control::max_payload(mtu, &group);
+        // The group layer carries the whole line, whatever its length (a panic message with a
+        // backtrace runs to kilobytes); only a runaway line is cut, at a character boundary.
         let mut bytes = line.into_bytes();
-        bytes.truncate(max);
+        if bytes.len() > MAX_BROADCAST_LINE {
+            let mut end = MAX_BROADCAST_LINE;
+            while end > 0 && (bytes[end] & 0xc0) == 0x80 {
+                end -= 1;
+            }
+            bytes.truncate(end);
+        }
         // try_lock: a panic on a thread that holds the request queue must not hang in its hook.
         if let Ok(mut q) = shared.requests.try_lock() {
             q.push_back(Request::Send {

@@ -241,6 +241,7 @@ pub fn group_config(cfg: &Config) -> Result<GroupConfig, identity::IdentityError
         mtu: m.mtu as usize,
         max_unstable_bytes: m.max_unstable_bytes as usize,
         max_queue: m.max_queue as usize,
+        max_message_size: usize::try_from(m.max_message_size).unwrap_or(usize::MAX),
         heartbeats_per_sec: cfg.cluster.heartbeats_per_sec,
         heartbeat_start_delay: Duration::from_secs_f64(cfg.cluster.heartbeat_start_delay),
         cluster_id: m.cluster_id,
@@ -323,6 +324,10 @@ pub struct Node {
     last_status: Instant,
     /// Replication payloads the transport could not take yet (flow control), oldest first.
     rep_pending: VecDeque<Vec<u8>>,
+    /// DuraVIP and member-info messages flow control has not taken yet, in order. Never dropped:
+    /// DuraVIP's safety rests on every member applying the same agreed stream. The queue holds
+    /// only what the window refused and drains as acknowledgements return.
+    ctl_pending: VecDeque<(Vec<u8>, Order)>,
     /// The cluster-wide shared ARP cache.
     arp: SharedArpCache,
     /// `arp_cache_interval`; `None` when this node does not collect.
@@ -491,6 +496,7 @@ impl Node {
             duravip_dirty: true,
             last_status: Instant::now(),
             rep_pending: VecDeque::new(),
+            ctl_pending: VecDeque::new(),
             arp: SharedArpCache::new(arp_ttl),
             arp_every,
             next_arp: t0,
@@ -771,6 +777,8 @@ impl Node {
         let me = MemberId::new(id.nodename.clone(), id.incarnation);
         self.endpoint = Endpoint::new(gcfg, me.clone(), key, now)
             .map_err(|e| RunError::Endpoint(e.to_string()))?;
+        // Messages queued for the old incarnation's views mean nothing to the new one.
+        self.ctl_pending.clear();
         for g in self.joins.clone() {
             if let Err(e) = self.endpoint.join(&g) {
                 tracing::warn!(group = %g, error = %e, "cannot join group");
@@ -821,9 +829,7 @@ impl Node {
                 // Tell the (possibly new) members who we are.
                 let mut msg = vec![MSG_MEMBER_INFO];
                 msg.extend(serde_json::to_vec(&self.info).unwrap_or_default());
-                if let Err(e) = self.endpoint.send(&self.cluster_group, &msg, Order::Fifo) {
-                    tracing::warn!(error = %e, "cannot announce member info");
-                }
+                self.send_control(msg, Order::Fifo);
                 false
             }
             Event::GroupChanged { group, members, .. } => {
@@ -1055,8 +1061,30 @@ impl Node {
             let mut msg = Vec::with_capacity(bytes.len() + 1);
             msg.push(MSG_DURAVIP);
             msg.extend_from_slice(&bytes);
-            if let Err(e) = self.endpoint.send(&self.cluster_group, &msg, Order::Agreed) {
-                tracing::error!(error = %e, "cannot send a DuraVIP message");
+            self.ctl_pending.push_back((msg, Order::Agreed));
+        }
+        self.flush_control();
+    }
+
+    /// Queues a message for the cluster group behind any the transport has not taken yet.
+    fn send_control(&mut self, msg: Vec<u8>, order: Order) {
+        self.ctl_pending.push_back((msg, order));
+        self.flush_control();
+    }
+
+    /// Hands queued DuraVIP and member-info messages to the transport until flow control says
+    /// "would block"; the rest waits for the next turn.
+    fn flush_control(&mut self) {
+        while let Some((msg, order)) = self.ctl_pending.front() {
+            match self.endpoint.send(&self.cluster_group, msg, *order) {
+                Ok(()) => {
+                    self.ctl_pending.pop_front();
+                }
+                Err(cohort_engine::group::SendError::WouldBlock { .. }) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster message refused by the transport");
+                    self.ctl_pending.pop_front();
+                }
             }
         }
     }
