@@ -278,6 +278,31 @@ mod tests {
         assert_eq!(r.absorb(&pieces[1], 1 << 20), Absorbed::Inconsistent);
     }
 
+    proptest::proptest! {
+        /// Arbitrary pieces (forged counts, totals, indices, groups) never panic reassembly,
+        /// never make it hold more than the limit, and a completed message always has exactly
+        /// its announced length.
+        #[test]
+        fn arbitrary_pieces_never_break_reassembly(
+            pieces in proptest::collection::vec(
+                (0u32..6, 2u32..6, 1u32..5000, proptest::collection::vec(proptest::prelude::any::<u8>(), 1..1500), proptest::prelude::any::<bool>()),
+                0..40)
+        ) {
+            let mut r = Reassembly::default();
+            for (index, count, total, bytes, agreed) in pieces {
+                let f = Fragment {
+                    group: if agreed { "g".into() } else { "h".into() },
+                    order: if agreed { Order::Agreed } else { Order::Fifo },
+                    total, count, index: index.min(count - 1), bytes,
+                };
+                if let Absorbed::Complete(Item::App { payload, .. }) = r.absorb(&f, 4096) {
+                    proptest::prop_assert_eq!(payload.len(), total as usize);
+                }
+                proptest::prop_assert!(r.held() <= 4096 + 1500);
+            }
+        }
+    }
+
     #[test]
     fn a_short_last_piece_is_inconsistent() {
         let mut pieces = cut(3000, 1000);

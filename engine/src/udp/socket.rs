@@ -45,8 +45,92 @@ fn enable_timestamps(sock: &UdpSocket) -> io::Result<()> {
     }
 }
 
-/// Room for one `SCM_TIMESTAMPNS` control message.
-pub const CMSG_SPACE: usize = 64;
+/// Room for an `SCM_TIMESTAMPNS` and a `UDP_GRO` control message.
+pub const CMSG_SPACE: usize = 128;
+
+/// `UDP_SEGMENT` from `linux/udp.h` (the libc crate lacks it on glibc targets): send one buffer
+/// that the kernel cuts into datagrams of the given size (UDP GSO, Linux 4.18).
+pub const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` from `linux/udp.h`: receive back-to-back datagrams of one sender coalesced into one
+/// buffer, with their size in a control message (Linux 5.0).
+pub const UDP_GRO: libc::c_int = 104;
+/// Most segments the kernel takes in one GSO send (`UDP_MAX_SEGMENTS`).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes in one GSO send (an IP datagram's payload limit, less headers).
+pub const GSO_MAX_BYTES: usize = 65_000;
+
+/// Sets an integer `SOL_UDP` option; `Err` when the kernel does not know it.
+pub fn set_udp_option(sock: &UdpSocket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the stated size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The segment size of a buffer the kernel coalesced (`UDP_GRO`), if the control messages say so.
+pub fn gro_segment_from_cmsgs(control: &[u8]) -> Option<usize> {
+    let hdr = std::mem::size_of::<libc::cmsghdr>();
+    let mut off = 0;
+    while off + hdr <= control.len() {
+        // SAFETY: bounds checked above; read_unaligned copes with any alignment.
+        let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control[off..].as_ptr().cast()) };
+        let len = c.cmsg_len;
+        if len < hdr || off + len > control.len() {
+            return None;
+        }
+        let data = &control[off + hdr..off + len];
+        if c.cmsg_level == libc::SOL_UDP && c.cmsg_type == UDP_GRO && data.len() >= 4 {
+            let size = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+            return usize::try_from(size).ok().filter(|s| *s > 0);
+        }
+        let align = std::mem::size_of::<usize>();
+        off += (len + align - 1) & !(align - 1);
+    }
+    None
+}
+
+/// Orders a batch for segmentation offload: datagrams grouped by destination (each destination's
+/// datagrams keep their order), then cut into runs that one GSO send carries: the same
+/// destination, every datagram but the last of the run exactly as long as the first, at most
+/// [`GSO_MAX_SEGMENTS`] datagrams and [`GSO_MAX_BYTES`] bytes. Returns index ranges into the
+/// returned order.
+pub fn gso_runs(batch: &[(SocketAddr, usize)]) -> (Vec<usize>, Vec<core::ops::Range<usize>>) {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    // A stable sort keeps each destination's datagrams in the order they were queued.
+    order.sort_by_key(|&i| batch[i].0);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let (to, size) = batch[order[start]];
+        let mut end = start + 1;
+        let mut bytes = size;
+        while end < order.len() && end - start < GSO_MAX_SEGMENTS {
+            let (t, len) = batch[order[end]];
+            // The previous datagram must be full-size for the run to go on.
+            let prev = batch[order[end - 1]].1;
+            if t != to || len > size || prev != size || bytes + len > GSO_MAX_BYTES {
+                break;
+            }
+            bytes += len;
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    (order, runs)
+}
 
 /// The kernel receive time carried in a control-message buffer, if any.
 pub fn timestamp_from_cmsgs(control: &[u8]) -> Option<u64> {
@@ -95,4 +179,37 @@ pub fn to_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> li
         );
     }
     a.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_destinations_and_stop_at_a_short_datagram() {
+        let a: SocketAddr = "10.0.0.1:4809".parse().expect("literal");
+        let b: SocketAddr = "10.0.0.2:4809".parse().expect("literal");
+        let batch = [
+            (a, 1300),
+            (b, 1300),
+            (a, 1300),
+            (b, 1300),
+            (a, 700),
+            (a, 1300),
+            (b, 90),
+        ];
+        let (order, runs) = gso_runs(&batch);
+        let runs: Vec<Vec<usize>> = runs.into_iter().map(|r| order[r].to_vec()).collect();
+        assert_eq!(runs, vec![vec![0, 2, 4], vec![5], vec![1, 3, 6]]);
+    }
+
+    #[test]
+    fn runs_respect_the_kernels_limits() {
+        let a: SocketAddr = "10.0.0.1:4809".parse().expect("literal");
+        let batch = vec![(a, 1000); 200];
+        let (_, runs) = gso_runs(&batch);
+        assert!(runs.iter().all(|r| r.len() <= GSO_MAX_SEGMENTS));
+        assert!(runs.iter().all(|r| r.len() * 1000 <= GSO_MAX_BYTES));
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 200);
+    }
 }

@@ -1,4 +1,9 @@
-//! The plain-syscall driver: `recvmmsg` and `sendmmsg`, 64 datagrams per call, `poll` to wait.
+//! The plain-syscall driver: `recvmmsg` and `sendmmsg`, 64 messages per call, `poll` to wait.
+//!
+//! Where the kernel has them, UDP segmentation offload (`UDP_SEGMENT`) sends a run of
+//! equal-sized datagrams to one destination (the pieces of a large message) as one message, and
+//! receive offload (`UDP_GRO`) hands back-to-back datagrams of one sender over as one buffer, cut
+//! here into the original datagrams. A kernel without them is used datagram by datagram.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -19,7 +24,14 @@ pub struct SyscallUdp {
     names: Vec<libc::sockaddr_storage>,
     controls: Vec<[u8; CMSG_SPACE]>,
     stats: IoStats,
+    /// Segmentation offload on send is available (and has not failed).
+    gso: bool,
+    /// Receive offload is on: buffers may hold several datagrams.
+    gro: bool,
 }
+
+/// Control-message room for one `UDP_SEGMENT` (a `u16`), 8-byte aligned for `cmsghdr`.
+type SegmentCmsg = [u64; 4];
 
 fn zeroed_storage() -> libc::sockaddr_storage {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
@@ -28,7 +40,15 @@ fn zeroed_storage() -> libc::sockaddr_storage {
 
 impl SyscallUdp {
     pub fn new(sock: UdpSocket) -> io::Result<Self> {
+        // Setting a segment size of 0 on the socket probes for UDP_SEGMENT without changing how
+        // plain sends behave.
+        let gso = socket::set_udp_option(&sock, socket::UDP_SEGMENT, 0).is_ok()
+            && std::env::var_os("COHORT_NO_GSO").is_none();
+        let gro = std::env::var_os("COHORT_NO_GRO").is_none()
+            && socket::set_udp_option(&sock, socket::UDP_GRO, 1).is_ok();
         Ok(SyscallUdp {
+            gso,
+            gro,
             sock,
             waker: Waker::new()?,
             bufs: vec![0; BATCH * MAX_DATAGRAM],
@@ -90,13 +110,31 @@ impl SyscallUdp {
             };
             let ctl = &self.controls[i][..h.msg_hdr.msg_controllen.min(CMSG_SPACE)];
             let data = &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + h.msg_len as usize];
-            self.stats.datagrams_received += 1;
-            handed += 1;
-            sink(Received {
-                from,
-                data,
-                kernel_ns: socket::timestamp_from_cmsgs(ctl),
-            });
+            let kernel_ns = socket::timestamp_from_cmsgs(ctl);
+            // A coalesced buffer holds datagrams of `segment` bytes, the last possibly shorter.
+            let segment = if self.gro {
+                socket::gro_segment_from_cmsgs(ctl).unwrap_or(data.len().max(1))
+            } else {
+                data.len().max(1)
+            };
+            for d in data.chunks(segment) {
+                self.stats.datagrams_received += 1;
+                handed += 1;
+                sink(Received {
+                    from,
+                    data: d,
+                    kernel_ns,
+                });
+            }
+            if data.is_empty() {
+                self.stats.datagrams_received += 1;
+                handed += 1;
+                sink(Received {
+                    from,
+                    data,
+                    kernel_ns,
+                });
+            }
         }
         Ok(handed)
     }
@@ -135,6 +173,170 @@ impl DatagramIo for SyscallUdp {
     }
 
     fn send_batch(&mut self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+        if self.gso && batch.len() > 1 {
+            self.send_segmented(batch)
+        } else {
+            self.send_plain(batch)
+        }
+    }
+
+    fn recv(
+        &mut self,
+        wait: Option<Duration>,
+        sink: &mut dyn FnMut(Received<'_>),
+    ) -> io::Result<usize> {
+        let mut total = self.recv_once(sink)?;
+        if total == 0 && wait != Some(Duration::ZERO) {
+            self.poll(libc::POLLIN, wait)?;
+            total = self.recv_once(sink)?;
+        }
+        // Drain what is queued, bounded so that sends and timers are never starved.
+        let mut rounds = 0;
+        while total > 0 && rounds < 16 {
+            let n = self.recv_once(sink)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+            rounds += 1;
+        }
+        Ok(total)
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn stats(&self) -> IoStats {
+        self.stats
+    }
+}
+
+impl SyscallUdp {
+    /// Whether segmentation offload is in use for sends.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Whether receive offload is on.
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// Sends with `UDP_SEGMENT`: each run of [`socket::gso_runs`] is one message whose iovecs are
+    /// the run's datagrams (no copy) and whose control message gives their size. A kernel or device
+    /// that refuses a segmented send turns offload off and the run goes datagram by datagram.
+    fn send_segmented(&mut self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
+        let shape: Vec<(SocketAddr, usize)> = batch.iter().map(|o| (o.to, o.data.len())).collect();
+        let (order, runs) = socket::gso_runs(&shape);
+        let mut sent = 0;
+        for group in runs.chunks(BATCH) {
+            let mut names: Vec<libc::sockaddr_storage> = vec![zeroed_storage(); group.len()];
+            let mut lens = Vec::with_capacity(group.len());
+            let mut iovs: Vec<libc::iovec> = Vec::new();
+            let mut cmsgs: Vec<SegmentCmsg> = vec![[0; 4]; group.len()];
+            for (k, run) in group.iter().enumerate() {
+                let first = &batch[order[run.start]];
+                lens.push(socket::to_sockaddr(first.to, &mut names[k]));
+                for &i in &order[run.clone()] {
+                    iovs.push(libc::iovec {
+                        iov_base: batch[i].data.as_ptr() as *mut _,
+                        iov_len: batch[i].data.len(),
+                    });
+                }
+                if run.len() > 1 {
+                    let seg = u16::try_from(first.data.len()).unwrap_or(u16::MAX);
+                    // SAFETY: CMSG_LEN is pure arithmetic.
+                    let cmsg_len = unsafe { libc::CMSG_LEN(2) } as usize;
+                    let hdr = libc::cmsghdr {
+                        cmsg_len,
+                        cmsg_level: libc::SOL_UDP,
+                        cmsg_type: socket::UDP_SEGMENT,
+                    };
+                    let buf = cmsgs[k].as_mut_ptr().cast::<u8>();
+                    // SAFETY: the 32-byte, 8-aligned buffer holds a cmsghdr (16 bytes) and a u16.
+                    unsafe {
+                        std::ptr::write_unaligned(buf.cast::<libc::cmsghdr>(), hdr);
+                        std::ptr::write_unaligned(
+                            buf.add(std::mem::size_of::<libc::cmsghdr>()).cast::<u16>(),
+                            seg,
+                        );
+                    }
+                }
+            }
+            // SAFETY: plain old data, pointers set below.
+            let mut hdrs: Vec<libc::mmsghdr> = (0..group.len())
+                .map(|_| unsafe { std::mem::zeroed() })
+                .collect();
+            let mut at = 0;
+            for (k, (h, run)) in hdrs.iter_mut().zip(group).enumerate() {
+                h.msg_hdr.msg_name = (&mut names[k] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = lens[k];
+                h.msg_hdr.msg_iov = &mut iovs[at];
+                h.msg_hdr.msg_iovlen = run.len();
+                at += run.len();
+                if run.len() > 1 {
+                    h.msg_hdr.msg_control = cmsgs[k].as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE is pure arithmetic.
+                    h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+                }
+            }
+            let mut off = 0;
+            let mut retried = false;
+            while off < hdrs.len() {
+                self.stats.syscalls += 1;
+                // SAFETY: headers point at names, iovecs, control buffers and caller data, all
+                // alive for the call.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        hdrs[off..].as_mut_ptr(),
+                        (hdrs.len() - off) as u32,
+                        0,
+                    )
+                };
+                if n > 0 {
+                    for run in &group[off..off + n as usize] {
+                        sent += run.len();
+                        self.stats.datagrams_sent += run.len() as u64;
+                    }
+                    off += n as usize;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                let run = group[off].clone();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock if !retried => {
+                        retried = true;
+                        self.poll(libc::POLLOUT, Some(Duration::from_millis(10)))?;
+                    }
+                    _ if run.len() > 1
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                        ) =>
+                    {
+                        // The device or kernel cannot segment: fall back for good.
+                        tracing::info!(error = %e, "UDP segmentation offload refused; sending datagram by datagram");
+                        self.gso = false;
+                        let singles: Vec<Outgoing<'_>> =
+                            order[run].iter().map(|&i| batch[i]).collect();
+                        sent += self.send_plain(&singles)?;
+                        off += 1;
+                    }
+                    _ => {
+                        self.stats.send_errors += run.len() as u64;
+                        off += 1;
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// One message per datagram.
+    fn send_plain(&mut self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
         let mut sent = 0;
         for chunk in batch.chunks(BATCH) {
             let mut names: Vec<libc::sockaddr_storage> = vec![zeroed_storage(); chunk.len()];
@@ -195,36 +397,5 @@ impl DatagramIo for SyscallUdp {
             }
         }
         Ok(sent)
-    }
-
-    fn recv(
-        &mut self,
-        wait: Option<Duration>,
-        sink: &mut dyn FnMut(Received<'_>),
-    ) -> io::Result<usize> {
-        let mut total = self.recv_once(sink)?;
-        if total == 0 && wait != Some(Duration::ZERO) {
-            self.poll(libc::POLLIN, wait)?;
-            total = self.recv_once(sink)?;
-        }
-        // Drain what is queued, bounded so that sends and timers are never starved.
-        let mut rounds = 0;
-        while total > 0 && rounds < 16 {
-            let n = self.recv_once(sink)?;
-            if n == 0 {
-                break;
-            }
-            total += n;
-            rounds += 1;
-        }
-        Ok(total)
-    }
-
-    fn waker(&self) -> Waker {
-        self.waker.clone()
-    }
-
-    fn stats(&self) -> IoStats {
-        self.stats
     }
 }
