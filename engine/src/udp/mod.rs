@@ -213,7 +213,11 @@ mod tests {
             .collect();
         let before = a.stats().syscalls;
         assert_eq!(a.send_batch(&batch).expect("send"), 100);
-        eprintln!("UDP_SEGMENT in use: {}, {} send calls", a.gso(), a.stats().syscalls - before);
+        eprintln!(
+            "UDP_SEGMENT in use: {}, {} send calls",
+            a.gso(),
+            a.stats().syscalls - before
+        );
         if a.gso() {
             assert!(
                 a.stats().syscalls - before < 5,
@@ -237,7 +241,10 @@ mod tests {
                 }
             }
             assert_eq!(got.len(), want.len());
-            assert!(got.iter().zip(&want).all(|(g, w)| g == *w), "same bytes, same order");
+            assert!(
+                got.iter().zip(&want).all(|(g, w)| g == *w),
+                "same bytes, same order"
+            );
         }
     }
 
