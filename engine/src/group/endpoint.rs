@@ -561,6 +561,11 @@ impl Endpoint {
                         self.counters.fragments_sent += 1;
                         self.push_item(Item::Fragment(f));
                         pushed = true;
+                        // Done as soon as the last piece is in the stream: a view change from
+                        // here on must not send the message again.
+                        if self.sending.as_ref().is_some_and(Fragmenter::finished) {
+                            self.sending = None;
+                        }
                         continue;
                     }
                     None => self.sending = None,
@@ -1195,6 +1200,10 @@ impl Endpoint {
         }
         // What was queued during the change is sent in the new view.
         // A large message cut short by the change is sent again, whole, in the new view.
+        debug_assert!(
+            self.sending.as_ref().is_none_or(|f| !f.finished()),
+            "a message whose last piece is in the stream is no longer being sent"
+        );
         if let Some(f) = self.sending.as_mut()
             && f.started()
         {

@@ -73,6 +73,11 @@ impl Fragmenter {
         Some(f)
     }
 
+    /// Whether every piece was taken.
+    pub fn finished(&self) -> bool {
+        self.next >= self.count
+    }
+
     /// Whether some pieces were taken already.
     pub fn started(&self) -> bool {
         self.next > 0
