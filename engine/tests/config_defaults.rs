@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 use cohort_engine::config::{self, *};
 
 fn shared_example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/examples/momentum-default-cluster.conf")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples/momentum-default-cluster.conf")
 }
 
 #[test]
 fn embedded_default_is_the_shared_example_unchanged() {
     let shared = std::fs::read_to_string(shared_example())
-        .expect("../shared/examples/momentum-default-cluster.conf sits beside the checkout");
+        .expect("the project keeps its copy of the shared example");
     assert_eq!(config::EMBEDDED_DEFAULT, shared);
 }
 

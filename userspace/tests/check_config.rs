@@ -22,7 +22,7 @@ fn check_text(dir: &Path, text: &str) -> (Option<i32>, String, PathBuf) {
 
 fn shared_example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/examples/momentum-default-cluster.conf")
+        .join("../engine/tests/examples/momentum-default-cluster.conf")
 }
 
 #[test]

@@ -81,24 +81,13 @@ pub fn set_udp_option(sock: &UdpSocket, option: libc::c_int, value: libc::c_int)
 
 /// The segment size of a buffer the kernel coalesced (`UDP_GRO`), if the control messages say so.
 pub fn gro_segment_from_cmsgs(control: &[u8]) -> Option<usize> {
-    let hdr = std::mem::size_of::<libc::cmsghdr>();
-    let mut off = 0;
-    while off + hdr <= control.len() {
-        // SAFETY: bounds checked above; read_unaligned copes with any alignment.
-        let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control[off..].as_ptr().cast()) };
-        let len = c.cmsg_len;
-        if len < hdr || off + len > control.len() {
+    cmsgs(control).find_map(|(level, kind, data)| {
+        if level != libc::SOL_UDP || kind != UDP_GRO || data.len() < 4 {
             return None;
         }
-        let data = &control[off + hdr..off + len];
-        if c.cmsg_level == libc::SOL_UDP && c.cmsg_type == UDP_GRO && data.len() >= 4 {
-            let size = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
-            return usize::try_from(size).ok().filter(|s| *s > 0);
-        }
-        let align = std::mem::size_of::<usize>();
-        off += (len + align - 1) & !(align - 1);
-    }
-    None
+        let size = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+        usize::try_from(size).ok().filter(|s| *s > 0)
+    })
 }
 
 /// Orders a batch for segmentation offload: datagrams grouped by destination (each destination's
@@ -132,11 +121,15 @@ pub fn gso_runs(batch: &[(SocketAddr, usize)]) -> (Vec<usize>, Vec<core::ops::Ra
     (order, runs)
 }
 
-/// The kernel receive time carried in a control-message buffer, if any.
-pub fn timestamp_from_cmsgs(control: &[u8]) -> Option<u64> {
+/// The control messages of a buffer the kernel filled: `(level, type, data)` each, stopping at
+/// the first malformed header.
+fn cmsgs(control: &[u8]) -> impl Iterator<Item = (libc::c_int, libc::c_int, &[u8])> {
     let hdr = std::mem::size_of::<libc::cmsghdr>();
     let mut off = 0;
-    while off + hdr <= control.len() {
+    std::iter::from_fn(move || {
+        if off + hdr > control.len() {
+            return None;
+        }
         // SAFETY: bounds checked above; read_unaligned copes with any alignment.
         let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control[off..].as_ptr().cast()) };
         let len = c.cmsg_len;
@@ -144,19 +137,25 @@ pub fn timestamp_from_cmsgs(control: &[u8]) -> Option<u64> {
             return None;
         }
         let data = &control[off + hdr..off + len];
-        if c.cmsg_level == libc::SOL_SOCKET
-            && c.cmsg_type == libc::SCM_TIMESTAMPNS
-            && data.len() >= std::mem::size_of::<libc::timespec>()
-        {
-            // SAFETY: length checked; unaligned read of a plain-old-data struct.
-            let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-            return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-        }
         // CMSG_ALIGN: control messages are padded to the size of a long.
         let align = std::mem::size_of::<usize>();
         off += (len + align - 1) & !(align - 1);
-    }
-    None
+        Some((c.cmsg_level, c.cmsg_type, data))
+    })
+}
+
+/// The kernel receive time carried in a control-message buffer, if any.
+pub fn timestamp_from_cmsgs(control: &[u8]) -> Option<u64> {
+    cmsgs(control).find_map(|(level, kind, data)| {
+        (level == libc::SOL_SOCKET
+            && kind == libc::SCM_TIMESTAMPNS
+            && data.len() >= std::mem::size_of::<libc::timespec>())
+        .then(|| {
+            // SAFETY: length checked; unaligned read of a plain-old-data struct.
+            let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        })
+    })
 }
 
 /// Converts a kernel `sockaddr_storage` into a std address.
