@@ -188,8 +188,8 @@ pub fn request_to(dst: [u8; 6], mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) ->
     )
 }
 
-/// The sender MAC of `frame` when it is an ARP reply saying where `vip` is.
-pub fn reply_for(frame: &[u8], vip: Ipv4Addr) -> Option<[u8; 6]> {
+/// The address and the sender MAC of `frame` when it is an ARP reply.
+pub fn reply(frame: &[u8]) -> Option<(Ipv4Addr, [u8; 6])> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Arp {
         return None;
@@ -201,7 +201,7 @@ pub fn reply_for(frame: &[u8], vip: Ipv4Addr) -> Option<[u8; 6]> {
             source_hardware_addr,
             source_protocol_addr,
             ..
-        } if source_protocol_addr == vip => Some(source_hardware_addr.0),
+        } => Some((source_protocol_addr, source_hardware_addr.0)),
         _ => None,
     }
 }

@@ -1,18 +1,23 @@
 //! `cohort-bench failover`: a DuraVIP owner crashes (kill -9 and its cable cut at the same
 //! instant); how long until the survivors install the new view, and how long until a client's ARP
 //! request for the address is answered with a survivor's MAC. Real `cohortd` processes in network
-//! namespaces (root): three nodes and a client on one bridge, four DuraVIP addresses, the set-up of
-//! `userspace/tests/duravip.rs`. The client sends its own ARP request every 2 ms over AF_PACKET and
-//! takes the first reply for the address whose sender is not the victim; the survivors' consoles
-//! are polled every 2 ms. The victim is restarted (with its cable) between runs.
+//! namespaces (root): three nodes and a client on one bridge, `--vips` DuraVIP addresses (4 by
+//! default; the set-up of `userspace/tests/duravip_scale.rs`). The victim is the owner of the first
+//! address; the client sends its own ARP requests over AF_PACKET for every address the victim held
+//! that no survivor has answered yet, one round every 2 ms (longer for many addresses: 20 us per
+//! address), and takes for each address the first reply whose sender is not the victim. The
+//! figure is the time until the last of them is answered. The survivors' consoles are polled
+//! every 2 ms. The victim is restarted (with its cable) between runs.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cohort::lab::procs::Cluster;
+use cohort::lab::procs::{
+    Cluster, duravip_bindings, duravip_many, plumbed_addrs, route_vips, unplumb,
+};
 use cohort::lab::{Lab, in_netns, inproc};
 use serde_json::json;
 
@@ -24,6 +29,9 @@ pub struct Args {
     /// Owner crashes measured.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// DuraVIP addresses in the cluster (1..=10240).
+    #[arg(long, default_value_t = 4)]
+    pub vips: usize,
     /// Also print one JSON object after the table.
     #[arg(long)]
     pub json: bool,
@@ -33,32 +41,27 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const NODES: [usize; 3] = [0, 1, 2];
 const CLIENT: usize = 3;
-/// The client's request period.
+/// The client's shortest request round.
 const PROBE_EVERY: Duration = Duration::from_millis(2);
+/// The client's request round grows by this much per address probed.
+const PROBE_PER_ADDRESS: Duration = Duration::from_micros(20);
 
 /// For each address, the nodes that have it plumbed on eth0.
 fn owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Res<Vec<Vec<usize>>> {
-    let mut shown = Vec::new();
+    let mut by_addr: HashMap<Ipv4Addr, Vec<usize>> = HashMap::new();
     for &i in nodes {
-        let out = Command::new("ip")
-            .args(["-n", &lab.hosts[i].ns, "-4", "addr", "show", "dev", "eth0"])
-            .output()?;
-        shown.push((i, String::from_utf8_lossy(&out.stdout).into_owned()));
+        for a in plumbed_addrs(lab, i) {
+            by_addr.entry(a).or_default().push(i);
+        }
     }
     Ok(vips
         .iter()
-        .map(|v| {
-            shown
-                .iter()
-                .filter(|(_, a)| a.contains(&format!("{v}/32")))
-                .map(|(i, _)| *i)
-                .collect()
-        })
+        .map(|v| by_addr.get(v).cloned().unwrap_or_default())
         .collect())
 }
 
-/// Waits until every address has exactly one owner among `nodes` and that has not changed for
-/// `stable` (the cluster rebalances after a rejoin); the owners.
+/// Waits until every address has exactly one owner among `nodes`, the loads are within one (the
+/// cluster rebalances after a rejoin) and that has not changed for `stable`; the owners.
 fn settled_owners(
     lab: &Lab,
     vips: &[Ipv4Addr],
@@ -69,7 +72,13 @@ fn settled_owners(
     let mut last: Option<(Vec<usize>, Instant)> = None;
     loop {
         let o = owners(lab, vips, nodes)?;
-        if o.iter().all(|x| x.len() == 1) {
+        let mut load = vec![0usize; lab.hosts.len()];
+        for x in o.iter().filter(|x| x.len() == 1) {
+            load[x[0]] += 1;
+        }
+        let loads: Vec<usize> = nodes.iter().map(|&i| load[i]).collect();
+        let spread = loads.iter().max().unwrap_or(&0) - loads.iter().min().unwrap_or(&0);
+        if o.iter().all(|x| x.len() == 1) && spread <= 1 {
             let now: Vec<usize> = o.iter().map(|x| x[0]).collect();
             match &last {
                 Some((prev, since)) if *prev == now => {
@@ -83,48 +92,69 @@ fn settled_owners(
             last = None;
         }
         if Instant::now() > deadline {
-            return Err(format!("the addresses never settled on one owner each: {o:?}").into());
+            return Err("the addresses never settled on one owner each, balanced".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// What the client saw: when the first accepted reply arrived and from which MAC.
-type Answer = Result<Option<(Instant, [u8; 6])>, String>;
+/// What the client saw: for each address probed, when the first accepted reply arrived and from
+/// which MAC.
+type Answers = Result<Vec<Option<(Instant, [u8; 6])>>, String>;
 
-/// Starts the client's prober in namespace `ns`: an ARP request for `vip` every 2 ms until a reply
-/// whose sender MAC passes `accept` arrives, `stop` is set, or `limit` passes.
+/// Starts the client's prober in namespace `ns`: ARP requests for every address of `vips` not yet
+/// answered, one round per `PROBE_EVERY` (plus `PROBE_PER_ADDRESS` each), until each has a reply
+/// whose sender MAC passes `accept`, `stop` is set, or `limit` passes.
 fn probe(
     ns: String,
     client: Ipv4Addr,
-    vip: Ipv4Addr,
+    vips: Vec<Ipv4Addr>,
     accept: impl Fn([u8; 6]) -> bool + Send + 'static,
     stop: Arc<AtomicBool>,
     limit: Duration,
-) -> std::thread::JoinHandle<Answer> {
+) -> std::thread::JoinHandle<Answers> {
     std::thread::spawn(move || {
         inproc::enter(&ns);
         let err = |e: std::io::Error| e.to_string();
         let mac = cohort::xdp::interface_mac("eth0").map_err(|e| e.to_string())?;
         let tx = Raw::sender("eth0").map_err(err)?;
-        let rx = Raw::receiver("eth0", Duration::from_micros(200), 1 << 20).map_err(err)?;
-        let req = arpwire::request(mac, client, vip);
+        let rx = Raw::receiver("eth0", Duration::from_micros(200), 8 << 20).map_err(err)?;
+        let index: HashMap<Ipv4Addr, usize> =
+            vips.iter().enumerate().map(|(k, v)| (*v, k)).collect();
+        let requests: Vec<Vec<u8>> = vips
+            .iter()
+            .map(|v| arpwire::request(mac, client, *v))
+            .collect();
+        let mut seen: Vec<Option<(Instant, [u8; 6])>> = vec![None; vips.len()];
+        let mut left = vips.len();
         let end = Instant::now() + limit;
         let mut next = Instant::now();
         let mut buf = [0u8; 2048];
-        while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+        while left > 0 && Instant::now() < end && !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next {
-                tx.send(&req).map_err(err)?;
-                next += PROBE_EVERY;
+                for (req, s) in requests.iter().zip(&seen) {
+                    if s.is_none() {
+                        tx.send(req).map_err(err)?;
+                    }
+                }
+                let round = PROBE_EVERY.max(PROBE_PER_ADDRESS * left as u32);
+                next = Instant::now() + round;
             }
-            if let Some(f) = rx.recv(&mut buf).map_err(err)?
-                && let Some(m) = arpwire::reply_for(f, vip)
-                && accept(m)
-            {
-                return Ok(Some((Instant::now(), m)));
+            while let Some(f) = rx.recv(&mut buf).map_err(err)? {
+                if let Some((ip, m)) = arpwire::reply(f)
+                    && let Some(&k) = index.get(&ip)
+                    && seen[k].is_none()
+                    && accept(m)
+                {
+                    seen[k] = Some((Instant::now(), m));
+                    left -= 1;
+                }
+                if Instant::now() >= next {
+                    break;
+                }
             }
         }
-        Ok(None)
+        Ok(seen)
     })
 }
 
@@ -143,11 +173,16 @@ pub fn run(a: &Args) -> Res<()> {
     if a.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
+    if !(1..=10_240).contains(&a.vips) {
+        return Err("--vips must be between 1 and 10240".into());
+    }
     let cohortd = sibling("cohortd")?;
     let lab = Lab::new("cohort-bench failover", 4)
         .ok_or("the failover benchmark needs root (network namespaces)")?;
-    let (vips, bindings, cluster_opts) = cohort::lab::procs::duravip_setup(&lab, 101);
+    let (vips, cluster_opts) = duravip_many(&lab, a.vips);
+    let bindings = duravip_bindings(&vips, |_| 1);
     let mut c = Cluster::new(&lab, &cohortd, &bindings).with_cluster_options(&cluster_opts);
+    route_vips(&lab, CLIENT);
     for i in NODES {
         c.start(i);
     }
@@ -161,27 +196,46 @@ pub fn run(a: &Args) -> Res<()> {
     }
     let client_ns = lab.hosts[CLIENT].ns.clone();
     let client_ip = lab.hosts[CLIENT].addr;
-    let vip = vips[0];
-    let (mut view_t, mut arp_t, mut diff_t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut view_t, mut arp_t, mut diff_t, mut first_t) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut held_n = Vec::new();
     for run in 0..a.runs {
         let before = settled_owners(&lab, &vips, &NODES, Duration::from_millis(1500))?;
         let victim = before[0];
         let vmac = macs[victim];
-        // The client reaches the address at its owner before the crash.
+        let held: Vec<Ipv4Addr> = vips
+            .iter()
+            .zip(&before)
+            .filter(|(_, o)| **o == victim)
+            .map(|(v, _)| *v)
+            .collect();
+        // The client reaches the first address at its owner before the crash.
         let seen = probe(
             client_ns.clone(),
             client_ip,
-            vip,
+            vec![vips[0]],
             move |m| m == vmac,
             Arc::new(AtomicBool::new(false)),
             Duration::from_secs(5),
         )
         .join()
         .map_err(|_| "the client's prober panicked")??;
-        if seen.is_none() {
+        if seen[0].is_none() {
+            let now = owners(&lab, &vips[..1], &NODES)?;
+            let xdp: Vec<String> = NODES
+                .iter()
+                .filter_map(|&i| c.ctl_json(i, &["cluster", "counters"]))
+                .map(|v| {
+                    format!(
+                        "replied {} passed {} lease_expired {}",
+                        v["xdp_arp_replied"], v["xdp_arp_passed"], v["xdp_arp_lease_expired"]
+                    )
+                })
+                .collect();
             return Err(format!(
-                "run {run}: the client is not answered by the owner node{}",
-                victim + 1
+                "run {run}: the client is not answered by the owner node{} (plumbed on {:?} now; xdp {xdp:?})",
+                victim + 1,
+                now[0]
             )
             .into());
         }
@@ -189,7 +243,7 @@ pub fn run(a: &Args) -> Res<()> {
         let prober = probe(
             client_ns.clone(),
             client_ip,
-            vip,
+            held.clone(),
             move |m| m != vmac,
             stop.clone(),
             Duration::from_secs(30),
@@ -203,41 +257,50 @@ pub fn run(a: &Args) -> Res<()> {
         if view.is_none() {
             stop.store(true, Ordering::Relaxed);
         }
-        let answer = prober
+        let answers = prober
             .join()
             .map_err(|_| "the client's prober panicked")??;
         let view = view.ok_or(format!(
             "run {run}: the survivors never installed the smaller view"
         ))?;
-        let (at, by) = answer.ok_or(format!(
-            "run {run}: the client was never answered by a survivor"
-        ))?;
+        let unanswered = answers.iter().filter(|x| x.is_none()).count();
+        if unanswered > 0 {
+            return Err(format!(
+                "run {run}: {unanswered} of node{}'s {} addresses were never answered by a survivor",
+                victim + 1,
+                held.len()
+            )
+            .into());
+        }
+        let (at, by) = answers
+            .iter()
+            .flatten()
+            .max_by_key(|(t, _)| *t)
+            .copied()
+            .ok_or("no address held")?;
+        let first = answers
+            .iter()
+            .flatten()
+            .map(|(t, _)| *t)
+            .min()
+            .ok_or("no address held")?;
+        first_t.push(ms(first.duration_since(t0)));
+        held_n.push(held.len());
         let arp = at.duration_since(t0);
         let new_owner = macs.iter().position(|m| *m == by);
         view_t.push(ms(view));
         arp_t.push(ms(arp));
         diff_t.push(ms(arp) - ms(view));
         eprintln!(
-            "run {run}: node{} killed, view {:.1} ms, ARP answered by {} after {:.1} ms",
+            "run {run}: node{} killed holding {} addresses, view {:.1} ms, the last answered by {} after {:.1} ms",
             victim + 1,
+            held.len(),
             ms(view),
             new_owner.map_or_else(|| arpwire::mac_text(by), |i| format!("node{}", i + 1)),
             ms(arp)
         );
         // Back to three: the victim's stale addresses go before its cable comes back.
-        for v in &vips {
-            let _ = Command::new("ip")
-                .args([
-                    "-n",
-                    &lab.hosts[victim].ns,
-                    "addr",
-                    "del",
-                    &format!("{v}/32"),
-                    "dev",
-                    "eth0",
-                ])
-                .output();
-        }
+        unplumb(&lab, victim, &held);
         c.start(victim);
         lab.link(victim, true);
         until_view(&c, &NODES, 3, Instant::now())
@@ -248,7 +311,7 @@ pub fn run(a: &Args) -> Res<()> {
         .filter_map(|&i| c.ctl_json(i, &["cluster", "counters"]))
         .filter_map(|v| v["xdp_arp_replied"].as_u64())
         .sum();
-    for v in [&mut view_t, &mut arp_t, &mut diff_t] {
+    for v in [&mut view_t, &mut arp_t, &mut diff_t, &mut first_t] {
         v.sort_by(f64::total_cmp);
     }
     let row = |name: &str, v: &[f64]| {
@@ -261,24 +324,30 @@ pub fn run(a: &Args) -> Res<()> {
         );
     };
     println!(
-        "failover: 3 nodes + client in namespaces, 4 DuraVIP addresses, xdp generic, {} runs, \
-         client ARP every {} ms",
+        "failover: 3 nodes + client in namespaces, {} DuraVIP addresses ({}..{} on the victim), \
+         xdp generic, {} runs, client ARP round every {} ms + {} us per address",
+        a.vips,
+        held_n.iter().min().copied().unwrap_or(0),
+        held_n.iter().max().copied().unwrap_or(0),
         a.runs,
-        PROBE_EVERY.as_millis()
+        PROBE_EVERY.as_millis(),
+        PROBE_PER_ADDRESS.as_micros()
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10}",
         "kill -9 + cable cut ->", "p50 ms", "p99 ms", "max ms"
     );
     row("survivors' new view", &view_t);
-    row("client ARP answered", &arp_t);
-    row("ARP minus view (same run)", &diff_t);
+    row("client ARP, first address", &first_t);
+    row("client ARP, last address", &arp_t);
+    row("last ARP minus view", &diff_t);
     if a.json {
         println!(
             "{}",
             json!({
-                "scenario": "failover", "nodes": 3, "runs": a.runs, "probe_ms": PROBE_EVERY.as_millis() as u64,
+                "scenario": "failover", "nodes": 3, "vips": a.vips, "runs": a.runs, "probe_ms": PROBE_EVERY.as_millis() as u64,
                 "view_p50_ms": q(&view_t, 0.5), "view_p99_ms": q(&view_t, 0.99), "view_max_ms": view_t[view_t.len() - 1],
+                "first_arp_p50_ms": q(&first_t, 0.5), "first_arp_p99_ms": q(&first_t, 0.99),
                 "arp_p50_ms": q(&arp_t, 0.5), "arp_p99_ms": q(&arp_t, 0.99), "arp_max_ms": arp_t[arp_t.len() - 1],
                 "diff_p50_ms": q(&diff_t, 0.5), "diff_p99_ms": q(&diff_t, 0.99), "diff_max_ms": diff_t[diff_t.len() - 1],
                 "xdp_arp_replied_running_daemons": xdp_replied,

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::cluster::{arping, mac};
+
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,30 +17,6 @@ use cohort::lab::{Lab, run};
 
 fn plumbed(lab: &Lab, i: usize) -> String {
     cohort::lab::procs::plumbed(lab, i)
-}
-
-fn mac(lab: &Lab, i: usize) -> String {
-    let out = run(Command::new("ip").args(["-n", &lab.hosts[i].ns, "link", "show", "eth0"]));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("MAC")
-        .to_owned()
-}
-
-fn arping(lab: &Lab, from: usize, ip: Ipv4Addr) -> Option<String> {
-    let out = lab
-        .cmd(from, "arping")
-        .args(["-c", "2", "-w", "2", "-I", "eth0", &ip.to_string()])
-        .output()
-        .expect("arping");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines()
-        .find(|l| l.contains("reply from"))
-        .and_then(|l| l.split('[').nth(1))
-        .and_then(|r| r.split(']').next())
-        .map(|m| m.to_ascii_lowercase())
 }
 
 /// For each VIP, the nodes (0..3) that have it plumbed.

@@ -12,28 +12,7 @@ use cohort::xdp::{self, AttachedMode, FastPath, XdpSetting};
 
 /// `arping` from `ns` for `ip`: the MAC that answered, if any.
 fn arping(ns: &str, ip: Ipv4Addr) -> Option<String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "arping",
-            "-c",
-            "2",
-            "-w",
-            "2",
-            "-I",
-            "eth0",
-            &ip.to_string(),
-        ])
-        .output()
-        .expect("arping runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines()
-        .find(|l| l.contains("reply from"))
-        .and_then(|l| l.split('[').nth(1))
-        .and_then(|r| r.split(']').next())
-        .map(|m| m.to_ascii_lowercase())
+    cohort::lab::procs::arping_in(ns, ip)
 }
 
 fn mac_text(m: [u8; 6]) -> String {

@@ -250,6 +250,41 @@ pub fn plumbed(lab: &Lab, i: usize) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The MAC address of host `i`'s `eth0` (`aa:bb:...`, lower case).
+pub fn mac(lab: &Lab, i: usize) -> String {
+    let out = super::run(Command::new("ip").args(["-n", &lab.hosts[i].ns, "link", "show", "eth0"]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("MAC")
+        .to_owned()
+}
+
+/// Two ARP requests for `ip` from `eth0` in the namespace `ns` (arping): the MAC of the first
+/// reply (lower case), if any came within two seconds.
+pub fn arping_in(ns: &str, ip: std::net::Ipv4Addr) -> Option<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "arping", "-c", "2", "-w", "2", "-I", "eth0",
+        ])
+        .arg(ip.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("arping runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.contains("reply from"))
+        .and_then(|l| l.split('[').nth(1))
+        .and_then(|r| r.split(']').next())
+        .map(|m| m.to_ascii_lowercase())
+}
+
+/// [`arping_in`] from host `from` of the lab.
+pub fn arping(lab: &Lab, from: usize, ip: std::net::Ipv4Addr) -> Option<String> {
+    arping_in(&lab.hosts[from].ns, ip)
+}
+
 /// Reads a file, or "" when absent.
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -276,4 +311,80 @@ pub fn duravip_setup(lab: &Lab, first: u8) -> (Vec<std::net::Ipv4Addr>, String, 
         o[0], o[1], o[2]
     );
     (vips, bindings, cluster_opts)
+}
+
+/// DuraVIP at scale for a lab: `count` addresses from `10.<lab>.16.0` upwards (outside the lab's
+/// /24, inside its /16; at most 10,240) and the `cluster` options that place them on `eth0` with
+/// fast maturity, a balancing round that may move every address at once, and generic XDP. A
+/// client reaches them after [`route_vips`].
+pub fn duravip_many(lab: &Lab, count: usize) -> (Vec<std::net::Ipv4Addr>, String) {
+    let o = lab.hosts[0].addr.octets();
+    let vips = (0..count.min(40 * 256))
+        .map(|k| std::net::Ipv4Addr::new(o[0], o[1], 16 + (k / 256) as u8, (k % 256) as u8))
+        .collect();
+    let opts = format!(
+        "  view_mature_time = 0.5\n  view_balance_interval = 1\n  duravip_balance_set_size = {}\n  \
+         xdp = generic\n  Topology \"{}.{}.0.0/16\" {{ interface = \"eth0\" }}",
+        count.max(2),
+        o[0],
+        o[1]
+    );
+    (vips, opts)
+}
+
+/// `Enable_Duravip` bindings for `vips`: `copies(k)` bindings (at least one) for address `k`.
+pub fn duravip_bindings(vips: &[std::net::Ipv4Addr], copies: impl Fn(usize) -> usize) -> String {
+    let mut text = String::new();
+    for (k, v) in vips.iter().enumerate() {
+        for c in 0..copies(k).max(1) {
+            text.push_str(&format!(
+                "Binding \"vip{k}_{c}\" {{ Enable_Duravip = true Bind_Address = \"{v}\" }}\n"
+            ));
+        }
+    }
+    text
+}
+
+/// Gives host `i` a route to the addresses of [`duravip_many`] on its `eth0`.
+pub fn route_vips(lab: &Lab, i: usize) {
+    let o = lab.hosts[0].addr.octets();
+    let status = lab
+        .cmd(i, "ip")
+        .args([
+            "route",
+            "add",
+            &format!("{}.{}.0.0/16", o[0], o[1]),
+            "dev",
+            "eth0",
+        ])
+        .status()
+        .expect("ip route");
+    assert!(status.success(), "route to the DuraVIP addresses");
+}
+
+/// The /32 IPv4 addresses plumbed on host `i`'s `eth0`.
+pub fn plumbed_addrs(lab: &Lab, i: usize) -> Vec<std::net::Ipv4Addr> {
+    plumbed(lab, i)
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix("/32"))
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// Removes `addrs` from host `i`'s `eth0` (one `ip -batch`; absent ones are ignored).
+pub fn unplumb(lab: &Lab, i: usize, addrs: &[std::net::Ipv4Addr]) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-n", &lab.hosts[i].ns, "-force", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ip -batch");
+    let mut input = child.stdin.take().expect("stdin");
+    for a in addrs {
+        let _ = writeln!(input, "addr del {a}/32 dev eth0");
+    }
+    drop(input);
+    let _ = child.wait();
 }
