@@ -74,6 +74,7 @@ fn print_json(
 }
 
 fn main() -> ExitCode {
+    cohort::allocator::tune();
     let result: Result<(), Box<dyn std::error::Error>> = match Cli::parse().scenario {
         Scenario::Jlog(args) => jlog::run(&args),
         Scenario::Udp(args) => udp::run(&args),

@@ -2,6 +2,8 @@
 //! every other member, with per-message latency (hdrhistogram), datagrams per second and messages
 //! per datagram. Real sockets: every node runs in its own network namespace on a bridge (root).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cohort::lab::{Lab, inproc};
@@ -54,9 +56,19 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (count, nodes_n) = (a.count, a.nodes);
     // Receivers: every member but the sender counts and times what it gets.
     let mut handles = Vec::new();
-    for n in nodes.iter().skip(1) {
+    let nice = nodes[0]
+        .shared
+        .status
+        .lock()
+        .map_or(0, |s| s.config.msgc_server.loop_nice);
+    let progress: Vec<Arc<AtomicU64>> = (1..a.nodes).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for (n, done) in nodes.iter().skip(1).zip(&progress) {
         let rx = n.subscribe_fresh();
+        let done = done.clone();
         handles.push(std::thread::spawn(move || {
+            // The same priority as the nodes' event loops (loop_nice), so that the consumer keeps
+            // up and deliveries do not pile up in the channel (memory, then page faults).
+            cohort::node::runtime::set_thread_nice(nice);
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("histogram bounds are valid");
             let mut got = 0u64;
@@ -70,11 +82,16 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 let _ = h.record((now.as_nanos() as u64).saturating_sub(sent).max(1));
                 got += 1;
                 last = now;
+                if got.is_multiple_of(64) {
+                    done.store(got, Ordering::Relaxed);
+                }
             }
             (got, last, h)
         }));
     }
     let sender = &nodes[0].shared;
+    // The sender's own deliveries are read by no one: drop them rather than queue them.
+    sender.unsubscribe();
     let start = epoch.elapsed();
     let before = sender
         .status
@@ -82,13 +99,22 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.counters.clone())
         .map_err(|_| "status")?;
     let mut seq = 0u64;
+    // At most 50k messages or 32 MiB in flight (sent, not yet delivered to every receiver): the
+    // transport's window gives the back-pressure, and the producer does not spend a core filling
+    // memory ahead of it.
+    let window = (32 << 20) / size as u64;
+    let window = window.clamp(64, 50_000);
     while seq < count {
-        // Keep at most 50k messages queued ahead of the transport (its window gives back-pressure).
-        if sender.backlog() > 50_000 {
+        let delivered = progress
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        if seq.saturating_sub(delivered) >= window {
             std::thread::sleep(Duration::from_micros(200));
             continue;
         }
-        let mut n = 1000.min(count - seq);
+        let mut n = 1000.min(count - seq).min(window - (seq - delivered));
         if a.rate > 0 {
             // Paced: never ahead of rate x elapsed; small batches keep the spacing even.
             let due = ((epoch.elapsed() - start).as_secs_f64() * a.rate as f64) as u64;
@@ -154,6 +180,14 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         messages as f64 / datagrams.max(1) as f64,
         min_delivered
     );
+    let nacks: u64 = nodes
+        .iter()
+        .filter_map(|n| n.shared.status.lock().ok().map(|s| s.counters.nacks_sent))
+        .sum();
+    let retransmissions = after.retransmissions - before.retransmissions;
+    println!(
+        "retransmissions by the sender {retransmissions}, NACKs sent by the receivers {nacks}"
+    );
     for n in nodes {
         n.stop();
     }
@@ -166,6 +200,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 "datagrams_per_sec": datagrams as f64 / secs,
                 "messages_per_datagram": messages as f64 / datagrams.max(1) as f64,
                 "delivered_min": min_delivered, "seconds": secs,
+                "retransmissions": retransmissions, "nacks": nacks,
             })
         );
     }

@@ -1,6 +1,7 @@
 //! The `cohort` crate: the binaries `cohortd` and `cohortctl` and what only they need (process
 //! start-up, sockets, netlink, the XDP loader). Logic lives in `cohort-engine`.
 
+pub mod allocator;
 pub mod check_config;
 pub mod console;
 pub mod dataplane;

@@ -199,10 +199,12 @@ struct Leaving {
     acked: BTreeSet<MemberId>,
 }
 
+/// One encoded protocol message waiting for a datagram; a broadcast shares one encoding among
+/// its destinations.
 #[derive(Debug, Clone)]
 struct Outgoing {
     view: ViewId,
-    bytes: Vec<u8>,
+    bytes: std::sync::Arc<Vec<u8>>,
 }
 
 /// What is queued for one destination: protocol messages leave before data.
@@ -435,20 +437,49 @@ impl Endpoint {
     /// group (this one included if it belongs) in the view it is sent in. During a view change it is
     /// queued and sent in the new view.
     pub fn send(&mut self, group: &str, payload: &[u8], order: Order) -> Result<(), SendError> {
-        if !valid_group_name(group) {
-            return Err(SendError::GroupName(group.to_owned()));
-        }
-        if payload.len() > self.cfg.max_message_size || u32::try_from(payload.len()).is_err() {
-            return Err(SendError::TooLarge {
-                len: payload.len(),
-                max: self.cfg.max_message_size,
-            });
-        }
+        self.check_send(group, payload.len())?;
         self.submit(Item::App {
             group: group.to_owned(),
             order,
             payload: payload.to_vec(),
         })
+        .map_err(|(e, _)| e)
+    }
+
+    /// [`Endpoint::send`] taking the payload by value, without a copy; when it is refused the
+    /// payload comes back with the error (to send again after [`SendError::WouldBlock`]).
+    pub fn send_owned(
+        &mut self,
+        group: &str,
+        payload: Vec<u8>,
+        order: Order,
+    ) -> Result<(), (SendError, Vec<u8>)> {
+        if let Err(e) = self.check_send(group, payload.len()) {
+            return Err((e, payload));
+        }
+        self.submit(Item::App {
+            group: group.to_owned(),
+            order,
+            payload,
+        })
+        .map_err(|(e, item)| match item {
+            Item::App { payload, .. } => (e, payload),
+            _ => (e, Vec::new()),
+        })
+    }
+
+    /// Whether `send` would take a message of `len` bytes to `group` now.
+    fn check_send(&self, group: &str, len: usize) -> Result<(), SendError> {
+        if !valid_group_name(group) {
+            return Err(SendError::GroupName(group.to_owned()));
+        }
+        if len > self.cfg.max_message_size || u32::try_from(len).is_err() {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.cfg.max_message_size,
+            });
+        }
+        self.admit(len + group.len() + 16)
     }
 
     /// Joins a named group; the join is delivered to every member in agreed order.
@@ -459,7 +490,8 @@ impl Endpoint {
         if self.my_groups.contains(group) {
             return Ok(());
         }
-        self.submit(Item::Join(group.to_owned()))?;
+        self.submit(Item::Join(group.to_owned()))
+            .map_err(|(e, _)| e)?;
         self.my_groups.insert(group.to_owned());
         Ok(())
     }
@@ -469,7 +501,8 @@ impl Endpoint {
         if !self.my_groups.contains(group) {
             return Ok(());
         }
-        self.submit(Item::Leave(group.to_owned()))?;
+        self.submit(Item::Leave(group.to_owned()))
+            .map_err(|(e, _)| e)?;
         self.my_groups.remove(group);
         Ok(())
     }
@@ -512,22 +545,35 @@ impl Endpoint {
     /// Admits an item under flow control. A message larger than the whole window is admitted
     /// when nothing else is queued ahead of it; its pieces then enter the stream as the window
     /// allows.
-    fn submit(&mut self, item: Item) -> Result<(), SendError> {
-        if self.closed || self.leaving.is_some() {
-            return Err(SendError::Closed);
-        }
-        let unstable = self.unstable_bytes();
+    fn submit(&mut self, item: Item) -> Result<(), (SendError, Item)> {
         let w = item.weight();
-        let limit = self.cfg.max_unstable_bytes;
-        let alone = self.outq.is_empty() && self.sending.is_none();
-        let over = unstable + w > limit && !(alone && w > limit);
-        if over || self.outq.len() >= self.cfg.max_queue {
-            return Err(SendError::WouldBlock { unstable, limit });
+        if let Err(e) = self.admit(w) {
+            return Err((e, item));
         }
         self.outq_bytes += w;
         self.outq.push_back(item);
         if self.pump() {
             self.deliver();
+        }
+        Ok(())
+    }
+
+    /// Whether messages wait to enter the stream (a large message's pieces, or queued items).
+    fn has_queued(&self) -> bool {
+        self.sending.is_some() || !self.outq.is_empty()
+    }
+
+    /// Whether flow control takes an item of `weight` now.
+    fn admit(&self, weight: usize) -> Result<(), SendError> {
+        if self.closed || self.leaving.is_some() {
+            return Err(SendError::Closed);
+        }
+        let unstable = self.unstable_bytes();
+        let limit = self.cfg.max_unstable_bytes;
+        let alone = self.outq.is_empty() && self.sending.is_none();
+        let over = unstable + weight > limit && !(alone && weight > limit);
+        if over || self.outq.len() >= self.cfg.max_queue {
+            return Err(SendError::WouldBlock { unstable, limit });
         }
         Ok(())
     }
@@ -642,33 +688,49 @@ impl Endpoint {
         if !self.peers.contains_key(name) {
             return;
         }
-        let mut bytes = Vec::new();
-        msg.emit(&mut bytes);
         let out = Outgoing {
             view: self.view.id,
-            bytes,
+            bytes: std::sync::Arc::new(self.encode(&msg)),
         };
-        self.outbox
-            .entry(name.to_owned())
-            .or_default()
-            .push(&msg, out);
+        Self::queue_for(&mut self.outbox, name, &msg, out);
+    }
+
+    /// `msg` encoded, in a buffer sized for one datagram.
+    fn encode(&self, msg: &Message) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.cfg.mtu);
+        msg.emit(&mut bytes);
+        bytes
+    }
+
+    /// Queues `out` (the encoding of `msg`) for the member `name`.
+    fn queue_for(
+        outbox: &mut BTreeMap<String, DestQueue>,
+        name: &str,
+        msg: &Message,
+        out: Outgoing,
+    ) {
+        match outbox.get_mut(name) {
+            Some(q) => q.push(msg, out),
+            None => {
+                let mut q = DestQueue::default();
+                q.push(msg, out);
+                outbox.insert(name.to_owned(), q);
+            }
+        }
     }
 
     fn broadcast(&mut self, msg: Message) {
-        let mut bytes = Vec::new();
-        msg.emit(&mut bytes);
-        for m in &self.view.members {
-            if *m == self.me || !self.peers.contains_key(&m.name) {
+        let bytes = std::sync::Arc::new(self.encode(&msg));
+        let (view, me, peers, outbox) = (&self.view, &self.me, &self.peers, &mut self.outbox);
+        for m in &view.members {
+            if m == me || !peers.contains_key(&m.name) {
                 continue;
             }
             let out = Outgoing {
-                view: self.view.id,
+                view: view.id,
                 bytes: bytes.clone(),
             };
-            self.outbox
-                .entry(m.name.clone())
-                .or_default()
-                .push(&msg, out);
+            Self::queue_for(outbox, &m.name, &msg, out);
         }
     }
 
@@ -676,27 +738,36 @@ impl Endpoint {
     /// protocol messages first. Pieces of a large message enter the stream here as the queues
     /// drain.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self.sending.is_some() && self.pump() {
+        if self.has_queued() && self.pump() {
             self.deliver();
         }
+        // Destinations take turns: the first one after the last served that has something queued.
+        // Queues stay in the map when empty (one per configured peer at most), so the steady
+        // state allocates nothing here but the name.
         let name = {
-            let after = self.outbox_cursor.clone().unwrap_or_default();
-            let next = self
-                .outbox
-                .range::<String, _>((
-                    core::ops::Bound::Excluded(after),
-                    core::ops::Bound::Unbounded,
-                ))
-                .map(|(k, _)| k.clone())
-                .next();
-            next.or_else(|| self.outbox.keys().next().cloned())?
+            use core::ops::Bound::{Excluded, Included, Unbounded};
+            let after = self.outbox_cursor.as_deref().unwrap_or("");
+            fn waiting<'a>((k, q): (&'a String, &'a DestQueue)) -> Option<&'a String> {
+                (!q.is_empty()).then_some(k)
+            }
+            self.outbox
+                .range::<str, _>((Excluded(after), Unbounded))
+                .find_map(waiting)
+                .or_else(|| {
+                    self.outbox
+                        .range::<str, _>((Unbounded, Included(after)))
+                        .find_map(waiting)
+                })?
+                .clone()
         };
-        self.outbox_cursor = Some(name.clone());
         let addr = *self.peers.get(&name)?;
         let queue = self.outbox.get_mut(&name)?;
         let first_view = queue.front()?.view;
         // Numbered per destination, so each receiver's replay window sees a dense sequence.
-        let number = self.packet_numbers.entry(name.clone()).or_insert(0);
+        let number = match self.packet_numbers.get_mut(&name) {
+            Some(n) => n,
+            None => self.packet_numbers.entry(name.clone()).or_insert(0),
+        };
         *number += 1;
         let repr = Repr {
             cluster_id: self.cfg.cluster_id,
@@ -717,9 +788,6 @@ impl Endpoint {
             buf.extend_from_slice(&m.bytes);
             count += 1;
         }
-        if queue.is_empty() {
-            self.outbox.remove(&name);
-        }
         if let Some(k) = &self.key {
             let mac = k.mac_to(&buf, &name);
             buf.extend_from_slice(&mac);
@@ -727,6 +795,7 @@ impl Endpoint {
         self.counters.datagrams_sent += 1;
         self.counters.messages_sent += count;
         self.counters.bytes_sent += buf.len() as u64;
+        self.outbox_cursor = Some(name);
         Some(Transmit {
             destination: addr,
             payload: buf,
@@ -1513,7 +1582,7 @@ impl Endpoint {
         }
         self.ack_on_volume(now);
         // Acknowledgements may have opened the window for a large message's next pieces.
-        if self.sending.is_some() && self.pump() {
+        if self.has_queued() && self.pump() {
             self.deliver();
         }
     }

@@ -28,7 +28,7 @@ use crate::group::wire::{Fragment, Item, Order};
 pub struct Fragmenter {
     group: String,
     order: Order,
-    payload: Vec<u8>,
+    payload: bytes::Bytes,
     capacity: usize,
     count: u32,
     next: u32,
@@ -47,7 +47,7 @@ impl Fragmenter {
         Fragmenter {
             group,
             order,
-            payload,
+            payload: payload.into(),
             capacity,
             count,
             next: 0,
@@ -67,7 +67,7 @@ impl Fragmenter {
             total: u32::try_from(self.payload.len()).unwrap_or(u32::MAX),
             count: self.count,
             index: self.next,
-            bytes: self.payload[start..end].to_vec(),
+            bytes: self.payload.slice(start..end),
         };
         self.next += 1;
         Some(f)
@@ -121,6 +121,9 @@ struct Partial {
     bytes: Vec<u8>,
 }
 
+/// The most a first piece makes room for in advance.
+const PREALLOCATE_MAX: usize = 1 << 20;
+
 /// One sender stream's message under reassembly (at most one at a time).
 #[derive(Debug, Clone, Default)]
 pub struct Reassembly {
@@ -144,13 +147,18 @@ impl Reassembly {
                 self.skipping = true;
                 return Absorbed::Refused;
             }
+            // The whole message's room at once (no regrowth piece by piece), up to
+            // PREALLOCATE_MAX: past that the buffer grows as pieces arrive, so a first piece
+            // alone never claims more.
+            let mut bytes = Vec::with_capacity((f.total as usize).min(PREALLOCATE_MAX));
+            bytes.extend_from_slice(&f.bytes);
             self.partial = Some(Partial {
                 group: f.group.clone(),
                 order: f.order,
                 total: f.total,
                 count: f.count,
                 next: 1,
-                bytes: f.bytes.clone(),
+                bytes,
             });
             // A new first piece while another message was partial: the sender never does that.
             return if replaced {
@@ -276,7 +284,7 @@ mod tests {
         let mut r = Reassembly::default();
         r.absorb(&pieces[0], 1 << 20);
         let mut long = pieces[1].clone();
-        long.bytes = vec![0; 4500];
+        long.bytes = vec![0; 4500].into();
         assert_eq!(r.absorb(&long, 1 << 20), Absorbed::Inconsistent);
 
         let mut r = Reassembly::default();
@@ -298,7 +306,7 @@ mod tests {
                 let f = Fragment {
                     group: if agreed { "g".into() } else { "h".into() },
                     order: if agreed { Order::Agreed } else { Order::Fifo },
-                    total, count, index: index.min(count - 1), bytes,
+                    total, count, index: index.min(count - 1), bytes: bytes.into(),
                 };
                 if let Absorbed::Complete(Item::App { payload, .. }) = r.absorb(&f, 4096) {
                     proptest::prop_assert_eq!(payload.len(), total as usize);

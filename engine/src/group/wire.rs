@@ -342,8 +342,8 @@ pub struct Fragment {
     pub count: u32,
     /// This piece's place, from 0.
     pub index: u32,
-    /// This piece's bytes.
-    pub bytes: Vec<u8>,
+    /// This piece's bytes (on the sender, a slice of the whole message's buffer: no copy).
+    pub bytes: bytes::Bytes,
 }
 
 impl Fragment {
@@ -614,7 +614,7 @@ impl<'a> Reader<'a> {
             total,
             count,
             index,
-            bytes: bytes.to_vec(),
+            bytes: bytes::Bytes::copy_from_slice(bytes),
         })
     }
     fn rest(&mut self) -> &'a [u8] {
@@ -1058,7 +1058,7 @@ mod tests {
                     total: 5000,
                     count: 4,
                     index: 3,
-                    bytes: vec![9; 1250],
+                    bytes: vec![9; 1250].into(),
                 }),
             },
             Message::Leave,
@@ -1090,7 +1090,7 @@ mod tests {
                 total: 10,
                 count: 3,
                 index: 1,
-                bytes: b"xyzw".to_vec(),
+                bytes: b"xyzw".to_vec().into(),
             }),
         }
     }
@@ -1192,7 +1192,7 @@ mod tests {
                                               bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
             let m = Message::Data { origin: 1, seq: 1, item: Item::Fragment(Fragment {
                 group, order: if order { Order::Agreed } else { Order::Fifo }, total, count, index,
-                bytes: bytes.clone() }) };
+                bytes: bytes.clone().into() }) };
             let mut buf = Vec::new();
             m.emit(&mut buf);
             let valid = count >= 2 && count <= total && index < count && !bytes.is_empty()

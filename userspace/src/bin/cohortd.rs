@@ -42,6 +42,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    cohort::allocator::tune();
     let args = Args::parse();
     if args.print_default_config {
         print!("{}", cohort_engine::config::EMBEDDED_DEFAULT);

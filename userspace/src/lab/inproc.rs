@@ -53,7 +53,7 @@ pub fn start_with(lab: &Lab, i: usize, cluster_opts: &str, extra: &str, groups: 
         enter(&ns);
         let node = Node::start(cfg, None, Driver::Syscall, false).expect("node starts");
         let shared = node.shared.clone();
-        let deliveries = shared.subscribe(1 << 20);
+        let deliveries = shared.subscribe(1 << 16);
         for g in groups {
             shared.request(Request::Join(g));
         }
@@ -71,7 +71,7 @@ pub fn start_with(lab: &Lab, i: usize, cluster_opts: &str, extra: &str, groups: 
 impl InProc {
     /// A new delivery channel (replacing the one `start` made), for a reader on another thread.
     pub fn subscribe_fresh(&self) -> std::sync::mpsc::Receiver<Delivery> {
-        self.shared.subscribe(1 << 20)
+        self.shared.subscribe(1 << 16)
     }
 
     pub fn view_size(&self) -> usize {

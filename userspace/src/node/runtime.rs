@@ -139,6 +139,9 @@ pub struct Delivery {
     pub payload: Vec<u8>,
 }
 
+/// Requests (application sends, console actions) the loop takes from its queue per turn.
+const REQUESTS_PER_TURN: usize = 4096;
+
 /// Shared between the loop and console threads.
 pub struct Shared {
     pub status: Mutex<NodeStatus>,
@@ -174,6 +177,13 @@ impl Shared {
             *d = Some(tx);
         }
         rx
+    }
+
+    /// Stops handing deliveries to the channel of [`Shared::subscribe`]: they are dropped.
+    pub fn unsubscribe(&self) {
+        if let Ok(mut d) = self.deliveries.lock() {
+            *d = None;
+        }
     }
 
     /// Requests waiting for the loop (application sends included).
@@ -543,19 +553,20 @@ impl Node {
                 self.endpoint.leave_cluster(now);
                 leaving = Some(now);
             }
-            let requests: Vec<Request> = self
-                .shared
-                .requests
-                .lock()
-                .map(|mut q| q.drain(..).collect())
-                .unwrap_or_default();
-            let mut blocked: VecDeque<Request> = VecDeque::new();
-            for r in requests {
-                if !blocked.is_empty() {
-                    // Keep application sends in order behind the one that would block.
-                    blocked.push_back(r);
-                    continue;
-                }
+            // Requests one at a time, in order, until an application send would block: it and
+            // everything behind it stay queued (in order) for the next turn, untouched. At most
+            // REQUESTS_PER_TURN per turn, so that a busy producer never keeps the loop from its
+            // sockets and timers.
+            for _ in 0..REQUESTS_PER_TURN {
+                let Some(r) = self
+                    .shared
+                    .requests
+                    .lock()
+                    .ok()
+                    .and_then(|mut q| q.pop_front())
+                else {
+                    break;
+                };
                 match r {
                     Request::Join(g) => {
                         // An application's join is for good, even if a listener asked first.
@@ -590,16 +601,19 @@ impl Node {
                         group,
                         payload,
                         order,
-                    } => match self.endpoint.send(&group, &payload, order) {
+                    } => match self.endpoint.send_owned(&group, payload, order) {
                         Ok(()) => {}
-                        Err(cohort_engine::group::SendError::WouldBlock { .. }) => {
-                            blocked.push_back(Request::Send {
-                                group,
-                                payload,
-                                order,
-                            });
+                        Err((cohort_engine::group::SendError::WouldBlock { .. }, payload)) => {
+                            if let Ok(mut q) = self.shared.requests.lock() {
+                                q.push_front(Request::Send {
+                                    group,
+                                    payload,
+                                    order,
+                                });
+                            }
+                            break;
                         }
-                        Err(e) => tracing::warn!(group = %group, error = %e, "send refused"),
+                        Err((e, _)) => tracing::warn!(group = %group, error = %e, "send refused"),
                     },
                     Request::DuravipAnnounce => {
                         if let Err(e) = self.duravip.announce() {
@@ -630,13 +644,6 @@ impl Node {
                             tracing::error!(error = %e, "cluster reset failed");
                         }
                     }
-                }
-            }
-            if !blocked.is_empty()
-                && let Ok(mut q) = self.shared.requests.lock()
-            {
-                while let Some(r) = blocked.pop_back() {
-                    q.push_front(r);
                 }
             }
             // Arrivals the XDP program stamped count before the detector looks for silence.
