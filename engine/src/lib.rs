@@ -9,5 +9,6 @@ pub mod duravip;
 pub mod group;
 pub mod jlog;
 pub mod logmove;
+pub mod node;
 pub mod replicate;
 pub mod udp;

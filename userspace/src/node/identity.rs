@@ -59,8 +59,9 @@ pub fn resolve_peer(peer: &str, addr: &str, port: u16) -> Result<SocketAddr, Ide
         .ok_or_else(|| err("no address found".into()))
 }
 
-/// Bits of an incarnation that carry the process id (Linux pids are below 2^22).
-pub const PID_BITS: u32 = 22;
+/// Bits of an incarnation that carry the process id (Linux pids are below 2^22), and the pid
+/// read back: defined by the node machine, which names replication members after it.
+pub use cohort_engine::node::{PID_BITS, pid_of};
 
 /// This start's incarnation: milliseconds since the Unix epoch above the process id. It differs
 /// between any two starts of a node and grows across restarts, which the transport relies on (the
@@ -82,11 +83,6 @@ pub fn fresh_incarnation() -> u64 {
     } else {
         now
     }
-}
-
-/// The process id an incarnation was made by.
-pub fn pid_of(incarnation: u64) -> u32 {
-    (incarnation & ((1 << PID_BITS) - 1)) as u32
 }
 
 /// Resolves this node's identity from the configuration and the environment.

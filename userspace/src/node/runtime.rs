@@ -9,67 +9,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cohort_engine::config::{self, Config};
-use cohort_engine::duravip::arpcache::{self, SharedArpCache};
-use cohort_engine::duravip::{self, DuravipMachine, LocalConfig, Params};
-use cohort_engine::group::{
-    ClusterKey, Counters, Endpoint, Event, GroupConfig, MemberId, Order, Time, View,
-};
-use cohort_engine::replicate::{self, ObjectSettings, Objects, Replicator};
+use cohort_engine::duravip::arpcache;
+use cohort_engine::duravip::{self, LocalConfig, Params};
+use cohort_engine::group::{ClusterKey, Counters, GroupConfig, MemberId, Order, Time, View};
+use cohort_engine::node::{ClusterNode, Command, NodeAction, NodeEvent, NodeSetup};
+use cohort_engine::replicate::{ObjectSettings, Objects, Replicator};
 use cohort_engine::udp::{self, DatagramIo, Driver, IoStats, Outgoing};
 
 use super::identity::{self, Identity};
 use super::signals::SignalFlags;
 
-/// What a member tells the others about itself, so that `cluster membership` can show it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemberInfo {
-    pub pid: u32,
-    pub subcluster: String,
-    /// `Momentum` for a node, `Manager` for the manager (the docs' words).
-    pub node_type: String,
-    pub version: String,
-    /// The member's ECCluster_Listener address, `0.0.0.0:0` if it has none.
-    pub eccluster_addr: String,
-}
+pub use cohort_engine::node::{MemberInfo, replication_member};
 
-/// Tag byte of Cohort's own messages on the cluster group.
-const MSG_MEMBER_INFO: u8 = 1;
-/// DuraVIP ownership messages (agreed order).
-const MSG_DURAVIP: u8 = 2;
-/// Replication batches and snapshots (FIFO).
-const MSG_REPLICATE: u8 = 3;
-/// Reports of this node's ARP cache for the shared ARP cache (FIFO).
-const MSG_ARP: u8 = 4;
 /// Least time between two reads of the XDP program's arrival stamps.
 const XDP_STAMP_PERIOD: Duration = Duration::from_millis(10);
 
-/// A member's name in replicated objects' views, Momentum's `#ec1-<pid>#<node>`: the pid is part
-/// of the incarnation, so every member derives the same name from the view alone.
-pub fn replication_member(m: &MemberId) -> replicate::MemberId {
-    replicate::MemberId::new(format!(
-        "#ec1-{}#{}",
-        identity::pid_of(m.incarnation),
-        m.name
-    ))
-}
-
-/// Wall-clock time, the clock of replicated objects (TTLs and series windows are absolute).
+/// Wall-clock time since the Unix epoch.
 pub(crate) fn wall() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-}
-
-/// The DuraVIP view of a group view (its id in 64 bits, order kept: `ViewId::as_u64`).
-fn duravip_view(view: &View) -> duravip::View {
-    duravip::View {
-        id: view.id.as_u64(),
-        members: view
-            .members
-            .iter()
-            .map(|m| duravip::Member::new(m.name.clone(), m.incarnation))
-            .collect(),
-    }
 }
 
 /// Everything the console shows, kept current by the loop.
@@ -150,7 +109,7 @@ pub struct Shared {
     /// Where application messages go (groups other than Cohort's own traffic), if anyone listens.
     pub deliveries: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
     /// The replicated objects' state machine (the console reads it; the loop drives it).
-    pub replicator: Mutex<Replicator>,
+    pub replicator: Arc<Mutex<Replicator>>,
     /// The application handle of the replicated objects: increments, gauges, throttles, caches,
     /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
     pub objects: Arc<Objects>,
@@ -312,34 +271,23 @@ impl Clock {
     }
 }
 
-/// A running node.
+/// A running node: the I/O around the node machine.
 pub struct Node {
     pub shared: Arc<Shared>,
-    endpoint: Endpoint,
+    node: ClusterNode,
     io: Box<dyn DatagramIo>,
     clock: Clock,
     signals: SignalFlags,
     peers_by_addr: BTreeMap<SocketAddr, String>,
-    info: MemberInfo,
-    joins: Vec<String>,
     /// Groups joined only for `listen` clients, left when the last of them goes.
     listen_only: std::collections::BTreeSet<String>,
-    cluster_group: String,
+    joins: Vec<String>,
     /// `control_group`: with `ec_sc_*` and private groups, where the manager's commands travel.
     control_group: String,
-    duravip: DuravipMachine,
     dataplane: Option<crate::dataplane::DataPlane>,
     owned: std::collections::BTreeSet<std::net::IpAddr>,
     duravip_dirty: bool,
     last_status: Instant,
-    /// Replication payloads the transport could not take yet (flow control), oldest first.
-    rep_pending: VecDeque<Vec<u8>>,
-    /// DuraVIP and member-info messages flow control has not taken yet, in order. Never dropped:
-    /// DuraVIP's safety rests on every member applying the same agreed stream. The queue holds
-    /// only what the window refused and drains as acknowledgements return.
-    ctl_pending: VecDeque<(Vec<u8>, Order)>,
-    /// The cluster-wide shared ARP cache.
-    arp: SharedArpCache,
     /// `arp_cache_interval`; `None` when this node does not collect.
     arp_every: Option<Duration>,
     next_arp: Time,
@@ -354,12 +302,7 @@ pub struct Node {
     xdp_seen: BTreeMap<std::net::Ipv4Addr, u64>,
     next_xdp_read: Time,
     xdp_arrivals_fed: u64,
-    /// When the replicated objects' zero counts were last freed (`Replicator::compact`).
-    last_compact: Instant,
 }
-
-/// How often the replicated objects' zero counts are freed.
-const COMPACT_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Binds the transport and creates the endpoint; nothing is sent until [`Node::run`].
@@ -382,23 +325,12 @@ impl Node {
             why: e.to_string(),
         })?;
         let clock = Clock(Instant::now());
+        let wall_epoch = wall();
         let me = MemberId::new(id.nodename.clone(), id.incarnation);
-        let endpoint = Endpoint::new(gcfg.clone(), me.clone(), key, clock.now())
-            .map_err(|e| RunError::Endpoint(e.to_string()))?;
         let waker = io.waker();
         let signals = SignalFlags::install(&waker)?;
         let peers_by_addr = gcfg.peers.iter().map(|(n, a)| (*a, n.clone())).collect();
         let info = my_info(&cfg, &id, manager);
-        let dv = DuravipMachine::new(
-            duravip::Member::new(id.nodename.clone(), id.incarnation),
-            if manager {
-                LocalConfig::default()
-            } else {
-                LocalConfig::from_config(&cfg)
-            },
-            Params::from_cluster(&cfg.cluster),
-        );
-        // The data plane needs CAP_NET_ADMIN; without DuraVIP addresses there is nothing to do.
         let settings: Vec<ObjectSettings> = cfg
             .cluster
             .replicate
@@ -411,10 +343,13 @@ impl Node {
                 }
             })
             .collect();
-        // Leave room in each transport message for its framing and our tag byte.
+        // Leave room in each transport message for its framing and the channel byte.
         let rep_mtu = (cfg.msgc_server.mtu as usize).saturating_sub(256).max(512);
         let replicator = Replicator::new(replication_member(&me), settings, rep_mtu, manager)
             .map_err(|e| RunError::Endpoint(format!("replication: {e}")))?;
+        let objects = replicator.objects().clone();
+        let replicator = Arc::new(Mutex::new(replicator));
+        // The data plane needs CAP_NET_ADMIN; without DuraVIP addresses there is nothing to do.
         let dataplane = if !manager && !crate::dataplane::placements(&cfg).is_empty() {
             match crate::dataplane::DataPlane::start(&cfg, vec![id.addr.ip()], Instant::now()) {
                 Ok(d) => Some(d),
@@ -453,14 +388,36 @@ impl Node {
             }
         }
         xdp_peers.retain(|ip, _| !shared_ip.contains(ip));
+        let t0 = clock.now();
+        let node = ClusterNode::new(
+            NodeSetup {
+                group: gcfg,
+                me: me.clone(),
+                key,
+                cluster_group: cfg.cluster.cluster_group.clone(),
+                joins: joins.clone(),
+                duravip: if manager {
+                    LocalConfig::default()
+                } else {
+                    LocalConfig::from_config(&cfg)
+                },
+                duravip_params: Params::from_cluster(&cfg.cluster),
+                info,
+                replicator: replicator.clone(),
+                arp_ttl,
+                wall_epoch,
+            },
+            t0,
+        )
+        .map_err(|e| RunError::Endpoint(e.to_string()))?;
         let status = NodeStatus {
             identity: id,
-            me: me.clone(),
-            view: endpoint.view().clone(),
+            me,
+            view: node.endpoint().view().clone(),
             view_installed: Instant::now(),
             groups: BTreeMap::new(),
-            infos: BTreeMap::from([(me, info.clone())]),
-            counters: endpoint.counters().clone(),
+            infos: node.infos().clone(),
+            counters: node.endpoint().counters().clone(),
             io: io.stats(),
             started: Instant::now(),
             config: cfg.clone(),
@@ -472,7 +429,6 @@ impl Node {
             arp: Default::default(),
             xdp_arrivals_fed: 0,
         };
-        let t0 = clock.now();
         Ok(Node {
             shared: Arc::new(Shared {
                 status: Mutex::new(status),
@@ -482,32 +438,26 @@ impl Node {
                 control: Mutex::new(None),
                 listeners: Mutex::new(Vec::new()),
                 listen_counts: Mutex::new(BTreeMap::new()),
-                objects: replicator.objects().clone(),
-                replicator: Mutex::new(replicator),
+                objects,
+                replicator,
                 journals: Arc::new(if manager {
                     crate::logsvc::Journals::none()
                 } else {
                     crate::logsvc::Journals::start(&cfg)
                 }),
             }),
-            endpoint,
+            node,
             io,
             clock,
             signals,
             peers_by_addr,
-            info,
-            joins,
             listen_only: std::collections::BTreeSet::new(),
-            cluster_group: cfg.cluster.cluster_group.clone(),
+            joins,
             control_group: cfg.cluster.control_group.clone(),
-            duravip: dv,
             dataplane,
             owned: std::collections::BTreeSet::new(),
             duravip_dirty: true,
             last_status: Instant::now(),
-            rep_pending: VecDeque::new(),
-            ctl_pending: VecDeque::new(),
-            arp: SharedArpCache::new(arp_ttl),
             arp_every,
             next_arp: t0,
             arp_scope,
@@ -516,7 +466,6 @@ impl Node {
             xdp_seen: BTreeMap::new(),
             next_xdp_read: t0,
             xdp_arrivals_fed: 0,
-            last_compact: Instant::now(),
         })
     }
 
@@ -528,18 +477,6 @@ impl Node {
             .lock()
             .map_or(0, |s| s.config.msgc_server.loop_nice);
         set_thread_nice(nice);
-        for g in self.joins.clone() {
-            if let Err(e) = self.endpoint.join(&g) {
-                tracing::warn!(group = %g, error = %e, "cannot join group");
-            }
-        }
-        let hb_period = Duration::from_secs(1)
-            / self
-                .shared
-                .status
-                .lock()
-                .map_or(1, |s| s.config.cluster.heartbeats_per_sec.max(1));
-        let mut next_heartbeat = self.clock.now();
         let mut leaving: Option<Time> = None;
         let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
         loop {
@@ -549,136 +486,25 @@ impl Node {
             }
             if self.signals.terminate_requested() && leaving.is_none() {
                 tracing::info!("leaving the cluster");
-                self.flush_replication();
-                self.endpoint.leave_cluster(now);
+                self.command(now, Command::LeaveCluster);
                 leaving = Some(now);
             }
-            // Requests one at a time, in order, until an application send would block: it and
-            // everything behind it stay queued (in order) for the next turn, untouched. At most
-            // REQUESTS_PER_TURN per turn, so that a busy producer never keeps the loop from its
-            // sockets and timers.
-            for _ in 0..REQUESTS_PER_TURN {
-                let Some(r) = self
-                    .shared
-                    .requests
-                    .lock()
-                    .ok()
-                    .and_then(|mut q| q.pop_front())
-                else {
-                    break;
-                };
-                match r {
-                    Request::Join(g) => {
-                        // An application's join is for good, even if a listener asked first.
-                        self.listen_only.remove(&g);
-                        if let Err(e) = self.endpoint.join(&g) {
-                            tracing::warn!(group = %g, error = %e, "cannot join group");
-                        }
-                    }
-                    Request::ListenJoin(g) => {
-                        let joined = self.endpoint.group_members(&g).contains(self.endpoint.me());
-                        if !self.joins.contains(&g) && !joined {
-                            self.listen_only.insert(g.clone());
-                        }
-                        if let Err(e) = self.endpoint.join(&g) {
-                            tracing::warn!(group = %g, error = %e, "cannot join group");
-                        }
-                    }
-                    Request::ListenLeave(g) => {
-                        let still_listened = self
-                            .shared
-                            .listen_counts
-                            .lock()
-                            .map_or(true, |c| c.get(&g).is_some_and(|n| *n > 0));
-                        if !still_listened
-                            && self.listen_only.remove(&g)
-                            && let Err(e) = self.endpoint.leave(&g)
-                        {
-                            tracing::debug!(group = %g, error = %e, "leaving a listened group");
-                        }
-                    }
-                    Request::Send {
-                        group,
-                        payload,
-                        order,
-                    } => match self.endpoint.send_owned(&group, payload, order) {
-                        Ok(()) => {}
-                        Err((cohort_engine::group::SendError::WouldBlock { .. }, payload)) => {
-                            if let Ok(mut q) = self.shared.requests.lock() {
-                                q.push_front(Request::Send {
-                                    group,
-                                    payload,
-                                    order,
-                                });
-                            }
-                            break;
-                        }
-                        Err((e, _)) => tracing::warn!(group = %group, error = %e, "send refused"),
-                    },
-                    Request::DuravipAnnounce => {
-                        if let Err(e) = self.duravip.announce() {
-                            tracing::warn!(error = %e, "cannot announce the DuraVIP view");
-                        }
-                        self.duravip_dirty = true;
-                    }
-                    Request::DuravipReleaseAll => {
-                        self.duravip.release_all();
-                        self.duravip_dirty = true;
-                    }
-                    Request::DuravipMove { ip, node } => {
-                        if let Err(e) = self.duravip.request_move(ip, &node) {
-                            tracing::warn!(%ip, %node, error = %e, "DuraVIP move refused");
-                        }
-                        self.duravip_dirty = true;
-                    }
-                    Request::DuravipDebug(on) => self.duravip.set_debug(on),
-                    Request::Shutdown if leaving.is_none() => {
-                        self.flush_replication();
-                        self.endpoint.leave_cluster(now);
-                        leaving = Some(now);
-                    }
-                    Request::Shutdown => {}
-                    Request::Reload => self.reload(),
-                    Request::Reset => {
-                        if let Err(e) = self.reset(now) {
-                            tracing::error!(error = %e, "cluster reset failed");
-                        }
-                    }
-                }
-            }
+            self.take_requests(now, &mut leaving);
             // Arrivals the XDP program stamped count before the detector looks for silence.
             self.feed_xdp_stamps(now);
-            if let Some(t) = self.endpoint.poll_timeout()
-                && t <= now
-            {
-                self.endpoint.handle_timeout(now);
-            }
             if self.arp_every.is_some() && now >= self.next_arp {
                 self.collect_arp(now);
             }
-            let dv_now = duravip::Time(now.as_nanos());
-            if self.duravip.poll_timeout().is_some_and(|t| t <= dv_now) {
-                self.duravip.handle_timeout(dv_now);
-                self.duravip_dirty = true;
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
             }
             if let Some(dp) = &mut self.dataplane
                 && dp.next_deadline() <= Instant::now()
             {
                 dp.tick(Instant::now());
             }
-            if now >= next_heartbeat {
-                self.endpoint.heartbeat(now);
-                next_heartbeat = now + hb_period;
-            }
-            let mut done = false;
-            while let Some(ev) = self.endpoint.poll_event() {
-                if self.on_event(ev) {
-                    done = true;
-                }
-            }
-            self.drive_duravip();
-            self.drive_replication();
-            while let Some(t) = self.endpoint.poll_transmit() {
+            let done = self.drain_node();
+            while let Some(t) = self.node.poll_transmit() {
                 out.push((t.destination, t.payload));
             }
             if !out.is_empty() {
@@ -707,37 +533,19 @@ impl Node {
                 return Ok(());
             }
             self.publish();
-            let dv_deadline = self.duravip.poll_timeout().map(|t| Time::from_nanos(t.0));
-            let rep_deadline = self
-                .shared
-                .replicator
-                .lock()
-                .ok()
-                .and_then(|r| r.poll_timeout())
-                .map(|t| {
-                    let w = wall();
-                    now + t.saturating_sub(w)
-                });
             let dp_deadline = self.dataplane.as_ref().map(|d| {
                 let left = d.next_deadline().saturating_duration_since(Instant::now());
                 now + left
             });
             let arp_deadline = self.arp_every.map(|_| self.next_arp);
-            let deadline = [
-                self.endpoint.poll_timeout(),
-                Some(next_heartbeat),
-                arp_deadline,
-                dv_deadline,
-                dp_deadline,
-                rep_deadline,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let deadline = [self.node.poll_timeout(), arp_deadline, dp_deadline]
+                .into_iter()
+                .flatten()
+                .min();
             let wait = deadline
                 .map_or(Duration::from_millis(100), |d| d.since(now))
                 .min(Duration::from_millis(100));
-            let (endpoint, clock, peers) = (&mut self.endpoint, &self.clock, &self.peers_by_addr);
+            let (node, clock, peers) = (&mut self.node, &self.clock, &self.peers_by_addr);
             self.io.recv(Some(wait), &mut |r| {
                 let now = clock.now();
                 if let (Some(k), Some(name)) = (r.kernel_ns, peers.get(&r.from)) {
@@ -747,241 +555,225 @@ impl Node {
                         .map_or(0, |d| d.as_nanos() as u64);
                     let age = Duration::from_nanos(real_now.saturating_sub(k));
                     let at = Time::from_nanos(now.as_nanos().saturating_sub(age.as_nanos() as u64));
-                    endpoint.note_arrival(now, name, at);
+                    node.note_arrival(now, name, at);
                 }
-                endpoint.handle_packet(now, r.from, r.data);
+                node.handle_packet(now, r.from, r.data);
             })?;
+        }
+    }
+
+    /// Carries out a command on the node machine; a refusal is logged.
+    fn command(&mut self, now: Time, cmd: Command) {
+        let what = format!("{cmd:?}");
+        if let Err(e) = self.node.handle_command(now, cmd) {
+            tracing::warn!(command = %what, error = %e, "request refused");
+        }
+        self.duravip_dirty = true;
+    }
+
+    /// Takes requests one at a time, in order, until an application send would block: it and
+    /// everything behind it stay queued (in order) for the next turn, untouched. At most
+    /// REQUESTS_PER_TURN per turn, so that a busy producer never keeps the loop from its
+    /// sockets and timers.
+    fn take_requests(&mut self, now: Time, leaving: &mut Option<Time>) {
+        for _ in 0..REQUESTS_PER_TURN {
+            let Some(r) = self
+                .shared
+                .requests
+                .lock()
+                .ok()
+                .and_then(|mut q| q.pop_front())
+            else {
+                break;
+            };
+            match r {
+                Request::Join(g) => {
+                    // An application's join is for good, even if a listener asked first.
+                    self.listen_only.remove(&g);
+                    self.command(now, Command::Join(g));
+                }
+                Request::ListenJoin(g) => {
+                    let ep = self.node.endpoint();
+                    let joined = ep.group_members(&g).contains(ep.me());
+                    if !self.joins.contains(&g) && !joined {
+                        self.listen_only.insert(g.clone());
+                    }
+                    self.command(now, Command::Join(g));
+                }
+                Request::ListenLeave(g) => {
+                    let still_listened = self
+                        .shared
+                        .listen_counts
+                        .lock()
+                        .map_or(true, |c| c.get(&g).is_some_and(|n| *n > 0));
+                    if !still_listened && self.listen_only.remove(&g) {
+                        self.command(now, Command::Leave(g));
+                    }
+                }
+                Request::Send {
+                    group,
+                    payload,
+                    order,
+                } => match self.node.send(now, &group, payload, order) {
+                    Ok(()) => {}
+                    Err((cohort_engine::group::SendError::WouldBlock { .. }, payload)) => {
+                        if let Ok(mut q) = self.shared.requests.lock() {
+                            q.push_front(Request::Send {
+                                group,
+                                payload,
+                                order,
+                            });
+                        }
+                        break;
+                    }
+                    Err((e, _)) => tracing::warn!(group = %group, error = %e, "send refused"),
+                },
+                Request::DuravipAnnounce => self.command(now, Command::DuravipAnnounce),
+                Request::DuravipReleaseAll => self.command(now, Command::DuravipReleaseAll),
+                Request::DuravipMove { ip, node } => {
+                    self.command(now, Command::DuravipMove { ip, node })
+                }
+                Request::DuravipDebug(on) => self.command(now, Command::DuravipDebug(on)),
+                Request::Shutdown if leaving.is_none() => {
+                    self.command(now, Command::LeaveCluster);
+                    *leaving = Some(now);
+                }
+                Request::Shutdown => {}
+                Request::Reload => self.reload(),
+                Request::Reset => {
+                    if let Err(e) = self.reset(now) {
+                        tracing::error!(error = %e, "cluster reset failed");
+                    }
+                }
+            }
         }
     }
 
     /// `cluster reset`: leave the cluster and come back at once as a new incarnation, which forces
     /// a fresh view and a new DuraVIP negotiation (Momentum restarted Spread for this).
     fn reset(&mut self, now: Time) -> Result<(), RunError> {
-        let (cfg, mut id) = {
-            let s = self
-                .shared
-                .status
-                .lock()
-                .map_err(|_| RunError::Endpoint("status poisoned".into()))?;
-            (s.config.clone(), s.identity.clone())
-        };
-        let gcfg = group_config(&cfg)?;
-        let key = match &gcfg.cluster_key {
-            Some(p) => Some(
-                ClusterKey::load(p).map_err(|e| RunError::Key(format!("{}: {e}", p.display())))?,
-            ),
-            None => None,
-        };
+        let mut id = self
+            .shared
+            .status
+            .lock()
+            .map_err(|_| RunError::Endpoint("status poisoned".into()))?
+            .identity
+            .clone();
+        id.incarnation = identity::fresh_incarnation();
+        let me = MemberId::new(id.nodename.clone(), id.incarnation);
         // Say goodbye first, so peers install the smaller view at once instead of suspecting us.
-        self.endpoint.leave_cluster(now);
-        while let Some(t) = self.endpoint.poll_transmit() {
+        let goodbye = self
+            .node
+            .reset(now, me.clone())
+            .map_err(|e| RunError::Endpoint(e.to_string()))?;
+        for t in goodbye {
             let _ = self.io.send_batch(&[Outgoing {
                 to: t.destination,
                 data: &t.payload,
             }]);
         }
-        id.incarnation = identity::fresh_incarnation();
-        let me = MemberId::new(id.nodename.clone(), id.incarnation);
-        self.endpoint = Endpoint::new(gcfg, me.clone(), key, now)
-            .map_err(|e| RunError::Endpoint(e.to_string()))?;
-        // Messages queued for the old incarnation's views mean nothing to the new one.
-        self.ctl_pending.clear();
-        for g in self.joins.clone() {
-            if let Err(e) = self.endpoint.join(&g) {
-                tracing::warn!(group = %g, error = %e, "cannot join group");
-            }
-        }
-        // DuraVIP starts over too: release what we hold, renegotiate in the new view.
-        self.duravip.shutdown();
-        self.drive_duravip();
-        self.duravip = DuravipMachine::new(
-            duravip::Member::new(id.nodename.clone(), id.incarnation),
-            LocalConfig::from_config(&cfg),
-            Params::from_cluster(&cfg.cluster),
-        );
+        self.drain_node();
         if let Ok(mut s) = self.shared.status.lock() {
             s.identity = id;
-            s.me = me.clone();
-            s.view = self.endpoint.view().clone();
-            s.infos = BTreeMap::from([(me, self.info.clone())]);
+            s.me = me;
+            s.view = self.node.endpoint().view().clone();
+            s.infos = self.node.infos().clone();
             s.groups.clear();
         }
         tracing::info!("cluster reset: rejoining as a new incarnation");
         Ok(())
     }
 
+    /// Carries out the node machine's actions (data plane first), then applies its events;
+    /// returns true when the graceful leave has finished.
+    fn drain_node(&mut self) -> bool {
+        let mut changed = false;
+        while let Some(a) = self.node.poll_action() {
+            match a {
+                NodeAction::Duravip(duravip::Action::Acquire { ip, .. }) => {
+                    changed |= self.owned.insert(ip)
+                }
+                NodeAction::Duravip(duravip::Action::Release { ip }) => {
+                    changed |= self.owned.remove(&ip)
+                }
+                NodeAction::ArpHosts(hosts) => {
+                    if let Some(dp) = &mut self.dataplane {
+                        dp.set_hosts(hosts.iter().map(|h| (h.ip, h.mac)).collect());
+                    }
+                }
+            }
+            self.duravip_dirty = true;
+        }
+        if changed && let Some(dp) = &mut self.dataplane {
+            dp.set_owned(&self.owned, Instant::now());
+        }
+        let mut done = false;
+        while let Some(ev) = self.node.poll_event() {
+            done |= self.on_event(ev);
+        }
+        done
+    }
+
     /// Applies one event; returns true when the graceful leave has finished.
-    fn on_event(&mut self, ev: Event) -> bool {
+    fn on_event(&mut self, ev: NodeEvent) -> bool {
         match ev {
-            Event::ViewChanged(view) => {
-                tracing::info!(view = ?view.id, members = view.members.len(), "view installed");
-                let dv_now = duravip::Time(self.clock.now().as_nanos());
-                if let Err(e) = self.duravip.handle_view(dv_now, duravip_view(&view)) {
-                    tracing::warn!(error = %e, "DuraVIP refused the view");
-                }
+            NodeEvent::ViewChanged(view) => {
                 self.duravip_dirty = true;
-                let rep_members: Vec<replicate::MemberId> =
-                    view.members.iter().map(replication_member).collect();
-                if let Ok(mut r) = self.shared.replicator.lock() {
-                    r.handle_view(wall(), &rep_members);
-                }
-                // Batches still waiting for the transport go out in the new view: the survivors
-                // need them (nothing else carries those updates to them), and a joiner's copy is
-                // reset by the snapshot that follows them.
                 if let Ok(mut s) = self.shared.status.lock() {
-                    s.infos.retain(|m, _| view.members.contains(m));
+                    s.infos = self.node.infos().clone();
                     s.view = view;
                     s.view_installed = Instant::now();
                 }
-                // Tell the (possibly new) members who we are.
-                let mut msg = vec![MSG_MEMBER_INFO];
-                msg.extend(serde_json::to_vec(&self.info).unwrap_or_default());
-                self.send_control(msg, Order::Fifo);
-                false
             }
-            Event::GroupChanged { group, members, .. } => {
+            NodeEvent::GroupChanged { group, members } => {
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.groups.insert(group, members);
                 }
-                false
             }
-            Event::Message {
+            NodeEvent::MemberInfo(..) => {
+                if let Ok(mut s) = self.shared.status.lock() {
+                    s.infos = self.node.infos().clone();
+                }
+            }
+            NodeEvent::Refused { from, why } => {
+                tracing::warn!(from = %from.name, error = %why, "cluster message refused");
+            }
+            NodeEvent::Message {
                 group,
                 sender,
                 payload,
                 order,
-                ..
             } => {
-                if group != self.cluster_group {
-                    let d = Delivery {
-                        group,
-                        sender,
-                        order,
-                        payload,
-                    };
-                    super::control::tap(&self.shared, &d);
-                    if cohort_engine::console::control::is_control(&d.payload)
-                        && super::control::is_control_group(&d.group, &self.control_group)
-                    {
-                        super::control::route(&self.shared, d);
-                        return false;
-                    }
-                    let Delivery {
-                        group,
-                        sender,
-                        order,
-                        payload,
-                    } = d;
-                    let tx = self.shared.deliveries.lock().ok().and_then(|d| d.clone());
-                    if let Some(tx) = tx {
-                        let _ = tx.send(Delivery {
-                            group,
-                            sender,
-                            order,
-                            payload,
-                        });
-                    }
+                let d = Delivery {
+                    group,
+                    sender,
+                    order,
+                    payload,
+                };
+                super::control::tap(&self.shared, &d);
+                if cohort_engine::console::control::is_control(&d.payload)
+                    && super::control::is_control_group(&d.group, &self.control_group)
+                {
+                    super::control::route(&self.shared, d);
                     return false;
                 }
-                if payload.first() == Some(&MSG_REPLICATE) {
-                    let from = replication_member(&sender);
-                    if let Ok(mut r) = self.shared.replicator.lock()
-                        && let Err(e) = r.handle_message(wall(), &from, &payload[1..])
-                    {
-                        tracing::warn!(from = %sender.name, error = %e, "replication message refused");
-                    }
-                    return false;
+                let tx = self.shared.deliveries.lock().ok().and_then(|t| t.clone());
+                if let Some(tx) = tx {
+                    let _ = tx.send(d);
                 }
-                if payload.first() == Some(&MSG_ARP) {
-                    match arpcache::decode_report(&payload[1..]) {
-                        Ok(hosts) => {
-                            let now = Duration::from_nanos(self.clock.now().as_nanos());
-                            self.arp.learn(now, &hosts);
-                            self.arp.expire(now);
-                            self.sync_arp_hosts();
-                        }
-                        Err(e) => {
-                            tracing::warn!(from = %sender.name, error = %e, "ARP cache report refused")
-                        }
-                    }
-                    return false;
-                }
-                if payload.first() == Some(&MSG_DURAVIP) {
-                    let dv_now = duravip::Time(self.clock.now().as_nanos());
-                    let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
-                    if let Err(e) = self.duravip.handle_message(dv_now, &from, &payload[1..]) {
-                        tracing::warn!(from = %sender.name, error = %e, "DuraVIP message refused");
-                    }
-                    self.duravip_dirty = true;
-                    return false;
-                }
-                if group == self.cluster_group && payload.first() == Some(&MSG_MEMBER_INFO) {
-                    match serde_json::from_slice::<MemberInfo>(&payload[1..]) {
-                        Ok(info) => {
-                            if let Ok(mut s) = self.shared.status.lock() {
-                                s.infos.insert(sender, info);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(from = %sender.name, error = %e, "undecodable member info")
-                        }
-                    }
-                }
-                false
             }
-            Event::LeftCluster => true,
+            NodeEvent::LeftCluster => return true,
         }
-    }
-
-    /// Flushes every replicated object's pending updates (before a graceful leave).
-    fn flush_replication(&mut self) {
-        if let Ok(mut r) = self.shared.replicator.lock() {
-            r.flush(wall());
-        }
-        self.drive_replication();
-    }
-
-    /// Runs the replicator's timers and hands its batches to the transport (FIFO on the cluster
-    /// group), keeping what flow control refuses for the next turn.
-    fn drive_replication(&mut self) {
-        if let Ok(mut r) = self.shared.replicator.lock() {
-            let w = wall();
-            if r.poll_timeout().is_some_and(|t| t <= w) {
-                r.handle_timeout(w);
-            }
-            if self.last_compact.elapsed() >= COMPACT_INTERVAL {
-                r.compact();
-                self.last_compact = Instant::now();
-            }
-            while let Some(t) = r.poll_transmit() {
-                let mut msg = Vec::with_capacity(t.payload.len() + 1);
-                msg.push(MSG_REPLICATE);
-                msg.extend_from_slice(&t.payload);
-                self.rep_pending.push_back(msg);
-            }
-        }
-        while let Some(msg) = self.rep_pending.front() {
-            match self.endpoint.send(&self.cluster_group, msg, Order::Fifo) {
-                Ok(()) => {
-                    self.rep_pending.pop_front();
-                }
-                Err(cohort_engine::group::SendError::WouldBlock { .. }) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "replication batch refused by the transport");
-                    self.rep_pending.pop_front();
-                }
-            }
-        }
+        false
     }
 
     /// Collects this node's ARP entries on the `Topology` interfaces (the kernel's neighbour
-    /// table), adds them to the shared cache and reports them to the cluster (FIFO).
+    /// table) and hands them to the node machine, which adds them to the shared cache and
+    /// reports them to the cluster.
     fn collect_arp(&mut self, now: Time) {
         if let Some(every) = self.arp_every {
             self.next_arp = now + every;
         }
-        let at = Duration::from_nanos(now.as_nanos());
-        self.arp.expire(at);
         let text = match std::fs::read_to_string("/proc/net/arp") {
             Ok(t) => t,
             Err(e) => {
@@ -994,31 +786,9 @@ impl Node {
             let ip = std::net::IpAddr::V4(ip);
             !vips.contains(&ip) && scope.iter().any(|(i, n)| i == dev && n.contains(&ip))
         };
-        let hosts = match arpcache::parse_proc_net_arp(&text, keep) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot parse the kernel's ARP table");
-                return;
-            }
-        };
-        self.arp.learn(at, &hosts);
-        self.sync_arp_hosts();
-        for report in arpcache::encode_reports(&hosts) {
-            let mut msg = Vec::with_capacity(report.len() + 1);
-            msg.push(MSG_ARP);
-            msg.extend_from_slice(&report);
-            // A report refused by flow control is simply sent again next interval.
-            if let Err(e) = self.endpoint.send(&self.cluster_group, &msg, Order::Fifo) {
-                tracing::debug!(error = %e, "ARP cache report not sent");
-                break;
-            }
-        }
-    }
-
-    /// Gives the data plane the shared cache's hosts for targeted ARP.
-    fn sync_arp_hosts(&mut self) {
-        if let Some(dp) = &mut self.dataplane {
-            dp.set_hosts(self.arp.hosts().iter().map(|h| (h.ip, h.mac)).collect());
+        match arpcache::parse_proc_net_arp(&text, keep) {
+            Ok(hosts) => self.node.handle_arp_report(now, &hosts),
+            Err(e) => tracing::warn!(error = %e, "cannot parse the kernel's ARP table"),
         }
     }
 
@@ -1046,74 +816,25 @@ impl Node {
             *seen = p.packets;
             let age = mono.saturating_sub(p.last_ns);
             let at = Time::from_nanos(now.as_nanos().saturating_sub(age));
-            self.endpoint.note_arrival(now, name, at);
+            self.node.note_arrival(now, name, at);
             self.xdp_arrivals_fed += 1;
-        }
-    }
-
-    /// Carries out DuraVIP's actions (data plane first), then sends its messages in agreed order:
-    /// a release is unplumbed before the message saying so leaves.
-    fn drive_duravip(&mut self) {
-        let mut changed = false;
-        while let Some(a) = self.duravip.poll_action() {
-            match a {
-                duravip::Action::Acquire { ip, .. } => changed |= self.owned.insert(ip),
-                duravip::Action::Release { ip } => changed |= self.owned.remove(&ip),
-            }
-        }
-        if changed && let Some(dp) = &mut self.dataplane {
-            dp.set_owned(&self.owned, Instant::now());
-        }
-        while let Some(bytes) = self.duravip.poll_transmit() {
-            let mut msg = Vec::with_capacity(bytes.len() + 1);
-            msg.push(MSG_DURAVIP);
-            msg.extend_from_slice(&bytes);
-            self.ctl_pending.push_back((msg, Order::Agreed));
-        }
-        self.flush_control();
-    }
-
-    /// Queues a message for the cluster group behind any the transport has not taken yet.
-    fn send_control(&mut self, msg: Vec<u8>, order: Order) {
-        self.ctl_pending.push_back((msg, order));
-        self.flush_control();
-    }
-
-    /// Hands queued DuraVIP and member-info messages to the transport until flow control says
-    /// "would block"; the rest waits for the next turn.
-    fn flush_control(&mut self) {
-        while let Some((msg, order)) = self.ctl_pending.front() {
-            match self.endpoint.send(&self.cluster_group, msg, *order) {
-                Ok(()) => {
-                    self.ctl_pending.pop_front();
-                }
-                Err(cohort_engine::group::SendError::WouldBlock { .. }) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "cluster message refused by the transport");
-                    self.ctl_pending.pop_front();
-                }
-            }
         }
     }
 
     fn publish(&mut self) {
         let refresh =
             self.duravip_dirty || self.last_status.elapsed() >= Duration::from_millis(500);
-        let dv = refresh.then(|| {
-            self.duravip
-                .status(duravip::Time(self.clock.now().as_nanos()))
-        });
+        let now = self.clock.now();
+        let dv = refresh.then(|| self.node.duravip().status(duravip::Time(now.as_nanos())));
         if refresh {
             self.duravip_dirty = false;
             self.last_status = Instant::now();
         }
         if let Ok(mut s) = self.shared.status.lock() {
-            s.counters = self.endpoint.counters().clone();
+            s.counters = self.node.endpoint().counters().clone();
             s.io = self.io.stats();
             if refresh {
-                s.arp = self
-                    .arp
-                    .table(Duration::from_nanos(self.clock.now().as_nanos()));
+                s.arp = self.node.arp().table(Duration::from_nanos(now.as_nanos()));
             }
             if let Some(dv) = dv {
                 s.duravip = Some(dv);

@@ -1,0 +1,681 @@
+//! The node machine: one sans-IO [`ClusterNode`] (in quinn-proto's shape) that owns the group
+//! endpoint, the DuraVIP machine, the replicator, the shared ARP cache, what the members say about
+//! themselves, and every queue between them. The daemon (`cohort::node::runtime`) is the I/O loop
+//! around it; the group simulator drives the same machine.
+//!
+//! The contract for a driver, on one clock ([`Time`], monotonic, chosen by the driver):
+//! - feed datagrams to [`ClusterNode::handle_packet`], requests to [`ClusterNode::handle_command`],
+//!   the kernel's ARP table to [`ClusterNode::handle_arp_report`];
+//! - call [`ClusterNode::handle_timeout`] at [`ClusterNode::poll_timeout`];
+//! - after every call, carry out [`ClusterNode::poll_action`] (plumb, unplumb, targeted-ARP hosts)
+//!   *before* sending what [`ClusterNode::poll_transmit`] gives: a DuraVIP RELEASED message is
+//!   only handed to the transport in the call after the release it reports was polled;
+//! - read [`ClusterNode::poll_event`] (views, application messages, member info).
+//!
+//! Cohort's own traffic rides the cluster group as typed [`channel::Channel`]s. Back-pressure
+//! never drops a DuraVIP or replication message: what the transport's window refuses waits in
+//! one ordered queue and is offered again on every call. The bound: DuraVIP messages are always
+//! taken from the machine (a handful per view change, balancing round or request); replication
+//! batches are taken from the replicator only while the queue holds less than
+//! `max_unstable_bytes` (otherwise they keep merging in the replicator's batchers). ARP reports are
+//! soft state: one refused is dropped and the next collection reports again.
+
+pub mod channel;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::duravip::arpcache::{self, Neighbour, SharedArpCache};
+use crate::duravip::{self, DuravipMachine, LocalConfig, Params};
+use crate::group::{
+    ClusterKey, Endpoint, EndpointError, Event, GroupConfig, MemberId, Order, SendError, Time,
+    Transmit, View,
+};
+use crate::replicate::{self, Replicator};
+pub use channel::{Channel, ChannelError, MemberInfo};
+
+/// Bits of an incarnation that hold the process id (Linux pids are below 2^22; the rest is a
+/// millisecond clock): a member's name in replicated objects' views, Momentum's
+/// `#ec1-<pid>#<node>`, is derived from it.
+pub const PID_BITS: u32 = 22;
+
+/// The process id within an incarnation.
+pub fn pid_of(incarnation: u64) -> u32 {
+    (incarnation & ((1 << PID_BITS) - 1)) as u32
+}
+
+/// A member's name in replicated objects' views: every member derives the same name from the
+/// view alone.
+pub fn replication_member(m: &MemberId) -> replicate::MemberId {
+    replicate::MemberId::new(format!("#ec1-{}#{}", pid_of(m.incarnation), m.name))
+}
+
+/// The DuraVIP view of a group view (its id in 64 bits, order kept: `ViewId::as_u64`).
+pub fn duravip_view(view: &View) -> duravip::View {
+    duravip::View {
+        id: view.id.as_u64(),
+        members: view
+            .members
+            .iter()
+            .map(|m| duravip::Member::new(m.name.clone(), m.incarnation))
+            .collect(),
+    }
+}
+
+/// How often replicated objects' zero counts are freed.
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Everything a node is made of.
+pub struct NodeSetup {
+    pub group: GroupConfig,
+    pub me: MemberId,
+    pub key: Option<ClusterKey>,
+    /// Where Cohort's own traffic travels (`cluster_group`).
+    pub cluster_group: String,
+    /// Groups joined at start (the cluster group among them).
+    pub joins: Vec<String>,
+    pub duravip: LocalConfig,
+    pub duravip_params: Params,
+    pub info: MemberInfo,
+    /// The replicated objects (shared with the console, which reads them).
+    pub replicator: Arc<Mutex<Replicator>>,
+    /// How long a host stays in the shared ARP cache without a report.
+    pub arp_ttl: Duration,
+    /// The wall-clock time (since the Unix epoch) at `Time::ZERO`: replicated objects' TTLs and
+    /// series windows are absolute.
+    pub wall_epoch: Duration,
+}
+
+/// A request from the console or an application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Join(String),
+    Leave(String),
+    /// `cluster duravip announce view`
+    DuravipAnnounce,
+    /// `cluster duravip release all`
+    DuravipReleaseAll,
+    /// `cluster duravip move <ip> to <node>`
+    DuravipMove {
+        ip: IpAddr,
+        node: String,
+    },
+    /// `cluster duravip debug on|off`
+    DuravipDebug(bool),
+    /// A configuration reload: DuraVIP announces the new local configuration.
+    DuravipReload(LocalConfig),
+    /// Flush every replicated object's pending updates now.
+    FlushReplication,
+    /// Leave the cluster gracefully (replication flushed first).
+    LeaveCluster,
+}
+
+/// Something for the driver to do to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAction {
+    /// DuraVIP: plumb, announce and answer for an address (see [`duravip::Action`]).
+    Duravip(duravip::Action),
+    /// The shared ARP cache changed: the hosts to target when announcing an address.
+    ArpHosts(Vec<Neighbour>),
+}
+
+/// Something that happened, for the driver and the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    ViewChanged(View),
+    GroupChanged {
+        group: String,
+        members: Vec<MemberId>,
+    },
+    /// A message on a group other than the cluster group (applications, the console's control
+    /// protocol).
+    Message {
+        group: String,
+        sender: MemberId,
+        order: Order,
+        payload: Vec<u8>,
+    },
+    /// A member said who it is.
+    MemberInfo(MemberId, MemberInfo),
+    /// Something on the cluster group was refused (malformed, or refused by its domain).
+    Refused {
+        from: MemberId,
+        why: String,
+    },
+    /// The graceful leave finished.
+    LeftCluster,
+}
+
+/// The machine's timers, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    Heartbeat,
+    Compact,
+}
+
+/// Counters of the node machine itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Cluster-group messages the window refused at first (queued, sent later).
+    pub deferred: u64,
+    /// Most messages waiting in the queue at once.
+    pub queue_high: u64,
+    /// Cluster-group messages refused by the transport for good (too large, closed).
+    pub refused_by_transport: u64,
+    /// ARP reports dropped because the window was full (the next collection reports again).
+    pub arp_reports_skipped: u64,
+}
+
+/// The node machine. See the module documentation.
+pub struct ClusterNode {
+    endpoint: Endpoint,
+    group_cfg: GroupConfig,
+    key: Option<ClusterKey>,
+    cluster_group: String,
+    joins: Vec<String>,
+    duravip: DuravipMachine,
+    duravip_setup: (LocalConfig, Params),
+    replicator: Arc<Mutex<Replicator>>,
+    arp: SharedArpCache,
+    infos: BTreeMap<MemberId, MemberInfo>,
+    info: MemberInfo,
+    /// Cohort's own messages the window has not taken yet, in order.
+    queue: VecDeque<(Vec<u8>, Order)>,
+    queue_bytes: usize,
+    actions: VecDeque<NodeAction>,
+    events: VecDeque<NodeEvent>,
+    timers: BTreeMap<Timer, Time>,
+    heartbeat_every: Duration,
+    wall_epoch: Duration,
+    counters: NodeCounters,
+    /// The DuraVIP actions polled since the last offer of its messages (see the contract).
+    released: bool,
+}
+
+impl ClusterNode {
+    /// A node at `now`, joined to its groups; nothing is sent until polled.
+    pub fn new(setup: NodeSetup, now: Time) -> Result<ClusterNode, EndpointError> {
+        let endpoint = Endpoint::new(
+            setup.group.clone(),
+            setup.me.clone(),
+            setup.key.clone(),
+            now,
+        )?;
+        let heartbeat_every = Duration::from_secs(1) / setup.group.heartbeats_per_sec.max(1);
+        let mut node = ClusterNode {
+            duravip: DuravipMachine::new(
+                duravip::Member::new(setup.me.name.clone(), setup.me.incarnation),
+                setup.duravip.clone(),
+                setup.duravip_params.clone(),
+            ),
+            duravip_setup: (setup.duravip, setup.duravip_params),
+            endpoint,
+            group_cfg: setup.group,
+            key: setup.key,
+            cluster_group: setup.cluster_group,
+            joins: setup.joins,
+            replicator: setup.replicator,
+            arp: SharedArpCache::new(setup.arp_ttl),
+            infos: BTreeMap::from([(setup.me, setup.info.clone())]),
+            info: setup.info,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: BTreeMap::from([
+                (Timer::Heartbeat, now),
+                (Timer::Compact, now + COMPACT_INTERVAL),
+            ]),
+            heartbeat_every,
+            wall_epoch: setup.wall_epoch,
+            counters: NodeCounters::default(),
+            released: false,
+        };
+        node.join_groups();
+        Ok(node)
+    }
+
+    fn join_groups(&mut self) {
+        for g in self.joins.clone() {
+            if let Err(e) = self.endpoint.join(&g) {
+                tracing::warn!(group = %g, error = %e, "cannot join group");
+            }
+        }
+    }
+
+    /// The wall-clock time of `now` (replicated objects' clock).
+    pub fn wall(&self, now: Time) -> Duration {
+        self.wall_epoch + Duration::from_nanos(now.as_nanos())
+    }
+
+    fn dv_time(now: Time) -> duravip::Time {
+        duravip::Time(now.as_nanos())
+    }
+
+    // ------------------------------------------------------------------ input
+
+    /// One datagram from the network.
+    pub fn handle_packet(&mut self, now: Time, from: SocketAddr, bytes: &[u8]) {
+        self.endpoint.handle_packet(now, from, bytes);
+        self.process(now);
+    }
+
+    /// A peer's datagram arrived at `at` (kernel or XDP stamp), for the failure detector.
+    pub fn note_arrival(&mut self, now: Time, peer: &str, at: Time) {
+        self.endpoint.note_arrival(now, peer, at);
+    }
+
+    /// Runs every timer that is due.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        if self
+            .timers
+            .get(&Timer::Heartbeat)
+            .is_some_and(|t| *t <= now)
+        {
+            self.endpoint.heartbeat(now);
+            self.timers
+                .insert(Timer::Heartbeat, now + self.heartbeat_every);
+        }
+        let dv_now = Self::dv_time(now);
+        if self.duravip.poll_timeout().is_some_and(|t| t <= dv_now) {
+            self.duravip.handle_timeout(dv_now);
+        }
+        let wall = self.wall(now);
+        if let Ok(mut r) = self.replicator.lock() {
+            if r.poll_timeout().is_some_and(|t| t <= wall) {
+                r.handle_timeout(wall);
+            }
+            if self.timers.get(&Timer::Compact).is_some_and(|t| *t <= now) {
+                r.compact();
+                self.timers.insert(Timer::Compact, now + COMPACT_INTERVAL);
+            }
+        }
+        self.process(now);
+    }
+
+    /// When [`ClusterNode::handle_timeout`] should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let rep = self
+            .replicator
+            .lock()
+            .ok()
+            .and_then(|r| r.poll_timeout())
+            .map(|w| Time::from_nanos(w.saturating_sub(self.wall_epoch).as_nanos() as u64));
+        [
+            self.endpoint.poll_timeout(),
+            self.duravip.poll_timeout().map(|t| Time::from_nanos(t.0)),
+            rep,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.timers.values().copied())
+        .min()
+    }
+
+    /// Sends an application message (any group but the cluster group). Refused by flow control,
+    /// the payload comes back with the error, to send again later.
+    pub fn send(
+        &mut self,
+        now: Time,
+        group: &str,
+        payload: Vec<u8>,
+        order: Order,
+    ) -> Result<(), (SendError, Vec<u8>)> {
+        let r = self.endpoint.send_owned(group, payload, order);
+        self.process(now);
+        r
+    }
+
+    /// A console or application request.
+    pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<(), String> {
+        let r = match cmd {
+            Command::Join(g) => self.endpoint.join(&g).map_err(|e| e.to_string()),
+            Command::Leave(g) => self.endpoint.leave(&g).map_err(|e| e.to_string()),
+            Command::DuravipAnnounce => self.duravip.announce().map_err(|e| e.to_string()),
+            Command::DuravipReleaseAll => {
+                self.duravip.release_all();
+                Ok(())
+            }
+            Command::DuravipMove { ip, node } => self
+                .duravip
+                .request_move(ip, &node)
+                .map_err(|e| e.to_string()),
+            Command::DuravipDebug(on) => {
+                self.duravip.set_debug(on);
+                Ok(())
+            }
+            Command::DuravipReload(local) => {
+                self.duravip_setup.0 = local.clone();
+                self.duravip.reload(local);
+                Ok(())
+            }
+            Command::FlushReplication => {
+                let wall = self.wall(now);
+                if let Ok(mut r) = self.replicator.lock() {
+                    r.flush(wall);
+                }
+                Ok(())
+            }
+            Command::LeaveCluster => {
+                let wall = self.wall(now);
+                if let Ok(mut r) = self.replicator.lock() {
+                    r.flush(wall);
+                }
+                self.process(now);
+                // What the window takes now goes before the goodbye.
+                if self.actions.is_empty() {
+                    self.offer_queue();
+                }
+                self.endpoint.leave_cluster(now);
+                Ok(())
+            }
+        };
+        self.process(now);
+        r
+    }
+
+    /// This node's own view of its neighbours (the kernel's ARP table on its `Topology`
+    /// interfaces): learned, and reported to the cluster.
+    pub fn handle_arp_report(&mut self, now: Time, hosts: &[Neighbour]) {
+        let at = Duration::from_nanos(now.as_nanos());
+        self.arp.expire(at);
+        self.arp.learn(at, hosts);
+        self.arp_hosts_changed();
+        for report in arpcache::encode_reports(hosts) {
+            let msg = Channel::Arp(&report).emit();
+            match self.endpoint.send(&self.cluster_group, &msg, Order::Fifo) {
+                Ok(()) => {}
+                Err(_) => {
+                    self.counters.arp_reports_skipped += 1;
+                    break;
+                }
+            }
+        }
+        self.process(now);
+    }
+
+    /// `cluster reset`: leaves the cluster (the goodbye datagrams are returned, to be sent at
+    /// once) and comes back as the new incarnation `me`, with DuraVIP starting over. Queued
+    /// messages of the old incarnation are dropped: they mean nothing in the new one's views.
+    pub fn reset(&mut self, now: Time, me: MemberId) -> Result<Vec<Transmit>, EndpointError> {
+        self.endpoint.leave_cluster(now);
+        let mut goodbye = Vec::new();
+        while let Some(t) = self.endpoint.poll_transmit() {
+            goodbye.push(t);
+        }
+        self.endpoint = Endpoint::new(self.group_cfg.clone(), me.clone(), self.key.clone(), now)?;
+        self.queue.clear();
+        self.queue_bytes = 0;
+        self.join_groups();
+        // Release what we hold; renegotiate in the new view.
+        self.duravip.shutdown();
+        self.take_duravip();
+        self.duravip = DuravipMachine::new(
+            duravip::Member::new(me.name.clone(), me.incarnation),
+            self.duravip_setup.0.clone(),
+            self.duravip_setup.1.clone(),
+        );
+        self.infos = BTreeMap::from([(me, self.info.clone())]);
+        self.process(now);
+        Ok(goodbye)
+    }
+
+    /// Releases every address this node holds (graceful stop): the actions follow.
+    pub fn shutdown_duravip(&mut self) {
+        self.duravip.shutdown();
+        self.take_duravip();
+    }
+
+    // ----------------------------------------------------------------- output
+
+    /// The next datagram for the network.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.released {
+            // The releases were polled: their RELEASED messages may go.
+            self.released = false;
+            self.offer_queue();
+        }
+        self.endpoint.poll_transmit()
+    }
+
+    /// The next thing to do to the host (before sending anything polled after it).
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<NodeAction> {
+        let a = self.actions.pop_front();
+        if a.is_some() {
+            self.released = true;
+        }
+        a
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    // ------------------------------------------------------------ inspection
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn duravip(&self) -> &DuravipMachine {
+        &self.duravip
+    }
+
+    pub fn arp(&self) -> &SharedArpCache {
+        &self.arp
+    }
+
+    pub fn replicator(&self) -> &Arc<Mutex<Replicator>> {
+        &self.replicator
+    }
+
+    /// What each member of the view said about itself.
+    pub fn infos(&self) -> &BTreeMap<MemberId, MemberInfo> {
+        &self.infos
+    }
+
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// Cohort's own messages waiting for the window, and their bytes.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.queue.len(), self.queue_bytes)
+    }
+
+    pub fn cluster_group(&self) -> &str {
+        &self.cluster_group
+    }
+
+    // -------------------------------------------------------------- internals
+
+    /// After every input: apply the endpoint's events, take the domains' messages, offer the
+    /// queue to the window.
+    fn process(&mut self, now: Time) {
+        while let Some(ev) = self.endpoint.poll_event() {
+            self.on_event(now, ev);
+        }
+        self.take_duravip();
+        self.take_replication();
+        if self.actions.is_empty() {
+            self.offer_queue();
+        }
+    }
+
+    fn on_event(&mut self, now: Time, ev: Event) {
+        match ev {
+            Event::ViewChanged(view) => {
+                tracing::info!(view = ?view.id, members = view.members.len(), "view installed");
+                if let Err(e) = self
+                    .duravip
+                    .handle_view(Self::dv_time(now), duravip_view(&view))
+                {
+                    tracing::warn!(error = %e, "DuraVIP refused the view");
+                }
+                let rep: Vec<replicate::MemberId> =
+                    view.members.iter().map(replication_member).collect();
+                let wall = self.wall(now);
+                if let Ok(mut r) = self.replicator.lock() {
+                    r.handle_view(wall, &rep);
+                }
+                // Queued replication batches still go out in the new view: the survivors need
+                // them, and a joiner's copy is reset by the snapshot that follows them.
+                self.infos.retain(|m, _| view.members.contains(m));
+                // Tell the (possibly new) members who we are.
+                let info = Channel::MemberInfo(self.info.clone()).emit();
+                self.enqueue(info, Order::Fifo);
+                self.events.push_back(NodeEvent::ViewChanged(view));
+            }
+            Event::GroupChanged { group, members, .. } => {
+                self.events
+                    .push_back(NodeEvent::GroupChanged { group, members });
+            }
+            Event::Message {
+                group,
+                sender,
+                payload,
+                order,
+                ..
+            } => {
+                if group != self.cluster_group {
+                    self.events.push_back(NodeEvent::Message {
+                        group,
+                        sender,
+                        order,
+                        payload,
+                    });
+                    return;
+                }
+                self.on_channel(now, sender, &payload);
+            }
+            Event::LeftCluster => self.events.push_back(NodeEvent::LeftCluster),
+        }
+    }
+
+    fn on_channel(&mut self, now: Time, sender: MemberId, payload: &[u8]) {
+        let refused = |why: String| NodeEvent::Refused {
+            from: sender.clone(),
+            why,
+        };
+        match Channel::parse(payload) {
+            Ok(Channel::Duravip(body)) => {
+                let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
+                if let Err(e) = self.duravip.handle_message(Self::dv_time(now), &from, body) {
+                    self.events.push_back(refused(format!("DuraVIP: {e}")));
+                }
+            }
+            Ok(Channel::Replicate(body)) => {
+                let from = replication_member(&sender);
+                let wall = self.wall(now);
+                let r = self
+                    .replicator
+                    .lock()
+                    .map_err(|_| "replicator poisoned".to_owned())
+                    .and_then(|mut r| {
+                        r.handle_message(wall, &from, body)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = r {
+                    self.events.push_back(refused(format!("replication: {e}")));
+                }
+            }
+            Ok(Channel::Arp(body)) => match arpcache::decode_report(body) {
+                Ok(hosts) => {
+                    let at = Duration::from_nanos(now.as_nanos());
+                    self.arp.learn(at, &hosts);
+                    self.arp.expire(at);
+                    self.arp_hosts_changed();
+                }
+                Err(e) => self.events.push_back(refused(format!("ARP report: {e}"))),
+            },
+            Ok(Channel::MemberInfo(info)) => {
+                if self.endpoint.view().members.contains(&sender) {
+                    self.infos.insert(sender.clone(), info.clone());
+                }
+                self.events.push_back(NodeEvent::MemberInfo(sender, info));
+            }
+            Err(e) => self.events.push_back(refused(e.to_string())),
+        }
+    }
+
+    /// Tells the driver the shared cache's hosts (one pending notice at most: the latest).
+    fn arp_hosts_changed(&mut self) {
+        let hosts = self.arp.hosts();
+        if let Some(NodeAction::ArpHosts(h)) = self.actions.back_mut() {
+            *h = hosts;
+        } else {
+            self.actions.push_back(NodeAction::ArpHosts(hosts));
+        }
+    }
+
+    /// Takes DuraVIP's actions and messages: the actions first, for the driver; the messages
+    /// queue behind them (offered once the actions were polled).
+    fn take_duravip(&mut self) {
+        while let Some(a) = self.duravip.poll_action() {
+            self.actions.push_back(NodeAction::Duravip(a));
+        }
+        while let Some(bytes) = self.duravip.poll_transmit() {
+            let msg = Channel::Duravip(&bytes).emit();
+            self.enqueue(msg, Order::Agreed);
+        }
+    }
+
+    /// Takes replication batches while the queue is below the window's size.
+    fn take_replication(&mut self) {
+        let replicator = self.replicator.clone();
+        let Ok(mut r) = replicator.lock() else {
+            return;
+        };
+        while self.queue_bytes < self.group_cfg.max_unstable_bytes {
+            let Some(t) = r.poll_transmit() else {
+                break;
+            };
+            self.enqueue(Channel::Replicate(&t.payload).emit(), Order::Fifo);
+        }
+    }
+
+    fn enqueue(&mut self, msg: Vec<u8>, order: Order) {
+        self.queue_bytes += msg.len();
+        self.queue.push_back((msg, order));
+        self.note_queue();
+    }
+
+    fn note_queue(&mut self) {
+        self.counters.queue_high = self.counters.queue_high.max(self.queue.len() as u64);
+    }
+
+    /// Hands queued messages to the transport, in order, until its window says "would block".
+    fn offer_queue(&mut self) {
+        while let Some((msg, order)) = self.queue.pop_front() {
+            let len = msg.len();
+            match self.endpoint.send_owned(&self.cluster_group, msg, order) {
+                Ok(()) => self.queue_bytes -= len,
+                Err((SendError::WouldBlock { .. }, msg)) => {
+                    self.counters.deferred += 1;
+                    self.queue.push_front((msg, order));
+                    break;
+                }
+                Err((e, _)) => {
+                    self.queue_bytes -= len;
+                    self.counters.refused_by_transport += 1;
+                    tracing::error!(error = %e, "cluster message refused by the transport");
+                }
+            }
+        }
+        debug_assert_eq!(
+            self.queue_bytes,
+            self.queue.iter().map(|(m, _)| m.len()).sum::<usize>(),
+            "queued bytes match the queue"
+        );
+    }
+}
