@@ -112,46 +112,44 @@ pub enum Command {
     LeaveCluster,
 }
 
+/// Why a command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Transport(#[from] SendError),
+    #[error("DuraVIP: {0}")]
+    Duravip(#[from] duravip::DuravipError),
+}
+
 /// Something for the driver to do to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeAction {
-    /// DuraVIP: plumb, announce and answer for an address (see [`duravip::Action`]).
-    Duravip(duravip::Action),
+    /// DuraVIP: plumb, announce and answer for an address (see [`duravip::Action`]), decided in
+    /// the view `view` (`ViewId::as_u64`; a decision of an older view can be polled after the
+    /// next view was installed, when both came in one call).
+    Duravip { action: duravip::Action, view: u64 },
     /// The shared ARP cache changed: the hosts to target when announcing an address.
     ArpHosts(Vec<Neighbour>),
 }
 
 /// Something that happened, for the driver and the console.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NodeEvent {
-    ViewChanged(View),
-    GroupChanged {
-        group: String,
-        members: Vec<MemberId>,
-    },
-    /// A message on a group other than the cluster group (applications, the console's control
-    /// protocol).
-    Message {
-        group: String,
-        sender: MemberId,
-        order: Order,
-        payload: Vec<u8>,
-    },
+    /// A group event the driver sees as the endpoint gave it: view changes, group membership
+    /// changes, messages on groups other than the cluster group (applications, the console's
+    /// control protocol), the end of a graceful leave. Cohort's own cluster-group traffic is
+    /// consumed by the machine and never appears here.
+    Group(Event),
     /// A member said who it is.
     MemberInfo(MemberId, MemberInfo),
     /// Something on the cluster group was refused (malformed, or refused by its domain).
-    Refused {
-        from: MemberId,
-        why: String,
-    },
-    /// The graceful leave finished.
-    LeftCluster,
+    Refused { from: MemberId, why: String },
 }
 
-/// The machine's timers, by name.
+/// The machine's own timers, by name (the domains' timers are their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    Heartbeat,
+    /// Replicated objects' zero counts are freed.
     Compact,
 }
 
@@ -166,6 +164,9 @@ pub struct NodeCounters {
     pub refused_by_transport: u64,
     /// ARP reports dropped because the window was full (the next collection reports again).
     pub arp_reports_skipped: u64,
+    /// Replication messages from a member no longer in the view (ignored: its contribution went
+    /// with it).
+    pub replication_stale: u64,
 }
 
 /// The node machine. See the module documentation.
@@ -192,6 +193,8 @@ pub struct ClusterNode {
     counters: NodeCounters,
     /// The DuraVIP actions polled since the last offer of its messages (see the contract).
     released: bool,
+    /// Mutation for the simulator's self-check: cluster-group messages are dropped unread.
+    ignore_channels: bool,
 }
 
 impl ClusterNode {
@@ -224,14 +227,12 @@ impl ClusterNode {
             queue_bytes: 0,
             actions: VecDeque::new(),
             events: VecDeque::new(),
-            timers: BTreeMap::from([
-                (Timer::Heartbeat, now),
-                (Timer::Compact, now + COMPACT_INTERVAL),
-            ]),
+            timers: BTreeMap::from([(Timer::Compact, now + COMPACT_INTERVAL)]),
             heartbeat_every,
             wall_epoch: setup.wall_epoch,
             counters: NodeCounters::default(),
             released: false,
+            ignore_channels: false,
         };
         node.join_groups();
         Ok(node)
@@ -267,19 +268,22 @@ impl ClusterNode {
         self.endpoint.note_arrival(now, peer, at);
     }
 
+    /// The driver's loop is alive: its heartbeat counter moves on (Momentum's hung-node
+    /// detection watches it). Call it every [`ClusterNode::heartbeat_every`].
+    pub fn heartbeat(&mut self, now: Time) {
+        self.endpoint.heartbeat(now);
+        self.process(now);
+    }
+
+    /// The heartbeat period (`heartbeats_per_sec`).
+    pub fn heartbeat_every(&self) -> Duration {
+        self.heartbeat_every
+    }
+
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Time) {
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             self.endpoint.handle_timeout(now);
-        }
-        if self
-            .timers
-            .get(&Timer::Heartbeat)
-            .is_some_and(|t| *t <= now)
-        {
-            self.endpoint.heartbeat(now);
-            self.timers
-                .insert(Timer::Heartbeat, now + self.heartbeat_every);
         }
         let dv_now = Self::dv_time(now);
         if self.duravip.poll_timeout().is_some_and(|t| t <= dv_now) {
@@ -333,11 +337,11 @@ impl ClusterNode {
     }
 
     /// A console or application request.
-    pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<(), String> {
+    pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<(), CommandError> {
         let r = match cmd {
-            Command::Join(g) => self.endpoint.join(&g).map_err(|e| e.to_string()),
-            Command::Leave(g) => self.endpoint.leave(&g).map_err(|e| e.to_string()),
-            Command::DuravipAnnounce => self.duravip.announce().map_err(|e| e.to_string()),
+            Command::Join(g) => self.endpoint.join(&g).map_err(CommandError::from),
+            Command::Leave(g) => self.endpoint.leave(&g).map_err(CommandError::from),
+            Command::DuravipAnnounce => self.duravip.announce().map_err(CommandError::from),
             Command::DuravipReleaseAll => {
                 self.duravip.release_all();
                 Ok(())
@@ -345,7 +349,7 @@ impl ClusterNode {
             Command::DuravipMove { ip, node } => self
                 .duravip
                 .request_move(ip, &node)
-                .map_err(|e| e.to_string()),
+                .map_err(CommandError::from),
             Command::DuravipDebug(on) => {
                 self.duravip.set_debug(on);
                 Ok(())
@@ -516,12 +520,15 @@ impl ClusterNode {
         match ev {
             Event::ViewChanged(view) => {
                 tracing::info!(view = ?view.id, members = view.members.len(), "view installed");
+                // What DuraVIP decided in the old view is taken with that view's id.
+                self.take_duravip();
                 if let Err(e) = self
                     .duravip
                     .handle_view(Self::dv_time(now), duravip_view(&view))
                 {
                     tracing::warn!(error = %e, "DuraVIP refused the view");
                 }
+                self.take_duravip();
                 let rep: Vec<replicate::MemberId> =
                     view.members.iter().map(replication_member).collect();
                 let wall = self.wall(now);
@@ -534,35 +541,34 @@ impl ClusterNode {
                 // Tell the (possibly new) members who we are.
                 let info = Channel::MemberInfo(self.info.clone()).emit();
                 self.enqueue(info, Order::Fifo);
-                self.events.push_back(NodeEvent::ViewChanged(view));
-            }
-            Event::GroupChanged { group, members, .. } => {
                 self.events
-                    .push_back(NodeEvent::GroupChanged { group, members });
+                    .push_back(NodeEvent::Group(Event::ViewChanged(view)));
             }
             Event::Message {
-                group,
-                sender,
-                payload,
-                order,
+                ref group,
+                ref sender,
+                ref payload,
                 ..
-            } => {
-                if group != self.cluster_group {
-                    self.events.push_back(NodeEvent::Message {
-                        group,
-                        sender,
-                        order,
-                        payload,
-                    });
-                    return;
-                }
+            } if *group == self.cluster_group => {
+                let (sender, payload) = (sender.clone(), payload.clone());
                 self.on_channel(now, sender, &payload);
             }
-            Event::LeftCluster => self.events.push_back(NodeEvent::LeftCluster),
+            ev => self.events.push_back(NodeEvent::Group(ev)),
         }
     }
 
+    /// A broken machine for the simulator's mutation check: from now on it drops Cohort's own
+    /// cluster-group messages unread (DuraVIP, replication, member info, ARP reports). The
+    /// simulator's checks must catch it; the daemon never calls this.
+    #[doc(hidden)]
+    pub fn mutate_ignore_cluster_messages(&mut self) {
+        self.ignore_channels = true;
+    }
+
     fn on_channel(&mut self, now: Time, sender: MemberId, payload: &[u8]) {
+        if self.ignore_channels {
+            return;
+        }
         let refused = |why: String| NodeEvent::Refused {
             from: sender.clone(),
             why,
@@ -577,16 +583,17 @@ impl ClusterNode {
             Ok(Channel::Replicate(body)) => {
                 let from = replication_member(&sender);
                 let wall = self.wall(now);
-                let r = self
-                    .replicator
-                    .lock()
-                    .map_err(|_| "replicator poisoned".to_owned())
-                    .and_then(|mut r| {
-                        r.handle_message(wall, &from, body)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = r {
-                    self.events.push_back(refused(format!("replication: {e}")));
+                let replicator = self.replicator.clone();
+                let Ok(mut r) = replicator.lock() else {
+                    return;
+                };
+                match r.handle_message(wall, &from, body) {
+                    Ok(()) => {}
+                    // A member this view no longer has: its contribution went with it.
+                    Err(replicate::ReplicateError::NotMember(_)) => {
+                        self.counters.replication_stale += 1
+                    }
+                    Err(e) => self.events.push_back(refused(format!("replication: {e}"))),
                 }
             }
             Ok(Channel::Arp(body)) => match arpcache::decode_report(body) {
@@ -621,8 +628,9 @@ impl ClusterNode {
     /// Takes DuraVIP's actions and messages: the actions first, for the driver; the messages
     /// queue behind them (offered once the actions were polled).
     fn take_duravip(&mut self) {
-        while let Some(a) = self.duravip.poll_action() {
-            self.actions.push_back(NodeAction::Duravip(a));
+        let view = self.duravip.view().map_or(0, |(id, _)| id);
+        while let Some(action) = self.duravip.poll_action() {
+            self.actions.push_back(NodeAction::Duravip { action, view });
         }
         while let Some(bytes) = self.duravip.poll_transmit() {
             let msg = Channel::Duravip(&bytes).emit();

@@ -1,5 +1,6 @@
 //! DuraVIP ownership over the group simulator's seeds: every member runs the ownership machine on
-//! its real views and agreed messages (driven in `world.rs`); this module gives the members their
+//! its real views and agreed messages inside the node machine (`cohort_engine::node`, which the
+//! daemon runs too); this module gives the members their
 //! configuration and checks the outcome once faults stop.
 //!
 //! The configuration, on every member unless said otherwise:
@@ -121,7 +122,7 @@ pub fn check(w: &mut World) -> Result<(), String> {
     }
     w.run_until(w.now + 6 * SEC)?;
     let members: Vec<usize> = (0..w.nodes.len())
-        .filter(|&i| w.nodes[i].ep.is_some() && !w.nodes[i].stuck)
+        .filter(|&i| w.nodes[i].cn.is_some() && !w.nodes[i].stuck)
         .collect();
     let mut holders: BTreeMap<IpAddr, Vec<usize>> = BTreeMap::new();
     for &i in &members {
@@ -160,9 +161,9 @@ pub fn check(w: &mut World) -> Result<(), String> {
     let conflict = members.contains(&0) && members.contains(&2);
     for &i in &members {
         let flagged = w.nodes[i]
-            .dv
+            .cn
             .as_ref()
-            .and_then(|d| d.table())
+            .and_then(|c| c.duravip().table())
             .and_then(|t| t.entries.get(&leader(CONFLICT)))
             .map(|e| e.conflict);
         if flagged != Some(conflict) {
@@ -202,7 +203,7 @@ pub fn check(w: &mut World) -> Result<(), String> {
     }
     // The machine's own notion of load, in view order, must be the same.
     for &i in &members {
-        let Some(d) = w.nodes[i].dv.as_ref() else {
+        let Some(d) = w.nodes[i].cn.as_ref().map(|c| c.duravip()) else {
             continue;
         };
         let (Some((_, view)), Some(t)) = (d.view(), d.table()) else {

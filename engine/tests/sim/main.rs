@@ -70,6 +70,11 @@ fn run_until_converged(w: &mut World, bound: u64, what: &str) -> Result<u64, Str
 }
 
 fn run_seed(seed: u64) -> Result<Outcome, String> {
+    run_seed_as(seed, false)
+}
+
+/// [`run_seed`], with `mutant` node machines (see `World::mutant`) when asked.
+fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed);
     let n = rng.random_range(3..=16usize);
     let kind = match rng.random_range(0..100) {
@@ -81,6 +86,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
         .random_bool(0.3)
         .then(|| ClusterKey::from_material(&seed.to_be_bytes().repeat(4)));
     let mut w = World::new(seed, n, sim_config(), key);
+    w.mutant = mutant;
     // Messages of random sizes up to 256 KiB in every seed: 2% above 2,000 bytes (many
     // datagrams each), 4% between 20 and 2,000.
     w.large_share = 0.02;
@@ -137,7 +143,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
                         w.faults,
                         (0..n).filter(|i| w.nodes[*i].slow).collect::<Vec<_>>(),
                         (0..n)
-                            .filter(|i| w.nodes[*i].ep.is_none())
+                            .filter(|i| w.nodes[*i].cn.is_none())
                             .collect::<Vec<_>>()
                     );
                 }
@@ -153,7 +159,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
                 if w.nodes[i].leaving {
                     w.crash(i);
                 }
-                if w.nodes[i].ep.is_none() {
+                if w.nodes[i].cn.is_none() {
                     w.start(i)?;
                 }
             }
@@ -168,7 +174,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
     let healthy = |w: &World| -> Vec<u64> {
         w.nodes
             .iter()
-            .filter(|n| n.ep.is_some() && !n.stuck)
+            .filter(|n| n.cn.is_some() && !n.stuck)
             .map(|n| w.checker.installs.get(&n.member()).copied().unwrap_or(0))
             .collect()
     };
@@ -241,7 +247,7 @@ fn fault(w: &mut World, rng: &mut ChaCha8Rng) -> Result<(), String> {
             }
         }
         6 => {
-            let down: Vec<usize> = (0..n).filter(|i| w.nodes[*i].ep.is_none()).collect();
+            let down: Vec<usize> = (0..n).filter(|i| w.nodes[*i].cn.is_none()).collect();
             if !down.is_empty() {
                 let i = down[rng.random_range(0..down.len())];
                 w.start(i)?;
@@ -324,6 +330,97 @@ fn seeds_second_half() {
 }
 
 /// Replays `COHORT_SIM_SEED` (seed 0 without it).
+/// Back-pressure loses no DuraVIP message: a member whose flow-control window is full asks for
+/// a move; the request waits in the node machine's queue (it is not dropped) and is applied by
+/// every member once the window drains. Then a member crashes and the view changes: every
+/// address ends with one holder, and every member's table names the same owners.
+#[test]
+fn a_full_window_loses_no_duravip_message() {
+    use cohort_engine::node::Command;
+    for seed in 0..6u64 {
+        let cfg = GroupConfig {
+            max_unstable_bytes: 64 * 1024,
+            ..GroupConfig::default()
+        };
+        let mut w = World::new(seed, 4, cfg, None);
+        w.duravip = Some(duravip::config(4));
+        w.replication = Some(replication::Settings::for_seed(seed));
+        for i in 0..4 {
+            w.start(i).expect("start");
+        }
+        run_until_converged(&mut w, 10 * SEC, "formation").expect("formation");
+        w.run_until(w.now + 4 * SEC)
+            .expect("maturity and balancing");
+        for n in &mut w.nodes {
+            n.sends = false;
+        }
+        let ip: std::net::IpAddr = "10.9.0.3".parse().expect("address");
+        let holder = (0..4)
+            .find(|&i| w.nodes[i].held.contains(&ip))
+            .expect("10.9.0.3 is held");
+        let asker = (holder + 1) % 4;
+        let target = (holder + 2) % 4;
+        // Fill the asker's window with application messages until it says "would block", to the
+        // last few bytes.
+        for len in [48 * 1024, 4096, 256, 20] {
+            while w
+                .send_now(asker, len, cohort_engine::group::Order::Fifo)
+                .is_ok()
+            {}
+        }
+        w.command(
+            asker,
+            Command::DuravipMove {
+                ip,
+                node: format!("n{target}"),
+            },
+        )
+        .expect("move requested");
+        let (queued, _) = w.nodes[asker].cn.as_ref().expect("up").queued();
+        assert!(queued >= 1, "seed {seed}: the move waits in the queue");
+        eprintln!(
+            "seed {seed}: holder n{holder}, n{asker} asks for n{target} with {queued} queued"
+        );
+        let name = format!("n{target}");
+        let deadline = w.now + 5 * SEC;
+        while !(0..4).all(|i| w.owner_in_table(i, ip).as_deref() == Some(name.as_str())) {
+            assert!(
+                w.now < deadline,
+                "seed {seed}: the move was never applied everywhere"
+            );
+            w.run_until(w.now + 10 * MS).expect("run");
+        }
+        let victim = (0..4)
+            .find(|&i| i != asker && i != target)
+            .expect("a fourth node");
+        w.crash(victim);
+        run_until_converged(&mut w, 10 * SEC, "after the crash").expect("converge");
+        duravip::check(&mut w).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let live = w.live();
+        for ip in (1..=8u8).map(|k| std::net::IpAddr::from([10, 9, 0, k])) {
+            let owners: Vec<Option<String>> =
+                live.iter().map(|&i| w.owner_in_table(i, ip)).collect();
+            assert!(
+                owners.windows(2).all(|p| p[0] == p[1]) && owners[0].is_some(),
+                "seed {seed}: members disagree on {ip}: {owners:?}"
+            );
+        }
+    }
+}
+
+/// The checks have teeth: node machines that drop Cohort's own cluster-group messages unread
+/// (no DuraVIP election, no replication) fail every seed.
+#[test]
+fn a_machine_that_ignores_messages_fails_the_checks() {
+    for seed in 0..8 {
+        let r = run_seed_as(seed, true);
+        let Err(e) = r else {
+            panic!("seed {seed} passed with mutant node machines");
+        };
+        eprintln!("seed {seed} (mutant): {}", e.lines().next().unwrap_or(""));
+    }
+}
+
 #[test]
 fn replay() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -372,8 +469,7 @@ fn a_sender_that_dies_mid_message_leaves_nothing_partial() {
             let id = w.send_now(sender, world::MAX_MESSAGE, order).expect("send");
             let pieces = |w: &World| {
                 w.nodes[sender]
-                    .ep
-                    .as_ref()
+                    .ep()
                     .map_or(0, |ep| ep.counters().fragments_sent)
             };
             let total = world::MAX_MESSAGE.div_ceil(1_300) as u64;
@@ -394,8 +490,8 @@ fn a_sender_that_dies_mid_message_leaves_nothing_partial() {
                 !w.checker.was_delivered(&id),
                 "seed {seed}: a message whose sender went mid-message was delivered"
             );
-            for n in w.nodes.iter().filter(|n| n.ep.is_some()) {
-                let c = n.ep.as_ref().expect("live").counters();
+            for n in w.nodes.iter().filter(|n| n.cn.is_some()) {
+                let c = n.ep().expect("live").counters();
                 assert_eq!(c.fragments_inconsistent, 0);
             }
         }
@@ -502,7 +598,7 @@ fn batching_under_load() {
         let before: Vec<_> = w
             .nodes
             .iter()
-            .map(|n| n.ep.as_ref().expect("up").counters().clone())
+            .map(|n| n.ep().expect("up").counters().clone())
             .collect();
         let delivered_before = w.checker.delivered;
         w.send_interval = (20_000, 20_000);
@@ -510,7 +606,7 @@ fn batching_under_load() {
         w.run_until(w.now + 2 * SEC).expect("load");
         let (mut dgrams, mut msgs, mut bytes) = (0, 0, 0);
         for (n, b) in w.nodes.iter().zip(&before) {
-            let a = n.ep.as_ref().expect("up").counters();
+            let a = n.ep().expect("up").counters();
             dgrams += a.datagrams_sent - b.datagrams_sent;
             msgs += a.messages_sent - b.messages_sent;
             bytes += a.bytes_sent - b.bytes_sent;

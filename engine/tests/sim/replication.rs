@@ -4,24 +4,21 @@
 //! [`check_replication`] verifies the convergence invariant: every member's global view equals
 //! the sum of the live members' local state, for every prefix and key and for blocks above them.
 //!
-//! The daemon carries replication batches on the cluster group next to DuraVIP's messages (a type
-//! byte tells them apart); here they travel on a group of their own so the two drivers stay apart.
+//! The batches ride the cluster group as the node machine's replication channel, next to DuraVIP's
+//! messages, exactly as in the daemon.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cohort_engine::group::{Event, MemberId, Order, SendError};
-use cohort_engine::replicate::{
-    self, ObjectKind, ObjectSettings, ReplicateError, Replicator, Rows, View,
-};
+use cohort_engine::group::MemberId;
+use cohort_engine::node::replication_member;
+use cohort_engine::replicate::{self, ObjectKind, ObjectSettings, Replicator, Rows, View};
 use ipnet::IpNet;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
 use crate::world::{SEC, World};
 
-/// The group replication batches travel on, FIFO.
-pub const REP_GROUP: &str = "ec_repl";
 const CIDR: &str = "inbound_cidr";
 const GAUGE: &str = "outbound_domains";
 
@@ -49,126 +46,30 @@ impl Settings {
     }
 }
 
-/// One member's replication state.
-pub struct NodeRep {
-    pub rep: Replicator,
-    /// Batches the transport could not take yet (flow control), sent in order later.
-    pub pending: VecDeque<Vec<u8>>,
-}
-
-fn member(m: &MemberId) -> replicate::MemberId {
-    replicate::MemberId::new(format!("{}/{}", m.name, m.incarnation))
-}
-
 fn now(w: &World, i: usize) -> Duration {
     Duration::from_nanos(w.nodes[i].local(w.now).as_nanos())
 }
 
-/// A new incarnation of node `i` starts replicating from nothing (hook for `World::start`).
-pub fn start(w: &mut World, i: usize) -> Result<(), String> {
-    let Some(s) = &w.replication else {
-        return Ok(());
+/// The replicated objects of a new incarnation `me` (hook for `World::start`): the seed's
+/// objects, or none when it does not replicate.
+pub fn replicator(w: &World, me: &MemberId) -> Result<Replicator, String> {
+    let settings: Vec<ObjectSettings> = match &w.replication {
+        None => Vec::new(),
+        Some(s) => [
+            (CIDR, ObjectKind::InboundCidr),
+            (GAUGE, ObjectKind::OutboundDomains),
+        ]
+        .into_iter()
+        .map(|(name, kind)| {
+            let mut o = ObjectSettings::new(name, kind);
+            o.max_delay = s.max_delay;
+            o.max_pending = s.max_pending;
+            o
+        })
+        .collect(),
     };
-    let settings: Vec<ObjectSettings> = [
-        (CIDR, ObjectKind::InboundCidr),
-        (GAUGE, ObjectKind::OutboundDomains),
-    ]
-    .into_iter()
-    .map(|(name, kind)| {
-        let mut o = ObjectSettings::new(name, kind);
-        o.max_delay = s.max_delay;
-        o.max_pending = s.max_pending;
-        o
-    })
-    .collect();
-    let me = member(&w.nodes[i].member());
     // A small MTU so that snapshots span several messages.
-    let rep = Replicator::new(me, settings, 600, false).map_err(|e| e.to_string())?;
-    let node = &mut w.nodes[i];
-    if let Some(ep) = node.ep.as_mut() {
-        ep.join(REP_GROUP).map_err(|e| e.to_string())?;
-    }
-    node.rep = Some(NodeRep {
-        rep,
-        pending: VecDeque::new(),
-    });
-    Ok(())
-}
-
-/// Whether `e` is a replication message (the checker and DuraVIP do not see them).
-pub fn is_replication(e: &Event) -> bool {
-    matches!(e, Event::Message { group, .. } if group == REP_GROUP)
-}
-
-/// Feeds node `i`'s views and replication messages, in the order the endpoint gave them, to its
-/// replicator, runs its timers and sends its batches (hook for `World::after_call`).
-pub fn drive(w: &mut World, i: usize, events: &[Event]) -> Result<(), String> {
-    let t = now(w, i);
-    let at = w.now;
-    let node = &mut w.nodes[i];
-    let Some(r) = node.rep.as_mut() else {
-        return Ok(());
-    };
-    for e in events {
-        match e {
-            Event::ViewChanged(v) => {
-                let members: Vec<replicate::MemberId> = v.members.iter().map(member).collect();
-                r.rep.handle_view(t, &members);
-            }
-            Event::Message {
-                group,
-                sender,
-                payload,
-                ..
-            } if group == REP_GROUP => match r.rep.handle_message(t, &member(sender), payload) {
-                // A message from a member this view no longer has: its contribution went with it.
-                Ok(()) | Err(ReplicateError::NotMember(_)) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "t={:.3}s n{i} replication message from {sender}: {e}",
-                        at as f64 / SEC as f64
-                    ));
-                }
-            },
-            _ => {}
-        }
-    }
-    if r.rep.poll_timeout().is_some_and(|d| d <= t) {
-        r.rep.handle_timeout(t);
-    }
-    // Now and then the driver frees zero counts (CIDR pruning), as the daemon does.
-    if let Some(s) = w.replication.as_mut()
-        && s.rng.random_bool(0.001)
-    {
-        r.rep.compact();
-    }
-    while let Some(tx) = r.rep.poll_transmit() {
-        r.pending.push_back(tx.payload);
-    }
-    let Some(ep) = node.ep.as_mut() else {
-        return Ok(());
-    };
-    while let Some(p) = r.pending.front() {
-        match ep.send(REP_GROUP, p, Order::Fifo) {
-            Ok(()) => {
-                r.pending.pop_front();
-            }
-            Err(SendError::WouldBlock { .. }) => break,
-            Err(SendError::Closed) => {
-                r.pending.clear();
-            }
-            Err(e) => return Err(format!("n{i} replication send: {e}")),
-        }
-    }
-    Ok(())
-}
-
-/// When node `i`'s replicator next has timed work, in its local clock's nanoseconds.
-pub fn timeout(w: &World, i: usize) -> Option<u64> {
-    let r = w.nodes[i].rep.as_ref()?;
-    r.rep
-        .poll_timeout()
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    Replicator::new(replication_member(me), settings, 600, false).map_err(|e| e.to_string())
 }
 
 /// Keys the updates pick from: a few IPv4 hosts in two /24s, an IPv6 host, and gauge keys.
@@ -198,10 +99,14 @@ pub fn update(w: &mut World, i: usize) -> Result<(), String> {
         let k: u32 = s.rng.random_range(0..64);
         let delta: i64 = s.rng.random_range(-3..=4);
         let cidr = s.rng.random_bool(0.7);
-        let Some(r) = w.nodes[i].rep.as_mut() else {
+        let Some(r) = w.nodes[i].replicator() else {
             return Ok(());
         };
-        let objects = r.rep.objects();
+        let objects = r
+            .lock()
+            .map_err(|_| "replicator poisoned")?
+            .objects()
+            .clone();
         let res = if cidr {
             objects.cidr_add(CIDR, net(k), delta, t)
         } else {
@@ -262,12 +167,19 @@ pub fn check_replication(w: &mut World) -> Result<(), String> {
     let settle = s.max_delay.as_nanos() as u64 + SEC;
     w.run_until(w.now + settle)?;
     let members: Vec<usize> = (0..w.nodes.len())
-        .filter(|&i| w.nodes[i].ep.is_some() && !w.nodes[i].stuck && w.nodes[i].rep.is_some())
+        .filter(|&i| w.nodes[i].cn.is_some() && !w.nodes[i].stuck)
         .collect();
-    let reps: Vec<&Replicator> = members
+    let guards: Vec<_> = members
         .iter()
-        .map(|&i| &w.nodes[i].rep.as_ref().expect("filtered").rep)
+        .map(|&i| {
+            w.nodes[i]
+                .replicator()
+                .expect("filtered")
+                .lock()
+                .expect("replicator")
+        })
         .collect();
+    let reps: Vec<&Replicator> = guards.iter().map(|g| &**g).collect();
     let mut blocks: Vec<IpNet> = [
         "10.0.0.0/8",
         "10.0.0.0/16",

@@ -4,17 +4,24 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use std::sync::{Arc, Mutex};
+
 use cohort_engine::group::{
     ClusterKey, Endpoint, Event, GroupConfig, MemberId, Order, SendError, Time,
+};
+use cohort_engine::node::{
+    ClusterNode, Command, CommandError, MemberInfo, NodeAction, NodeEvent, NodeSetup,
 };
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
 use crate::checker::{Checker, MsgId as MsgIdOf, encode_payload};
-use cohort_engine::duravip::{self, DuravipMachine, LocalConfig, Params};
+use cohort_engine::duravip::{self, LocalConfig, Params};
+use cohort_engine::replicate::Replicator;
 
-/// The group DuraVIP ownership messages travel on (agreed order), as in the daemon.
-pub const DV_GROUP: &str = "ec_cluster";
+/// The cluster group: DuraVIP, replication, member info and ARP reports ride it as typed channels,
+/// exactly as in the daemon (the node machine composes them).
+pub const CLUSTER_GROUP: &str = "ec_cluster";
 
 pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
@@ -39,7 +46,8 @@ pub struct NetFaults {
 
 pub struct Node {
     pub idx: usize,
-    pub ep: Option<Endpoint>,
+    /// The node machine the daemon runs; `None` while the node is down.
+    pub cn: Option<ClusterNode>,
     pub incarnation: u64,
     /// Local clock: local = offset + global * (1 + drift).
     pub drift: f64,
@@ -60,14 +68,8 @@ pub struct Node {
     pub leaving: bool,
     /// When the current event-loop turn ends and queued datagrams go out.
     pub flush_at: Option<u64>,
-    /// DuraVIP ownership running on this member's views and agreed messages.
-    pub dv: Option<DuravipMachine>,
     /// Addresses this member holds (acquired and not released).
     pub held: std::collections::BTreeSet<IpAddr>,
-    /// DuraVIP payloads the transport could not take yet.
-    pub dv_pending: Vec<Vec<u8>>,
-    /// Replicated objects (see `replication.rs`), when the seed replicates.
-    pub rep: Option<crate::replication::NodeRep>,
 }
 
 impl Node {
@@ -80,6 +82,14 @@ impl Node {
     }
     pub fn member(&self) -> MemberId {
         MemberId::new(format!("n{}", self.idx), self.incarnation)
+    }
+    /// The group endpoint inside the node machine.
+    pub fn ep(&self) -> Option<&Endpoint> {
+        self.cn.as_ref().map(ClusterNode::endpoint)
+    }
+    /// The replicated objects of the node machine.
+    pub fn replicator(&self) -> Option<&Arc<Mutex<Replicator>>> {
+        self.cn.as_ref().map(ClusterNode::replicator)
     }
 }
 
@@ -128,6 +138,8 @@ pub struct World {
     pub dv_actions: u64,
     /// Replication settings, if the seed replicates (see `replication.rs`).
     pub replication: Option<crate::replication::Settings>,
+    /// Mutation check: every node machine ignores Cohort's own cluster-group messages.
+    pub mutant: bool,
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -145,7 +157,7 @@ impl World {
         let nodes = (0..n)
             .map(|idx| Node {
                 idx,
-                ep: None,
+                cn: None,
                 incarnation: 0,
                 drift: 0.0,
                 offset: 0,
@@ -162,10 +174,7 @@ impl World {
                 sends: true,
                 leaving: false,
                 flush_at: None,
-                dv: None,
                 held: std::collections::BTreeSet::new(),
-                dv_pending: Vec::new(),
-                rep: None,
             })
             .collect();
         World {
@@ -191,6 +200,7 @@ impl World {
             duravip: None,
             dv_actions: 0,
             replication: None,
+            mutant: false,
         }
     }
 
@@ -199,33 +209,50 @@ impl World {
         self.queue.push(Reverse((at, self.seq, ev)));
     }
 
-    /// Starts (or restarts, with a new incarnation) node `i`.
+    /// Starts (or restarts, with a new incarnation) node `i`: a node machine as the daemon
+    /// composes it, joined to the test group and the cluster group.
     pub fn start(&mut self, i: usize) -> Result<(), String> {
-        if let Some(ep) = &self.nodes[i].ep {
+        if let Some(ep) = self.nodes[i].ep() {
             let m = ep.me().clone();
             self.checker.forget(&m);
         }
         // Incarnations grow with (global) start time, as wall-clock nanoseconds would.
         let inc = self.now * 16 + i as u64 + 1;
-        let node = &mut self.nodes[i];
-        node.incarnation = inc;
-        let now_local = node.local(self.now);
-        let me = node.member();
-        let mut ep = Endpoint::new(self.cfg.clone(), me, self.key.clone(), now_local)
-            .map_err(|e| e.to_string())?;
-        ep.heartbeat(now_local);
-        ep.join(GROUP).map_err(|e| e.to_string())?;
-        if let Some((local_cfgs, params)) = &self.duravip {
-            ep.join(DV_GROUP).map_err(|e| e.to_string())?;
-            node.dv = Some(DuravipMachine::new(
-                duravip::Member::new(node.member().name, inc),
-                local_cfgs[i].clone(),
-                params.clone(),
-            ));
+        self.nodes[i].incarnation = inc;
+        let now_local = self.nodes[i].local(self.now);
+        let me = self.nodes[i].member();
+        let (local, params) = match &self.duravip {
+            Some((cfgs, params)) => (cfgs[i].clone(), params.clone()),
+            None => (LocalConfig::default(), Params::default()),
+        };
+        let replicator = crate::replication::replicator(self, &me)?;
+        let setup = NodeSetup {
+            group: self.cfg.clone(),
+            me: me.clone(),
+            key: self.key.clone(),
+            cluster_group: CLUSTER_GROUP.to_owned(),
+            joins: vec![CLUSTER_GROUP.to_owned(), GROUP.to_owned()],
+            duravip: local,
+            duravip_params: params,
+            info: MemberInfo {
+                pid: cohort_engine::node::pid_of(inc),
+                subcluster: "default".into(),
+                node_type: "Momentum".into(),
+                version: "sim".into(),
+                eccluster_addr: "0.0.0.0:0".into(),
+            },
+            replicator: Arc::new(Mutex::new(replicator)),
+            arp_ttl: std::time::Duration::from_secs(180),
+            wall_epoch: std::time::Duration::ZERO,
+        };
+        let mut cn = ClusterNode::new(setup, now_local).map_err(|e| e.to_string())?;
+        if self.mutant {
+            cn.mutate_ignore_cluster_messages();
         }
+        cn.heartbeat(now_local);
+        let node = &mut self.nodes[i];
         node.held.clear();
-        node.dv_pending.clear();
-        node.ep = Some(ep);
+        node.cn = Some(cn);
         node.deferred.clear();
         node.next_heartbeat = self.now + SEC / u64::from(self.cfg.heartbeats_per_sec.max(1));
         node.next_send = self.now
@@ -235,20 +262,16 @@ impl World {
         node.counter = 0;
         node.timer_at = None;
         node.leaving = false;
-        crate::replication::start(self, i)?;
         self.after_call(i)
     }
 
     /// Kills node `i` (kill -9): its state is gone, its in-flight packets still arrive.
     pub fn crash(&mut self, i: usize) {
-        if let Some(ep) = self.nodes[i].ep.take() {
-            self.checker.forget(ep.me());
+        if let Some(cn) = self.nodes[i].cn.take() {
+            self.checker.forget(cn.endpoint().me());
         }
         // A dead process holds nothing: its addresses go with it.
-        self.nodes[i].dv = None;
         self.nodes[i].held.clear();
-        self.nodes[i].dv_pending.clear();
-        self.nodes[i].rep = None;
         self.nodes[i].deferred.clear();
         self.nodes[i].timer_at = None;
         self.nodes[i].flush_at = None;
@@ -258,8 +281,9 @@ impl World {
         let now = self.now;
         let node = &mut self.nodes[i];
         let local = node.local(now);
-        if let Some(ep) = node.ep.as_mut() {
-            ep.leave_cluster(local);
+        if let Some(cn) = node.cn.as_mut() {
+            cn.handle_command(local, Command::LeaveCluster)
+                .map_err(|e| format!("n{i} leave: {e}"))?;
             node.leaving = true;
         }
         self.after_call(i)
@@ -269,47 +293,59 @@ impl World {
         self.nodes[i].stalled_until > self.now
     }
 
-    /// Drains node i's transmits and events after any call into its endpoint.
+    /// After any call into node i's machine: carries out its actions (checking that no member
+    /// acquires an address another member of its view holds), hands its events to the checker
+    /// and arms its timer. Anything the machine refused on the cluster group fails the seed.
     fn after_call(&mut self, i: usize) -> Result<(), String> {
         let now = self.now;
-        let Some(ep) = self.nodes[i].ep.as_mut() else {
+        let Some(cn) = self.nodes[i].cn.as_mut() else {
             return Ok(());
         };
-        let mut events = Vec::new();
-        while let Some(e) = ep.poll_event() {
-            events.push(e);
+        let mut actions = Vec::new();
+        while let Some(a) = cn.poll_action() {
+            actions.push(a);
         }
-        let me = ep.me().clone();
-        let left = events.iter().any(|e| matches!(e, Event::LeftCluster));
-        crate::replication::drive(self, i, &events)?;
-        events.retain(|e| !crate::replication::is_replication(e));
-        let (dv_events, events): (Vec<Event>, Vec<Event>) = events
-            .into_iter()
-            .partition(|e| matches!(e, Event::Message { group, .. } if group == DV_GROUP));
-        let views: Vec<cohort_engine::group::View> = events
-            .iter()
-            .filter_map(|e| {
-                if let Event::ViewChanged(v) = e {
-                    Some(v.clone())
-                } else {
-                    None
+        let mut events = Vec::new();
+        while let Some(e) = cn.poll_event() {
+            match e {
+                NodeEvent::Group(e) => events.push(e),
+                NodeEvent::MemberInfo(..) => {}
+                NodeEvent::Refused { from, why } => {
+                    return Err(format!(
+                        "t={:.3}s n{i} refused a cluster-group message from {from}: {why}",
+                        now as f64 / SEC as f64
+                    ));
                 }
-            })
-            .collect();
-        self.drive_duravip(i, &views, dv_events)?;
-        let dv_timeout = self.nodes[i]
-            .dv
-            .as_ref()
-            .and_then(|d| d.poll_timeout())
-            .map(|t| cohort_engine::group::Time::from_nanos(t.0));
-        let Some(ep) = self.nodes[i].ep.as_ref() else {
-            return Ok(());
-        };
-        let rep_timeout = crate::replication::timeout(self, i).map(Time::from_nanos);
-        let timeout = [ep.poll_timeout(), dv_timeout, rep_timeout]
-            .into_iter()
-            .flatten()
-            .min();
+            }
+        }
+        let me = cn.endpoint().me().clone();
+        let timeout = cn.poll_timeout();
+        for a in actions {
+            let NodeAction::Duravip { action: a, view } = a else {
+                continue;
+            };
+            self.dv_actions += 1;
+            match a {
+                duravip::Action::Acquire { ip, .. } => {
+                    for (j, other) in self.nodes.iter().enumerate() {
+                        if j != i
+                            && other.held.contains(&ip)
+                            && other.ep().map(|ep| ep.view().id.as_u64()) == Some(view)
+                        {
+                            return Err(format!(
+                                "t={:.3}s DuraVIP: n{i} acquires {ip} in view {view} while n{j} of that view holds it",
+                                now as f64 / SEC as f64
+                            ));
+                        }
+                    }
+                    self.nodes[i].held.insert(ip);
+                }
+                duravip::Action::Release { ip } => {
+                    self.nodes[i].held.remove(&ip);
+                }
+            }
+        }
+        let left = events.iter().any(|e| matches!(e, Event::LeftCluster));
         for e in &events {
             if let Event::ViewChanged(v) = e {
                 self.view_log.push((now, i, v.clone()));
@@ -338,102 +374,15 @@ impl World {
         Ok(())
     }
 
-    /// Feeds node `i`'s DuraVIP machine with its new views and ownership messages, runs its timers,
-    /// carries out its actions, and sends its messages in agreed order. Checks that no member
-    /// acquires an address another member of the same view holds.
-    fn drive_duravip(
-        &mut self,
-        i: usize,
-        views: &[cohort_engine::group::View],
-        msgs: Vec<Event>,
-    ) -> Result<(), String> {
-        if self.nodes[i].dv.is_none() {
-            return Ok(());
-        }
-        let local = self.nodes[i].local(self.now);
-        let t = duravip::Time(local.as_nanos());
-        {
-            let dv = self.nodes[i].dv.as_mut().expect("checked above");
-            for v in views {
-                let view = duravip::View {
-                    id: v.id.as_u64(),
-                    members: v
-                        .members
-                        .iter()
-                        .map(|m| duravip::Member::new(m.name.clone(), m.incarnation))
-                        .collect(),
-                };
-                dv.handle_view(t, view)
-                    .map_err(|e| format!("n{i} DuraVIP view: {e}"))?;
-            }
-            for e in msgs {
-                if let Event::Message {
-                    sender, payload, ..
-                } = e
-                {
-                    let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
-                    dv.handle_message(t, &from, &payload)
-                        .map_err(|e| format!("n{i} DuraVIP message: {e}"))?;
-                }
-            }
-            if dv.poll_timeout().is_some_and(|d| d <= t) {
-                dv.handle_timeout(t);
-            }
-        }
-        let my_view = self.nodes[i].ep.as_ref().map(|ep| ep.view().id);
-        while let Some(a) = self.nodes[i].dv.as_mut().and_then(|d| d.poll_action()) {
-            self.dv_actions += 1;
-            match a {
-                duravip::Action::Acquire { ip, .. } => {
-                    for (j, other) in self.nodes.iter().enumerate() {
-                        if j != i
-                            && other.held.contains(&ip)
-                            && other.ep.as_ref().map(|ep| ep.view().id) == my_view
-                        {
-                            return Err(format!(
-                                "t={:.3}s DuraVIP: n{i} acquires {ip} while n{j} of the same view holds it",
-                                self.now as f64 / SEC as f64
-                            ));
-                        }
-                    }
-                    self.nodes[i].held.insert(ip);
-                }
-                duravip::Action::Release { ip } => {
-                    self.nodes[i].held.remove(&ip);
-                }
-            }
-        }
-        let node = &mut self.nodes[i];
-        let (Some(dv), Some(ep)) = (node.dv.as_mut(), node.ep.as_mut()) else {
-            return Ok(());
-        };
-        while let Some(b) = dv.poll_transmit() {
-            node.dv_pending.push(b);
-        }
-        while !node.dv_pending.is_empty() {
-            match ep.send(DV_GROUP, &node.dv_pending[0], Order::Agreed) {
-                Ok(()) => {
-                    node.dv_pending.remove(0);
-                }
-                Err(SendError::WouldBlock { .. }) => break,
-                Err(SendError::Closed) => {
-                    node.dv_pending.clear();
-                }
-                Err(e) => return Err(format!("n{i} DuraVIP send: {e}")),
-            }
-        }
-        Ok(())
-    }
-
     /// End of an event-loop turn: everything the endpoint queued goes out, coalesced into
     /// datagrams, as a real driver flushes once per turn.
     fn flush(&mut self, i: usize) -> Result<(), String> {
         self.nodes[i].flush_at = None;
-        let Some(ep) = self.nodes[i].ep.as_mut() else {
+        let Some(cn) = self.nodes[i].cn.as_mut() else {
             return Ok(());
         };
         let mut tx = Vec::new();
-        while let Some(t) = ep.poll_transmit() {
+        while let Some(t) = cn.poll_transmit() {
             tx.push(t);
         }
         for t in tx {
@@ -520,7 +469,7 @@ impl World {
             };
             match ev {
                 Ev::Packet { to, from, bytes } => {
-                    if self.nodes[to].ep.is_none() {
+                    if self.nodes[to].cn.is_none() {
                         continue;
                     }
                     if self.stalled(to) {
@@ -528,13 +477,13 @@ impl World {
                         continue;
                     }
                     let local = self.nodes[to].local(self.now);
-                    if let Some(ep) = self.nodes[to].ep.as_mut() {
-                        ep.handle_packet(local, addr(from), &bytes);
+                    if let Some(cn) = self.nodes[to].cn.as_mut() {
+                        cn.handle_packet(local, addr(from), &bytes);
                     }
                     self.after_call(to)?;
                 }
                 Ev::Timer { node } => {
-                    if self.nodes[node].timer_at != Some(self.now) || self.nodes[node].ep.is_none()
+                    if self.nodes[node].timer_at != Some(self.now) || self.nodes[node].cn.is_none()
                     {
                         continue;
                     }
@@ -543,8 +492,8 @@ impl World {
                     }
                     self.nodes[node].timer_at = None;
                     let local = self.nodes[node].local(self.now);
-                    if let Some(ep) = self.nodes[node].ep.as_mut() {
-                        ep.handle_timeout(local);
+                    if let Some(cn) = self.nodes[node].cn.as_mut() {
+                        cn.handle_timeout(local);
                     }
                     self.after_call(node)?;
                 }
@@ -557,7 +506,7 @@ impl World {
                     self.flush(node)?;
                 }
                 Ev::Wake { node } => {
-                    if self.stalled(node) || self.nodes[node].ep.is_none() {
+                    if self.stalled(node) || self.nodes[node].cn.is_none() {
                         continue;
                     }
                     let deferred = std::mem::take(&mut self.nodes[node].deferred);
@@ -565,7 +514,7 @@ impl World {
                     for (at, from, bytes) in deferred {
                         let stamps = self.nodes[node].kernel_stamps;
                         let at_local = self.nodes[node].local(at);
-                        if let Some(ep) = self.nodes[node].ep.as_mut() {
+                        if let Some(ep) = self.nodes[node].cn.as_mut() {
                             ep.handle_packet(local_now, from, &bytes);
                             if stamps {
                                 let name = format!(
@@ -583,8 +532,8 @@ impl World {
                         }
                         self.after_call(node)?;
                     }
-                    if let Some(ep) = self.nodes[node].ep.as_mut() {
-                        ep.handle_timeout(local_now);
+                    if let Some(cn) = self.nodes[node].cn.as_mut() {
+                        cn.handle_timeout(local_now);
                     }
                     self.nodes[node].timer_at = None;
                     self.after_call(node)?;
@@ -596,7 +545,7 @@ impl World {
     fn next_app_time(&self) -> Option<u64> {
         self.nodes
             .iter()
-            .filter(|n| n.ep.is_some())
+            .filter(|n| n.cn.is_some())
             .flat_map(|n| {
                 let mut v = vec![n.next_heartbeat];
                 if n.sends {
@@ -614,7 +563,7 @@ impl World {
     fn app_step(&mut self) -> Result<(), String> {
         let now = self.now;
         for i in 0..self.nodes.len() {
-            if self.nodes[i].ep.is_none() {
+            if self.nodes[i].cn.is_none() {
                 continue;
             }
             if self.nodes[i].slow && self.nodes[i].next_stall <= now {
@@ -636,8 +585,8 @@ impl World {
                     now + SEC / u64::from(self.cfg.heartbeats_per_sec.max(1));
                 if !self.nodes[i].stuck {
                     let local = self.nodes[i].local(now);
-                    if let Some(ep) = self.nodes[i].ep.as_mut() {
-                        ep.heartbeat(local);
+                    if let Some(cn) = self.nodes[i].cn.as_mut() {
+                        cn.heartbeat(local);
                     }
                 }
             }
@@ -648,15 +597,19 @@ impl World {
                 self.nodes[i].next_send = now + gap;
                 // Now and then a member joins or leaves a second group.
                 if self.rng.random_bool(0.05) {
-                    let node = &mut self.nodes[i];
-                    if let Some(ep) = node.ep.as_mut() {
-                        let r = if ep.group_members(OTHER_GROUP).contains(ep.me()) {
-                            ep.leave(OTHER_GROUP)
+                    let local = self.nodes[i].local(now);
+                    if let Some(cn) = self.nodes[i].cn.as_mut() {
+                        let ep = cn.endpoint();
+                        let cmd = if ep.group_members(OTHER_GROUP).contains(ep.me()) {
+                            Command::Leave(OTHER_GROUP.into())
                         } else {
-                            ep.join(OTHER_GROUP)
+                            Command::Join(OTHER_GROUP.into())
                         };
-                        match r {
-                            Ok(()) | Err(SendError::WouldBlock { .. } | SendError::Closed) => {}
+                        match cn.handle_command(local, cmd) {
+                            Ok(())
+                            | Err(CommandError::Transport(
+                                SendError::WouldBlock { .. } | SendError::Closed,
+                            )) => {}
                             Err(e) => return Err(format!("join/leave failed: {e}")),
                         }
                     }
@@ -670,11 +623,12 @@ impl World {
                 let len = self.message_len();
                 let node = &mut self.nodes[i];
                 let id = (node.idx as u32, node.incarnation, node.counter + 1);
-                if let Some(ep) = node.ep.as_mut() {
-                    match ep.send(GROUP, &encode_payload(id, len), order) {
+                let local = node.local(now);
+                if let Some(cn) = node.cn.as_mut() {
+                    match cn.send(local, GROUP, encode_payload(id, len), order) {
                         Ok(()) => node.counter += 1,
-                        Err(SendError::WouldBlock { .. } | SendError::Closed) => {}
-                        Err(e) => return Err(format!("send failed: {e}")),
+                        Err((SendError::WouldBlock { .. } | SendError::Closed, _)) => {}
+                        Err((e, _)) => return Err(format!("send failed: {e}")),
                     }
                 }
                 self.after_call(i)?;
@@ -704,18 +658,35 @@ impl World {
     pub fn send_now(&mut self, i: usize, len: usize, order: Order) -> Result<MsgIdOf, String> {
         let node = &mut self.nodes[i];
         let id = (node.idx as u32, node.incarnation, node.counter + 1);
-        let ep = node.ep.as_mut().ok_or("node is down")?;
-        ep.send(GROUP, &encode_payload(id, len), order)
-            .map_err(|e| e.to_string())?;
+        let local = node.local(self.now);
+        let cn = node.cn.as_mut().ok_or("node is down")?;
+        cn.send(local, GROUP, encode_payload(id, len), order)
+            .map_err(|(e, _)| e.to_string())?;
         node.counter += 1;
         self.after_call(i)?;
         Ok(id)
     }
 
+    /// A console request on node `i` now.
+    pub fn command(&mut self, i: usize, cmd: Command) -> Result<(), String> {
+        let local = self.nodes[i].local(self.now);
+        let cn = self.nodes[i].cn.as_mut().ok_or("node is down")?;
+        cn.handle_command(local, cmd).map_err(|e| e.to_string())?;
+        self.after_call(i)
+    }
+
+    /// Who owns `ip` in node `i`'s agreed DuraVIP table (the member's name), if anyone.
+    pub fn owner_in_table(&self, i: usize, ip: IpAddr) -> Option<String> {
+        let d = self.nodes[i].cn.as_ref()?.duravip();
+        let (_, members) = d.view()?;
+        let owner = d.table()?.entries.get(&ip)?.owner?;
+        members.get(owner).map(|m| m.name.clone())
+    }
+
     /// Live members (started, not crashed, not left).
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].ep.is_some())
+            .filter(|i| self.nodes[*i].cn.is_some())
             .collect()
     }
 
@@ -736,14 +707,14 @@ impl World {
             .into_iter()
             .filter(|i| !self.nodes[*i].stuck)
             .all(|i| {
-                let ep = self.nodes[i].ep.as_ref().expect("live");
+                let ep = self.nodes[i].ep().expect("live");
                 ep.view().members == want && !ep.is_changing_view()
             })
             && self
                 .live()
                 .into_iter()
                 .filter(|i| !self.nodes[*i].stuck)
-                .map(|i| self.nodes[i].ep.as_ref().expect("live").view().id)
+                .map(|i| self.nodes[i].ep().expect("live").view().id)
                 .collect::<std::collections::BTreeSet<_>>()
                 .len()
                 <= 1
@@ -752,7 +723,7 @@ impl World {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for n in &self.nodes {
-            match &n.ep {
+            match n.ep() {
                 None => s.push_str(&format!("\n  n{}: down", n.idx)),
                 Some(ep) => s.push_str(&format!(
                     "\n  n{} inc {} stuck {} slow {} changing {} health {}: view {:?} {:?}",

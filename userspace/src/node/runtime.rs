@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cohort_engine::config::{self, Config};
 use cohort_engine::duravip::arpcache;
 use cohort_engine::duravip::{self, LocalConfig, Params};
-use cohort_engine::group::{ClusterKey, Counters, GroupConfig, MemberId, Order, Time, View};
+use cohort_engine::group::{ClusterKey, Counters, Event, GroupConfig, MemberId, Order, Time, View};
 use cohort_engine::node::{ClusterNode, Command, NodeAction, NodeEvent, NodeSetup};
 use cohort_engine::replicate::{ObjectSettings, Objects, Replicator};
 use cohort_engine::udp::{self, DatagramIo, Driver, IoStats, Outgoing};
@@ -479,6 +479,7 @@ impl Node {
         set_thread_nice(nice);
         let mut leaving: Option<Time> = None;
         let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let mut next_heartbeat = self.clock.now();
         loop {
             let now = self.clock.now();
             if self.signals.take_reload() {
@@ -497,6 +498,11 @@ impl Node {
             }
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
+            }
+            // The loop's own liveness, which Momentum's hung-node detection watches.
+            if now >= next_heartbeat {
+                self.node.heartbeat(now);
+                next_heartbeat = now + self.node.heartbeat_every();
             }
             if let Some(dp) = &mut self.dataplane
                 && dp.next_deadline() <= Instant::now()
@@ -538,10 +544,15 @@ impl Node {
                 now + left
             });
             let arp_deadline = self.arp_every.map(|_| self.next_arp);
-            let deadline = [self.node.poll_timeout(), arp_deadline, dp_deadline]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.node.poll_timeout(),
+                Some(next_heartbeat),
+                arp_deadline,
+                dp_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wait = deadline
                 .map_or(Duration::from_millis(100), |d| d.since(now))
                 .min(Duration::from_millis(100));
@@ -690,12 +701,14 @@ impl Node {
         let mut changed = false;
         while let Some(a) = self.node.poll_action() {
             match a {
-                NodeAction::Duravip(duravip::Action::Acquire { ip, .. }) => {
-                    changed |= self.owned.insert(ip)
-                }
-                NodeAction::Duravip(duravip::Action::Release { ip }) => {
-                    changed |= self.owned.remove(&ip)
-                }
+                NodeAction::Duravip {
+                    action: duravip::Action::Acquire { ip, .. },
+                    ..
+                } => changed |= self.owned.insert(ip),
+                NodeAction::Duravip {
+                    action: duravip::Action::Release { ip },
+                    ..
+                } => changed |= self.owned.remove(&ip),
                 NodeAction::ArpHosts(hosts) => {
                     if let Some(dp) = &mut self.dataplane {
                         dp.set_hosts(hosts.iter().map(|h| (h.ip, h.mac)).collect());
@@ -717,7 +730,7 @@ impl Node {
     /// Applies one event; returns true when the graceful leave has finished.
     fn on_event(&mut self, ev: NodeEvent) -> bool {
         match ev {
-            NodeEvent::ViewChanged(view) => {
+            NodeEvent::Group(Event::ViewChanged(view)) => {
                 self.duravip_dirty = true;
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.infos = self.node.infos().clone();
@@ -725,7 +738,7 @@ impl Node {
                     s.view_installed = Instant::now();
                 }
             }
-            NodeEvent::GroupChanged { group, members } => {
+            NodeEvent::Group(Event::GroupChanged { group, members, .. }) => {
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.groups.insert(group, members);
                 }
@@ -738,12 +751,13 @@ impl Node {
             NodeEvent::Refused { from, why } => {
                 tracing::warn!(from = %from.name, error = %why, "cluster message refused");
             }
-            NodeEvent::Message {
+            NodeEvent::Group(Event::Message {
                 group,
                 sender,
                 payload,
                 order,
-            } => {
+                ..
+            }) => {
                 let d = Delivery {
                     group,
                     sender,
@@ -762,7 +776,7 @@ impl Node {
                     let _ = tx.send(d);
                 }
             }
-            NodeEvent::LeftCluster => return true,
+            NodeEvent::Group(Event::LeftCluster) => return true,
         }
         false
     }
