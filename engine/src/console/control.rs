@@ -416,6 +416,51 @@ mod tests {
         }
     }
 
+    /// Golden bytes: a field swapped in both `encode` and `decode` fails here.
+    #[test]
+    fn golden_bytes() {
+        let mut want = vec![MAGIC_COMMAND, VERSION, 0, 0, 0, 0, 0, 0, 0, 7, 0x03, 4];
+        want.extend_from_slice(b"#mgr");
+        want.push(5);
+        want.extend_from_slice(b"node2");
+        want.extend_from_slice(b"cluster info");
+        let c = cmd(Some("node2"));
+        assert_eq!(c.encode().expect("encodes"), want);
+        assert_eq!(ControlMsg::decode(&want), Ok(ControlMsg::Command(c)));
+        let a = AnswerChunk {
+            request: 0x0102,
+            ok: false,
+            index: 3,
+            count: 4,
+            data: b"no".to_vec(),
+        };
+        let want = [
+            MAGIC_ANSWER,
+            VERSION,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            2,
+            1,
+            0,
+            0,
+            0,
+            3,
+            0,
+            0,
+            0,
+            4,
+            b'n',
+            b'o',
+        ];
+        assert_eq!(a.encode(), want);
+        assert_eq!(ControlMsg::decode(&want), Ok(ControlMsg::Answer(a)));
+    }
+
     #[test]
     fn command_round_trips() {
         for t in [None, Some("node2")] {

@@ -265,6 +265,27 @@ IP address       HW type     Flags       HW address            Mask     Device
 10.7.0.3         0x1         0x6         02:00:00:00:00:03     *        eth0
 ";
 
+    /// Golden bytes: a field swapped in both `encode_reports` and `decode_report` fails here.
+    #[test]
+    fn report_golden_bytes() {
+        let hosts = vec![
+            Neighbour {
+                ip: Ipv4Addr::new(10, 7, 0, 9),
+                mac: [0x5a, 0x4e, 0x0b, 0x11, 0x22, 0x33],
+            },
+            Neighbour {
+                ip: Ipv4Addr::new(192, 168, 1, 1),
+                mac: [0, 0, 0x5e, 0, 1, 0x0c],
+            },
+        ];
+        let want = vec![
+            VERSION, 2, 10, 7, 0, 9, 0x5a, 0x4e, 0x0b, 0x11, 0x22, 0x33, 192, 168, 1, 1, 0, 0,
+            0x5e, 0, 1, 0x0c,
+        ];
+        assert_eq!(encode_reports(&hosts), vec![want.clone()]);
+        assert_eq!(decode_report(&want), Ok(hosts));
+    }
+
     #[test]
     fn proc_net_arp_keeps_complete_entries_on_the_chosen_devices() {
         let got = parse_proc_net_arp(PROC, |dev, _| dev == "eth0").expect("parses");

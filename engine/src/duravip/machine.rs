@@ -363,6 +363,7 @@ impl DuravipMachine {
     }
 
     /// When [`DuravipMachine::handle_timeout`] should next be called, if ever.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         let v = self.view.as_ref()?;
         let mature = (v.me == 0 && !v.mature && !v.mature_sent)
@@ -374,11 +375,13 @@ impl DuravipMachine {
     }
 
     /// The next payload to send to the cluster group in agreed order.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmits.pop_front().map(|(_, b)| b)
     }
 
     /// The next action to carry out (before sending the payloads queued with it).
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         let a = self.actions.pop_front()?;
         self.pending.remove(&a.ip());

@@ -270,6 +270,23 @@ impl ViewStreams {
     /// [`Item::Sequence`] entries are appended to this member's stream and returned with their
     /// numbers, for the caller to send.
     pub fn deliver(&mut self, sequence: bool) -> (Vec<Delivered>, Vec<(u64, Item)>) {
+        #[cfg(debug_assertions)]
+        let before: Vec<u64> = self.streams.iter().map(|s| s.delivered).collect();
+        let r = self.deliver_inner(sequence);
+        #[cfg(debug_assertions)]
+        for (s, b) in self.streams.iter().zip(before) {
+            debug_assert!(s.delivered >= b, "delivery cursors never go back");
+            debug_assert!(
+                s.delivered <= s.contiguous && s.contiguous <= s.known_high.max(s.contiguous),
+                "delivered {} <= held in order {}",
+                s.delivered,
+                s.contiguous
+            );
+        }
+        r
+    }
+
+    fn deliver_inner(&mut self, sequence: bool) -> (Vec<Delivered>, Vec<(u64, Item)>) {
         let mut out = Vec::new();
         let mut new_own = Vec::new();
         let leader_seq = sequence && self.me == 0;

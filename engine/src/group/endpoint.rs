@@ -397,11 +397,13 @@ impl Endpoint {
     }
 
     /// The next event for the layer above.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When to call [`Endpoint::handle_timeout`] next; `None` once the member has left.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         (!self.closed).then_some(self.deadline)
     }
@@ -552,6 +554,14 @@ impl Endpoint {
         }
         self.outq_bytes += w;
         self.outq.push_back(item);
+        // The window: what is unstable or queued stays within max_unstable_bytes, except that a
+        // message larger than the window is taken when nothing else waits.
+        debug_assert!(
+            self.unstable_bytes() <= self.cfg.max_unstable_bytes + w,
+            "flow-control window: {} bytes in flight, window {}",
+            self.unstable_bytes(),
+            self.cfg.max_unstable_bytes
+        );
         if self.pump() {
             self.deliver();
         }
@@ -737,6 +747,7 @@ impl Endpoint {
     /// The next datagram to send: as many queued messages for one destination as fit in the MTU,
     /// protocol messages first. Pieces of a large message enter the stream here as the queues
     /// drain.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.has_queued() && self.pump() {
             self.deliver();
@@ -1250,6 +1261,12 @@ impl Endpoint {
                 .get(&m.name)
                 .is_some_and(|k| k.incarnation == m.incarnation)
         });
+        debug_assert!(
+            view.members.windows(2).all(|w| w[0] < w[1]),
+            "view members sorted (oldest first) and unique: {:?}",
+            view.members
+        );
+        debug_assert!(view.id > self.view.id, "view ids grow");
         self.view = view;
         self.counters.views_installed += 1;
         self.events.push_back(Event::ViewChanged(self.view.clone()));

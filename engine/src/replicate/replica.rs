@@ -1081,6 +1081,7 @@ impl Replicator {
     /// The earliest time at which [`Replicator::handle_timeout`] has work: the first batch
     /// deadline or the end of a throttle window this node has used. (Cache and series
     /// expiries are handled whenever it runs, and cache reads check expiry themselves.)
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.objects
             .objects
@@ -1099,6 +1100,7 @@ impl Replicator {
     }
 
     /// The next message to send, in order.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.outbox.pop_front()
     }
