@@ -770,7 +770,12 @@ impl DuravipMachine {
         let id = v.id;
         let mut acquire = Vec::new();
         for (ip, e) in &t.entries {
-            if e.owner == Some(me) && e.holders.contains(&me) && !self.held.contains(ip) {
+            // Only once the hand-off is complete in the table: this node is the one holder left.
+            // Being listed among several holders is not enough: after a merge a node that
+            // released locally stays listed until its RELEASED is delivered, and another holder
+            // may still have the address plumbed (seed 5 of the DuraVIP harness: a withdrawal
+            // right after a merge made the new owner plumb while the old one still held it).
+            if e.owner == Some(me) && e.settled() && !self.held.contains(ip) {
                 acquire.push(*ip);
             }
         }

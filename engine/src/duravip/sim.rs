@@ -178,6 +178,20 @@ impl Sim {
             match a {
                 Action::Acquire { ip, .. } => {
                     self.coverage.acquisitions += 1;
+                    // The hand-off rule: the table lists no other holder (members process one
+                    // agreed message at different times, so another one listed may still have
+                    // it plumbed).
+                    let other_listed = self.nodes.get(who).and_then(|n| {
+                        let (_, members) = n.machine.view()?;
+                        let me = members.iter().position(|m| m == who)?;
+                        let e = n.machine.table()?.entries.get(&ip)?;
+                        Some(e.holders.iter().any(|h| *h != me))
+                    });
+                    if other_listed == Some(true) {
+                        return Err(format!(
+                            "{who} acquires {ip} in view {view_id:?} while its table lists another holder"
+                        ));
+                    }
                     // Nobody else in this node's view may still hold it.
                     for (m, other) in &self.nodes {
                         if m != who
