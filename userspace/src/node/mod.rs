@@ -7,5 +7,8 @@ pub mod control_cache;
 pub mod identity;
 pub mod manager;
 pub mod paniclog;
+pub mod priority;
 pub mod runtime;
+pub mod setup;
+pub mod shared;
 pub mod signals;

@@ -1,6 +1,8 @@
-//! The event loop of a node: the UDP driver feeds the sans-IO group endpoint; what the endpoint
-//! wants sent goes out in one batch per turn; what it delivers updates the status the console
-//! reads. Signals and console requests wake the loop through the driver's waker.
+//! The event loop of a node: the I/O around the node machine (`cohort_engine::node::ClusterNode`).
+//! The UDP driver feeds it datagrams; what it wants sent goes out in one batch per turn; its
+//! actions reach the data plane (netlink, XDP, ARP) before anything polled after them is sent; its
+//! events update the status the console reads and reach applications. Signals and console requests
+//! wake the loop through the driver's waker.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -11,173 +13,26 @@ use std::time::{Duration, Instant};
 use cohort_engine::config::{self, Config};
 use cohort_engine::duravip::arpcache;
 use cohort_engine::duravip::{self, LocalConfig, Params};
-use cohort_engine::group::{ClusterKey, Counters, Event, GroupConfig, MemberId, Order, Time, View};
+use cohort_engine::group::{ClusterKey, Event, MemberId, Time};
 use cohort_engine::node::{ClusterNode, Command, NodeAction, NodeEvent, NodeSetup};
-use cohort_engine::replicate::{ObjectSettings, Objects, Replicator};
-use cohort_engine::udp::{self, DatagramIo, Driver, IoStats, Outgoing};
+use cohort_engine::replicate::{ObjectSettings, Replicator};
+use cohort_engine::udp::{self, DatagramIo, Driver, Outgoing};
 
-use super::identity::{self, Identity};
+use super::identity;
 use super::signals::SignalFlags;
 
+pub use super::priority::{set_thread_nice, spawn_daemon_thread};
+use super::setup::my_info;
+pub use super::setup::{group_config, groups_to_join};
+pub(crate) use super::shared::wall;
+pub use super::shared::{Delivery, NodeStatus, Request, Shared};
 pub use cohort_engine::node::{MemberInfo, replication_member};
 
 /// Least time between two reads of the XDP program's arrival stamps.
 const XDP_STAMP_PERIOD: Duration = Duration::from_millis(10);
 
-/// Wall-clock time since the Unix epoch.
-pub(crate) fn wall() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// Everything the console shows, kept current by the loop.
-#[derive(Clone, Debug)]
-pub struct NodeStatus {
-    pub identity: Identity,
-    pub me: MemberId,
-    pub view: View,
-    pub view_installed: Instant,
-    pub groups: BTreeMap<String, Vec<MemberId>>,
-    pub infos: BTreeMap<MemberId, MemberInfo>,
-    pub counters: Counters,
-    pub io: IoStats,
-    pub started: Instant,
-    pub config: Config,
-    pub config_path: Option<PathBuf>,
-    pub last_reload: Option<String>,
-    /// DuraVIP ownership as `cluster duravip show` prints it (refreshed by the loop).
-    pub duravip: Option<duravip::Status>,
-    /// What the data plane did (None when this node manages no DuraVIP address).
-    pub dataplane: Option<crate::dataplane::DataPlaneStats>,
-    pub xdp: Option<crate::xdp::XdpStats>,
-    /// The cluster-wide shared ARP cache as `cluster arp show` prints it.
-    pub arp: cohort_engine::console::status::ArpTable,
-    /// Peer arrivals stamped by the XDP program and given to the failure detector.
-    pub xdp_arrivals_fed: u64,
-}
-
-/// A request from a console thread, carried out by the loop.
-#[derive(Debug)]
-pub enum Request {
-    /// `cluster reset`: leave and rejoin with a new incarnation.
-    Reset,
-    /// `config reload` (also SIGHUP).
-    Reload,
-    /// `shutdown` / SIGTERM: leave gracefully and stop.
-    Shutdown,
-    /// An application joins a group.
-    Join(String),
-    /// A `listen` client joins a group (left again by [`Request::ListenLeave`] unless an
-    /// application or the node itself joined it too).
-    ListenJoin(String),
-    /// The last `listen` client of a group has gone.
-    ListenLeave(String),
-    /// An application sends to a group (kept queued while the transport says "would block").
-    Send {
-        group: String,
-        payload: Vec<u8>,
-        order: Order,
-    },
-    /// `cluster duravip announce view`
-    DuravipAnnounce,
-    /// `cluster duravip release all`
-    DuravipReleaseAll,
-    /// `cluster duravip move <ip> to <node>`
-    DuravipMove { ip: std::net::IpAddr, node: String },
-    /// `cluster duravip debug on|off`
-    DuravipDebug(bool),
-}
-
-/// A message delivered to the application.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub group: String,
-    pub sender: MemberId,
-    pub order: Order,
-    pub payload: Vec<u8>,
-}
-
 /// Requests (application sends, console actions) the loop takes from its queue per turn.
 const REQUESTS_PER_TURN: usize = 4096;
-
-/// Shared between the loop and console threads.
-pub struct Shared {
-    pub status: Mutex<NodeStatus>,
-    pub requests: Mutex<VecDeque<Request>>,
-    pub waker: udp::Waker,
-    /// Where application messages go (groups other than Cohort's own traffic), if anyone listens.
-    pub deliveries: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
-    /// The replicated objects' state machine (the console reads it; the loop drives it).
-    pub replicator: Arc<Mutex<Replicator>>,
-    /// The application handle of the replicated objects: increments, gauges, throttles, caches,
-    /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
-    pub objects: Arc<Objects>,
-    /// Where the manager's console traffic goes (commands on a node, answers on the manager):
-    /// messages of the control protocol (`cohort_engine::console::control`) on any group but the
-    /// cluster group. Never blocks the loop: when full, a message is dropped and logged.
-    pub control: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
-    /// `cohortctl listen <group>` connections: every message of the group is copied to each
-    /// (dropped for a listener that does not keep up; a closed one is removed).
-    pub listeners: Mutex<Vec<(String, std::sync::mpsc::SyncSender<Delivery>)>>,
-    /// Open `listen` connections per group; when a group's count falls to zero, the node leaves
-    /// the group again unless something else joined it.
-    pub listen_counts: Mutex<BTreeMap<String, usize>>,
-    /// The node's cluster journals (`cluster://` destinations) and its log service's state.
-    pub journals: Arc<crate::logsvc::Journals>,
-}
-
-impl Shared {
-    /// Subscribes to application deliveries; at most `bound` wait unread (then the loop blocks on
-    /// the reader, so a reader must keep up).
-    pub fn subscribe(&self, bound: usize) -> std::sync::mpsc::Receiver<Delivery> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(bound);
-        if let Ok(mut d) = self.deliveries.lock() {
-            *d = Some(tx);
-        }
-        rx
-    }
-
-    /// Stops handing deliveries to the channel of [`Shared::subscribe`]: they are dropped.
-    pub fn unsubscribe(&self) {
-        if let Ok(mut d) = self.deliveries.lock() {
-            *d = None;
-        }
-    }
-
-    /// Requests waiting for the loop (application sends included).
-    pub fn backlog(&self) -> usize {
-        self.requests.lock().map_or(0, |q| q.len())
-    }
-
-    /// Queues application sends and wakes the loop once.
-    pub fn send_batch(&self, group: &str, payloads: Vec<Vec<u8>>, order: Order) {
-        if let Ok(mut q) = self.requests.lock() {
-            for payload in payloads {
-                q.push_back(Request::Send {
-                    group: group.to_owned(),
-                    payload,
-                    order,
-                });
-            }
-        }
-        let _ = self.waker.wake();
-    }
-
-    /// Appends one record to cluster log `log` (a logger key such as `mainlog`, or a name of the
-    /// `logs` dictionary); the log service offers it to the manager at once.
-    pub fn log_append(&self, log: &str, payload: &[u8]) -> Result<(), String> {
-        self.journals.append(log, payload)
-    }
-
-    /// Queues a request and wakes the loop.
-    pub fn request(&self, r: Request) {
-        if let Ok(mut q) = self.requests.lock() {
-            q.push_back(r);
-        }
-        let _ = self.waker.wake();
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -191,75 +46,6 @@ pub enum RunError {
     Socket { addr: SocketAddr, why: String },
     #[error("I/O error in the event loop: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// The transport settings of a configuration, with every peer resolved.
-pub fn group_config(cfg: &Config) -> Result<GroupConfig, identity::IdentityError> {
-    let m = &cfg.msgc_server;
-    let peers = m
-        .peers
-        .iter()
-        .map(|p| identity::resolve_peer(&p.name, &p.address, m.port).map(|a| (p.name.clone(), a)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(GroupConfig {
-        port: m.port,
-        peers,
-        probe_interval: Duration::from_secs_f64(m.probe_interval),
-        suspect_timeout: Duration::from_secs_f64(m.suspect_timeout),
-        cluster_key: m.cluster_key.clone(),
-        mtu: m.mtu as usize,
-        max_unstable_bytes: m.max_unstable_bytes as usize,
-        max_queue: m.max_queue as usize,
-        max_message_size: usize::try_from(m.max_message_size).unwrap_or(usize::MAX),
-        heartbeats_per_sec: cfg.cluster.heartbeats_per_sec,
-        heartbeat_start_delay: Duration::from_secs_f64(cfg.cluster.heartbeat_start_delay),
-        cluster_id: m.cluster_id,
-    })
-}
-
-/// This node's `MemberInfo`.
-fn my_info(cfg: &Config, id: &Identity, manager: bool) -> MemberInfo {
-    let ecc = cfg
-        .eccluster_listener
-        .listens
-        .iter()
-        .find_map(|l| match &l.addr {
-            config::ListenAddr::Inet {
-                host: Some(h),
-                port,
-            } => Some(SocketAddr::new(*h, *port)),
-            config::ListenAddr::Inet { host: None, port } => {
-                Some(SocketAddr::new(id.addr.ip(), *port))
-            }
-            config::ListenAddr::Unix(_) => None,
-        })
-        .map_or_else(|| "0.0.0.0:0".to_owned(), |a| a.to_string());
-    MemberInfo {
-        pid: id.pid,
-        subcluster: id.subcluster.clone(),
-        node_type: if manager { "Manager" } else { "Momentum" }.to_owned(),
-        version: format!("Cohort {}", env!("CARGO_PKG_VERSION")),
-        eccluster_addr: if manager { "0.0.0.0:0".to_owned() } else { ecc },
-    }
-}
-
-/// The groups a node joins: the cluster and control groups and its subcluster's group; a manager
-/// joins the cluster group (as in the documented `cluster membership` sample) and its private
-/// reply group.
-pub fn groups_to_join(cfg: &Config, id: &Identity, manager: bool) -> Vec<String> {
-    if manager {
-        // The manager's private reply group (hidden from `cluster membership`, like Spread's
-        // private groups) receives the nodes' answers to its console commands.
-        return vec![
-            cfg.cluster.cluster_group.clone(),
-            super::control::reply_group(&id.nodename),
-        ];
-    }
-    vec![
-        cfg.cluster.control_group.clone(),
-        format!("ec_sc_{}", id.subcluster),
-        cfg.cluster.cluster_group.clone(),
-    ]
 }
 
 /// The monotonic clock the protocol runs on: nanoseconds since the loop started.
@@ -907,89 +693,5 @@ impl Node {
                 s.last_reload = Some(msg);
             }
         }
-    }
-}
-
-/// The nice value the process started with, once [`set_thread_nice`] has changed the calling
-/// thread's (`i32::MIN` before).
-static BASE_NICE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(i32::MIN);
-
-fn own_tid() -> libc::id_t {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() as libc::id_t }
-}
-
-/// The calling thread's nice value.
-fn thread_nice() -> std::io::Result<i32> {
-    // SAFETY: errno is thread-local; getpriority has no memory-safety preconditions. -1 is a
-    // valid nice value, so errno tells an error apart.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let p = libc::getpriority(libc::PRIO_PROCESS, own_tid());
-        if p == -1 && *libc::__errno_location() != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(p)
-    }
-}
-
-/// Gives the calling thread (the event loop) nice value `nice` (`msgc_server { loop_nice }`):
-/// the loop carries the failure detector and every node's replication, so under CPU load it
-/// should not wait behind application threads (corosync runs its loop at real-time priority for
-/// the same reason). A negative value needs CAP_SYS_NICE: `cohortd` calls this on its main
-/// thread, which later runs the loop, before it drops its capabilities, and every thread it
-/// starts afterwards goes back to the process's own value ([`default_thread_nice`]). Without
-/// the privilege it says so once and runs as it is. Setting the value a thread already has
-/// always succeeds.
-pub fn set_thread_nice(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    if let Ok(before) = thread_nice() {
-        if before == nice {
-            return;
-        }
-        let _ = BASE_NICE.compare_exchange(
-            i32::MIN,
-            before,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-    }
-    // SAFETY: setpriority has no memory-safety preconditions.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, own_tid(), nice) };
-    if r == 0 {
-        tracing::info!(nice, "event loop priority set");
-    } else {
-        let e = std::io::Error::last_os_error();
-        tracing::warn!(nice, error = %e, "cannot set the event loop's priority (loop_nice); it runs at the default");
-    }
-}
-
-/// Starts a daemon thread named `name` (the console, the control worker, the log service) at
-/// the process's own priority: a thread inherits its creator's nice value, and the threads
-/// `cohortd` starts come from the event loop's thread, raised by [`set_thread_nice`].
-pub fn spawn_daemon_thread<T: Send + 'static>(
-    name: String,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<std::thread::JoinHandle<T>> {
-    std::thread::Builder::new().name(name).spawn(move || {
-        default_thread_nice();
-        f()
-    })
-}
-
-/// Puts the calling thread back to the nice value the process started with, when
-/// [`set_thread_nice`] raised the thread that started it (a daemon thread other than the loop:
-/// the console, the control worker, the log service). Raising a nice value needs no privilege.
-fn default_thread_nice() {
-    let base = BASE_NICE.load(std::sync::atomic::Ordering::SeqCst);
-    if base == i32::MIN || thread_nice().is_ok_and(|n| n == base) {
-        return;
-    }
-    // SAFETY: setpriority has no memory-safety preconditions.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, own_tid(), base) } != 0 {
-        let e = std::io::Error::last_os_error();
-        tracing::warn!(error = %e, "cannot put a daemon thread back to the default priority");
     }
 }
