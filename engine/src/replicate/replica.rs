@@ -752,8 +752,10 @@ impl Replicator {
 
     /// Installs a new view (the agreed member list, this node included).
     ///
-    /// Members that left lose their contribution; if anyone joined (or this node did), every
-    /// pending batch is flushed and a snapshot of this node's contribution is queued.
+    /// Members that left lose their contribution. Whenever the view holds another member, every
+    /// pending batch is flushed and a snapshot of this node's contribution is queued: not only
+    /// for joiners, but because a member present before and after may have spent the time
+    /// between in a partition this node never saw, having dropped this node's contribution.
     pub fn handle_view(&mut self, now: Duration, members: &[MemberId]) {
         let old: BTreeSet<MemberId> = self.view.iter().cloned().collect();
         let new: BTreeSet<MemberId> = members.iter().cloned().collect();
@@ -773,6 +775,11 @@ impl Replicator {
         }
         let joined = new.iter().any(|m| !old.contains(m) && *m != me)
             || (!old.contains(&me) && new.len() > 1);
+        // A member that is in both views may still have been away: after a partition this node
+        // never noticed (its view went on with the same members), the other side dropped this
+        // node's contribution and missed the batches sent meanwhile. Only a snapshot puts its
+        // copy right, so one follows every view change with someone else in it.
+        let resync = new.len() > 1;
         tracing::debug!(
             members = new.len(),
             left = old.difference(&new).count(),
@@ -780,7 +787,7 @@ impl Replicator {
             "replication view installed"
         );
         self.view = members.to_vec();
-        if joined && new.contains(&me) {
+        if resync && new.contains(&me) {
             self.flush(now);
             self.snapshot(now);
         }

@@ -19,6 +19,7 @@ mod world;
 use std::time::Duration;
 
 use cohort_engine::group::{ClusterKey, GroupConfig, MemberId};
+use cohort_engine::node::Command;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
@@ -168,6 +169,16 @@ fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
             let quiet = w.now;
             w.run_until(quiet + 2 * SEC)?;
             run_until_converged(&mut w, CONVERGE_BOUND - 2 * SEC, "after faults stopped")?;
+            // The operator ends every `release all` (as the documentation says to).
+            for i in w.live() {
+                if w.nodes[i]
+                    .cn
+                    .as_ref()
+                    .is_some_and(|c| c.duravip().withdrawn())
+                {
+                    w.console(i, Command::DuravipAnnounce)?;
+                }
+            }
         }
     }
     // Once formed, the view holds (a stuck node may do as it likes on its own).
@@ -228,7 +239,7 @@ fn view_log(w: &World, from: u64) -> String {
 /// One random fault.
 fn fault(w: &mut World, rng: &mut ChaCha8Rng) -> Result<(), String> {
     let n = w.nodes.len();
-    match rng.random_range(0..9) {
+    match rng.random_range(0..10) {
         0 => {
             w.faults.loss = rng.random_range(0.0..0.15);
             w.faults.duplicate = rng.random_range(0.0..0.03);
@@ -258,6 +269,22 @@ fn fault(w: &mut World, rng: &mut ChaCha8Rng) -> Result<(), String> {
             if live.len() > 1 {
                 let i = live[rng.random_range(0..live.len())];
                 w.leave(i)?;
+            }
+        }
+        9 => {
+            // An operator at a console: DuraVIP moves, release all, announce view.
+            let live = w.live();
+            if !live.is_empty() {
+                let i = live[rng.random_range(0..live.len())];
+                let cmd = match rng.random_range(0..4) {
+                    0 => Command::DuravipReleaseAll,
+                    1 => Command::DuravipAnnounce,
+                    _ => Command::DuravipMove {
+                        ip: std::net::IpAddr::from([10, 9, 0, rng.random_range(1..=8u8)]),
+                        node: format!("n{}", rng.random_range(0..n)),
+                    },
+                };
+                w.console(i, cmd)?;
             }
         }
         _ => {

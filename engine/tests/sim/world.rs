@@ -140,6 +140,8 @@ pub struct World {
     pub replication: Option<crate::replication::Settings>,
     /// Mutation check: every node machine ignores Cohort's own cluster-group messages.
     pub mutant: bool,
+    /// Console requests the machine refused (see [`World::console`]).
+    pub console_refused: u64,
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -201,6 +203,7 @@ impl World {
             dv_actions: 0,
             replication: None,
             mutant: false,
+            console_refused: 0,
         }
     }
 
@@ -672,6 +675,20 @@ impl World {
         let local = self.nodes[i].local(self.now);
         let cn = self.nodes[i].cn.as_mut().ok_or("node is down")?;
         cn.handle_command(local, cmd).map_err(|e| e.to_string())?;
+        self.after_call(i)
+    }
+
+    /// An operator's console request on node `i` now: a refusal (no view yet, a pinned address,
+    /// an unknown node, a hand-off under way) is what the console would print and is counted;
+    /// what the request sets off is checked as everything else.
+    pub fn console(&mut self, i: usize, cmd: Command) -> Result<(), String> {
+        let local = self.nodes[i].local(self.now);
+        let Some(cn) = self.nodes[i].cn.as_mut() else {
+            return Ok(());
+        };
+        if cn.handle_command(local, cmd).is_err() {
+            self.console_refused += 1;
+        }
         self.after_call(i)
     }
 
