@@ -435,6 +435,94 @@ fn a_full_window_loses_no_duravip_message() {
     }
 }
 
+/// DuraVIP at Momentum's scale through the real transport: 16 node machines share 10,240
+/// addresses, so every STATE (about 300 KB) and the balancing round travel as large messages.
+/// Every address ends with exactly one holder among the members and the loads within one; a
+/// crash moves the victim's addresses to the survivors (loads within one again), and its
+/// restart is rebalanced in one round.
+#[test]
+fn ten_thousand_addresses_through_the_transport() {
+    use cohort_engine::duravip::{AddrConfig, LocalConfig, Params, Services};
+    use std::collections::BTreeMap;
+    const N: usize = 16;
+    const ADDRESSES: u32 = 10_240;
+    let addresses: Vec<AddrConfig> = (0..ADDRESSES)
+        .map(|k| AddrConfig {
+            ip: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a10_0000 + k)),
+            bindings: [format!("b{k}")].into(),
+            services: Services::MULTIVIP,
+            preference: None,
+            follows: None,
+        })
+        .collect();
+    let local = LocalConfig {
+        addresses,
+        placement: BTreeMap::new(),
+    };
+    let params = Params {
+        mature_time: Duration::from_millis(500),
+        balance_interval: Duration::from_secs(1),
+        broadcast_interval: None,
+        balance_set_size: ADDRESSES as usize,
+    };
+    let mut w = World::new(7, N, sim_config(), None);
+    w.duravip = Some((vec![local; N], params));
+    for i in 0..N {
+        w.start(i).expect("start");
+    }
+    for n in &mut w.nodes {
+        n.sends = false;
+    }
+    let balanced = |w: &World, members: &[usize]| -> Result<Vec<usize>, String> {
+        let mut holders: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
+        for &i in members {
+            for ip in &w.nodes[i].held {
+                if holders.insert(*ip, i).is_some() {
+                    return Err(format!("{ip} held twice"));
+                }
+            }
+        }
+        let loads: Vec<usize> = members.iter().map(|&i| w.nodes[i].held.len()).collect();
+        let (lo, hi) = (loads.iter().min().copied(), loads.iter().max().copied());
+        if holders.len() != ADDRESSES as usize || hi.zip(lo).is_none_or(|(h, l)| h - l > 1) {
+            return Err(format!("{} held, loads {loads:?}", holders.len()));
+        }
+        Ok(loads)
+    };
+    let settle = |w: &mut World, members: &[usize], what: &str| {
+        run_until_converged(w, 10 * SEC, what).expect("converge");
+        let deadline = w.now + 20 * SEC;
+        loop {
+            match balanced(w, members) {
+                Ok(loads) => return loads,
+                Err(e) => assert!(w.now < deadline, "{what}: {e}"),
+            }
+            w.run_until(w.now + 100 * MS).expect("run");
+        }
+    };
+    let all: Vec<usize> = (0..N).collect();
+    let survivors: Vec<usize> = (0..N).filter(|&i| i != 1).collect();
+    let loads = settle(&mut w, &all, "formation");
+    eprintln!(
+        "10,240 addresses over {N} members: loads {loads:?} at t={:.1}s",
+        w.now as f64 / SEC as f64
+    );
+    w.crash(1);
+    let crashed = w.now;
+    let loads = settle(&mut w, &survivors, "after the crash");
+    eprintln!(
+        "after a crash: loads {loads:?}, {:.1} s later",
+        (w.now - crashed) as f64 / SEC as f64
+    );
+    w.start(1).expect("restart");
+    let restarted = w.now;
+    let loads = settle(&mut w, &all, "after the restart");
+    eprintln!(
+        "after the restart: loads {loads:?}, {:.1} s later",
+        (w.now - restarted) as f64 / SEC as f64
+    );
+}
+
 /// The checks have teeth: node machines that drop Cohort's own cluster-group messages unread
 /// (no DuraVIP election, no replication) fail every seed.
 #[test]
