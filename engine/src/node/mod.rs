@@ -6,7 +6,10 @@
 //! The contract for a driver, on one clock ([`Time`], monotonic, chosen by the driver):
 //! - feed datagrams to [`ClusterNode::handle_packet`], requests to [`ClusterNode::handle_command`],
 //!   the kernel's ARP table to [`ClusterNode::handle_arp_report`];
-//! - call [`ClusterNode::handle_timeout`] at [`ClusterNode::poll_timeout`];
+//! - call [`ClusterNode::handle_timeout`] at [`ClusterNode::poll_timeout`], and
+//!   [`ClusterNode::heartbeat`] every [`ClusterNode::heartbeat_every`] from the loop itself (the
+//!   heartbeat proves the driver's loop runs: a hung loop stops it, which is what Momentum's
+//!   hung-node detection watches);
 //! - after every call, carry out [`ClusterNode::poll_action`] (plumb, unplumb, targeted-ARP hosts)
 //!   *before* sending what [`ClusterNode::poll_transmit`] gives: a DuraVIP RELEASED message is
 //!   only handed to the transport in the call after the release it reports was polled;
