@@ -8,7 +8,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::shared_ops::{self, SharedOp};
+use super::shared_ops::{self, SharedOp, keyword_is};
 
 /// Which process accepts a command: a node (`cohortd`), the manager (`cohortd --manager`, Momentum's
 /// eccmgr) or both. Momentum's `cluster ...` commands "do not execute when issued from within the
@@ -1226,15 +1226,6 @@ fn expected_at(alive: &[&Form], i: usize) -> Vec<String> {
         }
     }
     out
-}
-
-/// Whether `tok` is keyword `k` (keywords are lower case), in any case; an inline byte loop,
-/// since every request's every word is compared with the table's keywords.
-pub(crate) fn keyword_is(k: &str, tok: &str) -> bool {
-    k.len() == tok.len()
-        && k.bytes()
-            .zip(tok.bytes())
-            .all(|(a, b)| a == b.to_ascii_lowercase())
 }
 
 /// The forms still matching after word `i` is `tok`: keywords win over argument slots, so that

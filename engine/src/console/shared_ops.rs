@@ -281,12 +281,21 @@ impl<'a> Iterator for Words<'a> {
     }
 }
 
+/// Whether `tok` is keyword `k` (keywords are lower case), in any case; an inline byte loop,
+/// since every request's every word is compared with the grammar's keywords. Here rather than
+/// in the grammar, which builds on this module (no import cycle).
+pub(crate) fn keyword_is(k: &str, tok: &str) -> bool {
+    k.len() == tok.len()
+        && k.bytes()
+            .zip(tok.bytes())
+            .all(|(a, b)| a == b.to_ascii_lowercase())
+}
+
 /// Reads `line` as one of the update forms of [`SharedUpdate`], exactly as the grammar would
 /// (keywords in any case, the same word splitting and the same checks of `<net>` and `<n>`).
 /// `None` for any other line, including a malformed update: the caller then parses it with
 /// the grammar, which reports the error with its column.
 pub fn parse_update(line: &str) -> Option<SharedUpdate<'_>> {
-    use super::grammar::keyword_is;
     let mut words = Words::new(line);
     let mut keyword = |k: &str| words.next().is_some_and(|w| keyword_is(k, w));
     if !(keyword("cluster") && keyword("shared")) {

@@ -6,12 +6,20 @@
 //! record at the end of the segment being written is never indexed.
 
 use super::error::{JlogError, Result, corrupt};
-use super::journal::Journal;
 use super::lock::{Create, SharedFile, is_not_found};
 use super::metastore::Metastore;
 use super::record::{HEADER_LEN, RecordHeader};
 use super::repair::repair_segment_locked;
 use super::segment::{index_path, segment_path, unlink_segment};
+
+/// What indexing needs of a journal: its directory, its metastore file and the mode of the files
+/// it creates. (The journal hands these over, so this module does not depend on it.)
+#[derive(Clone, Copy)]
+pub struct Files<'a> {
+    pub dir: &'a std::path::Path,
+    pub meta: &'a SharedFile,
+    pub mode: u32,
+}
 
 /// The state of a segment's index after a resync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +48,7 @@ const SCAN_CHUNK: usize = 1 << 20;
 /// A closed segment (`log < storage_log`) whose data is damaged (bad magic, trailing garbage, torn
 /// tail) is repaired in place and reindexed, as jlog does; damage in the segment still being written
 /// is reported as [`JlogError::Corrupt`].
-pub fn resync_index(j: &Journal, log: u32) -> Result<Option<IndexState>> {
+pub fn resync_index(j: Files<'_>, log: u32) -> Result<Option<IndexState>> {
     let mut last_err = None;
     for _ in 0..4 {
         let (data, idx) = match open_pair(j, log)? {
@@ -55,11 +63,11 @@ pub fn resync_index(j: &Journal, log: u32) -> Result<Option<IndexState>> {
                 idx.set_len(0)?;
             }
             Err(Attempt::Damaged(e)) => {
-                let meta = Metastore::load(j.meta_file())?;
+                let meta = Metastore::load(j.meta)?;
                 if log >= meta.storage_log {
                     return Err(e);
                 }
-                tracing::warn!(journal = %j.path().display(), segment = log, error = %e,
+                tracing::warn!(journal = %j.dir.display(), segment = log, error = %e,
                     "repairing damaged closed segment");
                 {
                     let _dl = data.lock()?;
@@ -73,7 +81,7 @@ pub fn resync_index(j: &Journal, log: u32) -> Result<Option<IndexState>> {
     }
     Err(last_err.unwrap_or_else(|| {
         corrupt(
-            index_path(j.path(), log),
+            index_path(j.dir, log),
             0,
             "index could not be brought in line with its segment",
         )
@@ -81,15 +89,15 @@ pub fn resync_index(j: &Journal, log: u32) -> Result<Option<IndexState>> {
 }
 
 fn open_pair(
-    j: &Journal,
+    j: Files<'_>,
     log: u32,
 ) -> Result<Option<(std::sync::Arc<SharedFile>, std::sync::Arc<SharedFile>)>> {
-    let data = match SharedFile::open(&segment_path(j.path(), log), Create::No, j.file_mode()) {
+    let data = match SharedFile::open(&segment_path(j.dir, log), Create::No, j.mode) {
         Ok(f) => f,
         Err(e) if is_not_found(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let idx = SharedFile::open(&index_path(j.path(), log), Create::IfMissing, j.file_mode())?;
+    let idx = SharedFile::open(&index_path(j.dir, log), Create::IfMissing, j.mode)?;
     Ok(Some((data, idx)))
 }
 
@@ -100,17 +108,17 @@ fn read_u64(f: &SharedFile, off: u64) -> Result<u64> {
 }
 
 fn resync_once(
-    j: &Journal,
+    j: Files<'_>,
     log: u32,
     data: &SharedFile,
     idx: &SharedFile,
 ) -> Result<std::result::Result<Option<IndexState>, Attempt>> {
     let _lock = idx.lock()?;
-    let meta = Metastore::load(j.meta_file())?;
+    let meta = Metastore::load(j.meta)?;
     let magic = meta.hdr_magic;
     let data_len = data.size()?;
     if data_len == 0 && log < meta.storage_log {
-        unlink_segment(j.path(), log)?;
+        unlink_segment(j.dir, log)?;
         return Ok(Ok(None));
     }
     let idx_len = idx.size()?;
@@ -155,7 +163,7 @@ fn resync_once(
         let h = RecordHeader::parse(&buf[at..]).expect("header lies inside the buffer");
         if h.magic != magic {
             return Ok(Err(Attempt::Damaged(corrupt(
-                segment_path(j.path(), log),
+                segment_path(j.dir, log),
                 off,
                 format!("record magic {:#010x}, expected {magic:#010x}", h.magic),
             ))));
@@ -175,7 +183,7 @@ fn resync_once(
         }
         if off != data_len {
             return Ok(Err(Attempt::Damaged(corrupt(
-                segment_path(j.path(), log),
+                segment_path(j.dir, log),
                 off,
                 "closed segment ends in a partial record or garbage",
             ))));

@@ -162,6 +162,15 @@ impl Journal {
         &self.meta
     }
 
+    /// What the index module needs of this journal.
+    pub(crate) fn files(&self) -> super::index::Files<'_> {
+        super::index::Files {
+            dir: &self.dir,
+            meta: &self.meta,
+            mode: self.file_mode,
+        }
+    }
+
     /// The current metastore (read fresh from disk).
     pub fn metastore(&self) -> Result<Metastore> {
         Metastore::load(&self.meta)
@@ -265,7 +274,7 @@ impl Journal {
                 log,
                 size,
                 pending_readers: self.pending_readers(log)?.0,
-                index: resync_index(self, log)?,
+                index: resync_index(self.files(), log)?,
             });
         }
         Ok(out)
@@ -350,7 +359,7 @@ impl Journal {
             let fixed = match old {
                 Some(id) if id.log >= earliest && id.log <= latest => {
                     drop(_l);
-                    let count = resync_index(&j, id.log)?.map_or(0, |s| s.count);
+                    let count = resync_index(j.files(), id.log)?.map_or(0, |s| s.count);
                     if id.marker <= count {
                         continue;
                     }

@@ -97,7 +97,7 @@ impl Reader {
         let mut start = chkpt;
         let finish = loop {
             let storage_log = self.journal.metastore()?.storage_log;
-            match resync_index(&self.journal, start.log)? {
+            match resync_index(self.journal.files(), start.log)? {
                 None => {
                     if start.log >= storage_log {
                         break start;
@@ -186,7 +186,7 @@ impl Reader {
                     let _l = seg.idx.lock()?;
                     seg.idx.set_len(0)?;
                 }
-                resync_index(&self.journal, first.log)?;
+                resync_index(self.journal.files(), first.log)?;
                 self.try_read(first, count)
             }
         }

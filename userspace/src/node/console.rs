@@ -14,7 +14,7 @@ use cohort_engine::console::{ClusterCommand, Command, SharedOp};
 use cohort_engine::duravip;
 use cohort_engine::replicate;
 
-use super::runtime::{Request, Shared};
+use super::shared::{Request, Shared};
 use crate::console::server::ConsoleHandler;
 
 /// Answers `cluster ...` commands with the node's live state.
@@ -216,7 +216,7 @@ impl NodeConsole {
     fn shared_op(&self, op: &SharedOp, json: bool) -> Result<String, String> {
         use replicate::View;
         let objects = &self.shared.objects;
-        let now = super::runtime::wall();
+        let now = super::shared::wall();
         let view = |local: bool| if local { View::Local } else { View::Global };
         let e = |e: replicate::ReplicateError| e.to_string();
         let due = |due: bool| Ok(self.updated(due, json).into_owned());
@@ -398,7 +398,7 @@ impl ConsoleHandler for NodeConsole {
     /// [`NodeConsole::shared_op`], without building the command or the answer.
     fn update(&self, u: &SharedUpdate<'_>, json: bool) -> Result<Cow<'static, str>, String> {
         let objects = &self.shared.objects;
-        let now = super::runtime::wall();
+        let now = super::shared::wall();
         let due = match *u {
             SharedUpdate::Cidr { object, net, delta } => objects.cidr_add(object, net, delta, now),
             SharedUpdate::Gauge { object, key, delta } => {

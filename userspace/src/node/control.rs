@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use cohort_engine::console::control::{self, CommandMsg, ControlMsg};
 use cohort_engine::group::Order;
 
-use super::runtime::{Delivery, Shared};
+use super::shared::{Delivery, Shared};
 use crate::console::{ConsoleHandler, Identity};
 
 /// Control messages waiting for the worker before the loop starts dropping them.
@@ -81,7 +81,7 @@ pub fn spawn_node_worker(
     handler: Arc<dyn ConsoleHandler>,
 ) -> std::io::Result<JoinHandle<()>> {
     let rx = subscribe(&shared);
-    super::runtime::spawn_daemon_thread("control".into(), move || {
+    super::priority::spawn_daemon_thread("control".into(), move || {
         let span = tracing::info_span!("control", node = %identity.nodename);
         let _entered = span.enter();
         while let Ok(d) = rx.recv() {
@@ -137,7 +137,7 @@ impl Drop for GroupListener {
         });
         if last {
             self.shared
-                .request(super::runtime::Request::ListenLeave(self.group.clone()));
+                .request(super::shared::Request::ListenLeave(self.group.clone()));
         }
     }
 }
@@ -194,7 +194,7 @@ pub fn listen(
         .map_err(|_| "listeners unavailable")?
         .entry(group.to_owned())
         .or_insert(0) += 1;
-    shared.request(super::runtime::Request::ListenJoin(group.to_owned()));
+    shared.request(super::shared::Request::ListenJoin(group.to_owned()));
     Ok(Box::new(GroupListener {
         rx,
         json,

@@ -20,7 +20,7 @@ use cohort_engine::group::{MemberId, Order};
 
 use super::console::NodeConsole;
 use super::control_cache::{ControlCache, Outcome};
-use super::runtime::{Delivery, Request, Shared};
+use super::shared::{Delivery, Request, Shared};
 use crate::console::server::ConsoleHandler;
 
 /// How long a node that stays in the view may take to answer.
@@ -115,7 +115,7 @@ impl ManagerConsole {
             timeout: ANSWER_TIMEOUT,
         });
         let collector = Arc::clone(&m);
-        super::runtime::spawn_daemon_thread("control-answers".into(), move || {
+        super::priority::spawn_daemon_thread("control-answers".into(), move || {
             collector.collect(rx)
         })?;
         Ok(m)
@@ -166,7 +166,7 @@ impl ManagerConsole {
         }
     }
 
-    fn status<T>(&self, f: impl FnOnce(&super::runtime::NodeStatus) -> T) -> Result<T, String> {
+    fn status<T>(&self, f: impl FnOnce(&super::shared::NodeStatus) -> T) -> Result<T, String> {
         self.shared
             .status
             .lock()

@@ -23,7 +23,7 @@ use cohort_engine::jlog::{Journal, JournalOptions, Position, Writer, WriterOptio
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
-use super::runtime::{Request, Shared};
+use super::shared::{Request, Shared};
 
 /// Longest paniclog line broadcast on `log_group` (1 MiB); the journal keeps it whole.
 const MAX_BROADCAST_LINE: usize = 1024 * 1024;
