@@ -1779,11 +1779,17 @@ mod tests {
     }
 
     fn cluster(n: usize, key: Option<ClusterKey>) -> (Vec<Endpoint>, Time) {
+        cluster_with(config(n), key)
+    }
+
+    /// [`cluster`] with every member on `cfg` (its peers decide the size).
+    fn cluster_with(cfg: GroupConfig, key: Option<ClusterKey>) -> (Vec<Endpoint>, Time) {
+        let n = cfg.peers.len();
         let mut now = Time::from_nanos(1_000_000_000);
         let mut eps: Vec<Endpoint> = (0..n)
             .map(|i| {
                 Endpoint::new(
-                    config(n),
+                    cfg.clone(),
                     MemberId::new(format!("n{i}"), i as u64 + 1),
                     key.clone(),
                     now,
@@ -1927,19 +1933,7 @@ mod tests {
         let mut cfg = config(3);
         // A window far below the message size: pieces enter the stream as acknowledgements come.
         cfg.max_unstable_bytes = 64 * 1024;
-        let mut now = Time::from_nanos(1_000_000_000);
-        let mut eps: Vec<Endpoint> = (0..3)
-            .map(|i| {
-                Endpoint::new(
-                    cfg.clone(),
-                    MemberId::new(format!("n{i}"), i as u64 + 1),
-                    None,
-                    now,
-                )
-                .expect("valid")
-            })
-            .collect();
-        run(&mut eps, &mut now, 100);
+        let (mut eps, mut now) = cluster_with(cfg, None);
         for ep in eps.iter_mut() {
             ep.join("g").expect("join");
         }
@@ -1993,19 +1987,7 @@ mod tests {
     fn a_large_message_of_the_leader_does_not_hold_up_the_agreed_order() {
         let mut cfg = config(3);
         cfg.max_unstable_bytes = 32 * 1024;
-        let mut now = Time::from_nanos(1_000_000_000);
-        let mut eps: Vec<Endpoint> = (0..3)
-            .map(|i| {
-                Endpoint::new(
-                    cfg.clone(),
-                    MemberId::new(format!("n{i}"), i as u64 + 1),
-                    None,
-                    now,
-                )
-                .expect("valid")
-            })
-            .collect();
-        run(&mut eps, &mut now, 100);
+        let (mut eps, mut now) = cluster_with(cfg, None);
         for ep in eps.iter_mut() {
             ep.join("g").expect("join");
         }

@@ -198,6 +198,9 @@ pub struct ClusterNode {
     released: bool,
     /// Mutation for the simulator's self-check: cluster-group messages are dropped unread.
     ignore_channels: bool,
+    /// The replicator may have messages to take: it was called since its outbox was last seen
+    /// empty (only its own calls fill it), so the replicator is not locked on every datagram.
+    replication_waiting: bool,
 }
 
 impl ClusterNode {
@@ -236,6 +239,7 @@ impl ClusterNode {
             counters: NodeCounters::default(),
             released: false,
             ignore_channels: false,
+            replication_waiting: true,
         };
         node.join_groups();
         Ok(node)
@@ -293,6 +297,7 @@ impl ClusterNode {
             self.duravip.handle_timeout(dv_now);
         }
         let wall = self.wall(now);
+        self.replication_waiting = true;
         if let Ok(mut r) = self.replicator.lock() {
             if r.poll_timeout().is_some_and(|t| t <= wall) {
                 r.handle_timeout(wall);
@@ -364,6 +369,7 @@ impl ClusterNode {
             }
             Command::FlushReplication => {
                 let wall = self.wall(now);
+                self.replication_waiting = true;
                 if let Ok(mut r) = self.replicator.lock() {
                     r.flush(wall);
                 }
@@ -371,6 +377,7 @@ impl ClusterNode {
             }
             Command::LeaveCluster => {
                 let wall = self.wall(now);
+                self.replication_waiting = true;
                 if let Ok(mut r) = self.replicator.lock() {
                     r.flush(wall);
                 }
@@ -535,6 +542,7 @@ impl ClusterNode {
                 let rep: Vec<replicate::MemberId> =
                     view.members.iter().map(replication_member).collect();
                 let wall = self.wall(now);
+                self.replication_waiting = true;
                 if let Ok(mut r) = self.replicator.lock() {
                     r.handle_view(wall, &rep);
                 }
@@ -548,14 +556,11 @@ impl ClusterNode {
                     .push_back(NodeEvent::Group(Event::ViewChanged(view)));
             }
             Event::Message {
-                ref group,
-                ref sender,
-                ref payload,
+                group,
+                sender,
+                payload,
                 ..
-            } if *group == self.cluster_group => {
-                let (sender, payload) = (sender.clone(), payload.clone());
-                self.on_channel(now, sender, &payload);
-            }
+            } if group == self.cluster_group => self.on_channel(now, sender, &payload),
             ev => self.events.push_back(NodeEvent::Group(ev)),
         }
     }
@@ -590,6 +595,7 @@ impl ClusterNode {
                 let Ok(mut r) = replicator.lock() else {
                     return;
                 };
+                self.replication_waiting = true;
                 match r.handle_message(wall, &from, body) {
                     Ok(()) => {}
                     // A member this view no longer has: its contribution went with it.
@@ -643,12 +649,16 @@ impl ClusterNode {
 
     /// Takes replication batches while the queue is below the window's size.
     fn take_replication(&mut self) {
+        if !self.replication_waiting {
+            return;
+        }
         let replicator = self.replicator.clone();
         let Ok(mut r) = replicator.lock() else {
             return;
         };
         while self.queue_bytes < self.group_cfg.max_unstable_bytes {
             let Some(t) = r.poll_transmit() else {
+                self.replication_waiting = false;
                 break;
             };
             self.enqueue(Channel::Replicate(&t.payload).emit(), Order::Fifo);

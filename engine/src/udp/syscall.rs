@@ -284,55 +284,70 @@ impl SyscallUdp {
             let mut off = 0;
             let mut retried = false;
             while off < hdrs.len() {
-                self.stats.syscalls += 1;
-                // SAFETY: headers point at names, iovecs, control buffers and caller data, all
-                // alive for the call.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        self.sock.as_raw_fd(),
-                        hdrs[off..].as_mut_ptr(),
-                        (hdrs.len() - off) as u32,
-                        0,
-                    )
-                };
-                if n > 0 {
-                    for run in &group[off..off + n as usize] {
-                        sent += run.len();
-                        self.stats.datagrams_sent += run.len() as u64;
-                    }
-                    off += n as usize;
+                let (n, refused) = self.sendmmsg_from(&mut hdrs[off..], &mut retried)?;
+                for run in &group[off..off + n] {
+                    sent += run.len();
+                    self.stats.datagrams_sent += run.len() as u64;
+                }
+                off += n;
+                let Some(e) = refused else {
                     continue;
-                }
-                let e = io::Error::last_os_error();
+                };
                 let run = group[off].clone();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock if !retried => {
-                        retried = true;
-                        self.poll(libc::POLLOUT, Some(Duration::from_millis(10)))?;
-                    }
-                    _ if run.len() > 1
-                        && matches!(
-                            e.raw_os_error(),
-                            Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
-                        ) =>
-                    {
-                        // The device or kernel cannot segment: fall back for good.
-                        tracing::info!(error = %e, "UDP segmentation offload refused; sending datagram by datagram");
-                        self.gso = false;
-                        let singles: Vec<Outgoing<'_>> =
-                            order[run].iter().map(|&i| batch[i]).collect();
-                        sent += self.send_plain(&singles)?;
-                        off += 1;
-                    }
-                    _ => {
-                        self.stats.send_errors += run.len() as u64;
-                        off += 1;
-                    }
+                if run.len() > 1
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                    )
+                {
+                    // The device or kernel cannot segment: fall back for good.
+                    tracing::info!(error = %e, "UDP segmentation offload refused; sending datagram by datagram");
+                    self.gso = false;
+                    let singles: Vec<Outgoing<'_>> = order[run].iter().map(|&i| batch[i]).collect();
+                    sent += self.send_plain(&singles)?;
+                } else {
+                    self.stats.send_errors += run.len() as u64;
                 }
+                off += 1;
             }
         }
         Ok(sent)
+    }
+
+    /// `sendmmsg` of `hdrs` from the first: retried when interrupted, and once (after up to
+    /// 10 ms) when the send buffer is full (`retried` remembers that across calls of one batch).
+    /// Returns how many messages the kernel took and, when it stopped short, why it refused the
+    /// next one (the caller skips or falls back; UDP drops).
+    fn sendmmsg_from(
+        &mut self,
+        hdrs: &mut [libc::mmsghdr],
+        retried: &mut bool,
+    ) -> io::Result<(usize, Option<io::Error>)> {
+        loop {
+            self.stats.syscalls += 1;
+            // SAFETY: the headers point at names, iovecs, control buffers and caller data that
+            // the caller keeps alive for the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.sock.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    hdrs.len() as u32,
+                    0,
+                )
+            };
+            if n > 0 {
+                return Ok((n as usize, None));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock if !*retried => {
+                    *retried = true;
+                    self.poll(libc::POLLOUT, Some(Duration::from_millis(10)))?;
+                }
+                _ => return Ok((0, Some(e))),
+            }
+        }
     }
 
     /// One message per datagram.
@@ -364,35 +379,14 @@ impl SyscallUdp {
             let mut off = 0;
             let mut retried = false;
             while off < hdrs.len() {
-                self.stats.syscalls += 1;
-                // SAFETY: headers point at names, iovecs and caller data, all alive for the call.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        self.sock.as_raw_fd(),
-                        hdrs[off..].as_mut_ptr(),
-                        (hdrs.len() - off) as u32,
-                        0,
-                    )
-                };
-                if n > 0 {
-                    off += n as usize;
-                    sent += n as usize;
-                    self.stats.datagrams_sent += n as u64;
-                    continue;
-                }
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock if !retried => {
-                        // The send buffer is full: give the kernel a moment once, then drop (UDP).
-                        retried = true;
-                        self.poll(libc::POLLOUT, Some(Duration::from_millis(10)))?;
-                    }
-                    _ => {
-                        // This datagram cannot be sent (no route, refused); skip it like UDP does.
-                        self.stats.send_errors += 1;
-                        off += 1;
-                    }
+                let (n, refused) = self.sendmmsg_from(&mut hdrs[off..], &mut retried)?;
+                off += n;
+                sent += n;
+                self.stats.datagrams_sent += n as u64;
+                if refused.is_some() {
+                    // This datagram cannot be sent (no route, refused); skip it like UDP does.
+                    self.stats.send_errors += 1;
+                    off += 1;
                 }
             }
         }
