@@ -195,7 +195,7 @@ impl DuravipMachine {
         if let Some(v) = &self.view
             && view.id <= v.id
         {
-            return Err(DuravipError::ViewNotNewer {
+            return Err(crate::duravip::DuravipError::ViewNotNewer {
                 id: view.id,
                 current: v.id,
             });
@@ -213,7 +213,7 @@ impl DuravipMachine {
             .enumerate()
             .filter(|(_, m)| **m == self.me);
         let (Some((me, _)), None) = (mine.next(), mine.next()) else {
-            return Err(DuravipError::NotInView {
+            return Err(crate::duravip::DuravipError::NotInView {
                 id: view.id,
                 me: self.me.to_string(),
             });
@@ -547,7 +547,7 @@ impl DuravipMachine {
         let stable = |ip: &IpAddr| {
             self.config_since
                 .get(ip)
-                .map_or(0, |(_, since)| now.saturating_since(*since).as_secs())
+                .map_or(0, |(_, since)| now.since(*since).as_secs())
         };
         let entries = match &v.table {
             Some(t) => t
@@ -624,7 +624,7 @@ impl DuravipMachine {
             view_mature: v.mature,
             node_mature: self.mature,
             node_withdrawn: self.withdrawn,
-            view_stable_secs: now.saturating_since(v.installed).as_secs(),
+            view_stable_secs: now.since(v.installed).as_secs(),
             debug: self.debug,
             entries,
         }
@@ -826,6 +826,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bad_views_and_messages_are_refused() {
+        let params = Params {
+            mature_time: Duration::from_secs(5),
+            balance_interval: Duration::from_secs(10),
+            broadcast_interval: None,
+            balance_set_size: 1,
+        };
+        let me = Member::new("a", 1);
+        let mut m = DuravipMachine::new(me.clone(), LocalConfig::default(), params);
+        let other = View {
+            id: 3,
+            members: vec![Member::new("b", 2)],
+        };
+        assert!(matches!(
+            m.handle_view(Time::from_nanos(0), other),
+            Err(crate::duravip::DuravipError::NotInView { .. })
+        ));
+        let v = View {
+            id: 3,
+            members: vec![me.clone()],
+        };
+        m.handle_view(Time::from_nanos(0), v.clone())
+            .expect("installs");
+        assert_eq!(
+            m.handle_view(Time::from_nanos(0), v),
+            Err(crate::duravip::DuravipError::ViewNotNewer { id: 3, current: 3 })
+        );
+        let err = m
+            .handle_message(Time::from_nanos(0), &me, &[1, 2, 3])
+            .expect_err("malformed");
+        assert!(
+            err.to_string()
+                .starts_with("message from a#1: truncated message at offset"),
+            "{err}"
+        );
+        assert_eq!(m.stats().malformed, 1);
+        // A message of another view is ignored, not applied.
+        let stale = super::super::wire::Repr {
+            view_id: 2,
+            message: super::super::wire::Message::Mature,
+        }
+        .to_bytes()
+        .expect("fits");
+        m.handle_message(Time::from_nanos(0), &me, &stale)
+            .expect("ignored");
+        assert_eq!(m.stats().stale, 1);
+        assert!(!m.view_mature());
+    }
+
+    #[test]
     fn params_follow_the_cluster_options() {
         let p = Params::from_cluster(&Cluster::default());
         assert_eq!(p.mature_time, Duration::from_secs(5));
@@ -948,12 +998,12 @@ mod tests {
                 .collect();
             let config = LocalConfig { addresses, placement: BTreeMap::new() };
             let mut m = DuravipMachine::new(members[1].clone(), config, Params::default());
-            m.handle_view(Time(0), View { id: 7, members: members.clone() }).expect("view");
-            let _ = m.handle_message(Time(1), &members[0], &garbage);
+            m.handle_view(Time::from_nanos(0), View { id: 7, members: members.clone() }).expect("view");
+            let _ = m.handle_message(Time::from_nanos(1), &members[0], &garbage);
             for (k, (from, message, this_view)) in msgs.into_iter().enumerate() {
                 let view_id = if this_view { 7 } else { 6 };
                 let Ok(bytes) = (Repr { view_id, message }).to_bytes() else { continue };
-                let now = Time(2 + k as u64);
+                let now = Time::from_nanos(2 + k as u64);
                 m.handle_message(now, &members[from], &bytes).expect("well-formed");
                 m.handle_timeout(now);
                 while m.poll_action().is_some() {}

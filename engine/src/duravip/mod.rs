@@ -38,12 +38,7 @@ pub mod ownership;
 pub mod render;
 pub mod wire;
 
-#[cfg(test)]
-mod sim;
-
 use std::fmt;
-use std::ops::Add;
-use std::time::Duration;
 
 pub use announce::{AddrConfig, Announcement, LocalConfig, Services};
 pub use machine::{Action, DuravipMachine, Params};
@@ -51,44 +46,9 @@ pub use ownership::{Entry, Table};
 pub use render::{Status, StatusEntry, StatusMember};
 pub use wire::WireError;
 
-/// A point in time as the daemon's monotonic clock gives it, in nanoseconds from an origin the
-/// daemon chooses. The machine only subtracts and compares times, so any origin works as long as it
-/// is the same for every call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct Time(pub u64);
-
-impl Time {
-    /// Time from seconds (for tests and for the daemon's convenience).
-    pub fn from_secs(secs: u64) -> Time {
-        Time(secs.saturating_mul(1_000_000_000))
-    }
-
-    /// How long after `earlier` this is; zero when `earlier` is later.
-    pub fn saturating_since(self, earlier: Time) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl Add<Duration> for Time {
-    type Output = Time;
-    fn add(self, d: Duration) -> Time {
-        Time(
-            self.0
-                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        )
-    }
-}
-
-impl fmt::Display for Time {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:09}s",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
-    }
-}
+/// The one clock type of the engine: the group transport's [`crate::group::Time`], nanoseconds
+/// from an origin the driver chooses. The machine only subtracts and compares times.
+pub use crate::group::Time;
 
 /// A member of the group: its node name and the incarnation it chose at start-up. A restarted node
 /// is a new member (new incarnation) and starts with no address.

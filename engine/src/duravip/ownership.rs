@@ -554,6 +554,40 @@ impl Table {
 mod tests {
     use super::*;
 
+    /// CPU time of one election over 16 members x 10,240 addresses (printed, not asserted):
+    /// `cargo test --release -p cohort-engine election_cpu_time -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "measurement; run in release mode"]
+    fn election_cpu_time() {
+        let a: Vec<AddrConfig> = (0..10_240u32)
+            .map(|i| AddrConfig {
+                ip: IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001 + i)),
+                bindings: [format!("b{i}")].into(),
+                services: Services::MULTIVIP,
+                preference: None,
+                follows: None,
+            })
+            .collect();
+        let names: Vec<String> = (0..16).map(|i| format!("m{i:02}")).collect();
+        let members: Vec<Contender<'_>> = names
+            .iter()
+            .map(|n| Contender {
+                name: n,
+                candidate: true,
+                addresses: &a,
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let rounds = 10u32;
+        let mut owned = 0;
+        for _ in 0..rounds {
+            let t = elect(&members, &BTreeMap::new());
+            owned += t.entries.values().filter(|e| e.owner.is_some()).count();
+        }
+        assert_eq!(owned, 10_240 * 10);
+        eprintln!("one election, 16 x 10240: {:?}", start.elapsed() / rounds);
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
     }

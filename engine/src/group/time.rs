@@ -19,6 +19,11 @@ impl Time {
         Time(nanos)
     }
 
+    /// A time `secs` seconds after the epoch (saturating).
+    pub const fn from_secs(secs: u64) -> Time {
+        Time(secs.saturating_mul(1_000_000_000))
+    }
+
     /// Nanoseconds since the epoch.
     pub const fn as_nanos(self) -> u64 {
         self.0

@@ -258,10 +258,6 @@ impl ClusterNode {
         self.wall_epoch + Duration::from_nanos(now.as_nanos())
     }
 
-    fn dv_time(now: Time) -> duravip::Time {
-        duravip::Time(now.as_nanos())
-    }
-
     // ------------------------------------------------------------------ input
 
     /// One datagram from the network.
@@ -292,9 +288,8 @@ impl ClusterNode {
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             self.endpoint.handle_timeout(now);
         }
-        let dv_now = Self::dv_time(now);
-        if self.duravip.poll_timeout().is_some_and(|t| t <= dv_now) {
-            self.duravip.handle_timeout(dv_now);
+        if self.duravip.poll_timeout().is_some_and(|t| t <= now) {
+            self.duravip.handle_timeout(now);
         }
         let wall = self.wall(now);
         self.replication_waiting = true;
@@ -321,7 +316,7 @@ impl ClusterNode {
             .map(|w| Time::from_nanos(w.saturating_sub(self.wall_epoch).as_nanos() as u64));
         [
             self.endpoint.poll_timeout(),
-            self.duravip.poll_timeout().map(|t| Time::from_nanos(t.0)),
+            self.duravip.poll_timeout(),
             rep,
         ]
         .into_iter()
@@ -532,10 +527,7 @@ impl ClusterNode {
                 tracing::info!(view = ?view.id, members = view.members.len(), "view installed");
                 // What DuraVIP decided in the old view is taken with that view's id.
                 self.take_duravip();
-                if let Err(e) = self
-                    .duravip
-                    .handle_view(Self::dv_time(now), duravip_view(&view))
-                {
+                if let Err(e) = self.duravip.handle_view(now, duravip_view(&view)) {
                     tracing::warn!(error = %e, "DuraVIP refused the view");
                 }
                 self.take_duravip();
@@ -584,7 +576,7 @@ impl ClusterNode {
         match Channel::parse(payload) {
             Ok(Channel::Duravip(body)) => {
                 let from = duravip::Member::new(sender.name.clone(), sender.incarnation);
-                if let Err(e) = self.duravip.handle_message(Self::dv_time(now), &from, body) {
+                if let Err(e) = self.duravip.handle_message(now, &from, body) {
                     self.events.push_back(refused(format!("DuraVIP: {e}")));
                 }
             }

@@ -14,6 +14,7 @@
 mod checker;
 mod duravip;
 mod replication;
+mod scenarios;
 mod world;
 
 use std::time::Duration;
@@ -44,6 +45,7 @@ struct Outcome {
     delivered: u64,
     group_ops: u64,
     views: u64,
+    coverage: duravip::Coverage,
 }
 
 fn sim_config() -> GroupConfig {
@@ -91,7 +93,14 @@ fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
     // Messages of random sizes up to 256 KiB in every seed: 2% above 2,000 bytes (many
     // datagrams each), 4% between 20 and 2,000.
     w.large_share = 0.02;
-    w.duravip = Some(duravip::config(n));
+    // Most seeds run the fixed DuraVIP configuration and its exact expectations; the others a
+    // random one with perturbations.
+    if rng.random_bool(0.6) {
+        w.duravip = Some(duravip::config(n));
+        w.dv_exact = true;
+    } else {
+        w.duravip = Some(duravip::random(&mut rng, n));
+    }
     w.replication = Some(replication::Settings::for_seed(seed));
     for node in &mut w.nodes {
         node.offset = rng.random_range(0..1000 * SEC);
@@ -202,7 +211,7 @@ fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
             w.describe()
         ));
     }
-    duravip::check(&mut w)?;
+    let coverage = duravip::check(&mut w)?;
     replication::check_replication(&mut w)?;
     Ok(Outcome {
         nodes: n,
@@ -211,6 +220,7 @@ fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
         delivered: w.checker.delivered,
         group_ops: w.checker.group_ops,
         views: w.checker.installs.values().sum(),
+        coverage,
     })
 }
 
@@ -304,9 +314,11 @@ fn replay_line(seed: u64) -> String {
 fn run_range(from: u64, to: u64) {
     let mut failures = Vec::new();
     let (mut delivered, mut views, mut group_ops) = (0, 0, 0);
+    let mut coverage = duravip::Coverage::default();
     for seed in from..to {
         match run_seed(seed) {
             Ok(o) => {
+                coverage.add(&o.coverage);
                 delivered += o.delivered;
                 views += o.views;
                 group_ops += o.group_ops;
@@ -321,12 +333,18 @@ fn run_range(from: u64, to: u64) {
         "seeds {from}..{to}: {} failed; checked {delivered} deliveries, {group_ops} group joins and leaves, {views} view installs",
         failures.len()
     );
+    println!("DuraVIP rules exercised: {coverage:?}");
     assert!(
         failures.is_empty(),
         "{} seeds failed, first: replay with `{}`",
         failures.len(),
         replay_line(failures[0])
     );
+    // A thousand seeds exercise every DuraVIP rule; fewer may not.
+    if to - from >= 1000 {
+        let missing = coverage.missing();
+        assert!(missing.is_empty(), "the seeds never exercised {missing:?}");
+    }
 }
 
 fn seed_count() -> u64 {
@@ -371,6 +389,7 @@ fn a_full_window_loses_no_duravip_message() {
         };
         let mut w = World::new(seed, 4, cfg, None);
         w.duravip = Some(duravip::config(4));
+        w.dv_exact = true;
         w.replication = Some(replication::Settings::for_seed(seed));
         for i in 0..4 {
             w.start(i).expect("start");

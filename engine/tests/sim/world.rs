@@ -136,6 +136,13 @@ pub struct World {
     pub duravip: Option<(Vec<LocalConfig>, Params)>,
     /// Ownership changes carried out (for reports).
     pub dv_actions: u64,
+    /// The DuraVIP configuration is [`crate::duravip::config`]'s, so its exact expectations
+    /// are checked too.
+    pub dv_exact: bool,
+    /// What this world exercised of the DuraVIP rules.
+    pub dv_coverage: crate::duravip::Coverage,
+    /// Who last released each address, to count hand-offs.
+    released_by: std::collections::BTreeMap<IpAddr, usize>,
     /// Replication settings, if the seed replicates (see `replication.rs`).
     pub replication: Option<crate::replication::Settings>,
     /// Mutation check: every node machine ignores Cohort's own cluster-group messages.
@@ -201,6 +208,9 @@ impl World {
             turn: TURN,
             duravip: None,
             dv_actions: 0,
+            dv_exact: false,
+            dv_coverage: Default::default(),
+            released_by: Default::default(),
             replication: None,
             mutant: false,
             console_refused: 0,
@@ -342,10 +352,30 @@ impl World {
                         }
                     }
                     self.nodes[i].held.insert(ip);
+                    self.dv_coverage.acquisitions += 1;
+                    if let Some(&j) = self.released_by.get(&ip)
+                        && j != i
+                        && self.nodes[j].cn.is_some()
+                    {
+                        self.dv_coverage.handoffs += 1;
+                    }
                 }
                 duravip::Action::Release { ip } => {
                     self.nodes[i].held.remove(&ip);
+                    self.released_by.insert(ip, i);
                 }
+            }
+        }
+        // Small tables are checked after every call (10,240 addresses would make it slow).
+        if let Some(d) = self.nodes[i].cn.as_ref().map(|c| c.duravip())
+            && let Some(t) = d.table()
+            && t.entries.len() <= 64
+        {
+            crate::duravip::sane(t, &d.candidates()).map_err(|e| {
+                format!("t={:.3}s n{i}'s agreed table: {e}", now as f64 / SEC as f64)
+            })?;
+            if t.entries.values().any(|e| e.holders.len() > 1) {
+                self.dv_coverage.merged_duplicates += 1;
             }
         }
         let left = events.iter().any(|e| matches!(e, Event::LeftCluster));
@@ -686,8 +716,11 @@ impl World {
         let Some(cn) = self.nodes[i].cn.as_mut() else {
             return Ok(());
         };
-        if cn.handle_command(local, cmd).is_err() {
-            self.console_refused += 1;
+        let is_move = matches!(cmd, Command::DuravipMove { .. });
+        match cn.handle_command(local, cmd) {
+            Err(_) => self.console_refused += 1,
+            Ok(()) if is_move => self.dv_coverage.moves += 1,
+            Ok(()) => {}
         }
         self.after_call(i)
     }
@@ -704,6 +737,13 @@ impl World {
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| self.nodes[*i].cn.is_some())
+            .collect()
+    }
+
+    /// Live members that are not stuck: the members of the view once it converged.
+    pub fn members(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].cn.is_some() && !self.nodes[i].stuck)
             .collect()
     }
 

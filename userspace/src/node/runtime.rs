@@ -625,7 +625,7 @@ impl Node {
         let refresh =
             self.duravip_dirty || self.last_status.elapsed() >= Duration::from_millis(500);
         let now = self.clock.now();
-        let dv = refresh.then(|| self.node.duravip().status(duravip::Time(now.as_nanos())));
+        let dv = refresh.then(|| self.node.duravip().status(now));
         if refresh {
             self.duravip_dirty = false;
             self.last_status = Instant::now();
