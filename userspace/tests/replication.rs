@@ -131,9 +131,11 @@ fn a_cut_off_member_takes_its_contribution() {
     }
     // The per-member view names the member Momentum's way.
     let r = nodes[0].shared.replicator.lock().expect("replicator");
-    let shown =
-        cohort_engine::replicate::console::shared_show(&r, "inbound_cidr", Some("node2"), wall())
-            .expect("show");
+    let shown = cohort_engine::console::render::render(
+        &cohort_engine::replicate::report::shared_show(&r, "inbound_cidr", Some("node2"), wall())
+            .expect("show"),
+        false,
+    );
     assert!(
         shown.starts_with("lazy, snapped cidrtree 'inbound_cidr', view '#ec1-"),
         "{shown}"

@@ -1,7 +1,9 @@
 //! The operator console's logic: the command grammar ([`grammar`]), the data a command shows
-//! ([`status`]), how that data is printed in the documented shapes or as JSON ([`render`]) and the
+//! ([`status`]; the domains' own state types, re-exported), how that data is printed in the
+//! documented shapes or as JSON through one trait ([`render`], DuraVIP's in [`duravip`]) and the
 //! framing between `cohortctl` and the daemon ([`protocol`]). No sockets here: the server and the
-//! client live in the `cohort` crate.
+//! client live in the `cohort` crate. The console sits above the domains: it imports their state
+//! types; no domain imports the console.
 //!
 //! ```
 //! use cohort_engine::console::{grammar, render::{render, Render}, status::NodeAddr};
@@ -12,6 +14,7 @@
 //! ```
 
 pub mod control;
+pub mod duravip;
 pub mod grammar;
 pub mod protocol;
 pub mod render;

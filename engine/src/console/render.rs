@@ -250,12 +250,11 @@ impl Render for SharedList {
     /// Currently managed objects:
     ///                   inbound_cidr [lazy, cidrtree w/ snapshots]
     /// ```
-    /// The name right-aligned in 30 columns.
+    /// The name right-aligned in 30 columns, the description in brackets.
     fn text(&self) -> String {
         let mut s = String::from("Currently managed objects:\n");
         for o in &self.objects {
-            let snaps = if o.snapshots { " w/ snapshots" } else { "" };
-            let _ = writeln!(s, "{:>30} [lazy, {}{}]", o.name, o.kind, snaps);
+            let _ = writeln!(s, "{:>30} [{}]", o.name, o.description);
         }
         s
     }
@@ -267,26 +266,28 @@ impl Render for SharedList {
 impl Render for SharedShow {
     /// `lazy, snapped cidrtree 'inbound_cidr', view 'global'` then the rows: a CIDR tree as the
     /// count right-aligned in 7 columns, 25 spaces and the prefix; a gauge table as the key
-    /// right-aligned in 60 columns, `:` and the value right-aligned in 13.
+    /// right-aligned in 60 columns, `:` and the value right-aligned in 13; a cache as the key
+    /// right-aligned in 60 columns, `: ` and the value.
     fn text(&self) -> String {
-        let snapped = if self.snapshots { "snapped " } else { "" };
-        let kind = match self.dump {
-            SharedDump::Cidrtree { .. } => "cidrtree",
-            SharedDump::GaugeTable { .. } => "gauge table",
-        };
+        let snapped = if self.snapped { "snapped " } else { "" };
         let mut s = format!(
-            "lazy, {snapped}{kind} '{}', view '{}'\n",
-            self.name, self.view
+            "lazy, {snapped}{} '{}', view '{}'\n",
+            self.kind, self.object, self.view
         );
-        match &self.dump {
-            SharedDump::Cidrtree { rows } => {
+        match &self.rows {
+            SharedRows::Cidr(rows) => {
                 for r in rows {
                     let _ = writeln!(s, "{:>7}{:25}{}", r.count, "", r.prefix);
                 }
             }
-            SharedDump::GaugeTable { rows } => {
+            SharedRows::Table(rows) => {
                 for r in rows {
-                    let _ = writeln!(s, "{:>60}:{:>13}", r.key, r.value);
+                    let _ = writeln!(s, "{:>60}:{:>13}", r.key, r.count);
+                }
+            }
+            SharedRows::Cache(rows) => {
+                for r in rows {
+                    let _ = writeln!(s, "{:>60}: {}", r.key, r.value);
                 }
             }
         }
@@ -294,100 +295,6 @@ impl Render for SharedShow {
     }
     fn json(&self) -> Value {
         to_json(self)
-    }
-}
-
-impl Render for DuravipState {
-    /// ```text
-    /// DuraVIP State:
-    /// 10.80.116.53/flowgomail-hotmail-53: (owned,safe) multivip
-    /// <TAB>[view stable for 5420 seconds]
-    /// <TAB>[configuration stable for 5466 seconds]
-    ///  *  <TAB>labrat-2 multivip
-    ///     <TAB>labrat-1 multivip
-    /// ```
-    /// The asterisk marks the candidate that owns the address.
-    fn text(&self) -> String {
-        let mut s = String::from("DuraVIP State:\n");
-        for v in &self.vips {
-            let mut name = v.address.to_string();
-            for b in &v.bindings {
-                name.push('/');
-                name.push_str(b);
-            }
-            let _ = writeln!(
-                s,
-                "{name}: ({}) {}\n\t[view stable for {} seconds]\n\t[configuration stable for {} seconds]",
-                v.flags.join(","),
-                v.mode,
-                v.view_stable_secs,
-                v.config_stable_secs
-            );
-            for c in &v.candidates {
-                let mark = if c.owner { " *  " } else { "    " };
-                let _ = writeln!(s, "{mark}\t{} {}", c.node, c.mode);
-            }
-        }
-        s
-    }
-    fn json(&self) -> Value {
-        to_json(self)
-    }
-}
-
-/// `cluster duravip show tables`: the same state as [`DuravipState`] in XML. Momentum never
-/// published its schema; this one is Cohort's: one `<vip>` per address with its bindings and
-/// candidates as child elements, every value in an attribute.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DuravipTables<'a>(pub &'a DuravipState);
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-impl Render for DuravipTables<'_> {
-    fn text(&self) -> String {
-        let mut s = String::from("<duravip>\n");
-        for v in &self.0.vips {
-            let _ = writeln!(
-                s,
-                "  <vip address=\"{}\" flags=\"{}\" mode=\"{}\" view_stable=\"{}\" config_stable=\"{}\">",
-                v.address,
-                xml_escape(&v.flags.join(",")),
-                xml_escape(&v.mode),
-                v.view_stable_secs,
-                v.config_stable_secs
-            );
-            for b in &v.bindings {
-                let _ = writeln!(s, "    <binding name=\"{}\"/>", xml_escape(b));
-            }
-            for c in &v.candidates {
-                let _ = writeln!(
-                    s,
-                    "    <candidate node=\"{}\" mode=\"{}\" owner=\"{}\"/>",
-                    xml_escape(&c.node),
-                    xml_escape(&c.mode),
-                    c.owner
-                );
-            }
-            s.push_str("  </vip>\n");
-        }
-        s.push_str("</duravip>\n");
-        s
-    }
-    fn json(&self) -> Value {
-        to_json(self.0)
     }
 }
 
@@ -654,7 +561,12 @@ Groups: ec_cluster
         let o = |name: &str, kind: &str| SharedObject {
             name: name.into(),
             kind: kind.into(),
+            lazy: true,
             snapshots: true,
+            manager_only: false,
+            max_delay: 0.5,
+            max_pending: 1000,
+            description: format!("lazy, {kind} w/ snapshots"),
         };
         let l = SharedList {
             objects: vec![
@@ -672,6 +584,10 @@ Currently managed objects:
               outbound_domains [lazy, gauge table w/ snapshots]
 "
         );
+        let j = l.json();
+        assert_eq!(j["objects"][2]["type"], "gauge table");
+        assert_eq!(j["objects"][0]["max_delay"], 0.5);
+        assert_eq!(j["objects"][0]["lazy"], true);
     }
 
     #[test]
@@ -681,20 +597,19 @@ Currently managed objects:
             count: c,
         };
         let cidr = SharedShow {
-            name: "inbound_cidr".into(),
-            snapshots: true,
+            object: "inbound_cidr".into(),
+            kind: "cidrtree".into(),
+            snapped: true,
             view: "#ec1-12137#relay-0-1".into(),
-            dump: SharedDump::Cidrtree {
-                rows: vec![
-                    row("10.0.0.0/8", 5),
-                    row("10.0.0.0/24", 5),
-                    row("10.0.0.160/27", 5),
-                    row("10.0.0.176/29", 5),
-                    row("10.0.0.180/31", 5),
-                    row("10.0.0.180/32", 4),
-                    row("10.0.0.181/32", 1),
-                ],
-            },
+            rows: SharedRows::Cidr(vec![
+                row("10.0.0.0/8", 5),
+                row("10.0.0.0/24", 5),
+                row("10.0.0.160/27", 5),
+                row("10.0.0.176/29", 5),
+                row("10.0.0.180/31", 5),
+                row("10.0.0.180/32", 4),
+                row("10.0.0.181/32", 1),
+            ]),
         };
         assert_eq!(
             cidr.text(),
@@ -709,25 +624,27 @@ lazy, snapped cidrtree 'inbound_cidr', view '#ec1-12137#relay-0-1'
       1                         10.0.0.181/32
 "
         );
-        assert_eq!(cidr.json()["dump"]["type"], "cidrtree");
-        assert_eq!(cidr.json()["dump"]["rows"][0]["prefix"], "10.0.0.0/8");
+        let j = cidr.json();
+        assert_eq!(j["type"], "cidrtree");
+        assert_eq!(j["object"], "inbound_cidr");
+        assert_eq!(j["rows"][0]["prefix"], "10.0.0.0/8");
+        assert_eq!(j["rows"][0]["count"], 5);
         let g = |k: &str, v| GaugeRow {
             key: k.into(),
-            value: v,
+            count: v,
         };
         let gauge = SharedShow {
-            name: "outbound_domain".into(),
-            snapshots: true,
+            object: "outbound_domain".into(),
+            kind: "gauge table".into(),
+            snapped: true,
             view: "global".into(),
-            dump: SharedDump::GaugeTable {
-                rows: vec![
-                    g("aol.com", 10),
-                    g("bellsouth.net", 23),
-                    g("hotmail.com", 246),
-                    g("omniti.com", 5),
-                    g("yahoo.com", 65),
-                ],
-            },
+            rows: SharedRows::Table(vec![
+                g("aol.com", 10),
+                g("bellsouth.net", 23),
+                g("hotmail.com", 246),
+                g("omniti.com", 5),
+                g("yahoo.com", 65),
+            ]),
         };
         let want = [
             "lazy, snapped gauge table 'outbound_domain', view 'global'",
@@ -738,70 +655,25 @@ lazy, snapped cidrtree 'inbound_cidr', view '#ec1-12137#relay-0-1'
             "                                                   yahoo.com:           65",
         ];
         assert_eq!(gauge.text(), want.join("\n") + "\n");
-    }
-
-    #[test]
-    fn duravip_show_sample() {
-        let c = |node: &str, owner| VipCandidate {
-            node: node.into(),
-            owner,
-            mode: "multivip".into(),
+        assert_eq!(gauge.json()["rows"][4]["key"], "yahoo.com");
+        let cache = SharedShow {
+            object: "seen".into(),
+            kind: "cache".into(),
+            snapped: false,
+            view: "global".into(),
+            rows: SharedRows::Cache(vec![CacheRow {
+                key: "k".into(),
+                value: "v".into(),
+                version: 3,
+                writer: "#ec1-1#a".into(),
+                ttl: 0,
+            }]),
         };
-        let state = DuravipState {
-            vips: vec![
-                VipState {
-                    address: "10.80.116.50".parse().unwrap(),
-                    bindings: vec![
-                        "flowgomail-hotmail-50".into(),
-                        "flowgomail-hotmail-51".into(),
-                        "flowgomail-hotmail-52".into(),
-                    ],
-                    flags: vec!["owned".into(), "safe".into()],
-                    mode: "multivip".into(),
-                    view_stable_secs: 5420,
-                    config_stable_secs: 5409,
-                    candidates: vec![
-                        c("labrat-2", false),
-                        c("labrat-1", false),
-                        c("labrat-4", true),
-                    ],
-                },
-                VipState {
-                    address: "10.80.116.53".parse().unwrap(),
-                    bindings: vec!["flowgomail-hotmail-53".into()],
-                    flags: vec!["owned".into(), "safe".into()],
-                    mode: "multivip".into(),
-                    view_stable_secs: 5420,
-                    config_stable_secs: 5466,
-                    candidates: vec![
-                        c("labrat-2", true),
-                        c("labrat-1", false),
-                        c("labrat-4", false),
-                    ],
-                },
-            ],
-        };
-        let want = [
-            "DuraVIP State:",
-            "10.80.116.50/flowgomail-hotmail-50/flowgomail-hotmail-51/flowgomail-hotmail-52: (owned,safe) multivip",
-            "\t[view stable for 5420 seconds]",
-            "\t[configuration stable for 5409 seconds]",
-            "    \tlabrat-2 multivip",
-            "    \tlabrat-1 multivip",
-            " *  \tlabrat-4 multivip",
-            "10.80.116.53/flowgomail-hotmail-53: (owned,safe) multivip",
-            "\t[view stable for 5420 seconds]",
-            "\t[configuration stable for 5466 seconds]",
-            " *  \tlabrat-2 multivip",
-            "    \tlabrat-1 multivip",
-            "    \tlabrat-4 multivip",
-        ];
-        assert_eq!(state.text(), want.join("\n") + "\n");
-        let xml = DuravipTables(&state).text();
-        assert!(xml.starts_with("<duravip>\n  <vip address=\"10.80.116.50\" flags=\"owned,safe\""));
-        assert!(xml.contains("<candidate node=\"labrat-4\" mode=\"multivip\" owner=\"true\"/>"));
-        assert_eq!(xml.matches("<vip ").count(), 2);
-        assert_eq!(xml_escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
+        assert_eq!(
+            cache.text(),
+            format!("lazy, cache 'seen', view 'global'\n{:>60}: v\n", "k")
+        );
+        assert_eq!(cache.json()["rows"][0]["version"], 3);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! the JSON carries the same data as the text and nothing else.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::{Serialize, Serializer};
 
@@ -119,42 +119,7 @@ impl Version {
     }
 }
 
-/// An Ethernet address, printed and serialized as `00:e0:81:63:5c:e8`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// One entry of the cluster-wide shared ARP cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct ArpEntry {
-    pub ip: IpAddr,
-    pub mac: MacAddr,
-    /// Seconds since the entry was last confirmed.
-    pub age_secs: u64,
-}
-
-/// `cluster arp show`: the shared ARP cache, in the order the daemon chooses (Momentum's sample is
-/// unsorted).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ArpTable {
-    pub entries: Vec<ArpEntry>,
-}
+pub use crate::duravip::arpcache::{ArpEntry, ArpTable, MacAddr};
 
 /// A subscriber of a journal and its checkpoint (log segment number and offset in it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -200,87 +165,11 @@ pub struct Counters {
     pub extra: Vec<(String, u64)>,
 }
 
-/// One entry of `cluster shared list`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SharedObject {
-    pub name: String,
-    /// The expanded type: `cidrtree`, `gauge table`, `cache`, ...
-    pub kind: String,
-    /// Whether the object is snapshotted to joining nodes (`w/ snapshots`).
-    pub snapshots: bool,
-}
+pub use crate::replicate::report::{
+    CacheRow, CidrRow, GaugeRow, SharedList, SharedObject, SharedRows, SharedShow,
+};
 
-/// `cluster shared list`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SharedList {
-    pub objects: Vec<SharedObject>,
-}
-
-/// One stored prefix of a CIDR tree and the count of everything under it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct CidrRow {
-    pub prefix: ipnet::IpNet,
-    pub count: i64,
-}
-
-/// One key of a gauge table and its gauge.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GaugeRow {
-    pub key: String,
-    pub value: i64,
-}
-
-/// The body of a `cluster shared show` dump.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SharedDump {
-    /// A CIDR tree: each stored prefix with the count under it, in tree order.
-    Cidrtree { rows: Vec<CidrRow> },
-    /// A gauge table: key and gauge, in key order.
-    GaugeTable { rows: Vec<GaugeRow> },
-}
-
-/// `cluster shared show <obj> [from <node>]`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SharedShow {
-    pub name: String,
-    /// Whether snapshots are kept (`snapped`).
-    pub snapshots: bool,
-    /// `global`, or the private name of the member whose contribution is shown.
-    pub view: String,
-    pub dump: SharedDump,
-}
-
-/// One candidate owner line under a DuraVIP in `cluster duravip show`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct VipCandidate {
-    pub node: String,
-    /// This candidate owns the address (marked ` * `).
-    pub owner: bool,
-    /// The candidate's mode for the address, e.g. `multivip`.
-    pub mode: String,
-}
-
-/// One DuraVIP address in `cluster duravip show`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct VipState {
-    pub address: IpAddr,
-    /// Bindings and listeners that use the address.
-    pub bindings: Vec<String>,
-    /// State flags, e.g. `owned`, `safe`.
-    pub flags: Vec<String>,
-    /// The address's mode, e.g. `multivip`.
-    pub mode: String,
-    pub view_stable_secs: u64,
-    pub config_stable_secs: u64,
-    pub candidates: Vec<VipCandidate>,
-}
-
-/// `cluster duravip show` (and, as XML, `cluster duravip show tables`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DuravipState {
-    pub vips: Vec<VipState>,
-}
+pub use crate::duravip::{Status as DuravipStatus, StatusEntry, StatusMember};
 
 /// A short result of a command that changes something (`config reload`, `cluster reset`, ...):
 /// one or more lines of text for people, `{"message": ...}` in JSON.

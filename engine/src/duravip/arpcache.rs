@@ -14,10 +14,48 @@
 //! `/proc/net/arp` and gives the text to [`parse_proc_net_arp`].
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use crate::console::status::{ArpEntry, ArpTable, MacAddr};
+use serde::{Serialize, Serializer};
+
+/// An Ethernet address, printed and serialized as `00:e0:81:63:5c:e8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One entry of the cluster-wide shared ARP cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ArpEntry {
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    /// Seconds since the entry was last confirmed.
+    pub age_secs: u64,
+}
+
+/// `cluster arp show`: the shared ARP cache, in the order the daemon chooses (Momentum's sample is
+/// unsorted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ArpTable {
+    pub entries: Vec<ArpEntry>,
+}
 
 /// Most hosts the cache keeps; when full, the host reported least recently makes room.
 pub const MAX_HOSTS: usize = 4096;

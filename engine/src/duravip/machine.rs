@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use super::announce::{Announcement, LocalConfig};
 use super::ownership::{Contender, Table, balance, elect};
-use super::render::{Status, StatusEntry, StatusMember};
+use super::status::{Status, StatusEntry, StatusMember};
 use super::wire::{Message, Repr};
 use super::{DuravipError, Member, Time, View};
 use crate::config::Cluster;

@@ -12,15 +12,16 @@
 //! - [`ownership`]: the deterministic election and the balancing rounds.
 //! - [`machine`]: the state machine that ties them to views, timers and agreed-order messages.
 //! - [`arpcache`]: the cluster-wide shared ARP cache (`cluster arp show`, `arp_all_hosts = false`).
-//! - [`render`]: `cluster duravip show`, `cluster duravip show tables` (XML) and their JSON forms.
+//! - [`status`]: what the console shows ([`Status`]), as plain data; the console renders it
+//!   (`crate::console::duravip`: `cluster duravip show`, `show tables` as XML, JSON forms).
 //!
-//! Console commands map onto the machine and [`render`] like this (all with `--json` through
-//! [`render::show_json`] / [`render::tables_json`]):
+//! Console commands map onto the machine like this (the console renders a [`Status`] with its
+//! `Render` trait, `--json` included):
 //!
 //! | command | call |
 //! | --- | --- |
-//! | `cluster duravip show` | [`render::render_show`]`(&machine.status(now))` |
-//! | `cluster duravip show tables` | [`render::render_tables_xml`]`(&machine.status(now))` |
+//! | `cluster duravip show` | `render(&machine.status(now), json)` |
+//! | `cluster duravip show tables` | `render(&DuravipTables(&machine.status(now)), json)` |
 //! | `cluster duravip debug on\|off` | [`DuravipMachine::set_debug`] |
 //! | `cluster duravip announce view` | [`DuravipMachine::announce`] |
 //! | `cluster duravip release all` | [`DuravipMachine::release_all`] |
@@ -35,7 +36,7 @@ pub mod announce;
 pub mod arpcache;
 pub mod machine;
 pub mod ownership;
-pub mod render;
+pub mod status;
 pub mod wire;
 
 use std::fmt;
@@ -43,7 +44,7 @@ use std::fmt;
 pub use announce::{AddrConfig, Announcement, LocalConfig, Services};
 pub use machine::{Action, DuravipMachine, Params};
 pub use ownership::{Entry, Table};
-pub use render::{Status, StatusEntry, StatusMember};
+pub use status::{Status, StatusEntry, StatusMember};
 pub use wire::WireError;
 
 /// The one clock type of the engine: the group transport's [`crate::group::Time`], nanoseconds

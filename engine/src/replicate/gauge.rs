@@ -4,7 +4,6 @@
 //! (or per `binding::domain`); each node owns its contribution and the global table is the sum.
 //! The same table, keyed differently, carries throttle usage and series counts.
 
-use std::fmt::Write as _;
 use std::hash::Hash;
 
 use dashmap::DashMap;
@@ -86,17 +85,6 @@ impl<K: Eq + Hash + Clone + Ord> GaugeTable<K> {
     }
 }
 
-/// Console lines of a gauge table: the key right-aligned in 60 columns, `:`, the value
-/// right-aligned in 13 columns, as Momentum prints `cluster shared show outbound_domain`.
-pub fn render_entries<K: std::fmt::Display>(entries: &[(K, i64)]) -> String {
-    let mut out = String::new();
-    for (key, value) in entries {
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "{:>60}:{value:>13}", key.to_string());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +109,14 @@ mod tests {
                                                   omniti.com:            5
                                                    yahoo.com:           65
 ";
-        assert_eq!(render_entries(&table.entries()), sample);
+        let want: Vec<(String, i64)> = sample
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(':').expect("key: value");
+                (k.trim().to_string(), v.trim().parse().expect("value"))
+            })
+            .collect();
+        assert_eq!(table.entries(), want);
     }
 
     #[test]

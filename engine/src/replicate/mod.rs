@@ -11,7 +11,7 @@
 //! - [`batcher`]: coalescing and the `max_pending` / `max_delay` flush rule;
 //! - [`wire`]: the message format; [`update`]: what one update says;
 //! - [`replica`]: the application handle ([`Objects`]) and the sans-IO [`Replicator`];
-//! - [`console`]: `cluster shared list` / `cluster shared show`;
+//! - [`report`]: what `cluster shared list` and `cluster shared show` report (the console renders it);
 //! - [`object`]: what a `Replicate` scope configures; [`member`]: member identity.
 //!
 //! Two members, one update, one message:
@@ -46,11 +46,11 @@
 pub mod batcher;
 pub mod cache;
 pub mod cidr;
-pub mod console;
 pub mod gauge;
 pub mod member;
 pub mod object;
 pub mod replica;
+pub mod report;
 pub mod series;
 pub mod throttle;
 pub mod update;

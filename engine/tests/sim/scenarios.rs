@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use cohort_engine::duravip::render::render_show;
+use cohort_engine::console::render::Render;
 use cohort_engine::duravip::{AddrConfig, LocalConfig, Params, Services};
 use cohort_engine::node::Command;
 
@@ -97,7 +97,7 @@ fn cold_start_assigns_nothing_until_the_view_matures() {
     // The console's view of it, on the holder of 10.0.0.1.
     let h = (0..3).find(|&i| holds(&w, i, "10.0.0.1")).expect("held");
     let d = w.nodes[h].cn.as_ref().expect("up").duravip();
-    let text = render_show(&d.status(w.nodes[h].local(w.now)));
+    let text = d.status(w.nodes[h].local(w.now)).text();
     assert!(
         text.starts_with("DuraVIP State:\n10.0.0.1/b0: (owned,safe) multivip\n\t[view stable for "),
         "{text}"

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cohort_engine::console::duravip::DuravipTables;
 use cohort_engine::console::render::render;
 use cohort_engine::console::shared_ops::SharedUpdate;
 use cohort_engine::console::status::{
     ArpTable, ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
 };
 use cohort_engine::console::{ClusterCommand, Command, SharedOp};
-use cohort_engine::duravip;
 use cohort_engine::replicate;
 
 use super::shared::{Request, Shared};
@@ -430,11 +430,7 @@ impl ConsoleHandler for NodeConsole {
                         .replicator
                         .lock()
                         .map_err(|_| "replication state unavailable")?;
-                    Ok(if json {
-                        format!("{:#}\n", replicate::console::shared_list_json(&r))
-                    } else {
-                        replicate::console::shared_list(&r)
-                    })
+                    Ok(render(&replicate::report::shared_list(&r), json))
                 }
                 ClusterCommand::SharedShow { object, from } => {
                     let r = self
@@ -445,14 +441,9 @@ impl ConsoleHandler for NodeConsole {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .unwrap_or_default();
-                    if json {
-                        replicate::console::shared_show_json(&r, object, from.as_deref(), now)
-                            .map(|v| format!("{v:#}\n"))
-                            .map_err(|e| e.to_string())
-                    } else {
-                        replicate::console::shared_show(&r, object, from.as_deref(), now)
-                            .map_err(|e| e.to_string())
-                    }
+                    replicate::report::shared_show(&r, object, from.as_deref(), now)
+                        .map(|show| render(&show, json))
+                        .map_err(|e| e.to_string())
                 }
                 ClusterCommand::DuravipShow | ClusterCommand::DuravipShowTables => {
                     let st = self
@@ -464,11 +455,10 @@ impl ConsoleHandler for NodeConsole {
                         return Err("DuraVIP state not available yet".into());
                     };
                     let tables = matches!(c, ClusterCommand::DuravipShowTables);
-                    Ok(match (tables, json) {
-                        (false, false) => duravip::render::render_show(dv),
-                        (false, true) => format!("{:#}\n", duravip::render::show_json(dv)),
-                        (true, false) => duravip::render::render_tables_xml(dv),
-                        (true, true) => format!("{:#}\n", duravip::render::tables_json(dv)),
+                    Ok(if tables {
+                        render(&DuravipTables(dv), json)
+                    } else {
+                        render(dv, json)
                     })
                 }
                 ClusterCommand::DuravipDebug { on } => {
