@@ -59,8 +59,8 @@ fn generic_mode_answers_arp_under_lease_and_stamps_peers() {
         assert!(s.arp_replied >= 1, "{s:?}");
 
         // Lease expired: no answer, counted; not even from the kernel, which has the address
-        // plumbed: the node of a hung daemon stops claiming its addresses at ARP (README, "A hung
-        // daemon").
+        // plumbed: the node of a hung daemon stops claiming its addresses at ARP (docs/duravip.md,
+        // "A hung daemon").
         let plumb = |verb: &str| {
             let st = Command::new("ip")
                 .args([

@@ -1,6 +1,6 @@
 //! The typed configuration: every option Cohort reads, with the default the Momentum
 //! documentation gives it (or, where the documentation is silent or contradicts itself, the
-//! default the README's configuration reference states).
+//! default the configuration reference, docs/configuration.md, states).
 //!
 //! These types hold values only, no source positions, so that two configurations compare equal
 //! when they mean the same thing (the round-trip property of [`super::render()`]).
@@ -78,7 +78,8 @@ pub struct Cluster {
     /// on the `Topology` interfaces) shared with the cluster, as Wackamole's `Arp-Cache`. Default
     /// 60; 0 = never.
     pub arp_cache_interval: f64,
-    /// DuraVIPs moved per balancing round. Default 1 (see the README on the documented conflict).
+    /// DuraVIPs moved per balancing round. Default 1 (see docs/configuration.md on the documented
+    /// conflict).
     pub duravip_balance_set_size: u32,
     /// Seconds a DuraVIP view must stay unchanged to be mature. Default 5.
     pub view_mature_time: f64,

@@ -35,7 +35,7 @@ use super::uring::UringAppender;
 pub enum AppendBackend {
     /// `pwritev(2)` (+ `fdatasync(2)` with `sync_appends`). The default: appends that extend an
     /// ext4 file cannot complete inline in io_uring and are handed to a kernel worker thread, so
-    /// plain writes measured several times faster (see the README's jlog benchmark).
+    /// plain writes measured several times faster (see the jlog benchmark in docs/benchmarks.md).
     #[default]
     Plain,
     /// io_uring `WRITEV` (linked with `FSYNC(DATASYNC)` with `sync_appends`), one
