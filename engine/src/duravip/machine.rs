@@ -776,6 +776,13 @@ impl DuravipMachine {
             // may still have the address plumbed (seed 5 of the DuraVIP harness: a withdrawal
             // right after a merge made the new owner plumb while the old one still held it).
             if e.owner == Some(me) && e.settled() && !self.held.contains(ip) {
+                // The single-holder invariant at the place it can break: in this view's agreed
+                // table, this node is the only holder of what it acquires.
+                debug_assert!(
+                    e.holders.iter().all(|&h| h == me),
+                    "{ip}: acquired while the table lists holders {:?}",
+                    e.holders
+                );
                 acquire.push(*ip);
             }
         }

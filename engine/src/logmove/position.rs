@@ -11,7 +11,14 @@
 //!
 //! On disk: two slots of [`SLOT_LEN`] bytes written alternately, each a full encoding with a
 //! BLAKE3 checksum, so a torn write damages only the slot being written and the other one still
-//! holds the previous state.
+//! holds the previous state. A slot (integers big-endian):
+//!
+//! ```text
+//! "CHLMPOS1" | seq u64 | committed log u32 | committed marker u32 | records u64 |
+//! 0, or 1 | last log u32 | last marker u32 | records u64 | files u8 |
+//!           files x (path_len u32 | path bytes | length before the batch u64)
+//! | zeros up to SLOT_LEN - 32 | BLAKE3 of the encoding before the zeros (32 bytes)
+//! ```
 
 use std::path::PathBuf;
 
@@ -259,6 +266,38 @@ mod tests {
         }
         let off = p.slot_offset() as usize;
         file[off..off + SLOT_LEN].copy_from_slice(&p.encode().expect("fits"));
+    }
+
+    /// Golden bytes of a slot, written by hand from the layout in the module documentation.
+    #[test]
+    fn golden_slot() {
+        let p = Position {
+            seq: 2,
+            committed: JlogId::new(1, 3),
+            records: 9,
+            pending: Some(Pending {
+                last: JlogId::new(1, 5),
+                records: 2,
+                files: vec![(PathBuf::from("/o"), 0x0102)],
+            }),
+        };
+        let body: Vec<u8> = [
+            &b"CHLMPOS1"[..],
+            &[0, 0, 0, 0, 0, 0, 0, 2],    // seq
+            &[0, 0, 0, 1, 0, 0, 0, 3],    // committed 1:3
+            &[0, 0, 0, 0, 0, 0, 0, 9],    // records
+            &[1, 0, 0, 0, 1, 0, 0, 0, 5], // pending, last 1:5
+            &[0, 0, 0, 0, 0, 0, 0, 2, 1], // its records, one file
+            &[0, 0, 0, 2, b'/', b'o'],    // path "/o"
+            &[0, 0, 0, 0, 0, 0, 1, 2],    // its length before the batch
+        ]
+        .concat();
+        let slot = p.encode().expect("fits");
+        assert_eq!(slot.len(), SLOT_LEN);
+        assert_eq!(&slot[..body.len()], &body[..]);
+        assert!(slot[body.len()..SLOT_LEN - SUM_LEN].iter().all(|&b| b == 0));
+        assert_eq!(&slot[SLOT_LEN - SUM_LEN..], blake3::hash(&body).as_bytes());
+        assert_eq!(Position::decode_slot(&slot).expect("decodes"), p);
     }
 
     #[test]
