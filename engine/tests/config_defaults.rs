@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cohort_engine::config::{self, *};
 
@@ -31,28 +32,28 @@ fn example_parses_with_documented_defaults() {
     assert_eq!(c.nodename, None);
     assert_eq!(c.nodeaddr, None);
     assert_eq!(c.subcluster, None);
-    assert_eq!(c.log_active_interval, 1.0);
-    assert_eq!(c.log_idle_interval, 10.0);
-    assert_eq!(c.heartbeat_start_delay, 15.0);
+    assert_eq!(c.log_active_interval, Duration::from_secs(1));
+    assert_eq!(c.log_idle_interval, Duration::from_secs(10));
+    assert_eq!(c.heartbeat_start_delay, Duration::from_secs(15));
     assert_eq!(c.heartbeats_per_sec, 1);
-    assert_eq!(c.if_check_interval, 30.0);
-    assert_eq!(c.if_down_limit, 4.0);
+    assert_eq!(c.if_check_interval, Duration::from_secs(30));
+    assert_eq!(c.if_down_limit, Duration::from_secs(4));
     assert!(c.arp_all_hosts);
     assert_eq!(c.duravip_balance_set_size, 1);
-    assert_eq!(c.view_mature_time, 5.0);
-    assert_eq!(c.view_balance_interval, 10.0);
-    assert_eq!(c.view_broadcast_interval, 0.0);
+    assert_eq!(c.view_mature_time, Duration::from_secs(5));
+    assert_eq!(c.view_balance_interval, Duration::from_secs(10));
+    assert_eq!(c.view_broadcast_interval, Duration::from_secs(0));
     assert!(c.unconditional_rebind);
     assert_eq!(c.debug_level, "error");
     assert!(c.enabled);
     assert_eq!(c.tcp_buffer_size, 32768);
     // Cohort extensions of the cluster scope
     assert_eq!(c.garp_count, 3);
-    assert_eq!(c.garp_interval, 0.1);
-    assert_eq!(c.garp_refresh, 0.0);
-    assert_eq!(c.arp_cache_interval, 60.0);
+    assert_eq!(c.garp_interval, Duration::from_millis(100));
+    assert_eq!(c.garp_refresh, Duration::from_secs(0));
+    assert_eq!(c.arp_cache_interval, Duration::from_secs(60));
     assert_eq!(c.xdp, XdpMode::Auto);
-    assert_eq!(c.xdp_lease, 3.0);
+    assert_eq!(c.xdp_lease, Duration::from_secs(3));
     let logs: Vec<(&str, &str)> = c
         .logs
         .iter()
@@ -92,7 +93,7 @@ fn example_parses_with_documented_defaults() {
         ]
     );
     for r in &c.replicate {
-        assert_eq!(r.max_delay, 1.0, "{}", r.name);
+        assert_eq!(r.max_delay, Duration::from_secs(1), "{}", r.name);
         assert_eq!(r.max_pending, 100, "{}", r.name);
         assert_eq!(r.max_size, -1, "{}", r.name);
         assert_eq!(r.class, None, "{}", r.name);
@@ -110,17 +111,17 @@ fn example_parses_with_documented_defaults() {
     let m = &cfg.msgc_server;
     assert!(m.peers.is_empty());
     assert_eq!(m.port, 4809);
-    assert_eq!(m.connect_timeout, 60.0);
+    assert_eq!(m.connect_timeout, Duration::from_secs(60));
     assert_eq!(m.debug_level, "ERROR");
-    assert_eq!(m.idle_timeout, 30.0);
-    assert_eq!(m.keepalive_interval, 5.0);
+    assert_eq!(m.idle_timeout, Duration::from_secs(30));
+    assert_eq!(m.keepalive_interval, Duration::from_secs(5));
     assert_eq!(m.max_backlog, 5000);
     assert_eq!(m.messages_per_iter, 20);
-    assert_eq!(m.reconnect_interval, 5.0);
+    assert_eq!(m.reconnect_interval, Duration::from_secs(5));
     assert_eq!(m.tcpbuf_size, 131072);
     // Cohort's own transport options
-    assert_eq!(m.probe_interval, 0.2);
-    assert_eq!(m.suspect_timeout, 0.6);
+    assert_eq!(m.probe_interval, Duration::from_millis(200));
+    assert_eq!(m.suspect_timeout, Duration::from_millis(600));
     assert_eq!(m.cluster_key, None);
     assert_eq!(m.mtu, 1400);
     assert_eq!(m.max_unstable_bytes, 4 * 1024 * 1024);
@@ -225,7 +226,7 @@ fn manager_logs_defaults_and_scopes() {
     assert_eq!(m.file_mode, 0o640);
     assert_eq!(m.dir_mode, 0o755);
     assert_eq!(m.max_open, 256);
-    assert_eq!(m.max_idle, 300.0);
+    assert_eq!(m.max_idle, Duration::from_secs(300));
     assert_eq!(
         m.control_cache,
         PathBuf::from("/var/log/eccluster/control_cache")

@@ -57,8 +57,8 @@ fn text() -> impl Strategy<Value = String> {
     .prop_filter("non-blank", |s| !s.trim().is_empty())
 }
 
-fn secs() -> impl Strategy<Value = f64> {
-    prop_oneof![0u32..100_000u32].prop_map(|n| f64::from(n) / 100.0)
+fn secs() -> impl Strategy<Value = std::time::Duration> {
+    prop_oneof![0u64..100_000u64].prop_map(|n| std::time::Duration::from_millis(n * 10))
 }
 
 fn abs_path() -> impl Strategy<Value = PathBuf> {
@@ -156,14 +156,14 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             secs(),
             secs(),
             1u32..1000,
-            secs().prop_map(|s| s + 0.01),
+            secs().prop_map(|s| s + std::time::Duration::from_millis(10)),
             secs(),
         ),
         (
             any::<bool>(),
             1u32..1000,
             secs(),
-            secs().prop_map(|s| s + 0.01),
+            secs().prop_map(|s| s + std::time::Duration::from_millis(10)),
             secs(),
             any::<bool>(),
             any::<bool>(),
@@ -275,8 +275,8 @@ fn msgc() -> impl Strategy<Value = MsgcServer> {
                 m.tcpbuf_size,
             ) = a;
             let (probe_ms, extra_ms, key, mtu, window, queue, cluster_id) = b;
-            m.probe_interval = f64::from(probe_ms) / 1000.0;
-            m.suspect_timeout = f64::from(probe_ms + extra_ms) / 1000.0;
+            m.probe_interval = std::time::Duration::from_millis(u64::from(probe_ms));
+            m.suspect_timeout = std::time::Duration::from_millis(u64::from(probe_ms + extra_ms));
             m.cluster_key = key;
             m.mtu = mtu;
             m.max_unstable_bytes = u64::from(mtu) + window;

@@ -78,8 +78,8 @@ impl Settings {
     pub fn from_config(c: &config::Cluster) -> Settings {
         Settings {
             garp_count: c.garp_count,
-            garp_interval: Duration::from_secs_f64(c.garp_interval),
-            garp_refresh: (c.garp_refresh > 0.0).then(|| Duration::from_secs_f64(c.garp_refresh)),
+            garp_interval: c.garp_interval,
+            garp_refresh: (!c.garp_refresh.is_zero()).then_some(c.garp_refresh),
             arp_all_hosts: c.arp_all_hosts,
             xdp: match c.xdp {
                 config::XdpMode::Auto => XdpSetting::Auto,
@@ -87,9 +87,9 @@ impl Settings {
                 config::XdpMode::Generic => XdpSetting::Generic,
                 config::XdpMode::Off => XdpSetting::Off,
             },
-            xdp_lease: Duration::from_secs_f64(c.xdp_lease),
-            if_check_interval: Duration::from_secs_f64(c.if_check_interval),
-            if_down_limit: Duration::from_secs_f64(c.if_down_limit),
+            xdp_lease: c.xdp_lease,
+            if_check_interval: c.if_check_interval,
+            if_down_limit: c.if_down_limit,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -249,8 +250,12 @@ fn number(key: &str, v: &Value) -> Result<f64, ConfigError> {
     }
 }
 
-/// Non-negative seconds (fractions allowed).
-fn seconds(key: &str, v: &Value) -> Result<f64, ConfigError> {
+/// The longest time any option takes: a day. A larger value is refused where it is written (a
+/// slip such as `1e20` would otherwise overflow the daemon's timers).
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// Seconds (fractions allowed) within `min..=max`, as a [`Duration`] (whole nanoseconds).
+fn seconds_in(key: &str, v: &Value, min: f64, max: f64) -> Result<Duration, ConfigError> {
     let n = number(key, v)?;
     if n < 0.0 {
         return Err(ConfigError::new(
@@ -258,18 +263,31 @@ fn seconds(key: &str, v: &Value) -> Result<f64, ConfigError> {
             format!("'{key}' is an interval and cannot be negative (found {n})"),
         ));
     }
-    Ok(n)
+    if n < min || n > max {
+        return Err(ConfigError::new(
+            v.loc(),
+            format!("'{key}' must be between {min} and {max} seconds (found {n})"),
+        ));
+    }
+    // Whole nanoseconds, rounded: 0.1 is 100 ms exactly, so printing gives back 0.1.
+    Ok(Duration::from_nanos((n * 1e9).round() as u64))
 }
 
-fn positive_seconds(key: &str, v: &Value) -> Result<f64, ConfigError> {
-    let n = seconds(key, v)?;
-    if n == 0.0 {
+/// Non-negative seconds, at most [`MAX_SECONDS`].
+fn seconds(key: &str, v: &Value) -> Result<Duration, ConfigError> {
+    seconds_in(key, v, 0.0, MAX_SECONDS)
+}
+
+/// Seconds greater than zero, at most [`MAX_SECONDS`].
+fn positive_seconds(key: &str, v: &Value) -> Result<Duration, ConfigError> {
+    let d = seconds(key, v)?;
+    if d.is_zero() {
         return Err(ConfigError::new(
             v.loc(),
             format!("'{key}' must be greater than 0"),
         ));
     }
-    Ok(n)
+    Ok(d)
 }
 
 fn integer(key: &str, v: &Value, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -772,7 +790,7 @@ fn replicate(scope: &Scope, item: &Item) -> Result<Replicate, ConfigError> {
                     }
                 }
             }
-            "max_delay" => r.max_delay = seconds(key, v)?,
+            "max_delay" => r.max_delay = seconds_in(key, v, 0.0, 3600.0)?,
             "max_pending" => {
                 let n = integer(key, v, i64::MIN, u32::MAX.into())?;
                 if n < 1 {
@@ -1022,7 +1040,8 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
             &loc,
             format!(
                 "suspect_timeout ({}) must be greater than probe_interval ({})",
-                m.suspect_timeout, m.probe_interval
+                m.suspect_timeout.as_secs_f64(),
+                m.probe_interval.as_secs_f64()
             ),
         ));
     }

@@ -7,9 +7,17 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Serialize;
+
+/// Time values are written in seconds (fractions allowed) and held as [`Duration`]s, each checked
+/// against its option's bounds once, by the loader, with the value's location; JSON shows them in
+/// seconds.
+pub fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
 
 /// A whole configuration file: a node's (`ecelerity-cluster.conf` style) or a manager's
 /// (`eccluster.conf` style); both may appear in one file.
@@ -61,32 +69,41 @@ pub struct Cluster {
     /// Journals served to the log aggregator: name -> local path.
     pub logs: Vec<(String, PathBuf)>,
     /// Seconds between segment sends while logmove is active. Default 1.
-    pub log_active_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub log_active_interval: Duration,
     /// Seconds to sleep when logmove has nothing pending. Default 10.
-    pub log_idle_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub log_idle_interval: Duration,
     /// Seconds after start-up before the cluster heartbeat starts. Default 15.
-    pub heartbeat_start_delay: f64,
+    #[serde(serialize_with = "secs")]
+    pub heartbeat_start_delay: Duration,
     /// Heartbeats per second, at least 1. Default 1.
     pub heartbeats_per_sec: u32,
     /// Seconds between interface maintenance cycles. Default 30.
-    pub if_check_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub if_check_interval: Duration,
     /// Seconds to wait before plumbing an address the maintenance cycle found missing. Default 4.
-    pub if_down_limit: f64,
+    #[serde(serialize_with = "secs")]
+    pub if_down_limit: Duration,
     /// Broadcast gratuitous ARP (true) or target the hosts of the shared ARP cache. Default true.
     pub arp_all_hosts: bool,
     /// Cohort: seconds between collections of this node's ARP cache (the kernel's neighbour table
     /// on the `Topology` interfaces) shared with the cluster, as Wackamole's `Arp-Cache`. Default
     /// 60; 0 = never.
-    pub arp_cache_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub arp_cache_interval: Duration,
     /// DuraVIPs moved per balancing round. Default 1 (see docs/configuration.md on the documented
     /// conflict).
     pub duravip_balance_set_size: u32,
     /// Seconds a DuraVIP view must stay unchanged to be mature. Default 5.
-    pub view_mature_time: f64,
+    #[serde(serialize_with = "secs")]
+    pub view_mature_time: Duration,
     /// Seconds between balancing rounds. Default 10.
-    pub view_balance_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub view_balance_interval: Duration,
     /// Seconds between speculative view announcements; 0 = never. Default 0.
-    pub view_broadcast_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub view_broadcast_interval: Duration,
     /// Full set_binding logic on message moves (MTA behaviour; kept for fidelity). Default true.
     pub unconditional_rebind: bool,
     /// Generic module option. Default `error`.
@@ -98,13 +115,16 @@ pub struct Cluster {
     /// Cohort: gratuitous ARP frames sent when an address is acquired. Default 3.
     pub garp_count: u32,
     /// Cohort: seconds between those frames. Default 0.1.
-    pub garp_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub garp_interval: Duration,
     /// Cohort: seconds between repeated announcements of owned addresses; 0 = never. Default 0.
-    pub garp_refresh: f64,
+    #[serde(serialize_with = "secs")]
+    pub garp_refresh: Duration,
     /// Cohort: XDP fast path attach mode: auto, native, generic or off. Default auto.
     pub xdp: XdpMode,
     /// Cohort: seconds the XDP program keeps answering without a renewal. Default 3.
-    pub xdp_lease: f64,
+    #[serde(serialize_with = "secs")]
+    pub xdp_lease: Duration,
     pub replicate: Vec<Replicate>,
     pub topology: Vec<Topology>,
     pub extra: Vec<Extra>,
@@ -133,27 +153,27 @@ impl Default for Cluster {
             nodeaddr: None,
             subcluster: None,
             logs: default_logs(),
-            log_active_interval: 1.0,
-            log_idle_interval: 10.0,
-            heartbeat_start_delay: 15.0,
+            log_active_interval: Duration::from_secs(1),
+            log_idle_interval: Duration::from_secs(10),
+            heartbeat_start_delay: Duration::from_secs(15),
             heartbeats_per_sec: 1,
-            if_check_interval: 30.0,
-            if_down_limit: 4.0,
+            if_check_interval: Duration::from_secs(30),
+            if_down_limit: Duration::from_secs(4),
             arp_all_hosts: true,
-            arp_cache_interval: 60.0,
+            arp_cache_interval: Duration::from_secs(60),
             duravip_balance_set_size: 1,
-            view_mature_time: 5.0,
-            view_balance_interval: 10.0,
-            view_broadcast_interval: 0.0,
+            view_mature_time: Duration::from_secs(5),
+            view_balance_interval: Duration::from_secs(10),
+            view_broadcast_interval: Duration::from_secs(0),
             unconditional_rebind: true,
             debug_level: "error".into(),
             enabled: true,
             tcp_buffer_size: 32768,
             garp_count: 3,
-            garp_interval: 0.1,
-            garp_refresh: 0.0,
+            garp_interval: Duration::from_millis(100),
+            garp_refresh: Duration::from_secs(0),
             xdp: XdpMode::Auto,
-            xdp_lease: 3.0,
+            xdp_lease: Duration::from_secs(3),
             replicate: Vec::new(),
             topology: Vec::new(),
             extra: Vec::new(),
@@ -204,7 +224,7 @@ impl UdpDriver {
 }
 
 /// What a `Replicate` scope replicates (module page, "Replication Types").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum ReplicateKind {
     Cache,
     InboundCidr,
@@ -315,7 +335,8 @@ pub struct Replicate {
     pub class: Option<ReplicateKind>,
     pub parameters: Vec<ReplicateParam>,
     /// Seconds updates may wait before a flush. Default 1.0.
-    pub max_delay: f64,
+    #[serde(serialize_with = "secs")]
+    pub max_delay: Duration,
     /// Buffered updates that force a flush. Default 100.
     pub max_pending: u32,
     /// Maximum entries of a cache; -1 = the largest supported. Default -1.
@@ -332,7 +353,7 @@ impl Replicate {
             kind,
             class: None,
             parameters: Vec::new(),
-            max_delay: 1.0,
+            max_delay: Duration::from_secs(1),
             max_pending: 100,
             max_size: -1,
             binding_group: None,
@@ -358,25 +379,31 @@ pub struct MsgcServer {
     /// UDP port of the group transport. Default 4809.
     pub port: u16,
     /// msgc option, seconds. Default 60.
-    pub connect_timeout: f64,
+    #[serde(serialize_with = "secs")]
+    pub connect_timeout: Duration,
     /// msgc option. Default `ERROR`.
     pub debug_level: String,
     /// msgc option, seconds. Default 30.
-    pub idle_timeout: f64,
+    #[serde(serialize_with = "secs")]
+    pub idle_timeout: Duration,
     /// msgc option, seconds between no-op packets. Default 5.
-    pub keepalive_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub keepalive_interval: Duration,
     /// msgc option: queue length that declares a connection stuck. Default 5000.
     pub max_backlog: u32,
     /// msgc option. Default 20.
     pub messages_per_iter: u32,
     /// msgc option, seconds. Default 5.
-    pub reconnect_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub reconnect_interval: Duration,
     /// msgc option, bytes. Default 131072.
     pub tcpbuf_size: u32,
     /// Cohort: seconds between failure-detector probes. Default 0.2.
-    pub probe_interval: f64,
+    #[serde(serialize_with = "secs")]
+    pub probe_interval: Duration,
     /// Cohort: seconds of silence before a peer is suspected. Default 0.6.
-    pub suspect_timeout: f64,
+    #[serde(serialize_with = "secs")]
+    pub suspect_timeout: Duration,
     /// Cohort: file holding the cluster key; with it every datagram is authenticated.
     pub cluster_key: Option<PathBuf>,
     /// Cohort: largest UDP payload sent, bytes. Default 1400.
@@ -404,16 +431,16 @@ impl Default for MsgcServer {
         MsgcServer {
             peers: Vec::new(),
             port: 4809,
-            connect_timeout: 60.0,
+            connect_timeout: Duration::from_secs(60),
             debug_level: "ERROR".into(),
-            idle_timeout: 30.0,
-            keepalive_interval: 5.0,
+            idle_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(5),
             max_backlog: 5000,
             messages_per_iter: 20,
-            reconnect_interval: 5.0,
+            reconnect_interval: Duration::from_secs(5),
             tcpbuf_size: 131072,
-            probe_interval: 0.2,
-            suspect_timeout: 0.6,
+            probe_interval: Duration::from_millis(200),
+            suspect_timeout: Duration::from_millis(600),
             cluster_key: None,
             mtu: 1400,
             max_unstable_bytes: 4 * 1024 * 1024,
@@ -601,7 +628,8 @@ pub struct ManagerLogs {
     /// Concurrently open output files. Undocumented default; Cohort uses 256.
     pub max_open: u32,
     /// Seconds an output file may stay open unwritten. Undocumented default; Cohort uses 300.
-    pub max_idle: f64,
+    #[serde(serialize_with = "secs")]
+    pub max_idle: Duration,
     /// File caching responses to cluster-wide console commands.
     pub control_cache: PathBuf,
     pub managers: Vec<ManagerScope>,
@@ -615,7 +643,7 @@ impl Default for ManagerLogs {
             file_mode: 0o640,
             dir_mode: 0o755,
             max_open: 256,
-            max_idle: 300.0,
+            max_idle: Duration::from_secs(300),
             control_cache: PathBuf::from("/var/log/eccluster/control_cache"),
             managers: Vec::new(),
             extra: Vec::new(),

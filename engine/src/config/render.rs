@@ -58,6 +58,11 @@ impl Writer {
     fn str(&mut self, key: &str, v: &str) {
         self.line(format!("{key} = {}", quote(v)));
     }
+    /// A time value, in seconds as written (fractions allowed).
+    fn secs(&mut self, key: &str, d: std::time::Duration) {
+        self.num(key, d.as_secs_f64());
+    }
+
     fn num(&mut self, key: &str, v: impl std::fmt::Display) {
         self.line(format!("{key} = {v}"));
     }
@@ -91,27 +96,27 @@ fn cluster(w: &mut Writer, c: &Cluster) {
     }
     w.indent -= 2;
     w.line("]");
-    w.num("log_active_interval", c.log_active_interval);
-    w.num("log_idle_interval", c.log_idle_interval);
-    w.num("heartbeat_start_delay", c.heartbeat_start_delay);
+    w.secs("log_active_interval", c.log_active_interval);
+    w.secs("log_idle_interval", c.log_idle_interval);
+    w.secs("heartbeat_start_delay", c.heartbeat_start_delay);
     w.num("heartbeats_per_sec", c.heartbeats_per_sec);
-    w.num("if_check_interval", c.if_check_interval);
-    w.num("if_down_limit", c.if_down_limit);
+    w.secs("if_check_interval", c.if_check_interval);
+    w.secs("if_down_limit", c.if_down_limit);
     w.num("arp_all_hosts", c.arp_all_hosts);
-    w.num("arp_cache_interval", c.arp_cache_interval);
+    w.secs("arp_cache_interval", c.arp_cache_interval);
     w.num("duravip_balance_set_size", c.duravip_balance_set_size);
-    w.num("view_mature_time", c.view_mature_time);
-    w.num("view_balance_interval", c.view_balance_interval);
-    w.num("view_broadcast_interval", c.view_broadcast_interval);
+    w.secs("view_mature_time", c.view_mature_time);
+    w.secs("view_balance_interval", c.view_balance_interval);
+    w.secs("view_broadcast_interval", c.view_broadcast_interval);
     w.num("unconditional_rebind", c.unconditional_rebind);
     w.str("debug_level", &c.debug_level);
     w.num("enabled", c.enabled);
     w.num("tcp_buffer_size", c.tcp_buffer_size);
     w.num("garp_count", c.garp_count);
-    w.num("garp_interval", c.garp_interval);
-    w.num("garp_refresh", c.garp_refresh);
+    w.secs("garp_interval", c.garp_interval);
+    w.secs("garp_refresh", c.garp_refresh);
     w.str("xdp", c.xdp.name());
-    w.num("xdp_lease", c.xdp_lease);
+    w.secs("xdp_lease", c.xdp_lease);
     for r in &c.replicate {
         w.open(format!("Replicate {}", quote(&r.name)));
         w.str("type", r.kind.name());
@@ -122,7 +127,7 @@ fn cluster(w: &mut Writer, c: &Cluster) {
             let p: Vec<&str> = r.parameters.iter().map(|p| p.name()).collect();
             w.str("parameters", &p.join(";"));
         }
-        w.num("max_delay", r.max_delay);
+        w.secs("max_delay", r.max_delay);
         w.num("max_pending", r.max_pending);
         if r.kind == ReplicateKind::Cache {
             w.num("max_size", r.max_size);
@@ -154,16 +159,16 @@ fn msgc(w: &mut Writer, m: &MsgcServer) {
     w.indent -= 2;
     w.line("]");
     w.num("port", m.port);
-    w.num("connect_timeout", m.connect_timeout);
+    w.secs("connect_timeout", m.connect_timeout);
     w.str("debug_level", &m.debug_level);
-    w.num("idle_timeout", m.idle_timeout);
-    w.num("keepalive_interval", m.keepalive_interval);
+    w.secs("idle_timeout", m.idle_timeout);
+    w.secs("keepalive_interval", m.keepalive_interval);
     w.num("max_backlog", m.max_backlog);
     w.num("messages_per_iter", m.messages_per_iter);
-    w.num("reconnect_interval", m.reconnect_interval);
+    w.secs("reconnect_interval", m.reconnect_interval);
     w.num("tcpbuf_size", m.tcpbuf_size);
-    w.num("probe_interval", m.probe_interval);
-    w.num("suspect_timeout", m.suspect_timeout);
+    w.secs("probe_interval", m.probe_interval);
+    w.secs("suspect_timeout", m.suspect_timeout);
     if let Some(k) = &m.cluster_key {
         w.str("cluster_key", &k.to_string_lossy());
     }
@@ -295,7 +300,7 @@ fn manager_logs(w: &mut Writer, m: &ManagerLogs) {
     w.str("file_mode", &format!("{:04o}", m.file_mode));
     w.str("dir_mode", &format!("{:04o}", m.dir_mode));
     w.num("max_open", m.max_open);
-    w.num("max_idle", m.max_idle);
+    w.secs("max_idle", m.max_idle);
     w.str("control_cache", &m.control_cache.to_string_lossy());
     for mgr in &m.managers {
         w.open(format!("Manager {}", quote(&mgr.name)));

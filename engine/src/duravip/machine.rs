@@ -70,19 +70,12 @@ pub struct Params {
 }
 
 impl Params {
-    /// The options of a `cluster { }` scope (negative or non-finite values count as zero).
+    /// The options of a `cluster { }` scope (typed and bounded by the loader).
     pub fn from_cluster(c: &Cluster) -> Params {
-        let secs = |s: f64| {
-            if s.is_finite() && s > 0.0 {
-                Duration::from_secs_f64(s.min(1e9))
-            } else {
-                Duration::ZERO
-            }
-        };
-        let broadcast = secs(c.view_broadcast_interval);
+        let broadcast = c.view_broadcast_interval;
         Params {
-            mature_time: secs(c.view_mature_time),
-            balance_interval: secs(c.view_balance_interval).max(Duration::from_millis(1)),
+            mature_time: c.view_mature_time,
+            balance_interval: c.view_balance_interval.max(Duration::from_millis(1)),
             broadcast_interval: (!broadcast.is_zero()).then_some(broadcast),
             // One BALANCE message carries at most MAX_ADDRESSES moves.
             balance_set_size: usize::try_from(c.duravip_balance_set_size)
@@ -890,10 +883,10 @@ mod tests {
         assert_eq!(p.broadcast_interval, None, "0 means never");
         assert_eq!(p.balance_set_size, 1);
         let c = Cluster {
-            view_mature_time: 0.5,
-            view_broadcast_interval: 30.0,
+            view_mature_time: Duration::from_millis(500),
+            view_broadcast_interval: Duration::from_secs(30),
             duravip_balance_set_size: 64,
-            view_balance_interval: -1.0,
+            view_balance_interval: Duration::ZERO,
             ..Cluster::default()
         };
         let p = Params::from_cluster(&c);

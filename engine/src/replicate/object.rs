@@ -2,30 +2,10 @@
 
 use std::time::Duration;
 
-/// The replication types of Momentum's `Replicate` scope (`type`, `class`, or the scope name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ObjectKind {
-    /// `inbound_cidr`: inbound SMTP connections per netblock.
-    InboundCidr,
-    /// `outbound_cidr`: outbound SMTP connections per netblock (also `class = "outbound_cidr"`).
-    OutboundCidr,
-    /// `outbound_domains`: outbound connections per domain.
-    OutboundDomains,
-    /// `outbound_binding_domains`: outbound connections per binding and domain.
-    OutboundBindingDomains,
-    /// `shared_named_throttles`: `ec_shared_throttle_*`.
-    SharedNamedThrottles,
-    /// `OBTM`: outbound message throttles.
-    Obtm,
-    /// `OBTC`: outbound connection throttles.
-    Obtc,
-    /// `cache`: a replicated key/value cache.
-    Cache,
-    /// `metrics`: cluster-wide time series per IP or CIDR block, and named audit series.
-    Metrics,
-    /// `eccmgr_metrics`: time series replicated to the manager only.
-    EccmgrMetrics,
-}
+/// The replication types of Momentum's `Replicate` scope (`type`, `class`, or the scope name):
+/// the configuration's own [`crate::config::ReplicateKind`], one enum for the loader and the
+/// replicator.
+pub type ObjectKind = crate::config::ReplicateKind;
 
 /// The data structure behind a kind, which fixes how it merges and how it prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,24 +23,6 @@ pub enum Shape {
 }
 
 impl ObjectKind {
-    /// The kind named by a `type`/`class` value or a built-in scope name.
-    pub fn from_name(name: &str) -> Option<ObjectKind> {
-        Some(match name {
-            "inbound_cidr" => ObjectKind::InboundCidr,
-            "outbound_cidr" => ObjectKind::OutboundCidr,
-            "outbound_domains" => ObjectKind::OutboundDomains,
-            "outbound_binding_domains" => ObjectKind::OutboundBindingDomains,
-            "shared_named_throttles" => ObjectKind::SharedNamedThrottles,
-            "OBTM" => ObjectKind::Obtm,
-            "OBTC" => ObjectKind::Obtc,
-            "cache" => ObjectKind::Cache,
-            "metrics" => ObjectKind::Metrics,
-            "eccmgr_metrics" => ObjectKind::EccmgrMetrics,
-            _ => return None,
-        })
-    }
-
-    /// The structure behind this kind.
     pub fn shape(self) -> Shape {
         match self {
             ObjectKind::InboundCidr | ObjectKind::OutboundCidr => Shape::CidrTree,
@@ -268,20 +230,24 @@ impl ObjectSettings {
         Ok(settings)
     }
 
-    /// Settings from the configuration's parsed `Replicate` scope (types, parameters and
-    /// defaults were validated by the configuration loader).
-    pub fn from_config(scope: &crate::config::Replicate) -> Result<ObjectSettings, SettingsError> {
-        let parameters: Vec<&str> = scope.parameters.iter().map(|p| p.name()).collect();
-        ObjectSettings::from_scope(
-            &scope.name,
-            Some(scope.kind.name()),
-            None,
-            Some(&parameters.join(";")),
-            Some(scope.max_delay),
-            Some(i64::from(scope.max_pending)),
-            Some(scope.max_size),
-            scope.binding_group.as_deref(),
-        )
+    /// Settings from the configuration's `Replicate` scope. Infallible: the loader checked every
+    /// bound of the scope with its location (`config::load`), so a configuration that loads starts
+    /// every object it names.
+    pub fn from_config(scope: &crate::config::Replicate) -> ObjectSettings {
+        let mut settings = ObjectSettings::new(&scope.name, scope.kind);
+        settings.max_delay = scope.max_delay;
+        settings.max_pending = usize::try_from(scope.max_pending)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        settings.max_size = usize::try_from(scope.max_size).ok();
+        settings.binding_group = scope.binding_group.clone();
+        for p in &scope.parameters {
+            match p {
+                crate::config::ReplicateParam::Snapshot => settings.snapshot = true,
+                other => settings.parameters.push(other.name().to_string()),
+            }
+        }
+        settings
     }
 
     pub(crate) fn validate_name(&self) -> Result<(), SettingsError> {
@@ -367,16 +333,16 @@ mod tests {
         ));
         assert_eq!(Monitor::parse("300,6").unwrap().span(), 1800);
         let mut scope = crate::config::Replicate::new("OBTM", crate::config::ReplicateKind::Obtm);
-        scope.max_delay = 0.25;
+        scope.max_delay = Duration::from_millis(250);
         scope.parameters = vec![crate::config::ReplicateParam::Snapshot];
-        let from_config = ObjectSettings::from_config(&scope).unwrap();
+        let from_config = ObjectSettings::from_config(&scope);
         assert_eq!(from_config.kind, ObjectKind::Obtm);
         assert_eq!(from_config.max_delay, Duration::from_millis(250));
         assert!(from_config.snapshot);
         let every = crate::config::ReplicateKind::ALL
             .iter()
             .map(|k| ObjectSettings::from_config(&crate::config::Replicate::new(k.name(), *k)))
-            .filter(Result::is_ok)
+            .filter(|s| s.kind.name() == s.name)
             .count();
         assert_eq!(every, 10);
         assert!(Monitor::parse("300").is_err());

@@ -63,13 +63,12 @@ impl ServiceConfig {
                 )),
                 ListenAddr::Unix(_) => None,
             })?;
-        let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 3600.0));
         Some(ServiceConfig {
             listen,
             nodename: nodename.to_owned(),
             key,
-            active_interval: secs(cfg.cluster.log_active_interval),
-            idle_interval: secs(cfg.cluster.log_idle_interval),
+            active_interval: cfg.cluster.log_active_interval,
+            idle_interval: cfg.cluster.log_idle_interval,
         })
     }
 }

@@ -88,7 +88,7 @@ impl Sink {
             file_mode: logs.file_mode,
             dir_mode: logs.dir_mode,
             max_open: (logs.max_open as usize).max(1),
-            max_idle: Duration::from_secs_f64(logs.max_idle.clamp(0.0, 1e9)),
+            max_idle: logs.max_idle,
             inner: Mutex::new(Inner {
                 streams: HashMap::new(),
                 files: HashMap::new(),

@@ -121,13 +121,7 @@ impl Node {
             .cluster
             .replicate
             .iter()
-            .filter_map(|r| match ObjectSettings::from_config(r) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!(object = %r.name, error = %e, "replicated object not started");
-                    None
-                }
-            })
+            .map(ObjectSettings::from_config)
             .collect();
         // Leave room in each transport message for its framing and the channel byte.
         let rep_mtu = (cfg.msgc_server.mtu as usize).saturating_sub(256).max(512);
@@ -149,9 +143,10 @@ impl Node {
         };
         let joins = groups_to_join(&cfg, &id, manager);
         // Only nodes with Topology interfaces have hosts of interest to collect.
-        let arp_every =
-            (!manager && !cfg.cluster.topology.is_empty() && cfg.cluster.arp_cache_interval > 0.0)
-                .then(|| Duration::from_secs_f64(cfg.cluster.arp_cache_interval.min(1e6)));
+        let arp_every = (!manager
+            && !cfg.cluster.topology.is_empty()
+            && !cfg.cluster.arp_cache_interval.is_zero())
+        .then_some(cfg.cluster.arp_cache_interval);
         // A host stays while some node reported it within three collection intervals.
         let arp_ttl = arp_every.map_or(Duration::from_secs(180), |d| 3 * d);
         let arp_scope: Vec<(String, ipnet::IpNet)> = cfg

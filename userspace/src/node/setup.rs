@@ -2,7 +2,6 @@
 //! the groups it joins.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use cohort_engine::config::{self, Config};
 use cohort_engine::group::GroupConfig;
@@ -21,15 +20,15 @@ pub fn group_config(cfg: &Config) -> Result<GroupConfig, identity::IdentityError
     Ok(GroupConfig {
         port: m.port,
         peers,
-        probe_interval: Duration::from_secs_f64(m.probe_interval),
-        suspect_timeout: Duration::from_secs_f64(m.suspect_timeout),
+        probe_interval: m.probe_interval,
+        suspect_timeout: m.suspect_timeout,
         cluster_key: m.cluster_key.clone(),
         mtu: m.mtu as usize,
         max_unstable_bytes: m.max_unstable_bytes as usize,
         max_queue: m.max_queue as usize,
         max_message_size: usize::try_from(m.max_message_size).unwrap_or(usize::MAX),
         heartbeats_per_sec: cfg.cluster.heartbeats_per_sec,
-        heartbeat_start_delay: Duration::from_secs_f64(cfg.cluster.heartbeat_start_delay),
+        heartbeat_start_delay: cfg.cluster.heartbeat_start_delay,
         cluster_id: m.cluster_id,
     })
 }
