@@ -986,3 +986,113 @@ fn application_threads_and_the_driver_race_without_losing_updates() {
         );
     }
 }
+
+/// A configuration reload through the replicator: members add an object at different times (the
+/// late one still gets the early ones' contributions, through its REQUEST), one retunes it (state
+/// kept), one removes `inbound_cidr` (its contribution leaves every other member's global view,
+/// as on a leave), one changes an object's type (a new, empty object).
+#[test]
+fn reconfigure_adds_retunes_replaces_and_removes_objects() {
+    let mut c = Cluster::new();
+    let (a, b, d) = (c.spawn("#ec1-1#a"), c.spawn("#ec1-2#b"), c.spawn("#ec1-3#d"));
+    c.install(vec![a.clone(), b.clone(), d.clone()]);
+    let now = c.now;
+    for (who, n) in [(&a, 3), (&b, 4), (&d, 5)] {
+        c.nodes[who]
+            .objects()
+            .cidr_add("inbound_cidr", "10.0.0.1/32".parse().unwrap(), n, now)
+            .unwrap();
+        c.flush(who);
+    }
+    c.deliver_all();
+    let global = |c: &Cluster, who: &MemberId| {
+        c.nodes[who]
+            .objects()
+            .cidr_count("inbound_cidr", "10.0.0.0/8".parse().unwrap(), View::Global)
+            .unwrap()
+    };
+    assert_eq!(global(&c, &b), 12);
+    let with_extra = || {
+        let mut s = settings();
+        s.push(ObjectSettings::new("extra", ObjectKind::OutboundDomains));
+        s
+    };
+    // a and b add "extra" and count in it; d adds it only afterwards.
+    for who in [&a, &b] {
+        let now = c.now;
+        let done = c.nodes.get_mut(who).unwrap().reconfigure(now, with_extra()).unwrap();
+        assert_eq!(done.added, ["extra"]);
+        c.collect(who);
+        c.nodes[who]
+            .objects()
+            .gauge_add("extra", "example.com", 2, now)
+            .unwrap();
+        c.flush(who);
+    }
+    c.deliver_all();
+    let now = c.now;
+    let done = c.nodes.get_mut(&d).unwrap().reconfigure(now, with_extra()).unwrap();
+    assert_eq!((done.added.len(), done.removed.len()), (1, 0));
+    c.collect(&d);
+    c.deliver_all();
+    for who in [&a, &b, &d] {
+        let g = c.nodes[who]
+            .objects()
+            .gauge_get("extra", "example.com", View::Global)
+            .unwrap();
+        assert_eq!(g, 4, "{who}: the early members' contributions reach the late one");
+    }
+    // d retunes "extra": same object, same counts, new limits.
+    let mut retuned = with_extra();
+    let last = retuned.len() - 1;
+    retuned[last].max_pending = 7;
+    retuned[last].max_delay = Duration::from_millis(20);
+    let done = c.nodes.get_mut(&d).unwrap().reconfigure(now, retuned).unwrap();
+    assert_eq!(done.retuned, ["extra"]);
+    let obj = c.nodes[&d]
+        .objects()
+        .iter()
+        .find(|o| o.settings().name == "extra")
+        .map(|o| o.batching());
+    assert_eq!(obj, Some((Duration::from_millis(20), 7)));
+    assert_eq!(
+        c.nodes[&d]
+            .objects()
+            .gauge_get("extra", "example.com", View::Global)
+            .unwrap(),
+        4
+    );
+    // a removes inbound_cidr: b and d drop a's 3.
+    let without: Vec<ObjectSettings> = with_extra()
+        .into_iter()
+        .filter(|s| s.name != "inbound_cidr")
+        .collect();
+    let done = c.nodes.get_mut(&a).unwrap().reconfigure(now, without).unwrap();
+    assert_eq!(done.removed, ["inbound_cidr"]);
+    c.collect(&a);
+    c.deliver_all();
+    assert_eq!(global(&c, &b), 9);
+    assert_eq!(global(&c, &d), 9);
+    assert!(c.nodes[&a].objects().settings("inbound_cidr").is_err());
+    // b turns "extra" into a CIDR tree: replaced, empty; the others drop b's gauge.
+    let mut changed = with_extra();
+    let last = changed.len() - 1;
+    changed[last].kind = ObjectKind::InboundCidr;
+    let done = c.nodes.get_mut(&b).unwrap().reconfigure(now, changed).unwrap();
+    assert_eq!(done.replaced, ["extra"]);
+    c.collect(&b);
+    c.deliver_all();
+    assert_eq!(
+        c.nodes[&d]
+            .objects()
+            .gauge_get("extra", "example.com", View::Global)
+            .unwrap(),
+        2,
+        "only a's contribution is left on d"
+    );
+    // A duplicate name is refused and changes nothing.
+    let mut dup = settings();
+    dup.push(ObjectSettings::new("inbound_cidr", ObjectKind::InboundCidr));
+    assert!(c.nodes.get_mut(&d).unwrap().reconfigure(now, dup).is_err());
+    assert!(c.nodes[&d].objects().settings("extra").is_ok());
+}

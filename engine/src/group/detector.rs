@@ -57,6 +57,12 @@ impl Detector {
         }
     }
 
+    /// New timing from a configuration reload; what was heard so far stays.
+    pub fn retune(&mut self, probe_interval: Duration, suspect_timeout: Duration) {
+        self.probe_interval = probe_interval;
+        self.suspect_timeout = suspect_timeout;
+    }
+
     /// Starts watching `m` (a new view member), as if just heard from.
     pub fn watch(&mut self, m: &MemberId, now: Time) {
         self.peers.entry(m.clone()).or_insert(Peer {

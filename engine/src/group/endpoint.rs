@@ -416,6 +416,30 @@ impl Endpoint {
         self.cfg.suspect_timeout * self.detector.stretch()
     }
 
+    /// A configuration reload's timing: `probe_interval`, `suspect_timeout` and
+    /// `heartbeats_per_sec` take effect at once (the next probe, suspicion and stuck check);
+    /// views, streams and what was heard so far stay. Refused (nothing changes) when the timers
+    /// are inconsistent.
+    pub fn retune(
+        &mut self,
+        probe_interval: Duration,
+        suspect_timeout: Duration,
+        heartbeats_per_sec: u32,
+    ) -> Result<(), EndpointError> {
+        if probe_interval.is_zero() || suspect_timeout <= probe_interval {
+            return Err(EndpointError::Timers {
+                probe: probe_interval,
+                suspect: suspect_timeout,
+            });
+        }
+        self.cfg.probe_interval = probe_interval;
+        self.cfg.suspect_timeout = suspect_timeout;
+        self.cfg.heartbeats_per_sec = heartbeats_per_sec.max(1);
+        self.detector.retune(probe_interval, suspect_timeout);
+        self.heartbeat.retune(self.cfg.heartbeat_timeout());
+        Ok(())
+    }
+
     /// The cluster layer is alive: call `heartbeats_per_sec` times a second. A member whose
     /// counter stops while its transport keeps answering is removed as stuck.
     pub fn heartbeat(&mut self, now: Time) {

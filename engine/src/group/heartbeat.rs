@@ -35,6 +35,11 @@ pub struct HeartbeatMonitor {
 }
 
 impl HeartbeatMonitor {
+    /// A new stuck timeout from a configuration reload (`heartbeats_per_sec`).
+    pub fn retune(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// A monitor for a node started at `now`.
     pub fn new(timeout: Duration, start_delay: Duration, now: Time) -> HeartbeatMonitor {
         HeartbeatMonitor {

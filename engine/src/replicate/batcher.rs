@@ -42,6 +42,17 @@ impl Batcher {
         }
     }
 
+    /// Changes the flush limits (a configuration reload); what is buffered stays.
+    pub fn retune(&mut self, max_delay: Duration, max_pending: usize) {
+        self.max_delay = max_delay;
+        self.max_pending = max_pending.max(1);
+    }
+
+    /// The flush limits: `(max_delay, max_pending)`.
+    pub fn limits(&self) -> (Duration, usize) {
+        (self.max_delay, self.max_pending)
+    }
+
     /// Buffers `update` at time `now`; returns whether the batch is now due.
     pub fn push(&mut self, now: Duration, update: Update) -> bool {
         self.since.get_or_insert(now);

@@ -284,9 +284,15 @@ impl Object {
         }
     }
 
-    /// The object's settings.
+    /// The object's settings (`max_delay` and `max_pending` as configured at its creation; a
+    /// reload may have retuned them since: see [`Object::batching`]).
     pub fn settings(&self) -> &ObjectSettings {
         &self.settings
+    }
+
+    /// The flush limits in force: `(max_delay, max_pending)`.
+    pub fn batching(&self) -> (Duration, usize) {
+        lock(&self.pending).limits()
     }
 
     fn wrong(&self, wanted: &'static str) -> ReplicateError {
@@ -351,14 +357,16 @@ impl Object {
 #[derive(Debug)]
 pub struct Objects {
     me: MemberId,
-    objects: BTreeMap<String, Object>,
-    lamport: AtomicU64,
+    objects: BTreeMap<String, Arc<Object>>,
+    /// Shared with the handles of earlier configurations, so cache versions keep growing.
+    lamport: Arc<AtomicU64>,
 }
 
 impl Objects {
     fn get(&self, name: &str) -> Result<&Object, ReplicateError> {
         self.objects
             .get(name)
+            .map(|o| &**o)
             .ok_or_else(|| ReplicateError::UnknownObject(name.to_string()))
     }
 
@@ -369,7 +377,7 @@ impl Objects {
 
     /// The objects, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Object> {
-        self.objects.values()
+        self.objects.values().map(|o| &**o)
     }
 
     /// One object's settings.
@@ -666,6 +674,27 @@ pub struct Stats {
     pub snapshots_out: u64,
 }
 
+/// What [`Replicator::reconfigure`] did, by object name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Same object, new `max_delay` / `max_pending`.
+    pub retuned: Vec<String>,
+    /// Another type, parameters, `max_size` or binding group: a new, empty object.
+    pub replaced: Vec<String>,
+}
+
+impl Reconfigured {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.retuned.is_empty()
+            && self.replaced.is_empty()
+    }
+}
+
 /// The sans-IO replication state machine of one node (see the module documentation).
 ///
 /// Drive it with [`Replicator::handle_view`], [`Replicator::handle_message`] and
@@ -702,7 +731,7 @@ impl Replicator {
             if objects.contains_key(&s.name) {
                 return Err(SettingsError::Duplicate(s.name).into());
             }
-            objects.insert(s.name.clone(), Object::new(s));
+            objects.insert(s.name.clone(), Arc::new(Object::new(s)));
         }
         let sent = objects
             .values()
@@ -713,7 +742,7 @@ impl Replicator {
             objects: Arc::new(Objects {
                 me,
                 objects,
-                lamport: AtomicU64::new(0),
+                lamport: Arc::new(AtomicU64::new(0)),
             }),
             view: Vec::new(),
             members: BTreeMap::new(),
@@ -726,9 +755,101 @@ impl Replicator {
         })
     }
 
-    /// The application handle.
+    /// The application handle. A reload ([`Replicator::reconfigure`]) replaces it: take it
+    /// again after one to see added objects.
     pub fn objects(&self) -> &Arc<Objects> {
         &self.objects
+    }
+
+    /// Applies a reloaded configuration's objects. An object whose settings differ only in
+    /// `max_delay` / `max_pending` keeps its state and is retuned; any other change (type,
+    /// parameters, `max_size`, binding group) replaces it with an empty object. A removed (or
+    /// replaced) object's contribution leaves the cluster as on a leave: a section with RESET and
+    /// no update tells every member to drop it. An added (or replaced) object asks every member
+    /// for its contribution (a REQUEST section), so it converges without waiting for a view
+    /// change. Pending batches go out first, under the old settings. Nothing changes on error.
+    pub fn reconfigure(
+        &mut self,
+        now: Duration,
+        settings: Vec<ObjectSettings>,
+    ) -> Result<Reconfigured, ReplicateError> {
+        let mut names = BTreeSet::new();
+        for s in &settings {
+            s.validate_name()?;
+            if !names.insert(s.name.clone()) {
+                return Err(SettingsError::Duplicate(s.name.clone()).into());
+            }
+        }
+        self.flush(now);
+        let mut done = Reconfigured::default();
+        let mut objects = BTreeMap::new();
+        let same_but_batching = |a: &ObjectSettings, b: &ObjectSettings| {
+            let mut b = b.clone();
+            b.max_delay = a.max_delay;
+            b.max_pending = a.max_pending;
+            *a == b
+        };
+        for s in settings {
+            let name = s.name.clone();
+            match self.objects.objects.get(&name) {
+                Some(old) if same_but_batching(&old.settings, &s) => {
+                    if old.batching() != (s.max_delay, s.max_pending) {
+                        lock(&old.pending).retune(s.max_delay, s.max_pending);
+                        done.retuned.push(name.clone());
+                    }
+                    objects.insert(name, Arc::clone(old));
+                }
+                Some(_) => {
+                    done.replaced.push(name.clone());
+                    objects.insert(name, Arc::new(Object::new(s)));
+                }
+                None => {
+                    done.added.push(name.clone());
+                    objects.insert(name, Arc::new(Object::new(s)));
+                }
+            }
+        }
+        done.removed = self
+            .objects
+            .objects
+            .keys()
+            .filter(|n| !objects.contains_key(*n))
+            .cloned()
+            .collect();
+        let mut cluster = Packer::new(self.mtu);
+        let mut manager = Packer::new(self.mtu);
+        for name in done.removed.iter().chain(&done.replaced) {
+            let old = &self.objects.objects[name];
+            let packer = if old.settings.manager_only {
+                &mut manager
+            } else {
+                &mut cluster
+            };
+            packer.begin(name, true);
+            self.sent.remove(name);
+            for contribution in self.members.values_mut() {
+                contribution.remove(name);
+            }
+        }
+        for name in done.added.iter().chain(&done.replaced) {
+            let obj: &Arc<Object> = &objects[name];
+            if obj.settings.kind.shape() != Shape::Cache {
+                self.sent.insert(name.clone(), HashMap::default());
+            }
+            if obj.settings.manager_only {
+                manager.request(name);
+            } else {
+                cluster.request(name);
+            }
+        }
+        self.objects = Arc::new(Objects {
+            me: self.objects.me.clone(),
+            objects,
+            lamport: Arc::clone(&self.objects.lamport),
+        });
+        self.queue(cluster, Destination::Cluster);
+        self.queue(manager, Destination::Manager);
+        Ok(done)
     }
 
     /// This node's member id.
@@ -812,7 +933,8 @@ impl Replicator {
     fn snapshot(&mut self, now: Duration) {
         let mut cluster = Packer::new(self.mtu);
         let mut manager = Packer::new(self.mtu);
-        for obj in self.objects.objects.values() {
+        let objects = Arc::clone(&self.objects);
+        for obj in objects.objects.values() {
             if !obj.settings.snapshot {
                 continue;
             }
@@ -821,45 +943,51 @@ impl Replicator {
             } else {
                 &mut cluster
             };
-            let name = &obj.settings.name;
-            match &obj.state {
-                State::Sums { .. } => {
-                    packer.begin(name, true);
-                    let mut entries: Vec<(&Key, &i64)> = self
-                        .sent
-                        .get(name)
-                        .map(|m| m.iter().filter(|(_, v)| **v != 0).collect())
-                        .unwrap_or_default();
-                    entries.sort();
-                    for (key, value) in entries {
-                        packer.push(Update {
-                            key: key.clone(),
-                            op: Op::Add(*value),
-                        });
-                    }
-                }
-                State::Cache(store) => {
-                    packer.begin(name, false);
-                    let me = &self.objects.me;
-                    for (key, entry) in lock(store).entries(now) {
-                        let ttl = entry.ttl_left(now);
-                        let writer = (entry.writer != *me).then(|| entry.writer.to_string());
-                        packer.push(Update {
-                            key: Key::Text(key),
-                            op: Op::Set {
-                                version: entry.version,
-                                ttl,
-                                value: entry.value,
-                                writer,
-                            },
-                        });
-                    }
-                }
-            }
-            self.stats.snapshots_out += 1;
+            self.snapshot_object(obj, packer, now);
         }
         self.queue(cluster, Destination::Cluster);
         self.queue(manager, Destination::Manager);
+    }
+
+    /// This node's contribution to `obj` into `packer`: sums as announced so far (after a RESET),
+    /// cache entries as held.
+    fn snapshot_object(&mut self, obj: &Object, packer: &mut Packer, now: Duration) {
+        let name = &obj.settings.name;
+        match &obj.state {
+            State::Sums { .. } => {
+                packer.begin(name, true);
+                let mut entries: Vec<(&Key, &i64)> = self
+                    .sent
+                    .get(name)
+                    .map(|m| m.iter().filter(|(_, v)| **v != 0).collect())
+                    .unwrap_or_default();
+                entries.sort();
+                for (key, value) in entries {
+                    packer.push(Update {
+                        key: key.clone(),
+                        op: Op::Add(*value),
+                    });
+                }
+            }
+            State::Cache(store) => {
+                packer.begin(name, false);
+                let me = &self.objects.me;
+                for (key, entry) in lock(store).entries(now) {
+                    let ttl = entry.ttl_left(now);
+                    let writer = (entry.writer != *me).then(|| entry.writer.to_string());
+                    packer.push(Update {
+                        key: Key::Text(key),
+                        op: Op::Set {
+                            version: entry.version,
+                            ttl,
+                            value: entry.value,
+                            writer,
+                        },
+                    });
+                }
+            }
+        }
+        self.stats.snapshots_out += 1;
     }
 
     fn queue(&mut self, packer: Packer, destination: Destination) {
@@ -906,6 +1034,7 @@ impl Replicator {
         let objects = Arc::clone(&self.objects);
         // One pin for the whole message rather than two per update.
         let guard = cidr::pin();
+        let mut requested: Vec<Arc<Object>> = Vec::new();
         for section in message.sections {
             let Some(obj) = objects.objects.get(&section.object) else {
                 self.stats.ignored += 1;
@@ -913,6 +1042,11 @@ impl Replicator {
             };
             if !self.applies(&obj.settings) {
                 continue;
+            }
+            if section.request {
+                // The sender created this object (a reload): it gets this node's contribution,
+                // after the batches still pending here.
+                requested.push(Arc::clone(obj));
             }
             match &obj.state {
                 State::Sums {
@@ -974,6 +1108,22 @@ impl Replicator {
                     }
                 }
             }
+        }
+        drop(guard);
+        if !requested.is_empty() {
+            self.flush(now);
+            let mut cluster = Packer::new(self.mtu);
+            let mut manager = Packer::new(self.mtu);
+            for obj in requested {
+                let packer = if obj.settings.manager_only {
+                    &mut manager
+                } else {
+                    &mut cluster
+                };
+                self.snapshot_object(&obj, packer, now);
+            }
+            self.queue(cluster, Destination::Cluster);
+            self.queue(manager, Destination::Manager);
         }
         Ok(())
     }

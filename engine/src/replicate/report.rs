@@ -110,14 +110,15 @@ pub fn shared_list(replicator: &Replicator) -> SharedList {
             .iter()
             .map(|obj| {
                 let s = obj.settings();
+                let (max_delay, max_pending) = obj.batching();
                 SharedObject {
                     name: s.name.clone(),
                     kind: s.kind.shape().type_name().to_string(),
                     lazy: true,
                     snapshots: s.snapshot,
                     manager_only: s.manager_only,
-                    max_delay: s.max_delay.as_secs_f64(),
-                    max_pending: s.max_pending,
+                    max_delay: max_delay.as_secs_f64(),
+                    max_pending,
                     description: s.description(),
                 }
             })

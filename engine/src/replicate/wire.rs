@@ -7,7 +7,9 @@
 //! message  := magic "CR" | version u8 (= 1) | reserved u8 (= 0) | sections u16 | section*
 //! section  := name_len u8 | name (UTF-8, 1..=255) | flags u8 | updates u16 | update*
 //!             flags bit 0 RESET: drop the sender's contribution to this object first (the first
-//!             section of a snapshot); other bits must be zero
+//!             section of a snapshot); bit 1 REQUEST: the sender (re)created this object (a
+//!             configuration reload) and asks every member for its contribution to it; other bits
+//!             must be zero
 //! update   := key op
 //! key      := 1 len u8 addr[4]   (IPv4 prefix, len <= 32)
 //!           | 2 len u8 addr[16]  (IPv6 prefix, len <= 128)
@@ -39,6 +41,8 @@ pub const HEADER_LEN: usize = 6;
 pub const MAX_TEXT: usize = 65_535;
 /// Section flag: the receiver drops the sender's contribution before applying the section.
 pub const FLAG_RESET: u8 = 1;
+/// Section flag: the sender asks every member for a snapshot of its contribution to the object.
+pub const FLAG_REQUEST: u8 = 2;
 
 /// Why a message was rejected, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +163,8 @@ pub struct Section {
     pub object: String,
     /// Drop the sender's contribution to `object` before applying `updates`.
     pub reset: bool,
+    /// Ask every member for its contribution to `object` (the sender just created it).
+    pub request: bool,
     /// The updates, applied in order.
     pub updates: Vec<Update>,
 }
@@ -521,7 +527,7 @@ impl Message {
             })?;
             let flags_at = reader.pos;
             let flags = reader.u8("section flags")?;
-            if flags & !FLAG_RESET != 0 {
+            if flags & !(FLAG_RESET | FLAG_REQUEST) != 0 {
                 return Err(WireError::Malformed {
                     offset: flags_at,
                     what: "unknown section flag",
@@ -539,6 +545,7 @@ impl Message {
             sections.push(Section {
                 object,
                 reset: flags & FLAG_RESET != 0,
+                request: flags & FLAG_REQUEST != 0,
                 updates,
             });
         }
@@ -615,7 +622,9 @@ impl Message {
         for s in &self.sections {
             out.push(s.object.len() as u8);
             out.extend_from_slice(s.object.as_bytes());
-            out.push(if s.reset { FLAG_RESET } else { 0 });
+            out.push(
+                if s.reset { FLAG_RESET } else { 0 } | if s.request { FLAG_REQUEST } else { 0 },
+            );
             out.extend_from_slice(&(s.updates.len() as u16).to_be_bytes());
             for u in &s.updates {
                 u.put(&mut out);
@@ -669,9 +678,19 @@ impl Packer {
         self.current.sections.push(Section {
             object: self.object.clone(),
             reset,
+            request: false,
             updates: Vec::new(),
         });
         self.current_len += need;
+    }
+
+    /// Adds an empty section for `object` asking every member for its contribution to it.
+    pub fn request(&mut self, object: &str) {
+        object.clone_into(&mut self.object);
+        self.open_section(false);
+        if let Some(s) = self.current.sections.last_mut() {
+            s.request = true;
+        }
     }
 
     /// Appends `update` to the current section (see [`Packer::begin`]), continuing the section
@@ -706,7 +725,7 @@ impl Packer {
         let sections: Vec<Section> = message
             .sections
             .into_iter()
-            .filter(|s| !s.updates.is_empty() || s.reset)
+            .filter(|s| !s.updates.is_empty() || s.reset || s.request)
             .collect();
         if sections.is_empty() {
             return;
@@ -743,6 +762,7 @@ mod tests {
                 Section {
                     object: "c".into(),
                     reset: true,
+                    request: false,
                     updates: vec![
                         Update {
                             key: Key::Net("10.0.0.0/8".parse().expect("net")),
@@ -757,6 +777,7 @@ mod tests {
                 Section {
                     object: "g".into(),
                     reset: false,
+                    request: true,
                     updates: vec![
                         Update {
                             key: Key::Text("ab".into()),
@@ -857,11 +878,13 @@ mod tests {
             (
                 "[a-z_]{1,20}",
                 any::<bool>(),
+                any::<bool>(),
                 proptest::collection::vec(arb_update(), 0..12),
             )
-                .prop_map(|(object, reset, updates)| Section {
+                .prop_map(|(object, reset, request, updates)| Section {
                     object,
                     reset,
+                    request,
                     updates,
                 }),
             0..5,
@@ -931,6 +954,7 @@ mod tests {
             sections: vec![Section {
                 object: "inbound_cidr".into(),
                 reset: false,
+                request: false,
                 updates: vec![Update {
                     key: Key::Net("10.0.0.1/32".parse().unwrap()),
                     op: Op::Add(3),
