@@ -994,7 +994,11 @@ fn application_threads_and_the_driver_race_without_losing_updates() {
 #[test]
 fn reconfigure_adds_retunes_replaces_and_removes_objects() {
     let mut c = Cluster::new();
-    let (a, b, d) = (c.spawn("#ec1-1#a"), c.spawn("#ec1-2#b"), c.spawn("#ec1-3#d"));
+    let (a, b, d) = (
+        c.spawn("#ec1-1#a"),
+        c.spawn("#ec1-2#b"),
+        c.spawn("#ec1-3#d"),
+    );
     c.install(vec![a.clone(), b.clone(), d.clone()]);
     let now = c.now;
     for (who, n) in [(&a, 3), (&b, 4), (&d, 5)] {
@@ -1020,7 +1024,12 @@ fn reconfigure_adds_retunes_replaces_and_removes_objects() {
     // a and b add "extra" and count in it; d adds it only afterwards.
     for who in [&a, &b] {
         let now = c.now;
-        let done = c.nodes.get_mut(who).unwrap().reconfigure(now, with_extra()).unwrap();
+        let done = c
+            .nodes
+            .get_mut(who)
+            .unwrap()
+            .reconfigure(now, with_extra())
+            .unwrap();
         assert_eq!(done.added, ["extra"]);
         c.collect(who);
         c.nodes[who]
@@ -1031,7 +1040,12 @@ fn reconfigure_adds_retunes_replaces_and_removes_objects() {
     }
     c.deliver_all();
     let now = c.now;
-    let done = c.nodes.get_mut(&d).unwrap().reconfigure(now, with_extra()).unwrap();
+    let done = c
+        .nodes
+        .get_mut(&d)
+        .unwrap()
+        .reconfigure(now, with_extra())
+        .unwrap();
     assert_eq!((done.added.len(), done.removed.len()), (1, 0));
     c.collect(&d);
     c.deliver_all();
@@ -1040,14 +1054,22 @@ fn reconfigure_adds_retunes_replaces_and_removes_objects() {
             .objects()
             .gauge_get("extra", "example.com", View::Global)
             .unwrap();
-        assert_eq!(g, 4, "{who}: the early members' contributions reach the late one");
+        assert_eq!(
+            g, 4,
+            "{who}: the early members' contributions reach the late one"
+        );
     }
     // d retunes "extra": same object, same counts, new limits.
     let mut retuned = with_extra();
     let last = retuned.len() - 1;
     retuned[last].max_pending = 7;
     retuned[last].max_delay = Duration::from_millis(20);
-    let done = c.nodes.get_mut(&d).unwrap().reconfigure(now, retuned).unwrap();
+    let done = c
+        .nodes
+        .get_mut(&d)
+        .unwrap()
+        .reconfigure(now, retuned)
+        .unwrap();
     assert_eq!(done.retuned, ["extra"]);
     let obj = c.nodes[&d]
         .objects()
@@ -1067,7 +1089,12 @@ fn reconfigure_adds_retunes_replaces_and_removes_objects() {
         .into_iter()
         .filter(|s| s.name != "inbound_cidr")
         .collect();
-    let done = c.nodes.get_mut(&a).unwrap().reconfigure(now, without).unwrap();
+    let done = c
+        .nodes
+        .get_mut(&a)
+        .unwrap()
+        .reconfigure(now, without)
+        .unwrap();
     assert_eq!(done.removed, ["inbound_cidr"]);
     c.collect(&a);
     c.deliver_all();
@@ -1078,7 +1105,12 @@ fn reconfigure_adds_retunes_replaces_and_removes_objects() {
     let mut changed = with_extra();
     let last = changed.len() - 1;
     changed[last].kind = ObjectKind::InboundCidr;
-    let done = c.nodes.get_mut(&b).unwrap().reconfigure(now, changed).unwrap();
+    let done = c
+        .nodes
+        .get_mut(&b)
+        .unwrap()
+        .reconfigure(now, changed)
+        .unwrap();
     assert_eq!(done.replaced, ["extra"]);
     c.collect(&b);
     c.deliver_all();

@@ -52,61 +52,6 @@ pub fn load_bytes(name: &Path, bytes: &[u8]) -> Result<Loaded, ConfigError> {
 
 const MTA: &str = "belongs to the MTA, not to Cohort";
 
-/// Every option Cohort knows in the `cluster` scope, for "did you mean" suggestions.
-const CLUSTER_OPTIONS: &[&str] = &[
-    "cluster_group",
-    "control_group",
-    "log_group",
-    "nodename",
-    "nodeaddr",
-    "subcluster",
-    "logs",
-    "log_active_interval",
-    "log_idle_interval",
-    "heartbeat_start_delay",
-    "heartbeats_per_sec",
-    "if_check_interval",
-    "if_down_limit",
-    "arp_all_hosts",
-    "arp_cache_interval",
-    "duravip_balance_set_size",
-    "view_mature_time",
-    "view_balance_interval",
-    "view_broadcast_interval",
-    "unconditional_rebind",
-    "debug_level",
-    "enabled",
-    "tcp_buffer_size",
-    "garp_count",
-    "garp_interval",
-    "garp_refresh",
-    "xdp",
-    "xdp_lease",
-];
-
-const MSGC_OPTIONS: &[&str] = &[
-    "peers",
-    "port",
-    "connect_timeout",
-    "debug_level",
-    "idle_timeout",
-    "keepalive_interval",
-    "max_backlog",
-    "messages_per_iter",
-    "reconnect_interval",
-    "tcpbuf_size",
-    "probe_interval",
-    "suspect_timeout",
-    "cluster_key",
-    "mtu",
-    "max_unstable_bytes",
-    "max_queue",
-    "max_message_size",
-    "cluster_id",
-    "udp_driver",
-    "loop_nice",
-];
-
 /// Plain edit distance, for suggestions on misspelt option names.
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -669,7 +614,7 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
                     _ => c.extra.push(ctx.ignore(
                         item,
                         format!("cluster.{key}"),
-                        suggestion(&k, CLUSTER_OPTIONS),
+                        suggestion(&k, &super::options::names(super::options::CLUSTER)),
                     )),
                 }
             }
@@ -1029,7 +974,7 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
             _ => m.extra.push(ctx.ignore(
                 item,
                 format!("msgc_server.{key}"),
-                suggestion(&k, MSGC_OPTIONS),
+                suggestion(&k, &super::options::names(super::options::MSGC_SERVER)),
             )),
         }
     }

@@ -1,5 +1,6 @@
 //! Momentum-style configuration: the syntax ([`syntax`]), the typed options with their documented
-//! defaults ([`model`]), reading and validation ([`load`]), printing the effective configuration
+//! defaults ([`model`]), the option tables ([`options`]: type, default, bound, documentation,
+//! reload), reading and validation ([`load`]), printing the effective configuration
 //! ([`mod@render`]) and the node's identity ([`nodename`]).
 //!
 //! ```
@@ -9,7 +10,7 @@
 //!     "cluster { view_mature_time = 2 Replicate \"inbound_cidr\" {} }",
 //! )
 //! .expect("valid");
-//! assert_eq!(loaded.config.cluster.view_mature_time, 2.0);
+//! assert_eq!(loaded.config.cluster.view_mature_time, std::time::Duration::from_secs(2));
 //! assert_eq!(loaded.config.cluster.heartbeats_per_sec, 1); // documented default
 //! ```
 
@@ -17,6 +18,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod nodename;
+pub mod options;
 pub mod render;
 pub mod syntax;
 

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::model::*;
+use super::options;
 use super::syntax::quote;
 
 /// The effective configuration as configuration text.
@@ -66,6 +67,25 @@ impl Writer {
     fn num(&mut self, key: &str, v: impl std::fmt::Display) {
         self.line(format!("{key} = {v}"));
     }
+    /// Every option of `table` that has a value, in table order.
+    fn options<T>(&mut self, table: &[options::Opt<T>], scope: &T) {
+        for o in table {
+            match (o.get)(scope) {
+                options::Shown::Absent => {}
+                options::Shown::Value(v) => self.line(format!("{} = {v}", o.name)),
+                options::Shown::Pairs(pairs) => {
+                    self.line(format!("{} = [", o.name));
+                    self.indent += 2;
+                    for (k, v) in pairs {
+                        self.line(format!("{} = {}", quote(&k), quote(&v)));
+                    }
+                    self.indent -= 2;
+                    self.line("]");
+                }
+            }
+        }
+    }
+
     fn extra(&mut self, e: &Extra) {
         for l in e.text.lines() {
             self.line(l);
@@ -75,48 +95,7 @@ impl Writer {
 
 fn cluster(w: &mut Writer, c: &Cluster) {
     w.open("cluster");
-    w.str("cluster_group", &c.cluster_group);
-    w.str("control_group", &c.control_group);
-    if let Some(g) = &c.log_group {
-        w.str("log_group", g);
-    }
-    if let Some(n) = &c.nodename {
-        w.str("nodename", n);
-    }
-    if let Some(a) = &c.nodeaddr {
-        w.str("nodeaddr", &a.to_string());
-    }
-    if let Some(s) = &c.subcluster {
-        w.str("subcluster", s);
-    }
-    w.line("logs = [");
-    w.indent += 2;
-    for (k, p) in &c.logs {
-        w.line(format!("{} = {}", quote(k), quote(&p.to_string_lossy())));
-    }
-    w.indent -= 2;
-    w.line("]");
-    w.secs("log_active_interval", c.log_active_interval);
-    w.secs("log_idle_interval", c.log_idle_interval);
-    w.secs("heartbeat_start_delay", c.heartbeat_start_delay);
-    w.num("heartbeats_per_sec", c.heartbeats_per_sec);
-    w.secs("if_check_interval", c.if_check_interval);
-    w.secs("if_down_limit", c.if_down_limit);
-    w.num("arp_all_hosts", c.arp_all_hosts);
-    w.secs("arp_cache_interval", c.arp_cache_interval);
-    w.num("duravip_balance_set_size", c.duravip_balance_set_size);
-    w.secs("view_mature_time", c.view_mature_time);
-    w.secs("view_balance_interval", c.view_balance_interval);
-    w.secs("view_broadcast_interval", c.view_broadcast_interval);
-    w.num("unconditional_rebind", c.unconditional_rebind);
-    w.str("debug_level", &c.debug_level);
-    w.num("enabled", c.enabled);
-    w.num("tcp_buffer_size", c.tcp_buffer_size);
-    w.num("garp_count", c.garp_count);
-    w.secs("garp_interval", c.garp_interval);
-    w.secs("garp_refresh", c.garp_refresh);
-    w.str("xdp", c.xdp.name());
-    w.secs("xdp_lease", c.xdp_lease);
+    w.options(options::CLUSTER, c);
     for r in &c.replicate {
         w.open(format!("Replicate {}", quote(&r.name)));
         w.str("type", r.kind.name());
@@ -151,34 +130,7 @@ fn cluster(w: &mut Writer, c: &Cluster) {
 
 fn msgc(w: &mut Writer, m: &MsgcServer) {
     w.open("msgc_server");
-    w.line("peers = [");
-    w.indent += 2;
-    for p in &m.peers {
-        w.line(format!("{} = {}", quote(&p.name), quote(&p.address)));
-    }
-    w.indent -= 2;
-    w.line("]");
-    w.num("port", m.port);
-    w.secs("connect_timeout", m.connect_timeout);
-    w.str("debug_level", &m.debug_level);
-    w.secs("idle_timeout", m.idle_timeout);
-    w.secs("keepalive_interval", m.keepalive_interval);
-    w.num("max_backlog", m.max_backlog);
-    w.num("messages_per_iter", m.messages_per_iter);
-    w.secs("reconnect_interval", m.reconnect_interval);
-    w.num("tcpbuf_size", m.tcpbuf_size);
-    w.secs("probe_interval", m.probe_interval);
-    w.secs("suspect_timeout", m.suspect_timeout);
-    if let Some(k) = &m.cluster_key {
-        w.str("cluster_key", &k.to_string_lossy());
-    }
-    w.num("mtu", m.mtu);
-    w.num("max_unstable_bytes", m.max_unstable_bytes);
-    w.num("max_queue", m.max_queue);
-    w.num("max_message_size", m.max_message_size);
-    w.num("cluster_id", m.cluster_id);
-    w.str("udp_driver", m.udp_driver.name());
-    w.num("loop_nice", m.loop_nice);
+    w.options(options::MSGC_SERVER, m);
     for e in &m.extra {
         w.extra(e);
     }

@@ -39,6 +39,10 @@ struct Args {
     /// exit, e.g. to `include` it from a node's own file.
     #[arg(long)]
     print_default_config: bool,
+    /// Print the reference of every `cluster` and `msgc_server` option (type, default, accepted
+    /// values, whether a reload applies it) as Markdown, from the table the loader uses, and exit.
+    #[arg(long)]
+    config_reference: bool,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.print_default_config {
         print!("{}", cohort_engine::config::EMBEDDED_DEFAULT);
+        return ExitCode::SUCCESS;
+    }
+    if args.config_reference {
+        print!("{}", cohort_engine::config::options::reference());
         return ExitCode::SUCCESS;
     }
     if let Some(file) = args.check_config {

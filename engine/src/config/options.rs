@@ -1,0 +1,629 @@
+//! One table per scope of every option Cohort reads: name, type, default, bound, one line of
+//! documentation, whether a reload applies it, and how its value prints. The table drives the
+//! printer of the effective configuration ([`super::render()`]), the "did you mean" suggestions
+//! of the loader, the reload (which refuses a change to an option a reload cannot apply, naming
+//! it) and the configuration reference (`cohortd --config-reference`, pasted into
+//! `docs/configuration.md` and `cohort.conf(5)`; a test keeps them equal). The loader checks each
+//! value against the bound given here (tests load every option at its bounds).
+
+use std::time::Duration;
+
+use super::model::{Cluster, MsgcServer};
+use super::syntax::quote;
+
+/// Whether `config reload` (or SIGHUP) applies a changed value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// Applied to the running node.
+    Applies,
+    /// Read at start-up only: a reload that changes it is refused, naming the option, and the
+    /// running configuration stays.
+    Restart,
+}
+
+/// How an option's value prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// Unset (an option with no default); not printed.
+    Absent,
+    /// `key = text`, `text` as written (already quoted where it is a string).
+    Value(String),
+    /// `key = [ "k" = "v" ... ]`.
+    Pairs(Vec<(String, String)>),
+}
+
+/// One option of one scope.
+pub struct Opt<T: 'static> {
+    pub name: &'static str,
+    /// The value's type as the reference prints it: `seconds`, `integer`, `boolean`, `string`,
+    /// `address`, `path`, `list`, `choice`.
+    pub kind: &'static str,
+    /// The default, as configuration text would write it (`-` for none).
+    pub default: &'static str,
+    /// The accepted values (`-` for any).
+    pub bound: &'static str,
+    pub reload: Reload,
+    /// Cohort's addition to Momentum's options (documented as such).
+    pub extension: bool,
+    pub doc: &'static str,
+    pub get: fn(&T) -> Shown,
+}
+
+fn s(v: &str) -> Shown {
+    Shown::Value(quote(v))
+}
+
+fn n(v: impl std::fmt::Display) -> Shown {
+    Shown::Value(v.to_string())
+}
+
+fn secs(d: Duration) -> Shown {
+    n(d.as_secs_f64())
+}
+
+fn opt_s(v: Option<&str>) -> Shown {
+    v.map_or(Shown::Absent, s)
+}
+
+macro_rules! opt {
+    ($name:literal, $kind:literal, $default:literal, $bound:literal, $reload:ident, $ext:literal,
+     $doc:literal, $get:expr) => {
+        Opt {
+            name: $name,
+            kind: $kind,
+            default: $default,
+            bound: $bound,
+            reload: Reload::$reload,
+            extension: $ext,
+            doc: $doc,
+            get: $get,
+        }
+    };
+}
+
+/// `cluster { }`, in the order the printer writes them.
+pub const CLUSTER: &[Opt<Cluster>] = &[
+    opt!(
+        "cluster_group",
+        "string",
+        "\"ec_cluster\"",
+        "non-empty",
+        Restart,
+        false,
+        "Group on which DuraVIP ownership and replication travel.",
+        |c| s(&c.cluster_group)
+    ),
+    opt!(
+        "control_group",
+        "string",
+        "\"ec_console\"",
+        "non-empty",
+        Restart,
+        false,
+        "Group on which nodes answer the manager's console commands.",
+        |c| s(&c.control_group)
+    ),
+    opt!(
+        "log_group",
+        "string",
+        "-",
+        "non-empty",
+        Applies,
+        false,
+        "Group on which paniclog lines are broadcast (`cohortctl listen`); none by default.",
+        |c| opt_s(c.log_group.as_deref())
+    ),
+    opt!(
+        "nodename",
+        "string",
+        "-",
+        "no spaces or '#'",
+        Restart,
+        false,
+        "This node's name; else EC_NODE_NAME, else the host name.",
+        |c| opt_s(c.nodename.as_deref())
+    ),
+    opt!(
+        "nodeaddr",
+        "address",
+        "-",
+        "not 127.0.0.1",
+        Restart,
+        false,
+        "This node's cluster address; else its `peers` entry, else its name resolved.",
+        |c| c.nodeaddr.map_or(Shown::Absent, |a| s(&a.to_string()))
+    ),
+    opt!(
+        "subcluster",
+        "string",
+        "-",
+        "one lower-case word",
+        Restart,
+        false,
+        "Subcluster name (the `ec_sc_<name>` group); else EC_SUB_CLUSTER, else `default`.",
+        |c| opt_s(c.subcluster.as_deref())
+    ),
+    opt!(
+        "logs",
+        "list",
+        "the five journals",
+        "name = absolute path",
+        Applies,
+        false,
+        "Journals served to the manager's log pulls: name = path.",
+        |c| Shown::Pairs(
+            c.logs
+                .iter()
+                .map(|(k, p)| (k.clone(), p.to_string_lossy().into_owned()))
+                .collect()
+        )
+    ),
+    opt!(
+        "log_active_interval",
+        "seconds",
+        "1",
+        "0..=86400",
+        Applies,
+        false,
+        "Pause between batches while a log pull has records to send.",
+        |c| secs(c.log_active_interval)
+    ),
+    opt!(
+        "log_idle_interval",
+        "seconds",
+        "10",
+        "0..=86400",
+        Applies,
+        false,
+        "Pause before looking again when a log pull has nothing to send.",
+        |c| secs(c.log_idle_interval)
+    ),
+    opt!(
+        "heartbeat_start_delay",
+        "seconds",
+        "15",
+        "0..=86400",
+        Restart,
+        false,
+        "Time after start-up before stuck members are detected by heartbeat.",
+        |c| secs(c.heartbeat_start_delay)
+    ),
+    opt!(
+        "heartbeats_per_sec",
+        "integer",
+        "1",
+        "1..=1000",
+        Applies,
+        false,
+        "Heartbeats per second; a member silent for three periods is stuck.",
+        |c| n(c.heartbeats_per_sec)
+    ),
+    opt!(
+        "if_check_interval",
+        "seconds",
+        "30",
+        "0 < s <= 86400",
+        Applies,
+        false,
+        "Time between checks that owned DuraVIPs are still plumbed.",
+        |c| secs(c.if_check_interval)
+    ),
+    opt!(
+        "if_down_limit",
+        "seconds",
+        "4",
+        "0..=86400",
+        Applies,
+        false,
+        "Time an owned address may be missing before it is plumbed again.",
+        |c| secs(c.if_down_limit)
+    ),
+    opt!(
+        "arp_all_hosts",
+        "boolean",
+        "true",
+        "-",
+        Applies,
+        false,
+        "Broadcast gratuitous ARP (true) or target the shared ARP cache's hosts (false).",
+        |c| n(c.arp_all_hosts)
+    ),
+    opt!(
+        "arp_cache_interval",
+        "seconds",
+        "60",
+        "0..=86400",
+        Applies,
+        true,
+        "Time between collections of this node's ARP cache for the shared cache; 0 = never.",
+        |c| secs(c.arp_cache_interval)
+    ),
+    opt!(
+        "duravip_balance_set_size",
+        "integer",
+        "1",
+        "1..=1000000",
+        Applies,
+        false,
+        "DuraVIPs moved per balancing round.",
+        |c| n(c.duravip_balance_set_size)
+    ),
+    opt!(
+        "view_mature_time",
+        "seconds",
+        "5",
+        "0..=86400",
+        Applies,
+        false,
+        "Time a view must stay unchanged before DuraVIPs are assigned in it.",
+        |c| secs(c.view_mature_time)
+    ),
+    opt!(
+        "view_balance_interval",
+        "seconds",
+        "10",
+        "0 < s <= 86400",
+        Applies,
+        false,
+        "Time between DuraVIP balancing rounds.",
+        |c| secs(c.view_balance_interval)
+    ),
+    opt!(
+        "view_broadcast_interval",
+        "seconds",
+        "0",
+        "0..=86400",
+        Applies,
+        false,
+        "Time between speculative DuraVIP announcements; 0 = never.",
+        |c| secs(c.view_broadcast_interval)
+    ),
+    opt!(
+        "unconditional_rebind",
+        "boolean",
+        "true",
+        "-",
+        Applies,
+        false,
+        "MTA behaviour on message moves; kept for fidelity, no effect in Cohort.",
+        |c| n(c.unconditional_rebind)
+    ),
+    opt!(
+        "debug_level",
+        "string",
+        "\"error\"",
+        "non-empty",
+        Applies,
+        false,
+        "Generic module option; kept, no effect in Cohort (use RUST_LOG).",
+        |c| s(&c.debug_level)
+    ),
+    opt!(
+        "enabled",
+        "boolean",
+        "true",
+        "-",
+        Restart,
+        false,
+        "false: cohortd runs no cluster service and says so.",
+        |c| n(c.enabled)
+    ),
+    opt!(
+        "tcp_buffer_size",
+        "integer",
+        "32768",
+        "1..=4294967295",
+        Applies,
+        false,
+        "MTA outbound TCP buffer size; kept, no effect in Cohort.",
+        |c| n(c.tcp_buffer_size)
+    ),
+    opt!(
+        "garp_count",
+        "integer",
+        "3",
+        "0..=100",
+        Applies,
+        true,
+        "Gratuitous ARP frames sent when an address is acquired.",
+        |c| n(c.garp_count)
+    ),
+    opt!(
+        "garp_interval",
+        "seconds",
+        "0.1",
+        "0..=86400",
+        Applies,
+        true,
+        "Time between those frames.",
+        |c| secs(c.garp_interval)
+    ),
+    opt!(
+        "garp_refresh",
+        "seconds",
+        "0",
+        "0..=86400",
+        Applies,
+        true,
+        "Time between repeated announcements of owned addresses; 0 = never.",
+        |c| secs(c.garp_refresh)
+    ),
+    opt!(
+        "xdp",
+        "choice",
+        "\"auto\"",
+        "auto, native, generic, off",
+        Restart,
+        true,
+        "How the XDP fast path attaches.",
+        |c| s(c.xdp.name())
+    ),
+    opt!(
+        "xdp_lease",
+        "seconds",
+        "3",
+        "0 < s <= 86400",
+        Applies,
+        true,
+        "Time the XDP program keeps answering for an address without a renewal.",
+        |c| secs(c.xdp_lease)
+    ),
+];
+
+/// `msgc_server { }`, in the order the printer writes them.
+pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
+    opt!(
+        "peers",
+        "list",
+        "-",
+        "name = address, unique",
+        Restart,
+        false,
+        "The cluster's members: node name = IP, IP:port or host name.",
+        |m| Shown::Pairs(
+            m.peers
+                .iter()
+                .map(|p| (p.name.clone(), p.address.clone()))
+                .collect()
+        )
+    ),
+    opt!(
+        "port",
+        "integer",
+        "4809",
+        "1..=65535",
+        Restart,
+        false,
+        "UDP port of the group transport.",
+        |m| n(m.port)
+    ),
+    opt!(
+        "connect_timeout",
+        "seconds",
+        "60",
+        "0..=86400",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| secs(m.connect_timeout)
+    ),
+    opt!(
+        "debug_level",
+        "string",
+        "\"ERROR\"",
+        "non-empty",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| s(&m.debug_level)
+    ),
+    opt!(
+        "idle_timeout",
+        "seconds",
+        "30",
+        "0..=86400",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| secs(m.idle_timeout)
+    ),
+    opt!(
+        "keepalive_interval",
+        "seconds",
+        "5",
+        "0..=86400",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| secs(m.keepalive_interval)
+    ),
+    opt!(
+        "max_backlog",
+        "integer",
+        "5000",
+        "1..=4294967295",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| n(m.max_backlog)
+    ),
+    opt!(
+        "messages_per_iter",
+        "integer",
+        "20",
+        "1..=4294967295",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| n(m.messages_per_iter)
+    ),
+    opt!(
+        "reconnect_interval",
+        "seconds",
+        "5",
+        "0..=86400",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| secs(m.reconnect_interval)
+    ),
+    opt!(
+        "tcpbuf_size",
+        "integer",
+        "131072",
+        "1..=4294967295",
+        Applies,
+        false,
+        "msgc option; kept, no effect in Cohort's transport.",
+        |m| n(m.tcpbuf_size)
+    ),
+    opt!(
+        "probe_interval",
+        "seconds",
+        "0.2",
+        "0 < s <= 86400",
+        Applies,
+        true,
+        "Time between failure-detector probes.",
+        |m| secs(m.probe_interval)
+    ),
+    opt!(
+        "suspect_timeout",
+        "seconds",
+        "0.6",
+        "above probe_interval",
+        Applies,
+        true,
+        "Silence after which a peer is suspected.",
+        |m| secs(m.suspect_timeout)
+    ),
+    opt!(
+        "cluster_key",
+        "path",
+        "-",
+        "a readable key file",
+        Restart,
+        true,
+        "File holding the cluster key; with it every datagram is authenticated.",
+        |m| m
+            .cluster_key
+            .as_ref()
+            .map_or(Shown::Absent, |k| s(&k.to_string_lossy()))
+    ),
+    opt!(
+        "mtu",
+        "integer",
+        "1400",
+        "576..=65507",
+        Restart,
+        true,
+        "Largest UDP payload sent, bytes.",
+        |m| n(m.mtu)
+    ),
+    opt!(
+        "max_unstable_bytes",
+        "integer",
+        "4194304",
+        "at least mtu",
+        Restart,
+        true,
+        "Flow-control window: bytes a sender may have unstable.",
+        |m| n(m.max_unstable_bytes)
+    ),
+    opt!(
+        "max_queue",
+        "integer",
+        "65536",
+        "1..=4294967295",
+        Restart,
+        true,
+        "Messages a sender may queue before sends would block.",
+        |m| n(m.max_queue)
+    ),
+    opt!(
+        "max_message_size",
+        "integer",
+        "16777216",
+        "1024..=4294967295",
+        Restart,
+        true,
+        "Largest message, bytes (larger ones travel in fragments).",
+        |m| n(m.max_message_size)
+    ),
+    opt!(
+        "cluster_id",
+        "integer",
+        "0",
+        "0..=4294967295",
+        Restart,
+        true,
+        "Cluster identifier: datagrams of another cluster are dropped.",
+        |m| n(m.cluster_id)
+    ),
+    opt!(
+        "udp_driver",
+        "choice",
+        "\"syscall\"",
+        "syscall, uring",
+        Restart,
+        true,
+        "How datagrams move: recvmmsg/sendmmsg or io_uring.",
+        |m| s(m.udp_driver.name())
+    ),
+    opt!(
+        "loop_nice",
+        "integer",
+        "-4",
+        "-20..=19",
+        Restart,
+        true,
+        "Scheduling priority of the event loop thread.",
+        |m| n(m.loop_nice)
+    ),
+];
+
+/// The names of a table, for suggestions.
+pub fn names<T>(table: &[Opt<T>]) -> Vec<&'static str> {
+    table.iter().map(|o| o.name).collect()
+}
+
+/// Options of `table` whose value differs between `old` and `new`.
+pub fn changed<'t, T>(table: &'t [Opt<T>], old: &T, new: &T) -> Vec<&'t Opt<T>> {
+    table
+        .iter()
+        .filter(|o| (o.get)(old) != (o.get)(new))
+        .collect()
+}
+
+/// The reference of one scope as a Markdown table (the `docs/configuration.md` and
+/// `cohort.conf(5)` source).
+pub fn reference_table<T>(scope: &str, table: &[Opt<T>]) -> String {
+    let mut out = format!(
+        "| `{scope}` option | type | default | accepted | reload | |\n| --- | --- | --- | --- | --- | --- |\n"
+    );
+    for o in table {
+        let ext = if o.extension {
+            " (Cohort extension)"
+        } else {
+            ""
+        };
+        let reload = match o.reload {
+            Reload::Applies => "applies",
+            Reload::Restart => "restart",
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | {} | {} | {}{} |\n",
+            o.name, o.kind, o.default, o.bound, reload, o.doc, ext
+        ));
+    }
+    out
+}
+
+/// The whole reference: `cluster` and `msgc_server`.
+pub fn reference() -> String {
+    format!(
+        "{}\n{}",
+        reference_table("cluster", CLUSTER),
+        reference_table("msgc_server", MSGC_SERVER)
+    )
+}
