@@ -172,7 +172,7 @@ fn run_one(
     }
     for (i, n) in nodes.iter().enumerate().filter(|_| !socket) {
         let (objects, waker, stop, updates) = (
-            n.shared.objects.clone(),
+            n.shared.objects(),
             n.shared.waker.clone(),
             stop.clone(),
             updates.clone(),
@@ -202,7 +202,7 @@ fn run_one(
         seq += 1;
         let t0 = Instant::now();
         probe
-            .objects
+            .objects()
             .gauge_add("outbound_domains", "probe", 1, wall())?;
         let _ = probe.waker.wake();
         let mut pending: Vec<usize> = (1..nodes.len()).collect();
@@ -210,7 +210,7 @@ fn run_one(
             pending.retain(|&j| {
                 let v = nodes[j]
                     .shared
-                    .objects
+                    .objects()
                     .gauge_get("outbound_domains", "probe", View::Global)
                     .unwrap_or(0);
                 if v >= seq {

@@ -63,7 +63,10 @@ fn every_time_value_is_bounded_where_it_is_written() {
                 .err()
                 .unwrap_or_else(|| panic!("{} = {bad} loads", o.name));
             let e = e.to_string();
-            assert!(e.starts_with(&format!("t.conf:2:{}:", o.name.len() + 6)), "{e}");
+            assert!(
+                e.starts_with(&format!("t.conf:2:{}:", o.name.len() + 6)),
+                "{e}"
+            );
             assert!(e.contains(o.name), "{e}");
         }
     }
@@ -93,7 +96,10 @@ fn a_misspelt_option_is_suggested_from_the_table() {
 fn documented(doc: &str, scope: &str) -> String {
     let begin = format!("<!-- options:{scope}:begin -->\n");
     let end = format!("<!-- options:{scope}:end -->");
-    let a = doc.find(&begin).map(|i| i + begin.len()).expect("begin marker");
+    let a = doc
+        .find(&begin)
+        .map(|i| i + begin.len())
+        .expect("begin marker");
     let b = doc.find(&end).expect("end marker");
     doc[a..b].to_string()
 }
@@ -117,7 +123,10 @@ fn the_documentation_is_the_table() {
 #[test]
 fn the_printer_writes_every_option_of_the_table() {
     let text = config::render(&config::Config::default());
-    for o in options::CLUSTER.iter().chain(options::CLUSTER.iter().take(0)) {
+    for o in options::CLUSTER
+        .iter()
+        .chain(options::CLUSTER.iter().take(0))
+    {
         if (o.get)(&Cluster::default()) != Shown::Absent {
             assert!(text.contains(&format!("  {} = ", o.name)), "{}", o.name);
         }

@@ -169,50 +169,89 @@ impl DataPlane {
             stats: DataPlaneStats::default(),
         };
         for iface in ifaces {
-            match FastPath::attach(&iface, dp.settings.xdp) {
-                Ok(mut fp) => {
-                    // Stamp arrivals of the transport's datagrams (kernel time per peer).
-                    if let Err(e) = fp.set_transport_port(cfg.msgc_server.port) {
-                        tracing::warn!(%iface, error = %e, "cannot configure XDP arrival stamping");
-                    }
-                    tracing::info!(%iface, mode = ?fp.mode(), "XDP fast path attached");
-                    dp.xdp.insert(iface.clone(), fp);
-                    dp.stats.xdp_attached += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(%iface, error = %e, "XDP unavailable; the kernel answers ARP");
-                    dp.stats
-                        .xdp_unavailable
-                        .insert(iface.clone(), e.to_string());
-                }
-            }
-            match ArpSocket::open(&iface) {
-                Ok(s) => {
-                    dp.arp.insert(iface.clone(), s);
-                }
-                Err(e) => tracing::warn!(%iface, error = %e, "cannot send ARP announcements"),
-            }
-            // Stale addresses from an earlier run: a clean slate, as Momentum does at start-up.
-            let present: BTreeSet<IpAddr> = dp
-                .plumber
-                .list(&iface)?
-                .into_iter()
-                .map(|(ip, _)| ip)
-                .collect();
-            let stale: Vec<Placement> = dp
-                .placements
-                .values()
-                .filter(|p| p.iface == iface && present.contains(&p.ip))
-                .cloned()
-                .collect();
-            for p in stale {
-                dp.plumber.remove(&p.iface, p.ip, p.prefix)?;
-                dp.stats.stale_removed += 1;
-                tracing::info!(ip = %p.ip, iface = %p.iface, "removed stale DuraVIP address");
-            }
+            dp.attach_interface(&iface, cfg.msgc_server.port)?;
         }
         dp.renew_leases(now);
         Ok(dp)
+    }
+
+    /// Takes interface `iface` on: the XDP fast path (logged when unavailable), an ARP socket,
+    /// and a clean slate (configured DuraVIPs found plumbed there are removed, as Momentum does
+    /// at start-up).
+    fn attach_interface(&mut self, iface: &str, port: u16) -> Result<(), DataPlaneError> {
+        match FastPath::attach(iface, self.settings.xdp) {
+            Ok(mut fp) => {
+                // Stamp arrivals of the transport's datagrams (kernel time per peer).
+                if let Err(e) = fp.set_transport_port(port) {
+                    tracing::warn!(%iface, error = %e, "cannot configure XDP arrival stamping");
+                }
+                tracing::info!(%iface, mode = ?fp.mode(), "XDP fast path attached");
+                self.xdp.insert(iface.to_owned(), fp);
+                self.stats.xdp_attached += 1;
+            }
+            Err(e) => {
+                tracing::warn!(%iface, error = %e, "XDP unavailable; the kernel answers ARP");
+                self.stats
+                    .xdp_unavailable
+                    .insert(iface.to_owned(), e.to_string());
+            }
+        }
+        match ArpSocket::open(iface) {
+            Ok(s) => {
+                self.arp.insert(iface.to_owned(), s);
+            }
+            Err(e) => tracing::warn!(%iface, error = %e, "cannot send ARP announcements"),
+        }
+        let present: BTreeSet<IpAddr> = self
+            .plumber
+            .list(iface)?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        let stale: Vec<Placement> = self
+            .placements
+            .values()
+            .filter(|p| p.iface == iface && present.contains(&p.ip) && !self.owned.contains(&p.ip))
+            .cloned()
+            .collect();
+        for p in stale {
+            self.plumber.remove(&p.iface, p.ip, p.prefix)?;
+            self.stats.stale_removed += 1;
+            tracing::info!(ip = %p.ip, iface = %p.iface, "removed stale DuraVIP address");
+        }
+        Ok(())
+    }
+
+    /// A configuration reload: new timing and announcement settings (effective now), new
+    /// placements (`Topology`, bindings), new interfaces taken on. An owned address keeps the
+    /// placement it was plumbed with until the DuraVIP machine releases it.
+    pub fn reconfigure(&mut self, cfg: &Config, now: Instant) -> Result<(), DataPlaneError> {
+        self.settings = Settings::from_config(&cfg.cluster);
+        self.next_check = self.next_check.min(now + self.settings.if_check_interval);
+        self.next_refresh = self.settings.garp_refresh.map(|r| now + r);
+        self.next_lease = now;
+        let mut placements: BTreeMap<IpAddr, Placement> =
+            placements(cfg).into_iter().map(|p| (p.ip, p)).collect();
+        for ip in &self.owned {
+            if !placements.contains_key(ip)
+                && let Some(p) = self.placements.get(ip)
+            {
+                placements.insert(*ip, p.clone());
+            }
+        }
+        let old: BTreeSet<String> = self.placements.values().map(|p| p.iface.clone()).collect();
+        self.placements = placements;
+        let new: BTreeSet<String> = self
+            .placements
+            .values()
+            .map(|p| p.iface.clone())
+            .filter(|i| !old.contains(i))
+            .collect();
+        for iface in new {
+            self.attach_interface(&iface, cfg.msgc_server.port)?;
+        }
+        self.renew_leases(now);
+        Ok(())
     }
 
     /// The addresses currently owned.

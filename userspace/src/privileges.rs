@@ -19,6 +19,81 @@ pub const RUNTIME_CAPS: [Capability; 3] = [
 #[error("cannot drop capabilities: {0}")]
 pub struct PrivilegeError(String);
 
+/// The user and group of `Security { user group }`, looked up on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: Option<(String, nix::unistd::Uid)>,
+    pub gid: Option<nix::unistd::Gid>,
+}
+
+/// Looks up `Security { user group }`: the user's uid, and the group's gid (the user's primary
+/// group when only the user is named). The error names the option to blame.
+pub fn lookup(sec: &cohort_engine::config::Security) -> Result<RunAs, (&'static str, String)> {
+    use nix::unistd::{Group, User};
+    let user = match &sec.user {
+        Some(name) => match User::from_name(name) {
+            Ok(Some(u)) => Some(u),
+            Ok(None) => return Err(("Security.user", format!("no user '{name}' on this host"))),
+            Err(e) => {
+                return Err((
+                    "Security.user",
+                    format!("cannot look up user '{name}': {e}"),
+                ));
+            }
+        },
+        None => None,
+    };
+    let gid = match &sec.group {
+        Some(name) => match Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            Ok(None) => {
+                return Err(("Security.group", format!("no group '{name}' on this host")));
+            }
+            Err(e) => {
+                return Err((
+                    "Security.group",
+                    format!("cannot look up group '{name}': {e}"),
+                ));
+            }
+        },
+        None => user.as_ref().map(|u| u.gid),
+    };
+    Ok(RunAs {
+        user: user.map(|u| (u.name, u.uid)),
+        gid,
+    })
+}
+
+/// Becomes `run`'s user and group, keeping the permitted capabilities (PR_SET_KEEPCAPS) and
+/// raising them effective again, so that [`keep_only_runtime_caps`] can then keep exactly the
+/// three a running node needs. Call on the main thread before any other thread starts (the ids
+/// are per process, the capabilities per thread and inherited).
+pub fn switch_user(run: &RunAs) -> Result<(), PrivilegeError> {
+    use nix::unistd::{setgroups, setresgid, setresuid};
+    let err = |what: &str, e: nix::Error| PrivilegeError(format!("{what}: {e}"));
+    let permitted =
+        caps::read(None, CapSet::Permitted).map_err(|e| PrivilegeError(e.to_string()))?;
+    // SAFETY: prctl with PR_SET_KEEPCAPS takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(PrivilegeError(format!(
+            "PR_SET_KEEPCAPS: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if let Some(gid) = run.gid {
+        setgroups(&[gid]).map_err(|e| err("setgroups", e))?;
+        setresgid(gid, gid, gid).map_err(|e| err("setresgid", e))?;
+    }
+    if let Some((_, uid)) = &run.user {
+        setresuid(*uid, *uid, *uid).map_err(|e| err("setresuid", e))?;
+    }
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    // A uid change clears the effective set; the permitted set stayed.
+    caps::set(None, CapSet::Effective, &permitted).map_err(|e| PrivilegeError(e.to_string()))?;
+    Ok(())
+}
+
 /// Reduces this thread's capabilities to `RUNTIME_CAPS` (those it has of them). Without any
 /// capability (an unprivileged test run) there is nothing to drop and it succeeds.
 pub fn keep_only_runtime_caps() -> Result<CapsHashSet, PrivilegeError> {

@@ -30,7 +30,7 @@ fn example_prints_effective_config_and_exits_0() {
     let out = cohortd()
         .arg("--check-config")
         .arg(shared_example())
-        .env("EC_NODE_NAME", "node7")
+        .env("EC_NODE_NAME", "localhost")
         .output()
         .expect("runs");
     assert_eq!(
@@ -40,7 +40,7 @@ fn example_prints_effective_config_and_exits_0() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).expect("utf8");
-    assert!(stdout.contains("# nodename: node7"), "{stdout}");
+    assert!(stdout.contains("# nodename: localhost"), "{stdout}");
     assert!(stdout.contains("  view_mature_time = 5\n"), "{stdout}");
     assert!(
         stdout.contains("  heartbeat_start_delay = 15\n"),
@@ -64,12 +64,54 @@ fn example_prints_effective_config_and_exits_0() {
     let out2 = cohortd()
         .arg("--check-config")
         .arg(&again)
-        .env("EC_NODE_NAME", "node7")
+        .env("EC_NODE_NAME", "localhost")
         .output()
         .expect("runs");
     assert_eq!(out2.status.code(), Some(0));
     let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&String::from_utf8_lossy(&out2.stdout)), body(&stdout));
+}
+
+/// The check refuses what the daemon would refuse at start-up, with the location of the option
+/// it blames: a node with no address (not in `peers`, no `nodeaddr`, a name that does not
+/// resolve), a cluster key that cannot be read, a `Security` user that does not exist.
+#[test]
+fn what_the_daemon_refuses_the_check_refuses() {
+    let out = cohortd()
+        .arg("--check-config")
+        .arg(shared_example())
+        .env("EC_NODE_NAME", "node7.invalid")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("momentum-default-cluster.conf:18:1: node 'node7.invalid' has no address"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = "cluster { nodename = \"n1\" }\nmsgc_server {\n  peers = [ n1 = \"127.0.0.1\" ]\n";
+    let (code, err, f) = check_text(
+        dir.path(),
+        &format!("{base}  cluster_key = \"/nonexistent/key\"\n}}\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{}:4:17: cannot read the cluster key",
+            f.display()
+        )),
+        "{err}"
+    );
+    let (code, err, f) = check_text(
+        dir.path(),
+        &format!("{base}}}\nSecurity {{\n  user = \"no-such-user-here\"\n}}\n"),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!("{}:6:10: no user", f.display())),
+        "{err}"
+    );
 }
 
 #[test]
@@ -83,12 +125,12 @@ fn embedded_default_without_a_file() {
 fn json_output() {
     let out = cohortd()
         .args(["--check-config", "--json"])
-        .env("EC_NODE_NAME", "n1")
+        .env("EC_NODE_NAME", "localhost")
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["nodename"], "n1");
+    assert_eq!(v["nodename"], "localhost");
     assert_eq!(v["config"]["cluster"]["view_balance_interval"], 10.0);
     assert_eq!(
         v["config"]["cluster"]["topology"][0]["network"],

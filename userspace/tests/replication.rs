@@ -36,11 +36,11 @@ fn load(n: &inproc::InProc, i: usize) {
             .parse()
             .expect("net");
         n.shared
-            .objects
+            .objects()
             .cidr_add("inbound_cidr", net, 1, wall())
             .expect("cidr add");
         n.shared
-            .objects
+            .objects()
             .gauge_add(
                 "outbound_domains",
                 &format!("node{}.example", i + 1),
@@ -55,13 +55,13 @@ fn load(n: &inproc::InProc, i: usize) {
 fn global(n: &inproc::InProc) -> (i64, i64) {
     let c = n
         .shared
-        .objects
+        .objects()
         .cidr_count("inbound_cidr", all(), View::Global)
         .expect("count");
     let g: i64 = (1..=3)
         .map(|k| {
             n.shared
-                .objects
+                .objects()
                 .gauge_get(
                     "outbound_domains",
                     &format!("node{k}.example"),

@@ -460,6 +460,10 @@ pub fn from_items(items: &[Item]) -> Result<Loaded, ConfigError> {
                 single("Logs", item)?;
                 cfg.manager_logs = Some(manager_logs(scope, &mut ctx)?);
             }
+            "security" => {
+                single("Security", item)?;
+                cfg.security = Some(security(scope, &mut ctx)?);
+            }
             "control_listener" => {
                 let c = control.get_or_insert_with(|| ControlListener {
                     listens: Vec::new(),
@@ -1263,6 +1267,37 @@ fn logger(scope: &Scope, module: LoggerModule, ctx: &mut Ctx) -> Result<Logger, 
         l.extra.push(ctx.ignore(it, path, MTA));
     }
     Ok(l)
+}
+
+fn security(scope: &Scope, ctx: &mut Ctx) -> Result<Security, ConfigError> {
+    let mut sec = Security::default();
+    let mut seen = Seen::default();
+    for item in &scope.items {
+        match &item.kind {
+            ItemKind::Option { key, value: v } => {
+                seen.check(key, &item.loc)?;
+                match key.to_ascii_lowercase().as_str() {
+                    "user" => sec.user = Some(nonempty(key, v)?),
+                    "group" => sec.group = Some(nonempty(key, v)?),
+                    "capabilities" | "privileges" => sec.extra.push(ctx.ignore(
+                        item,
+                        format!("Security.{key}"),
+                        "not applicable: cohortd keeps CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF",
+                    )),
+                    _ => sec.extra.push(ctx.ignore(
+                        item,
+                        format!("Security.{key}"),
+                        suggestion(&key.to_ascii_lowercase(), &["user", "group"]),
+                    )),
+                }
+            }
+            ItemKind::Scope(_) => {
+                let label = format!("Security.{}", item_label(item));
+                sec.extra.push(ctx.ignore(item, label, MTA));
+            }
+        }
+    }
+    Ok(sec)
 }
 
 fn manager_logs(scope: &Scope, ctx: &mut Ctx) -> Result<ManagerLogs, ConfigError> {

@@ -39,6 +39,8 @@ pub struct Config {
     pub loggers: Vec<Logger>,
     /// The manager's `Logs` stanza (eccluster.conf), if present.
     pub manager_logs: Option<ManagerLogs>,
+    /// `Security { user group }`, if present.
+    pub security: Option<Security>,
     /// Top-level items that belong to the MTA, kept as written.
     pub extra: Vec<Extra>,
 }
@@ -665,4 +667,15 @@ pub struct NodeScope {
     pub name: String,
     /// Subscriber names used for this node; empty = pull nothing from it.
     pub subscribers: Vec<String>,
+}
+
+/// `Security { user = "ecuser" group = "ecuser" }`: the user and group the daemon runs as once it
+/// has set up (opened its sockets, journals and XDP), keeping only the three capabilities it
+/// needs (`CAP_NET_ADMIN`, `CAP_NET_RAW`, `CAP_BPF`). Momentum's `Capabilities` and `Privileges`
+/// are kept and reported once: Cohort's capabilities are fixed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Security {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub extra: Vec<Extra>,
 }

@@ -32,6 +32,19 @@ pub fn render(cfg: &Config) -> String {
     if let Some(m) = &cfg.manager_logs {
         manager_logs(&mut w, m);
     }
+    if let Some(sec) = &cfg.security {
+        w.open("Security");
+        if let Some(u) = &sec.user {
+            w.str("user", u);
+        }
+        if let Some(g) = &sec.group {
+            w.str("group", g);
+        }
+        for e in &sec.extra {
+            w.extra(e);
+        }
+        w.close();
+    }
     for e in &cfg.extra {
         w.extra(e);
     }

@@ -96,6 +96,36 @@ pub fn parse_str(name: &Path, text: &str) -> Result<Vec<Item>, ConfigError> {
     parse_text(name, text, &mut stack, 0)
 }
 
+/// Where `path` (`scope.option`, e.g. `msgc_server.cluster_key`; names case-insensitive) is
+/// written in `items`: the option's value, else its scope, else `None`. For errors found after
+/// loading (the node's set-up), so they carry a location too.
+pub fn locate(items: &[Item], path: &str) -> Option<Loc> {
+    let (scope, option) = path.split_once('.').unwrap_or((path, ""));
+    let mut found = None;
+    for item in items {
+        let ItemKind::Scope(s) = &item.kind else {
+            continue;
+        };
+        if !s.kind.eq_ignore_ascii_case(scope) {
+            continue;
+        }
+        found.get_or_insert_with(|| item.loc.clone());
+        for inner in &s.items {
+            let key = match &inner.kind {
+                ItemKind::Option { key, value } if key.eq_ignore_ascii_case(option) => {
+                    return Some(value.loc().clone());
+                }
+                ItemKind::Scope(sc) => &sc.kind,
+                ItemKind::Option { .. } => continue,
+            };
+            if key.eq_ignore_ascii_case(option) {
+                return Some(inner.loc.clone());
+            }
+        }
+    }
+    found
+}
+
 /// Parses raw bytes (which may not be UTF-8) as the content of `name`.
 pub fn parse_bytes(name: &Path, bytes: &[u8]) -> Result<Vec<Item>, ConfigError> {
     let text = decode(name, bytes)?;

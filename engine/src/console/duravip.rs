@@ -250,6 +250,7 @@ mod tests {
             node_withdrawn: false,
             view_stable_secs: 5420,
             debug: false,
+            params: crate::duravip::Params::default(),
             entries: vec![
                 entry(
                     "10.80.116.50",

@@ -56,14 +56,21 @@ pub const MAX_TRANSMIT_QUEUE: usize = 64;
 /// while neither has been carried out), so the queue is bounded by the addresses known.
 pub const MAX_ACTION_QUEUE: usize = 2 * super::wire::MAX_ADDRESSES;
 
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.map_or(0.0, |d| d.as_secs_f64()))
+}
+
 /// The cluster options DuraVIP uses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Params {
     /// `view_mature_time`: how long a view must be stable before it is mature.
+    #[serde(serialize_with = "crate::config::model::secs")]
     pub mature_time: Duration,
     /// `view_balance_interval`: time between the leader's balancing rounds.
+    #[serde(serialize_with = "crate::config::model::secs")]
     pub balance_interval: Duration,
     /// `view_broadcast_interval`: time between re-announcements; `None` for never (0).
+    #[serde(serialize_with = "opt_secs")]
     pub broadcast_interval: Option<Duration>,
     /// `duravip_balance_set_size`: most moves per balancing round (at least 1).
     pub balance_set_size: usize,
@@ -393,13 +400,29 @@ impl DuravipMachine {
         Ok(())
     }
 
-    /// A configuration reload: use `config` from now on and announce it, so that every member
-    /// re-runs the election with it at the same point of the agreed stream.
-    pub fn reload(&mut self, config: LocalConfig) {
+    /// A configuration reload: use `config` and `params` from now on and announce the
+    /// configuration, so that every member re-runs the election with it at the same point of
+    /// the agreed stream. New intervals take effect from `now` (the next balancing round and
+    /// re-announcement are rescheduled; maturity keeps counting from the view's installation).
+    pub fn reload(&mut self, now: Time, config: LocalConfig, params: Params) {
         self.config = config;
+        if let Some(v) = self.view.as_mut() {
+            if params.balance_interval != self.params.balance_interval && v.next_balance.is_some() {
+                v.next_balance = Some(now + params.balance_interval);
+            }
+            if params.broadcast_interval != self.params.broadcast_interval {
+                v.next_broadcast = params.broadcast_interval.map(|d| now + d);
+            }
+        }
+        self.params = params;
         if self.view.is_some() {
             self.send_state();
         }
+    }
+
+    /// The parameters in force.
+    pub fn params(&self) -> &Params {
+        &self.params
     }
 
     /// `cluster duravip release all`: this node announces (in agreed order) that it takes no
@@ -534,6 +557,7 @@ impl DuravipMachine {
                 node_withdrawn: self.withdrawn,
                 view_stable_secs: 0,
                 debug: self.debug,
+                params: self.params.clone(),
                 entries: Vec::new(),
             };
         };
@@ -619,6 +643,7 @@ impl DuravipMachine {
             node_withdrawn: self.withdrawn,
             view_stable_secs: now.since(v.installed).as_secs(),
             debug: self.debug,
+            params: self.params.clone(),
             entries,
         }
     }

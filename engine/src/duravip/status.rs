@@ -28,6 +28,9 @@ pub struct Status {
     /// Seconds since this node installed the view.
     pub view_stable_secs: u64,
     pub debug: bool,
+    /// The timing in force on this node (`view_mature_time`, `view_balance_interval`,
+    /// `view_broadcast_interval`, `duravip_balance_set_size`; JSON only).
+    pub params: super::Params,
     pub entries: Vec<StatusEntry>,
 }
 

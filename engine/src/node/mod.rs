@@ -36,7 +36,7 @@ use crate::group::{
     ClusterKey, Endpoint, EndpointError, Event, GroupConfig, MemberId, Order, SendError, Time,
     Transmit, View,
 };
-use crate::replicate::{self, Replicator};
+use crate::replicate::{self, ObjectSettings, Replicator};
 pub use channel::{Channel, ChannelError, MemberInfo};
 
 /// Bits of an incarnation that hold the process id (Linux pids are below 2^22; the rest is a
@@ -91,6 +91,22 @@ pub struct NodeSetup {
     pub wall_epoch: Duration,
 }
 
+/// What a configuration reload changes in a running node machine: everything a reload may
+/// change here (what it may not, such as the node's name, address, peers or groups, the driver
+/// refuses before it builds one).
+#[derive(Debug, Clone)]
+pub struct Reconfig {
+    pub duravip: LocalConfig,
+    pub duravip_params: Params,
+    /// One per `Replicate` scope.
+    pub replicate: Vec<ObjectSettings>,
+    /// How long a host stays in the shared ARP cache without a report.
+    pub arp_ttl: Duration,
+    pub probe_interval: Duration,
+    pub suspect_timeout: Duration,
+    pub heartbeats_per_sec: u32,
+}
+
 /// A request from the console or an application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -107,8 +123,6 @@ pub enum Command {
     },
     /// `cluster duravip debug on|off`
     DuravipDebug(bool),
-    /// A configuration reload: DuraVIP announces the new local configuration.
-    DuravipReload(LocalConfig),
     /// Flush every replicated object's pending updates now.
     FlushReplication,
     /// Leave the cluster gracefully (replication flushed first).
@@ -122,6 +136,15 @@ pub enum CommandError {
     Transport(#[from] SendError),
     #[error("DuraVIP: {0}")]
     Duravip(#[from] duravip::DuravipError),
+}
+
+/// Why a configuration reload was refused (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigError {
+    #[error(transparent)]
+    Timing(#[from] EndpointError),
+    #[error(transparent)]
+    Replication(#[from] crate::replicate::ReplicateError),
 }
 
 /// Something for the driver to do to the host.
@@ -357,11 +380,6 @@ impl ClusterNode {
                 self.duravip.set_debug(on);
                 Ok(())
             }
-            Command::DuravipReload(local) => {
-                self.duravip_setup.0 = local.clone();
-                self.duravip.reload(local);
-                Ok(())
-            }
             Command::FlushReplication => {
                 let wall = self.wall(now);
                 self.replication_waiting = true;
@@ -433,6 +451,49 @@ impl ClusterNode {
         self.infos = BTreeMap::from([(me, self.info.clone())]);
         self.process(now);
         Ok(goodbye)
+    }
+
+    /// Applies a configuration reload: the transport's timing, the replicated objects
+    /// ([`Replicator::reconfigure`]: what it did is returned), DuraVIP's configuration and
+    /// parameters (announced in agreed order, so every member re-elects at the same point) and
+    /// the shared ARP cache's lifetime. Refused, with nothing changed, when the timing or the
+    /// objects are inconsistent.
+    pub fn reconfigure(
+        &mut self,
+        now: Time,
+        r: Reconfig,
+    ) -> Result<crate::replicate::Reconfigured, ReconfigError> {
+        let old = (
+            self.group_cfg.probe_interval,
+            self.group_cfg.suspect_timeout,
+            self.group_cfg.heartbeats_per_sec,
+        );
+        self.endpoint
+            .retune(r.probe_interval, r.suspect_timeout, r.heartbeats_per_sec)?;
+        let wall = self.wall(now);
+        let done = match self.replicator.lock() {
+            Ok(mut rep) => rep.reconfigure(wall, r.replicate),
+            // A poisoned lock: an application thread panicked while updating.
+            Err(p) => p.into_inner().reconfigure(wall, r.replicate),
+        };
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // Nothing changes on error: the timing goes back too.
+                let _ = self.endpoint.retune(old.0, old.1, old.2);
+                return Err(e.into());
+            }
+        };
+        self.replication_waiting = true;
+        self.group_cfg.probe_interval = r.probe_interval;
+        self.group_cfg.suspect_timeout = r.suspect_timeout;
+        self.group_cfg.heartbeats_per_sec = r.heartbeats_per_sec.max(1);
+        self.heartbeat_every = Duration::from_secs(1) / self.group_cfg.heartbeats_per_sec;
+        self.duravip_setup = (r.duravip.clone(), r.duravip_params.clone());
+        self.duravip.reload(now, r.duravip, r.duravip_params);
+        self.arp.ttl = r.arp_ttl;
+        self.process(now);
+        Ok(done)
     }
 
     /// Releases every address this node holds (graceful stop): the actions follow.

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     }
     if let Some(file) = args.check_config {
         let file = file.or(args.config);
-        return check_config::run(file.as_deref(), args.json);
+        return check_config::run(file.as_deref(), args.json, args.manager);
     }
     run(args.config, args.manager)
 }
@@ -79,6 +79,13 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
         }
     };
     let cfg = loaded.config;
+    if !cfg.cluster.enabled {
+        // `enabled = false`: the module is off, as in Momentum; say so rather than run half a node.
+        eprintln!(
+            "cohortd: the cluster module is disabled (cluster {{ enabled = false }}): no cluster service runs"
+        );
+        return ExitCode::SUCCESS;
+    }
     let name = config::nodename::nodename(&cfg.cluster).unwrap_or_else(|| "unnamed".into());
     {
         use tracing_subscriber::layer::SubscriberExt;
@@ -113,6 +120,22 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
     // This thread runs the event loop (node.run below): its priority is raised while
     // CAP_SYS_NICE is still held; the threads started from here on go back to the default.
     cohort::node::runtime::set_thread_nice(cfg.msgc_server.loop_nice);
+    // `Security { user group }`: run as that user from here on, keeping the capabilities.
+    if let Some(sec) = &cfg.security {
+        let switched = cohort::privileges::lookup(sec)
+            .map_err(|(_, e)| e)
+            .and_then(|run| cohort::privileges::switch_user(&run).map_err(|e| e.to_string()));
+        match switched {
+            Ok(()) => {
+                tracing::info!(user = ?sec.user, group = ?sec.group, "running as the Security user")
+            }
+            Err(e) => {
+                tracing::error!("cannot switch to the Security user: {e}");
+                eprintln!("cohortd: cannot switch to the Security user: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     // Everything that needed more privilege is set up: keep only what DuraVIP needs at run time,
     // before the console starts its threads (capabilities are per thread and inherited).
     if let Err(e) = cohort::privileges::keep_only_runtime_caps() {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use cohort_engine::config::{Config, Destination};
@@ -16,6 +16,7 @@ use cohort_engine::jlog::{Journal, JournalOptions, Position, Writer, WriterOptio
 /// One journal this node writes.
 struct Written {
     journal: Journal,
+    path: PathBuf,
     writer: Mutex<Option<Writer>>,
 }
 
@@ -64,11 +65,13 @@ impl AppendSignal {
 
 /// The node's journals and the state its log service shares.
 pub struct Journals {
-    /// The `logs` dictionary: what the log service serves.
-    served: Vec<(String, PathBuf)>,
+    /// The `logs` dictionary: what the log service serves (a reload replaces it).
+    served: RwLock<Vec<(String, PathBuf)>>,
     /// Journals this node appends to, by log name (the logger key, and the `logs` name of the
-    /// same path).
-    written: BTreeMap<String, Arc<Written>>,
+    /// same path); a reload replaces it.
+    written: RwLock<BTreeMap<String, Arc<Written>>>,
+    /// `log_active_interval` and `log_idle_interval` (a reload changes them).
+    pacing: RwLock<(Duration, Duration)>,
     /// Which connection pulls each (log, subscriber) now. A newer connection takes a pair over
     /// (the manager restarted before its old connection was seen dead); the old one then stops
     /// serving it. A late checkpoint from the old one is harmless: the manager skips what it has.
@@ -81,8 +84,8 @@ pub struct Journals {
 impl std::fmt::Debug for Journals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journals")
-            .field("served", &self.served)
-            .field("written", &self.written.keys().collect::<Vec<_>>())
+            .field("served", &self.served())
+            .field("written", &read(&self.written).keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -91,8 +94,9 @@ impl Journals {
     /// No journals (the manager, or a node without cluster loggers).
     pub fn none() -> Journals {
         Journals {
-            served: Vec::new(),
-            written: BTreeMap::new(),
+            served: RwLock::new(Vec::new()),
+            written: RwLock::new(BTreeMap::new()),
+            pacing: RwLock::new((Duration::from_secs(1), Duration::from_secs(10))),
             pulling: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(1),
             appended: AppendSignal::default(),
@@ -104,39 +108,87 @@ impl Journals {
     /// subscribers, so no record can be removed before its reader first connects. A destination
     /// that cannot be opened is logged and left out; the node still starts.
     pub fn start(cfg: &Config) -> Journals {
-        let mut j = Journals::none();
-        j.served = cfg.cluster.logs.clone();
+        let j = Journals::none();
+        j.reload(cfg);
+        j
+    }
+
+    /// Takes a configuration's `logs` dictionary, journals and pacing (at start-up and on a
+    /// reload). A journal already open stays open (its writer too); a new destination is created
+    /// with its subscribers; one that cannot be opened is logged and left out. Returns the log
+    /// names added and removed.
+    pub fn reload(&self, cfg: &Config) -> (Vec<String>, Vec<String>) {
+        let old = read(&self.written).clone();
+        let mut written: BTreeMap<String, Arc<Written>> = BTreeMap::new();
+        let mut by_path: Vec<(PathBuf, Arc<Written>)> = old
+            .values()
+            .map(|w| (w.path.clone(), Arc::clone(w)))
+            .collect();
         for logger in &cfg.loggers {
             for out in &logger.outputs {
                 let Destination::Journal(d) = &out.destination else {
                     continue;
                 };
-                match open_with_subscribers(&d.path, &d.subscribers) {
-                    Ok(journal) => {
-                        let w = Arc::new(Written {
-                            journal,
-                            writer: Mutex::new(None),
-                        });
-                        for (name, path) in &cfg.cluster.logs {
-                            if same_path(path, &d.path) {
-                                j.written.insert(name.clone(), w.clone());
-                            }
+                let existing = by_path
+                    .iter()
+                    .find(|(p, _)| same_path(p, &d.path))
+                    .map(|(_, w)| Arc::clone(w));
+                let w = match existing {
+                    Some(w) => w,
+                    None => match open_with_subscribers(&d.path, &d.subscribers) {
+                        Ok(journal) => {
+                            let w = Arc::new(Written {
+                                journal,
+                                path: d.path.clone(),
+                                writer: Mutex::new(None),
+                            });
+                            by_path.push((d.path.clone(), Arc::clone(&w)));
+                            w
                         }
-                        j.written.insert(out.log.clone(), w);
+                        Err(e) => {
+                            tracing::error!(log = %out.log, path = %d.path.display(), error = %e,
+                                "cannot open the cluster journal");
+                            continue;
+                        }
+                    },
+                };
+                for (name, path) in &cfg.cluster.logs {
+                    if same_path(path, &d.path) {
+                        written.insert(name.clone(), Arc::clone(&w));
                     }
-                    Err(e) => tracing::error!(log = %out.log, path = %d.path.display(), error = %e,
-                        "cannot open the cluster journal"),
                 }
+                written.insert(out.log.clone(), w);
             }
         }
-        j
+        let added = written
+            .keys()
+            .filter(|k| !old.contains_key(*k))
+            .cloned()
+            .collect();
+        let removed = old
+            .keys()
+            .filter(|k| !written.contains_key(*k))
+            .cloned()
+            .collect();
+        *write(&self.written) = written;
+        *write(&self.served) = cfg.cluster.logs.clone();
+        *write(&self.pacing) = (
+            cfg.cluster.log_active_interval,
+            cfg.cluster.log_idle_interval,
+        );
+        (added, removed)
+    }
+
+    /// `log_active_interval` and `log_idle_interval`.
+    pub fn pacing(&self) -> (Duration, Duration) {
+        *read(&self.pacing)
     }
 
     /// Appends one record to log `name` (a logger key or a `logs` name).
     pub fn append(&self, name: &str, payload: &[u8]) -> Result<(), String> {
-        let w = self
-            .written
+        let w = read(&self.written)
             .get(name)
+            .cloned()
             .ok_or_else(|| format!("no cluster journal named '{name}' on this node"))?;
         let mut guard = w.writer.lock().map_err(|_| "journal writer poisoned")?;
         if guard.is_none() {
@@ -158,16 +210,16 @@ impl Journals {
     }
 
     /// The `logs` dictionary.
-    pub fn served(&self) -> &[(String, PathBuf)] {
-        &self.served
+    pub fn served(&self) -> Vec<(String, PathBuf)> {
+        read(&self.served).clone()
     }
 
     /// The path of served log `name`.
-    pub fn served_path(&self, name: &str) -> Option<&Path> {
-        self.served
+    pub fn served_path(&self, name: &str) -> Option<PathBuf> {
+        read(&self.served)
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, p)| p.as_path())
+            .map(|(_, p)| p.clone())
     }
 
     /// A fresh connection id for [`Journals::claim`].
@@ -203,11 +255,11 @@ impl Journals {
     /// journal not created yet shows 0 bytes and no subscribers.
     pub fn show(&self) -> Logs {
         let logs = self
-            .served
-            .iter()
+            .served()
+            .into_iter()
             .map(|(name, path)| {
-                let (on_disk, subscribers) = match Journal::open(path) {
-                    Ok(j) => (segment_bytes(path), subscribers_of(&j)),
+                let (on_disk, subscribers) = match Journal::open(&path) {
+                    Ok(j) => (segment_bytes(&path), subscribers_of(&j)),
                     Err(_) => (0, Vec::new()),
                 };
                 LogInfo {
@@ -348,4 +400,12 @@ mod tests {
         j.release("mainlog", "master", b);
         assert!(!j.owns("mainlog", "master", b));
     }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -40,8 +40,6 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     pub nodename: String,
     pub key: Option<ClusterKey>,
-    pub active_interval: Duration,
-    pub idle_interval: Duration,
 }
 
 impl ServiceConfig {
@@ -67,8 +65,6 @@ impl ServiceConfig {
             listen,
             nodename: nodename.to_owned(),
             key,
-            active_interval: cfg.cluster.log_active_interval,
-            idle_interval: cfg.cluster.log_idle_interval,
         })
     }
 }
@@ -196,7 +192,7 @@ impl Conn<'_> {
         while !stop.load(Ordering::Relaxed) {
             let seen = self.journals.appended.generation();
             if Instant::now() >= next_send && self.send_batches(&mut fs)? {
-                next_send = Instant::now() + self.cfg.active_interval;
+                next_send = Instant::now() + self.journals.pacing().0;
             }
             let outstanding = self.pulls.values().any(|p| p.outstanding.is_some());
             let free = self.pulls.values().any(|p| p.outstanding.is_none());
@@ -212,7 +208,7 @@ impl Conn<'_> {
             // it may go; else up to the idle interval, cut short by a local append.
             let pacing = next_send.saturating_duration_since(Instant::now());
             let wait = if pacing.is_zero() {
-                self.cfg.idle_interval
+                self.journals.pacing().1
             } else {
                 pacing
             };

@@ -215,7 +215,7 @@ impl NodeConsole {
     /// its object's batch due (`max_pending`), the event loop is woken to send it.
     fn shared_op(&self, op: &SharedOp, json: bool) -> Result<String, String> {
         use replicate::View;
-        let objects = &self.shared.objects;
+        let objects = self.shared.objects();
         let now = super::shared::wall();
         let view = |local: bool| if local { View::Local } else { View::Global };
         let e = |e: replicate::ReplicateError| e.to_string();
@@ -397,7 +397,7 @@ impl ConsoleHandler for NodeConsole {
     /// The hot updates of `cluster shared cidr|gauge incr|decr`: the same calls as
     /// [`NodeConsole::shared_op`], without building the command or the answer.
     fn update(&self, u: &SharedUpdate<'_>, json: bool) -> Result<Cow<'static, str>, String> {
-        let objects = &self.shared.objects;
+        let objects = self.shared.objects();
         let now = super::shared::wall();
         let due = match *u {
             SharedUpdate::Cidr { object, net, delta } => objects.cidr_add(object, net, delta, now),

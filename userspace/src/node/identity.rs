@@ -28,7 +28,7 @@ pub enum IdentityError {
         why: String,
     },
     #[error(
-        "node '{0}' has no address: set cluster {{ nodeaddr }} or list it in msgc_server {{ peers }}"
+        "node '{0}' has no address: set cluster {{ nodeaddr }}, list it in msgc_server {{ peers }}, or make its name resolve"
     )]
     NoAddress(String),
 }
@@ -100,7 +100,12 @@ pub fn resolve(cfg: &Config) -> Result<Identity, IdentityError> {
         }
         (Some(ip), None) => SocketAddr::new(ip, port),
         (None, Some(p)) => resolve_peer(&p.name, &p.address, port)?,
-        (None, None) => return Err(IdentityError::NoAddress(name)),
+        // Neither: the node name resolved (DNS or /etc/hosts), as Momentum's nodeaddr falls
+        // back to.
+        (None, None) => match resolve_peer(&name, &name, port) {
+            Ok(a) => a,
+            Err(_) => return Err(IdentityError::NoAddress(name)),
+        },
     };
     Ok(Identity {
         nodename: name,
@@ -159,5 +164,14 @@ mod tests {
             .expect("valid")
             .config;
         assert!(matches!(resolve(&cfg), Err(IdentityError::NoAddress(n)) if n == "n3"));
+        // Neither nodeaddr nor a peers entry: the name resolved.
+        let text =
+            "cluster { nodename = \"localhost\" } msgc_server { peers = [ n1 = \"127.0.0.11\" ] }";
+        let cfg = cohort_engine::config::load_str(std::path::Path::new("t"), text)
+            .expect("valid")
+            .config;
+        let id = resolve(&cfg).expect("localhost resolves");
+        assert!(id.addr.ip().is_loopback(), "{}", id.addr);
+        assert_eq!(id.addr.port(), 4809);
     }
 }

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod manager;
 pub mod paniclog;
 pub mod priority;
+pub mod reload;
 pub mod runtime;
 pub mod setup;
 pub mod shared;

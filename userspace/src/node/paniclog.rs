@@ -38,6 +38,8 @@ thread_local! {
 
 struct Paniclog {
     writer: Mutex<Option<Writer>>,
+    /// The journal `writer` appends to.
+    path: Mutex<Option<PathBuf>>,
     broadcast: Mutex<Option<(Arc<Shared>, String)>>,
 }
 
@@ -89,16 +91,12 @@ fn open_writer(path: &std::path::Path, subscribers: &[String]) -> Result<Writer,
 /// Opens the paniclog journal of `cfg` and chains a panic hook that records panics. Call once,
 /// early; later calls change nothing.
 pub fn install(cfg: &Config) {
-    let writer = journal_of(cfg).and_then(|(path, subs)| match open_writer(&path, &subs) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(journal = %path.display(), error = %e, "paniclog journal unavailable; paniclog lines are only broadcast");
-            None
-        }
-    });
+    let path = journal_of(cfg).map(|(p, _)| p);
+    let writer = open_journal(cfg);
     if PANICLOG
         .set(Paniclog {
             writer: Mutex::new(writer),
+            path: Mutex::new(path),
             broadcast: Mutex::new(None),
         })
         .is_err()
@@ -127,6 +125,37 @@ pub fn install(cfg: &Config) {
         );
         previous(info);
     }));
+}
+
+fn open_journal(cfg: &Config) -> Option<Writer> {
+    journal_of(cfg).and_then(|(path, subs)| match open_writer(&path, &subs) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(journal = %path.display(), error = %e, "paniclog journal unavailable; paniclog lines are only broadcast");
+            None
+        }
+    })
+}
+
+/// A configuration reload: the paniclog journal (reopened when its path changed) and the
+/// `log_group` it is broadcast on (none stops broadcasting).
+pub fn reload(shared: Arc<Shared>, cfg: &Config) {
+    let Some(p) = PANICLOG.get() else {
+        return;
+    };
+    let path = journal_of(cfg).map(|(p, _)| p);
+    if let Ok(mut current) = p.path.lock()
+        && *current != path
+    {
+        let writer = open_journal(cfg);
+        if let Ok(mut w) = p.writer.lock() {
+            *w = writer;
+        }
+        *current = path;
+    }
+    if let Ok(mut b) = p.broadcast.lock() {
+        *b = cfg.cluster.log_group.clone().map(|g| (shared, g));
+    }
 }
 
 /// From now on, broadcast every line on `group` through `shared`'s transport.

@@ -11,18 +11,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cohort_engine::config::{self, Config};
+use cohort_engine::duravip;
 use cohort_engine::duravip::arpcache;
-use cohort_engine::duravip::{self, LocalConfig, Params};
-use cohort_engine::group::{ClusterKey, Event, MemberId, Time};
-use cohort_engine::node::{ClusterNode, Command, NodeAction, NodeEvent, NodeSetup};
-use cohort_engine::replicate::{ObjectSettings, Replicator};
+use cohort_engine::group::{Event, MemberId, Time};
+use cohort_engine::node::{ClusterNode, Command, NodeAction, NodeEvent};
 use cohort_engine::udp::{self, DatagramIo, Driver, Outgoing};
 
 use super::identity;
 use super::signals::SignalFlags;
+use super::{reload, setup};
 
 pub use super::priority::{set_thread_nice, spawn_daemon_thread};
-use super::setup::my_info;
 pub use super::setup::{group_config, groups_to_join};
 pub(crate) use super::shared::wall;
 pub use super::shared::{Delivery, NodeStatus, Request, Shared};
@@ -37,9 +36,7 @@ const REQUESTS_PER_TURN: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Identity(#[from] identity::IdentityError),
-    #[error("cannot read the cluster key: {0}")]
-    Key(String),
+    Plan(#[from] setup::PlanError),
     #[error("cannot start the group transport: {0}")]
     Endpoint(String),
     #[error("cannot open UDP {addr}: {why}")]
@@ -88,6 +85,20 @@ pub struct Node {
     xdp_seen: BTreeMap<std::net::Ipv4Addr, u64>,
     next_xdp_read: Time,
     xdp_arrivals_fed: u64,
+    /// Running as the manager.
+    manager: bool,
+}
+
+/// The data plane (CAP_NET_ADMIN), or `None` with an error logged: the node runs on without
+/// plumbing.
+fn start_dataplane(cfg: &Config, own: std::net::IpAddr) -> Option<crate::dataplane::DataPlane> {
+    match crate::dataplane::DataPlane::start(cfg, vec![own], Instant::now()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(error = %e, "DuraVIP data plane unavailable: addresses will not be plumbed");
+            None
+        }
+    }
 }
 
 impl Node {
@@ -98,96 +109,35 @@ impl Node {
         driver: Driver,
         manager: bool,
     ) -> Result<Node, RunError> {
-        let id = identity::resolve(&cfg)?;
-        let gcfg = group_config(&cfg)?;
-        let key = match &gcfg.cluster_key {
-            Some(p) => Some(
-                ClusterKey::load(p).map_err(|e| RunError::Key(format!("{}: {e}", p.display())))?,
-            ),
-            None => None,
-        };
+        let plan = setup::plan(&cfg, manager)?;
+        let id = plan.identity.clone();
         let io = udp::open(driver, id.addr).map_err(|e| RunError::Socket {
             addr: id.addr,
             why: e.to_string(),
         })?;
         let clock = Clock(Instant::now());
         let wall_epoch = wall();
-        let me = MemberId::new(id.nodename.clone(), id.incarnation);
+        let me = plan.me();
         let waker = io.waker();
         let signals = SignalFlags::install(&waker)?;
-        let peers_by_addr = gcfg.peers.iter().map(|(n, a)| (*a, n.clone())).collect();
-        let info = my_info(&cfg, &id, manager);
-        let settings: Vec<ObjectSettings> = cfg
-            .cluster
-            .replicate
+        let peers_by_addr = plan
+            .group
+            .peers
             .iter()
-            .map(ObjectSettings::from_config)
+            .map(|(n, a)| (*a, n.clone()))
             .collect();
-        // Leave room in each transport message for its framing and the channel byte.
-        let rep_mtu = (cfg.msgc_server.mtu as usize).saturating_sub(256).max(512);
-        let replicator = Replicator::new(replication_member(&me), settings, rep_mtu, manager)
-            .map_err(|e| RunError::Endpoint(format!("replication: {e}")))?;
+        let replicator = plan.replicator()?;
         let objects = replicator.objects().clone();
         let replicator = Arc::new(Mutex::new(replicator));
         // The data plane needs CAP_NET_ADMIN; without DuraVIP addresses there is nothing to do.
-        let dataplane = if !manager && !crate::dataplane::placements(&cfg).is_empty() {
-            match crate::dataplane::DataPlane::start(&cfg, vec![id.addr.ip()], Instant::now()) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::error!(error = %e, "DuraVIP data plane unavailable: addresses will not be plumbed");
-                    None
-                }
-            }
+        let dataplane = if !manager && !plan.vip_addrs.is_empty() {
+            start_dataplane(&cfg, id.addr.ip())
         } else {
             None
         };
-        let joins = groups_to_join(&cfg, &id, manager);
-        // Only nodes with Topology interfaces have hosts of interest to collect.
-        let arp_every = (!manager
-            && !cfg.cluster.topology.is_empty()
-            && !cfg.cluster.arp_cache_interval.is_zero())
-        .then_some(cfg.cluster.arp_cache_interval);
-        // A host stays while some node reported it within three collection intervals.
-        let arp_ttl = arp_every.map_or(Duration::from_secs(180), |d| 3 * d);
-        let arp_scope: Vec<(String, ipnet::IpNet)> = cfg
-            .cluster
-            .topology
-            .iter()
-            .map(|t| (t.interface.clone(), t.network))
-            .collect();
-        let vip_addrs = crate::dataplane::placements(&cfg)
-            .into_iter()
-            .map(|p| p.ip)
-            .collect();
-        let mut xdp_peers: BTreeMap<std::net::Ipv4Addr, String> = BTreeMap::new();
-        let mut shared_ip: std::collections::BTreeSet<std::net::Ipv4Addr> = Default::default();
-        for (name, a) in &gcfg.peers {
-            if let std::net::IpAddr::V4(v4) = a.ip()
-                && xdp_peers.insert(v4, name.clone()).is_some()
-            {
-                shared_ip.insert(v4);
-            }
-        }
-        xdp_peers.retain(|ip, _| !shared_ip.contains(ip));
         let t0 = clock.now();
         let node = ClusterNode::new(
-            NodeSetup {
-                group: gcfg,
-                me: me.clone(),
-                key,
-                cluster_group: cfg.cluster.cluster_group.clone(),
-                joins: joins.clone(),
-                duravip: if manager {
-                    LocalConfig::default()
-                } else {
-                    LocalConfig::from_config(&cfg)
-                },
-                duravip_params: Params::from_cluster(&cfg.cluster),
-                info,
-                replicator: replicator.clone(),
-                arp_ttl,
-                wall_epoch,
-            },
+            plan.node_setup(&cfg.cluster.cluster_group, replicator.clone(), wall_epoch),
             t0,
         )
         .map_err(|e| RunError::Endpoint(e.to_string()))?;
@@ -219,7 +169,7 @@ impl Node {
                 control: Mutex::new(None),
                 listeners: Mutex::new(Vec::new()),
                 listen_counts: Mutex::new(BTreeMap::new()),
-                objects,
+                objects: std::sync::RwLock::new(objects),
                 replicator,
                 journals: Arc::new(if manager {
                     crate::logsvc::Journals::none()
@@ -233,17 +183,18 @@ impl Node {
             signals,
             peers_by_addr,
             listen_only: std::collections::BTreeSet::new(),
-            joins,
+            joins: plan.joins.clone(),
             control_group: cfg.cluster.control_group.clone(),
             dataplane,
             owned: std::collections::BTreeSet::new(),
             duravip_dirty: true,
             last_status: Instant::now(),
-            arp_every,
+            arp_every: plan.arp_every,
             next_arp: t0,
-            arp_scope,
-            vip_addrs,
-            xdp_peers,
+            arp_scope: plan.arp_scope.clone(),
+            vip_addrs: plan.vip_addrs.clone(),
+            xdp_peers: plan.xdp_peers.clone(),
+            manager,
             xdp_seen: BTreeMap::new(),
             next_xdp_read: t0,
             xdp_arrivals_fed: 0,
@@ -431,7 +382,7 @@ impl Node {
                     *leaving = Some(now);
                 }
                 Request::Shutdown => {}
-                Request::Reload => self.reload(),
+                Request::Reload => self.reload(now),
                 Request::Reset => {
                     if let Err(e) = self.reset(now) {
                         tracing::error!(error = %e, "cluster reset failed");
@@ -641,52 +592,99 @@ impl Node {
         }
     }
 
-    /// Re-reads the configuration file; reports what would need a restart.
-    fn reload(&mut self) {
-        let Ok(mut s) = self.shared.status.lock() else {
-            return;
-        };
-        let Some(path) = s.config_path.clone() else {
-            s.last_reload = Some("running on the embedded configuration: nothing to reload".into());
-            return;
-        };
-        match config::load_file(&path) {
-            Err(e) => {
-                tracing::error!(error = %e, "config reload failed; keeping the running configuration");
-                s.last_reload = Some(format!("reload failed, running configuration kept: {e}"));
-            }
-            Ok(loaded) => {
-                let new = loaded.config;
-                let mut restart = Vec::new();
-                if new.msgc_server != s.config.msgc_server {
-                    restart.push("msgc_server");
-                }
-                if new.cluster.nodename != s.config.cluster.nodename
-                    || new.cluster.nodeaddr != s.config.cluster.nodeaddr
-                {
-                    restart.push("nodename/nodeaddr");
-                }
-                if new.cluster.cluster_group != s.config.cluster.cluster_group
-                    || new.cluster.control_group != s.config.cluster.control_group
-                    || new.cluster.subcluster != s.config.cluster.subcluster
-                {
-                    restart.push("groups");
-                }
-                if new.control_listener != s.config.control_listener {
-                    restart.push("Control_Listener");
-                }
-                let msg = if restart.is_empty() {
-                    "configuration reloaded".to_owned()
-                } else {
-                    format!(
-                        "configuration reloaded; changes to {} take effect after a restart",
-                        restart.join(", ")
-                    )
-                };
+    /// `config reload` and SIGHUP: re-reads the configuration file and applies it, or refuses it
+    /// whole (the running configuration stays); the answer, stored for the console, says which.
+    fn reload(&mut self, now: Time) {
+        let msg = match self.try_reload(now) {
+            Ok(msg) => {
                 tracing::info!("{msg}");
-                s.config = new;
-                s.last_reload = Some(msg);
+                msg
+            }
+            Err(why) => {
+                tracing::error!("config reload refused, running configuration kept: {why}");
+                format!("reload refused, running configuration kept: {why}")
+            }
+        };
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.last_reload = Some(msg);
+        }
+    }
+
+    /// Loads the file, compares it with the running configuration ([`reload::diff`]) and, when
+    /// nothing in it needs a restart, applies it: the node machine (transport timing, replicated
+    /// objects, DuraVIP configuration and timing, ARP cache lifetime), the application handle,
+    /// the data plane, the ARP collection, the journals and the paniclog.
+    fn try_reload(&mut self, now: Time) -> Result<String, String> {
+        let (path, old) = {
+            let s = self
+                .shared
+                .status
+                .lock()
+                .map_err(|_| "status unavailable")?;
+            (s.config_path.clone(), s.config.clone())
+        };
+        let Some(path) = path else {
+            return Ok("running on the embedded configuration: nothing to reload".into());
+        };
+        let new = config::load_file(&path).map_err(|e| e.to_string())?.config;
+        let diff = reload::diff(&old, &new);
+        if !diff.refused.is_empty() {
+            return Err(format!(
+                "{} cannot change without a restart",
+                diff.refused.join(", ")
+            ));
+        }
+        if diff.is_empty() {
+            return Ok("configuration reloaded: nothing changed".into());
+        }
+        let plan = setup::plan(&new, self.manager).map_err(|e| e.to_string())?;
+        self.node
+            .reconfigure(now, plan.reconfig())
+            .map_err(|e| e.to_string())?;
+        let objects = self
+            .shared
+            .replicator
+            .lock()
+            .map(|r| r.objects().clone())
+            .map_err(|_| "replication state unavailable")?;
+        if let Ok(mut o) = self.shared.objects.write() {
+            *o = objects;
+        }
+        if !self.manager {
+            match &mut self.dataplane {
+                Some(dp) => {
+                    if let Err(e) = dp.reconfigure(&new, Instant::now()) {
+                        tracing::error!(error = %e, "data plane reload failed");
+                    }
+                    dp.set_owned(&self.owned, Instant::now());
+                }
+                None if !plan.vip_addrs.is_empty() => {
+                    let ip = plan.identity.addr.ip();
+                    self.dataplane = start_dataplane(&new, ip);
+                    if let Some(dp) = &mut self.dataplane {
+                        dp.set_owned(&self.owned, Instant::now());
+                    }
+                }
+                None => {}
             }
         }
+        if self.arp_every != plan.arp_every {
+            self.next_arp = now;
+        }
+        self.arp_every = plan.arp_every;
+        self.arp_scope = plan.arp_scope;
+        self.vip_addrs = plan.vip_addrs;
+        if !self.manager {
+            self.shared.journals.reload(&new);
+        }
+        super::paniclog::reload(self.shared.clone(), &new);
+        self.duravip_dirty = true;
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.config = new;
+        }
+        Ok(format!(
+            "configuration reloaded: {}",
+            diff.applied.join("; ")
+        ))
     }
 }

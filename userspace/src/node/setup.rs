@@ -1,13 +1,211 @@
-//! What a node is made of, from its configuration: the transport's settings, its member info and
-//! the groups it joins.
+//! What a node is made of, from its configuration ([`plan`]): its identity, the transport's
+//! settings and key, its member info, the groups it joins, DuraVIP's configuration and timing,
+//! the replicated objects and the shared ARP cache's schedule. Worked out without touching the
+//! network, so that `cohortd --check-config` ([`check`]) refuses exactly what the daemon would,
+//! and a reload ([`Plan::reconfig`]) applies what the new file says.
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cohort_engine::config::{self, Config};
-use cohort_engine::group::GroupConfig;
-use cohort_engine::node::MemberInfo;
+use cohort_engine::duravip::{LocalConfig, Params};
+use cohort_engine::group::{ClusterKey, GroupConfig, MemberId, Time};
+use cohort_engine::node::{ClusterNode, MemberInfo, NodeSetup, Reconfig, replication_member};
+use cohort_engine::replicate::{ObjectSettings, Replicator};
 
 use super::identity::{self, Identity};
+
+/// Why a configuration cannot run, and the option to blame (`scope.option`), when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PlanError {
+    /// The option whose value the daemon refuses, e.g. `msgc_server.cluster_key`.
+    pub option: Option<&'static str>,
+    pub message: String,
+}
+
+impl PlanError {
+    fn at(option: &'static str, message: impl Into<String>) -> PlanError {
+        PlanError {
+            option: Some(option),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a node runs with that its configuration decides.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub identity: Identity,
+    pub group: GroupConfig,
+    pub key: Option<ClusterKey>,
+    pub info: MemberInfo,
+    pub joins: Vec<String>,
+    pub manager: bool,
+    pub duravip: LocalConfig,
+    pub duravip_params: Params,
+    pub replicate: Vec<ObjectSettings>,
+    /// Bytes of each replication message (room left for the transport's framing).
+    pub replication_mtu: usize,
+    /// `arp_cache_interval`, when this node collects (a node with `Topology` interfaces).
+    pub arp_every: Option<Duration>,
+    /// A host stays in the shared cache while some node reported it within three intervals.
+    pub arp_ttl: Duration,
+    /// Where this node collects ARP entries: every `Topology` block's (interface, network).
+    pub arp_scope: Vec<(String, ipnet::IpNet)>,
+    /// Configured DuraVIP addresses (never hosts of the ARP cache).
+    pub vip_addrs: BTreeSet<IpAddr>,
+    /// Peer name by IPv4 address (addresses shared by several peers left out), for the XDP
+    /// program's arrival stamps.
+    pub xdp_peers: BTreeMap<Ipv4Addr, String>,
+}
+
+/// Works out what `cfg` runs as (a node, or with `manager` the manager): every check the daemon
+/// makes before it opens a socket.
+pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
+    let identity = identity::resolve(cfg).map_err(|e| match &e {
+        identity::IdentityError::NoName => PlanError::at("cluster.nodename", e.to_string()),
+        identity::IdentityError::Resolve { .. } => {
+            PlanError::at("msgc_server.peers", e.to_string())
+        }
+        identity::IdentityError::NoAddress(_) => PlanError::at("cluster.nodeaddr", e.to_string()),
+    })?;
+    let group = group_config(cfg).map_err(|e| PlanError::at("msgc_server.peers", e.to_string()))?;
+    let key = match &group.cluster_key {
+        Some(p) => Some(ClusterKey::load(p).map_err(|e| {
+            PlanError::at(
+                "msgc_server.cluster_key",
+                format!("cannot read the cluster key {}: {e}", p.display()),
+            )
+        })?),
+        None => None,
+    };
+    if let Some(sec) = &cfg.security {
+        crate::privileges::lookup(sec)
+            .map_err(|(option, message)| PlanError::at(option, message))?;
+    }
+    let info = my_info(cfg, &identity, manager);
+    let joins = groups_to_join(cfg, &identity, manager);
+    let replicate: Vec<ObjectSettings> = cfg
+        .cluster
+        .replicate
+        .iter()
+        .map(ObjectSettings::from_config)
+        .collect();
+    // Only nodes with Topology interfaces have hosts of interest to collect.
+    let arp_every =
+        (!manager && !cfg.cluster.topology.is_empty() && !cfg.cluster.arp_cache_interval.is_zero())
+            .then_some(cfg.cluster.arp_cache_interval);
+    let arp_ttl = arp_every.map_or(Duration::from_secs(180), |d| 3 * d);
+    let arp_scope = cfg
+        .cluster
+        .topology
+        .iter()
+        .map(|t| (t.interface.clone(), t.network))
+        .collect();
+    let vip_addrs = crate::dataplane::placements(cfg)
+        .into_iter()
+        .map(|p| p.ip)
+        .collect();
+    let mut xdp_peers: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let mut shared_ip: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    for (name, a) in &group.peers {
+        if let IpAddr::V4(v4) = a.ip()
+            && xdp_peers.insert(v4, name.clone()).is_some()
+        {
+            shared_ip.insert(v4);
+        }
+    }
+    xdp_peers.retain(|ip, _| !shared_ip.contains(ip));
+    Ok(Plan {
+        identity,
+        key,
+        info,
+        joins,
+        manager,
+        duravip: if manager {
+            LocalConfig::default()
+        } else {
+            LocalConfig::from_config(cfg)
+        },
+        duravip_params: Params::from_cluster(&cfg.cluster),
+        replicate,
+        // Leave room in each transport message for its framing and the channel byte.
+        replication_mtu: (cfg.msgc_server.mtu as usize).saturating_sub(256).max(512),
+        arp_every,
+        arp_ttl,
+        arp_scope,
+        vip_addrs,
+        xdp_peers,
+        group,
+    })
+}
+
+impl Plan {
+    /// This node's member id.
+    pub fn me(&self) -> MemberId {
+        MemberId::new(self.identity.nodename.clone(), self.identity.incarnation)
+    }
+
+    /// The replicated objects, empty.
+    pub fn replicator(&self) -> Result<Replicator, PlanError> {
+        Replicator::new(
+            replication_member(&self.me()),
+            self.replicate.clone(),
+            self.replication_mtu,
+            self.manager,
+        )
+        .map_err(|e| PlanError::at("cluster.Replicate", format!("replication: {e}")))
+    }
+
+    /// What the node machine is built from.
+    pub fn node_setup(
+        &self,
+        cluster_group: &str,
+        replicator: Arc<Mutex<Replicator>>,
+        wall_epoch: Duration,
+    ) -> NodeSetup {
+        NodeSetup {
+            group: self.group.clone(),
+            me: self.me(),
+            key: self.key.clone(),
+            cluster_group: cluster_group.to_owned(),
+            joins: self.joins.clone(),
+            duravip: self.duravip.clone(),
+            duravip_params: self.duravip_params.clone(),
+            info: self.info.clone(),
+            replicator,
+            arp_ttl: self.arp_ttl,
+            wall_epoch,
+        }
+    }
+
+    /// What a reload to this plan changes in a running node machine.
+    pub fn reconfig(&self) -> Reconfig {
+        Reconfig {
+            duravip: self.duravip.clone(),
+            duravip_params: self.duravip_params.clone(),
+            replicate: self.replicate.clone(),
+            arp_ttl: self.arp_ttl,
+            probe_interval: self.group.probe_interval,
+            suspect_timeout: self.group.suspect_timeout,
+            heartbeats_per_sec: self.group.heartbeats_per_sec,
+        }
+    }
+}
+
+/// `--check-config` beyond the loader: the plan, then the node machine built from it (sans-IO),
+/// exactly as the daemon builds them before it opens its socket.
+pub fn check(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
+    let plan = plan(cfg, manager)?;
+    let replicator = Arc::new(Mutex::new(plan.replicator()?));
+    let setup = plan.node_setup(&cfg.cluster.cluster_group, replicator, Duration::ZERO);
+    ClusterNode::new(setup, Time::ZERO)
+        .map_err(|e| PlanError::at("msgc_server", format!("the group transport: {e}")))?;
+    Ok(plan)
+}
 
 /// The transport settings of a configuration, with every peer resolved.
 pub fn group_config(cfg: &Config) -> Result<GroupConfig, identity::IdentityError> {

@@ -98,9 +98,9 @@ pub struct Shared {
     pub deliveries: Mutex<Option<std::sync::mpsc::SyncSender<Delivery>>>,
     /// The replicated objects' state machine (the console reads it; the loop drives it).
     pub replicator: Arc<Mutex<Replicator>>,
-    /// The application handle of the replicated objects: increments, gauges, throttles, caches,
-    /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
-    pub objects: Arc<Objects>,
+    /// The application handle of the replicated objects (see [`Shared::objects`]); a reload
+    /// replaces it.
+    pub objects: std::sync::RwLock<Arc<Objects>>,
     /// Where the manager's console traffic goes (commands on a node, answers on the manager):
     /// messages of the control protocol (`cohort_engine::console::control`) on any group but the
     /// cluster group. Never blocks the loop: when full, a message is dropped and logged.
@@ -116,6 +116,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The application handle of the replicated objects: increments, gauges, throttles, caches,
+    /// series. After an update returns `Ok(true)` (`max_pending` reached), call `waker.wake()`.
+    /// Take it again after a `config reload` to see objects it added.
+    pub fn objects(&self) -> Arc<Objects> {
+        match self.objects.read() {
+            Ok(o) => Arc::clone(&o),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
     /// Subscribes to application deliveries; at most `bound` wait unread (then the loop blocks on
     /// the reader, so a reader must keep up).
     pub fn subscribe(&self, bound: usize) -> std::sync::mpsc::Receiver<Delivery> {

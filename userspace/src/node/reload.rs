@@ -1,0 +1,204 @@
+//! What a configuration reload changes, option by option: [`diff`] compares the running and the
+//! new configuration through the option tables (`cohort_engine::config::options`) and the
+//! scopes a reload applies (`Replicate`, `Topology`, DuraVIP bindings and listeners, loggers),
+//! and lists what a reload cannot apply (a `restart` option, the listeners, the manager's
+//! `Logs`, `Security`). The daemon refuses a reload with any of those, naming them, and keeps its
+//! running configuration; otherwise it applies the rest and answers with the list.
+
+use std::collections::BTreeMap;
+
+use cohort_engine::config::options::{self, Reload, Shown};
+use cohort_engine::config::{Config, Replicate};
+use cohort_engine::duravip::LocalConfig;
+
+/// The differences between two configurations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// What a reload applies, one line each: `cluster.view_balance_interval: 10 -> 2`.
+    pub applied: Vec<String>,
+    /// What needs a restart: `cluster.nodename`, `Control_Listener`, ...
+    pub refused: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty() && self.refused.is_empty()
+    }
+}
+
+fn show(v: &Shown) -> String {
+    match v {
+        Shown::Absent => "(unset)".into(),
+        Shown::Value(s) => s.clone(),
+        Shown::Pairs(p) => format!("[{} entries]", p.len()),
+    }
+}
+
+fn table<T>(scope: &str, table: &[options::Opt<T>], old: &T, new: &T, d: &mut Diff) {
+    for o in options::changed(table, old, new) {
+        let name = format!("{scope}.{}", o.name);
+        match o.reload {
+            Reload::Restart => d.refused.push(name),
+            Reload::Applies => d.applied.push(format!(
+                "{name}: {} -> {}",
+                show(&(o.get)(old)),
+                show(&(o.get)(new))
+            )),
+        }
+    }
+}
+
+fn replicate(old: &[Replicate], new: &[Replicate], d: &mut Diff) {
+    let o: BTreeMap<&str, &Replicate> = old.iter().map(|r| (r.name.as_str(), r)).collect();
+    let n: BTreeMap<&str, &Replicate> = new.iter().map(|r| (r.name.as_str(), r)).collect();
+    for (name, r) in &n {
+        match o.get(name) {
+            None => d.applied.push(format!("Replicate \"{name}\" added")),
+            Some(before) if before != r => d.applied.push(format!("Replicate \"{name}\" changed")),
+            Some(_) => {}
+        }
+    }
+    for name in o.keys().filter(|k| !n.contains_key(*k)) {
+        d.applied.push(format!("Replicate \"{name}\" removed"));
+    }
+}
+
+fn duravip(old: &Config, new: &Config, d: &mut Diff) {
+    let (o, n) = (LocalConfig::from_config(old), LocalConfig::from_config(new));
+    if o == n {
+        return;
+    }
+    let ips = |l: &LocalConfig| -> BTreeMap<std::net::IpAddr, String> {
+        l.addresses
+            .iter()
+            .map(|a| (a.ip, format!("{a:?}")))
+            .collect()
+    };
+    let (oi, ni) = (ips(&o), ips(&n));
+    let added: Vec<String> = ni
+        .keys()
+        .filter(|ip| !oi.contains_key(*ip))
+        .map(|ip| ip.to_string())
+        .collect();
+    let removed: Vec<String> = oi
+        .keys()
+        .filter(|ip| !ni.contains_key(*ip))
+        .map(|ip| ip.to_string())
+        .collect();
+    let changed = ni
+        .iter()
+        .filter(|(ip, v)| oi.get(*ip).is_some_and(|w| w != *v))
+        .count();
+    let moved = n
+        .placement
+        .iter()
+        .filter(|(ip, p)| o.placement.get(*ip).is_some_and(|q| q != *p))
+        .count();
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("added {}", added.join(" ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("removed {}", removed.join(" ")));
+    }
+    if changed > 0 {
+        parts.push(format!("{changed} reconfigured"));
+    }
+    if moved > 0 {
+        parts.push(format!("{moved} placed anew"));
+    }
+    d.applied
+        .push(format!("DuraVIP addresses: {}", parts.join(", ")));
+}
+
+/// Compares the running configuration `old` with `new`.
+pub fn diff(old: &Config, new: &Config) -> Diff {
+    let mut d = Diff::default();
+    table(
+        "cluster",
+        options::CLUSTER,
+        &old.cluster,
+        &new.cluster,
+        &mut d,
+    );
+    table(
+        "msgc_server",
+        options::MSGC_SERVER,
+        &old.msgc_server,
+        &new.msgc_server,
+        &mut d,
+    );
+    replicate(&old.cluster.replicate, &new.cluster.replicate, &mut d);
+    if old.cluster.topology != new.cluster.topology {
+        d.applied.push(format!(
+            "Topology: {} -> {} blocks",
+            old.cluster.topology.len(),
+            new.cluster.topology.len()
+        ));
+    }
+    duravip(old, new, &mut d);
+    if old.loggers != new.loggers {
+        d.applied
+            .push("ec_logger / bounce_logger destinations".into());
+    }
+    if old.control_listener != new.control_listener {
+        d.refused.push("Control_Listener".into());
+    }
+    if old.eccluster_listener != new.eccluster_listener {
+        d.refused.push("ECCluster_Listener".into());
+    }
+    if old.manager_logs != new.manager_logs {
+        d.refused.push("Logs".into());
+    }
+    if old.security != new.security {
+        d.refused.push("Security".into());
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        cohort_engine::config::load_str(std::path::Path::new("t.conf"), text)
+            .expect("valid")
+            .config
+    }
+
+    #[test]
+    fn applied_and_refused_changes_are_named() {
+        let base = "cluster { nodename = \"a\" view_balance_interval = 10 \
+                    Topology \"10.9.0.0/16\" { interface = \"eth0\" } } \
+                    Binding \"b1\" { Enable_Duravip = true Bind_Address = \"10.9.0.1\" }";
+        let old = cfg(base);
+        assert!(diff(&old, &old).is_empty());
+        let new = cfg("cluster { nodename = \"a\" view_balance_interval = 2 \
+                       Replicate \"inbound_cidr\" {} \
+                       Topology \"10.9.0.0/16\" { interface = \"eth0\" } } \
+                       Binding \"b1\" { Enable_Duravip = true Bind_Address = \"10.9.0.1\" } \
+                       Binding \"b2\" { Enable_Duravip = true Bind_Address = \"10.9.0.2\" }");
+        let d = diff(&old, &new);
+        assert!(d.refused.is_empty(), "{d:?}");
+        assert!(
+            d.applied
+                .contains(&"cluster.view_balance_interval: 10 -> 2".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.applied
+                .contains(&"Replicate \"inbound_cidr\" added".to_string())
+        );
+        assert!(
+            d.applied
+                .iter()
+                .any(|l| l == "DuraVIP addresses: added 10.9.0.2"),
+            "{d:?}"
+        );
+        let renamed = cfg(&base.replace("nodename = \"a\"", "nodename = \"b\""));
+        let d = diff(&old, &renamed);
+        assert_eq!(d.refused, ["cluster.nodename"]);
+        let moved = cfg(&format!("{base} msgc_server {{ port = 5000 }}"));
+        assert_eq!(diff(&old, &moved).refused, ["msgc_server.port"]);
+    }
+}
