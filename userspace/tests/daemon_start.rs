@@ -98,3 +98,84 @@ fn security_user_runs_the_node_with_three_capabilities() {
     assert_eq!(caps(&eff), want, "CapEff {eff}\n{log}");
     assert_eq!(caps(&prm), want, "CapPrm {prm}\n{log}");
 }
+
+/// Under systemd (`Type=notify`): with `NOTIFY_SOCKET` and `WATCHDOG_USEC` set, a node sends
+/// `READY=1` once it has a view and `WATCHDOG=1` from its event loop.
+#[test]
+fn ready_after_the_first_view_and_watchdog_from_the_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let f = node_config(dir.path(), "");
+    let mut child = cohortd()
+        .arg("--config")
+        .arg(&f)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut ready, mut watchdogs) = (None, 0);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline && (ready.is_none() || watchdogs < 2) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.contains("READY=1") {
+                ready = Some(msg.clone());
+            }
+            watchdogs += usize::from(msg.contains("WATCHDOG=1"));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready = ready.expect("READY=1 within 20 s");
+    assert!(ready.contains("STATUS=in view"), "{ready}");
+    assert!(watchdogs >= 2, "{watchdogs} WATCHDOG=1");
+}
+
+/// Logs written to a file carry no terminal escape codes; `--log-format json` writes one JSON
+/// object per line.
+#[test]
+fn logs_are_plain_text_or_json() {
+    for json in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = node_config(dir.path(), "");
+        let log = dir.path().join("node.log");
+        let mut cmd = cohortd();
+        cmd.arg("--config").arg(&f);
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < 2
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(text.lines().count() >= 2, "{text}");
+        assert!(!text.contains('\x1b'), "escape codes in {text}");
+        if json {
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                assert!(v["level"].is_string(), "{line}");
+            }
+        }
+    }
+}

@@ -51,6 +51,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if cohort::man::intercept::<Args>("1") {
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     let endpoint = Endpoint::parse(&args.socket);
     let code = if args.command.is_empty() {

@@ -43,9 +43,20 @@ struct Args {
     /// values, whether a reload applies it) as Markdown, from the table the loader uses, and exit.
     #[arg(long)]
     config_reference: bool,
+    /// Log format on stderr: `text` (escape codes only when stderr is a terminal) or `json`
+    /// (one object per line, for log collectors).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 fn main() -> ExitCode {
+    if cohort::man::intercept::<Args>("8") {
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args().nth(1).as_deref() == Some("--man-config") {
+        print!("{}", cohort::man::config_page());
+        return ExitCode::SUCCESS;
+    }
     cohort::allocator::tune();
     let args = Args::parse();
     if args.print_default_config {
@@ -60,10 +71,10 @@ fn main() -> ExitCode {
         let file = file.or(args.config);
         return check_config::run(file.as_deref(), args.json, args.manager);
     }
-    run(args.config, args.manager)
+    run(args.config, args.manager, args.log_format == "json")
 }
 
-fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
+fn run(path: Option<PathBuf>, manager: bool, json_logs: bool) -> ExitCode {
     let loaded = match &path {
         Some(p) => config::load_file(p),
         None => config::load_str(
@@ -88,14 +99,26 @@ fn run(path: Option<PathBuf>, manager: bool) -> ExitCode {
     }
     let name = config::nodename::nodename(&cfg.cluster).unwrap_or_else(|| "unnamed".into());
     {
+        use std::io::IsTerminal;
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Plain text in files and journals; colours only for a person at a terminal.
+        let text = (!json_logs).then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+        });
+        let json = json_logs.then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+        });
         tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(filter)
+            .with(text)
+            .with(json)
             .with(paniclog::PaniclogLayer)
             .init();
     }

@@ -87,6 +87,8 @@ pub struct Node {
     xdp_arrivals_fed: u64,
     /// Running as the manager.
     manager: bool,
+    /// systemd's notification socket (READY after the first view, WATCHDOG from this loop).
+    notifier: crate::notify::Notifier,
 }
 
 /// The data plane (CAP_NET_ADMIN), or `None` with an error logged: the node runs on without
@@ -195,6 +197,7 @@ impl Node {
             vip_addrs: plan.vip_addrs.clone(),
             xdp_peers: plan.xdp_peers.clone(),
             manager,
+            notifier: crate::notify::Notifier::from_env(),
             xdp_seen: BTreeMap::new(),
             next_xdp_read: t0,
             xdp_arrivals_fed: 0,
@@ -219,10 +222,13 @@ impl Node {
             }
             if self.signals.terminate_requested() && leaving.is_none() {
                 tracing::info!("leaving the cluster");
+                self.notifier.send("STOPPING=1");
                 self.command(now, Command::LeaveCluster);
                 leaving = Some(now);
             }
             self.take_requests(now, &mut leaving);
+            // Only a turning loop tells systemd it is alive.
+            self.notifier.tick(Instant::now());
             // Arrivals the XDP program stamped count before the detector looks for silence.
             self.feed_xdp_stamps(now);
             if self.arp_every.is_some() && now >= self.next_arp {
@@ -276,11 +282,16 @@ impl Node {
                 now + left
             });
             let arp_deadline = self.arp_every.map(|_| self.next_arp);
+            let watchdog = self
+                .notifier
+                .next_deadline()
+                .map(|d| now + d.saturating_duration_since(Instant::now()));
             let deadline = [
                 self.node.poll_timeout(),
                 Some(next_heartbeat),
                 arp_deadline,
                 dp_deadline,
+                watchdog,
             ]
             .into_iter()
             .flatten()
@@ -464,6 +475,11 @@ impl Node {
         match ev {
             NodeEvent::Group(Event::ViewChanged(view)) => {
                 self.duravip_dirty = true;
+                self.notifier.ready(&format!(
+                    "in view {} with {} member(s)",
+                    view.id.as_u64(),
+                    view.members.len()
+                ));
                 if let Ok(mut s) = self.shared.status.lock() {
                     s.infos = self.node.infos().clone();
                     s.view = view;
