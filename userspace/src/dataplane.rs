@@ -136,8 +136,17 @@ pub struct DataPlane {
     next_check: Instant,
     next_refresh: Option<Instant>,
     next_lease: Instant,
+    /// Addresses to plumb, taken [`ACQUIRES_PER_TICK`] at a time so that a node given
+    /// thousands of addresses at once (a fail-over at 10,240 DuraVIPs) keeps its event loop
+    /// turning: heartbeats and the failure detector run between batches, and peers do not
+    /// suspect it. Only acquisitions wait: a release is done at once, because the node tells
+    /// the cluster it released (RELEASED) right after.
+    to_acquire: std::collections::VecDeque<IpAddr>,
     pub stats: DataPlaneStats,
 }
+
+/// Addresses plumbed per [`DataPlane::tick`] when many are waiting.
+pub const ACQUIRES_PER_TICK: usize = 128;
 
 impl DataPlane {
     /// Opens netlink, attaches XDP to every Topology interface that has DuraVIPs (logging once
@@ -158,6 +167,7 @@ impl DataPlane {
             next_check: now + settings.if_check_interval,
             next_refresh: settings.garp_refresh.map(|r| now + r),
             next_lease: now,
+            to_acquire: std::collections::VecDeque::new(),
             settings,
             placements,
             owned: BTreeSet::new(),
@@ -271,19 +281,42 @@ impl DataPlane {
     }
 
     /// Makes the owned set `owned` (addresses without a placement are ignored with a warning).
+    /// Releases at once; acquisitions are queued and done by [`DataPlane::tick`],
+    /// [`ACQUIRES_PER_TICK`] at a time (the first batch now).
     pub fn set_owned(&mut self, owned: &BTreeSet<IpAddr>, now: Instant) {
         let release: Vec<IpAddr> = self.owned.difference(owned).copied().collect();
-        let acquire: Vec<IpAddr> = owned.difference(&self.owned).copied().collect();
         for ip in release {
             self.release(ip);
         }
-        for ip in acquire {
+        self.to_acquire.retain(|ip| owned.contains(ip));
+        let queued: BTreeSet<IpAddr> = self.to_acquire.iter().copied().collect();
+        self.to_acquire.extend(
+            owned
+                .iter()
+                .filter(|ip| !self.owned.contains(*ip) && !queued.contains(*ip))
+                .copied(),
+        );
+        self.acquire_some(now);
+    }
+
+    /// Plumbs up to [`ACQUIRES_PER_TICK`] queued addresses.
+    fn acquire_some(&mut self, now: Instant) {
+        for _ in 0..ACQUIRES_PER_TICK {
+            let Some(ip) = self.to_acquire.pop_front() else {
+                break;
+            };
             self.acquire(ip, now);
         }
     }
 
+    /// Addresses waiting to be plumbed.
+    pub fn acquiring(&self) -> usize {
+        self.to_acquire.len()
+    }
+
     /// Releases every owned address (graceful shutdown).
     pub fn release_all(&mut self) {
+        self.to_acquire.clear();
         let all: Vec<IpAddr> = self.owned.iter().copied().collect();
         for ip in all {
             self.release(ip);
@@ -426,6 +459,7 @@ impl DataPlane {
 
     /// Does what is due at `now`: lease renewal, announcement frames, refresh, maintenance.
     pub fn tick(&mut self, now: Instant) {
+        self.acquire_some(now);
         if now >= self.next_lease {
             self.renew_leases(now);
         }
@@ -480,6 +514,9 @@ impl DataPlane {
 
     /// When [`Self::tick`] next has something to do.
     pub fn next_deadline(&self) -> Instant {
+        if !self.to_acquire.is_empty() {
+            return Instant::now();
+        }
         let mut t = self.next_lease.min(self.next_check);
         if let Some(a) = self.announces.iter().map(|a| a.at).min() {
             t = t.min(a);

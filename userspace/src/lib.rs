@@ -9,6 +9,7 @@ pub mod garp;
 pub mod lab;
 pub mod logsvc;
 pub mod man;
+pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod plumb;

@@ -179,3 +179,78 @@ fn logs_are_plain_text_or_json() {
         }
     }
 }
+
+/// `Metrics_Listener`: `GET /metrics` answers the Prometheus text format, which `promtool check
+/// metrics` accepts (when promtool is installed: `ci/setup` installs it).
+#[test]
+fn metrics_are_served_in_the_prometheus_format() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let f = node_config(
+        dir.path(),
+        &format!("Metrics_Listener {{ Listen \"127.0.0.1:{port}\" {{}} }}"),
+    );
+    let mut child = cohortd()
+        .arg("--config")
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut r = String::new();
+            s.read_to_string(&mut r)?;
+            Ok(r)
+        });
+        match got {
+            Ok(r) if r.contains("cohort_view_members") => break r,
+            _ if Instant::now() > deadline => panic!("no /metrics within 10 s: {got:?}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let (head, body) = body.split_once("\r\n\r\n").expect("HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    for name in [
+        "cohort_view_members 1",
+        "cohort_views_installed_total",
+        "cohort_datagrams_received_total",
+        "cohort_datagrams_dropped_total{reason=\"bad_mac\"}",
+        "cohort_replication_messages_out_total",
+        "cohort_uptime_seconds",
+    ] {
+        assert!(body.contains(name), "{name} in\n{body}");
+    }
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut p) => {
+            p.stdin
+                .take()
+                .expect("stdin")
+                .write_all(body.as_bytes())
+                .expect("write");
+            let out = p.wait_with_output().expect("promtool runs");
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => eprintln!("SKIP promtool check: {e} (bash ci/setup installs it)"),
+    }
+}

@@ -83,6 +83,10 @@ fn ten_thousand_addresses_are_held_once_balanced_and_fail_over() {
     // A balancing round may move every address at once (the documented cure for slow convergence
     // with many addresses: a larger duravip_balance_set_size).
     let (vips, opts) = support::cluster::duravip_many(&lab, ADDRESSES);
+    // The nodes start one after the other (a debug cohortd takes a moment to attach XDP): with
+    // half a second of maturity the first one would mature alone and take all 10,240 addresses
+    // before the others join. Three seconds covers the starts (Momentum's default is five).
+    let opts = opts.replace("view_mature_time = 0.5", "view_mature_time = 3");
     // Two bindings for addresses 0..200, three for 200..300, one for the others.
     let bindings = support::cluster::duravip_bindings(&vips, |k| match k {
         0..200 => 2,
@@ -130,9 +134,7 @@ fn ten_thousand_addresses_are_held_once_balanced_and_fail_over() {
     let after = wait_balanced(&lab, &vips, &survivors, Duration::from_secs(120));
     let moved = before.iter().filter(|&&o| o == victim).count();
     assert!(moved >= ADDRESSES / 3 - 1, "the victim held {moved}");
-    // What survivors held stays with them. A balancing round evening out the fail-over's split
-    // may move a few; a CI run saw one (the note of session 6 has the analysis), so a handful
-    // is allowed and counted, and more fails.
+    // What survivors held stays with them.
     let between: Vec<String> = before
         .iter()
         .zip(&after)
@@ -141,8 +143,22 @@ fn ten_thousand_addresses_are_held_once_balanced_and_fail_over() {
         .map(|(k, _)| vips[k].to_string())
         .collect();
     eprintln!("{} addresses moved between survivors", between.len());
+    if !between.is_empty() {
+        for &i in &survivors {
+            let log = std::fs::read_to_string(c.log(i)).unwrap_or_default();
+            let views: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("view") || l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            eprintln!(
+                "node{} log, views and warnings:\n{}",
+                i + 1,
+                views.join("\n")
+            );
+        }
+    }
     assert!(
-        between.len() <= 16,
+        between.is_empty(),
         "{} addresses moved between survivors: {:?}",
         between.len(),
         &between[..between.len().min(10)]

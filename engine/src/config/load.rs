@@ -460,6 +460,31 @@ pub fn from_items(items: &[Item]) -> Result<Loaded, ConfigError> {
                 single("Logs", item)?;
                 cfg.manager_logs = Some(manager_logs(scope, &mut ctx)?);
             }
+            "metrics_listener" => {
+                let m = cfg
+                    .metrics_listener
+                    .get_or_insert_with(MetricsListener::default);
+                listener_stanza(
+                    scope,
+                    "Metrics_Listener",
+                    &mut m.listens,
+                    &mut m.extra,
+                    &mut ctx,
+                )?;
+                if let Some(l) = m
+                    .listens
+                    .iter()
+                    .find(|l| !matches!(l.addr, ListenAddr::Inet { .. }))
+                {
+                    return Err(ConfigError::new(
+                        &item.loc,
+                        format!(
+                            "Metrics_Listener serves HTTP on an inet address, not '{}'",
+                            l.addr
+                        ),
+                    ));
+                }
+            }
             "security" => {
                 single("Security", item)?;
                 cfg.security = Some(security(scope, &mut ctx)?);

@@ -41,6 +41,9 @@ pub struct Config {
     pub manager_logs: Option<ManagerLogs>,
     /// `Security { user group }`, if present.
     pub security: Option<Security>,
+    /// Cohort extension: `Metrics_Listener { Listen "ADDR:PORT" {} }`, the Prometheus endpoint
+    /// (`/metrics`); off when absent.
+    pub metrics_listener: Option<MetricsListener>,
     /// Top-level items that belong to the MTA, kept as written.
     pub extra: Vec<Extra>,
 }
@@ -493,6 +496,14 @@ impl std::fmt::Display for ListenAddr {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Listen {
     pub addr: ListenAddr,
+    pub extra: Vec<Extra>,
+}
+
+/// `Metrics_Listener` (Cohort extension): where `/metrics` is served over HTTP, in Prometheus's
+/// text exposition format. Inet addresses only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MetricsListener {
+    pub listens: Vec<Listen>,
     pub extra: Vec<Extra>,
 }
 

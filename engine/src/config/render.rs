@@ -24,6 +24,9 @@ pub fn render(cfg: &Config) -> String {
         &cfg.eccluster_listener.listens,
         &cfg.eccluster_listener.extra,
     );
+    if let Some(m) = &cfg.metrics_listener {
+        listeners(&mut w, "Metrics_Listener", &m.listens, &m.extra);
+    }
     bindings(&mut w, cfg);
     esmtp(&mut w, cfg);
     for l in &cfg.loggers {

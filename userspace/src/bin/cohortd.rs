@@ -165,6 +165,7 @@ fn run(path: Option<PathBuf>, manager: bool, json_logs: bool) -> ExitCode {
         tracing::warn!("{e}");
     }
     paniclog::attach(node.shared.clone(), cfg.cluster.log_group.clone());
+    start_metrics(&cfg, &node);
     let role = if manager { Role::Manager } else { Role::Node };
     let server_cfg = ServerConfig::from_config(&cfg, role);
     let handler: Arc<dyn ConsoleHandler> = if manager {
@@ -236,6 +237,25 @@ enum Logsvc {
     Serve(LogService),
     Pull(Puller),
     Off,
+}
+
+/// The Prometheus endpoint of `Metrics_Listener`, when configured. A listener that cannot be
+/// opened is reported and the node runs on without it.
+fn start_metrics(cfg: &config::Config, node: &Node) {
+    let Some(m) = &cfg.metrics_listener else {
+        return;
+    };
+    for l in &m.listens {
+        let config::ListenAddr::Inet { host, port } = &l.addr else {
+            continue;
+        };
+        let addr =
+            std::net::SocketAddr::new(host.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])), *port);
+        match cohort::metrics::start(node.shared.clone(), addr) {
+            Ok(a) => tracing::info!(%a, "serving /metrics"),
+            Err(e) => tracing::error!("Metrics_Listener {addr}: {e}; no metrics served there"),
+        }
+    }
 }
 
 fn start_logsvc(cfg: &config::Config, node: &Node, manager: bool) -> Result<Logsvc, String> {

@@ -233,6 +233,20 @@ impl Drop for Cluster<'_> {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
+        // A failing test gets the end of every node's log: views, warnings, errors.
+        if std::thread::panicking() {
+            for i in 0..self.nodes.len() {
+                let log = std::fs::read_to_string(self.log(i)).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                eprintln!(
+                    "--- {} log (last {} lines):\n{}",
+                    self.name(i),
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
     }
 }
 

@@ -147,6 +147,9 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     if old.eccluster_listener != new.eccluster_listener {
         d.refused.push("ECCluster_Listener".into());
     }
+    if old.metrics_listener != new.metrics_listener {
+        d.refused.push("Metrics_Listener".into());
+    }
     if old.manager_logs != new.manager_logs {
         d.refused.push("Logs".into());
     }
