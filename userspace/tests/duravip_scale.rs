@@ -93,7 +93,14 @@ fn ten_thousand_addresses_are_held_once_balanced_and_fail_over() {
         200..300 => 3,
         _ => 1,
     });
-    let mut c = support::cluster::cluster(&lab, &bindings).with_cluster_options(&opts);
+    // A debug build handles a view change at this size (a 300 KB STATE from every member, the
+    // election, thousands of plumbing operations) slowly enough that the default suspicion
+    // timeout (0.6 s) made the two survivors of a crash re-form one-member views for seconds in
+    // CI (and then move addresses between them on merging); see the session 6 note and issue 19.
+    // Three seconds gives the view changes room; the crash is detected by silence just the same.
+    let mut c = support::cluster::cluster(&lab, &bindings)
+        .with_cluster_options(&opts)
+        .with_msgc_options("  probe_interval = 0.5\n  suspect_timeout = 3");
     for i in NODES {
         c.start(i);
     }
@@ -124,7 +131,13 @@ fn ten_thousand_addresses_are_held_once_balanced_and_fail_over() {
     }
 
     // kill -9 one node and cut its cable: its addresses move, the loads stay within one.
-    let victim = before[0];
+    // COHORT_SCALE_VICTIM=i kills node i+1 instead (to try each node, the view's coordinator
+    // among them).
+    let victim = std::env::var("COHORT_SCALE_VICTIM")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|v| NODES.contains(v))
+        .unwrap_or(before[0]);
     c.kill(victim);
     lab.link(victim, false);
     let survivors: Vec<usize> = NODES.iter().copied().filter(|&i| i != victim).collect();

@@ -19,6 +19,8 @@ pub struct Cluster<'a> {
     pub extra: String,
     /// Extra text inside every node's `cluster { }` scope.
     pub cluster_extra: String,
+    /// Extra text inside every node's `msgc_server { }` scope.
+    pub msgc_extra: String,
     /// How many of the lab's hosts (the first ones) are peers in the configurations; all if
     /// `None`. A host left out is a pure client: no node ever sends to it unasked.
     pub peers: Option<usize>,
@@ -35,6 +37,7 @@ impl<'a> Cluster<'a> {
             nodes: (0..lab.hosts.len()).map(|_| None).collect(),
             extra: extra.to_owned(),
             cluster_extra: String::new(),
+            msgc_extra: String::new(),
             peers: None,
         };
         for i in 0..lab.hosts.len() {
@@ -46,6 +49,15 @@ impl<'a> Cluster<'a> {
     /// Adds `text` inside every node's `cluster { }` scope (configurations are rewritten).
     pub fn with_cluster_options(mut self, text: &str) -> Self {
         self.cluster_extra = text.to_owned();
+        for i in 0..self.lab.hosts.len() {
+            std::fs::write(self.config_path(i), self.config_text(i)).expect("write config");
+        }
+        self
+    }
+
+    /// Adds `text` inside every node's `msgc_server { }` scope (configurations are rewritten).
+    pub fn with_msgc_options(mut self, text: &str) -> Self {
+        self.msgc_extra = text.to_owned();
         for i in 0..self.lab.hosts.len() {
             std::fs::write(self.config_path(i), self.config_text(i)).expect("write config");
         }
@@ -87,10 +99,11 @@ impl<'a> Cluster<'a> {
             .map(|(j, h)| format!("    {} = \"{}\"\n", self.name(j), h.addr))
             .collect();
         format!(
-            "cluster {{\n  nodename = \"{name}\"\n{cluster_extra}\n}}\nmsgc_server {{\n  peers = [\n{peers}  ]\n}}\n\
+            "cluster {{\n  nodename = \"{name}\"\n{cluster_extra}\n}}\nmsgc_server {{\n  peers = [\n{peers}  ]\n{msgc_extra}\n}}\n\
              Control_Listener {{ Listen \"{sock}\" {{}} }}\nECCluster_Listener {{ Listen \"{addr}:4802\" {{}} }}\n{extra}\n",
             name = self.name(i),
             cluster_extra = self.cluster_extra,
+            msgc_extra = self.msgc_extra,
             sock = self.socket(i).display(),
             addr = self.lab.hosts[i].addr,
             extra = self.extra,

@@ -10,16 +10,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cohort_engine::config::{self, Config};
+use cohort_engine::config::Config;
 use cohort_engine::duravip;
-use cohort_engine::duravip::arpcache;
-use cohort_engine::group::{Event, MemberId, Time};
+use cohort_engine::group::{Event, Time};
 use cohort_engine::node::{ClusterNode, Command, NodeAction, NodeEvent};
 use cohort_engine::udp::{self, DatagramIo, Driver, Outgoing};
 
-use super::identity;
+use super::setup;
 use super::signals::SignalFlags;
-use super::{reload, setup};
+
+mod host;
+mod reconfig;
+
+use host::start_dataplane;
 
 pub use super::priority::{set_thread_nice, spawn_daemon_thread};
 pub use super::setup::{group_config, groups_to_join};
@@ -89,18 +92,6 @@ pub struct Node {
     manager: bool,
     /// systemd's notification socket (READY after the first view, WATCHDOG from this loop).
     notifier: crate::notify::Notifier,
-}
-
-/// The data plane (CAP_NET_ADMIN), or `None` with an error logged: the node runs on without
-/// plumbing.
-fn start_dataplane(cfg: &Config, own: std::net::IpAddr) -> Option<crate::dataplane::DataPlane> {
-    match crate::dataplane::DataPlane::start(cfg, vec![own], Instant::now()) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::error!(error = %e, "DuraVIP data plane unavailable: addresses will not be plumbed");
-            None
-        }
-    }
 }
 
 impl Node {
@@ -403,41 +394,6 @@ impl Node {
         }
     }
 
-    /// `cluster reset`: leave the cluster and come back at once as a new incarnation, which forces
-    /// a fresh view and a new DuraVIP negotiation (Momentum restarted Spread for this).
-    fn reset(&mut self, now: Time) -> Result<(), RunError> {
-        let mut id = self
-            .shared
-            .status
-            .lock()
-            .map_err(|_| RunError::Endpoint("status poisoned".into()))?
-            .identity
-            .clone();
-        id.incarnation = identity::fresh_incarnation();
-        let me = MemberId::new(id.nodename.clone(), id.incarnation);
-        // Say goodbye first, so peers install the smaller view at once instead of suspecting us.
-        let goodbye = self
-            .node
-            .reset(now, me.clone())
-            .map_err(|e| RunError::Endpoint(e.to_string()))?;
-        for t in goodbye {
-            let _ = self.io.send_batch(&[Outgoing {
-                to: t.destination,
-                data: &t.payload,
-            }]);
-        }
-        self.drain_node();
-        if let Ok(mut s) = self.shared.status.lock() {
-            s.identity = id;
-            s.me = me;
-            s.view = self.node.endpoint().view().clone();
-            s.infos = self.node.infos().clone();
-            s.groups.clear();
-        }
-        tracing::info!("cluster reset: rejoining as a new incarnation");
-        Ok(())
-    }
-
     /// Carries out the node machine's actions (data plane first), then applies its events;
     /// returns true when the graceful leave has finished.
     fn drain_node(&mut self) -> bool {
@@ -527,180 +483,5 @@ impl Node {
             NodeEvent::Group(Event::LeftCluster) => return true,
         }
         false
-    }
-
-    /// Collects this node's ARP entries on the `Topology` interfaces (the kernel's neighbour
-    /// table) and hands them to the node machine, which adds them to the shared cache and
-    /// reports them to the cluster.
-    fn collect_arp(&mut self, now: Time) {
-        if let Some(every) = self.arp_every {
-            self.next_arp = now + every;
-        }
-        let text = match std::fs::read_to_string("/proc/net/arp") {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read /proc/net/arp; the shared ARP cache gets nothing from this node");
-                return;
-            }
-        };
-        let (scope, vips) = (&self.arp_scope, &self.vip_addrs);
-        let keep = |dev: &str, ip: std::net::Ipv4Addr| {
-            let ip = std::net::IpAddr::V4(ip);
-            !vips.contains(&ip) && scope.iter().any(|(i, n)| i == dev && n.contains(&ip))
-        };
-        match arpcache::parse_proc_net_arp(&text, keep) {
-            Ok(hosts) => self.node.handle_arp_report(now, &hosts),
-            Err(e) => tracing::warn!(error = %e, "cannot parse the kernel's ARP table"),
-        }
-    }
-
-    /// Gives the failure detector the transport arrivals the XDP program stamped since the last
-    /// read (at most every [`XDP_STAMP_PERIOD`]): each peer whose packet count moved was heard at
-    /// its stamp, placed on the loop's clock. The kernel's `SO_TIMESTAMPNS` stamps are used too.
-    fn feed_xdp_stamps(&mut self, now: Time) {
-        if now < self.next_xdp_read || self.xdp_peers.is_empty() {
-            return;
-        }
-        let Some(dp) = self.dataplane.as_mut().filter(|d| d.xdp_attached()) else {
-            return;
-        };
-        self.next_xdp_read = now + XDP_STAMP_PERIOD;
-        let arrivals = dp.peer_arrivals();
-        let mono = crate::xdp::monotonic_ns();
-        for (ip, p) in arrivals {
-            let Some(name) = self.xdp_peers.get(&ip) else {
-                continue;
-            };
-            let seen = self.xdp_seen.entry(ip).or_insert(0);
-            if *seen == p.packets {
-                continue;
-            }
-            *seen = p.packets;
-            let age = mono.saturating_sub(p.last_ns);
-            let at = Time::from_nanos(now.as_nanos().saturating_sub(age));
-            self.node.note_arrival(now, name, at);
-            self.xdp_arrivals_fed += 1;
-        }
-    }
-
-    fn publish(&mut self) {
-        let refresh =
-            self.duravip_dirty || self.last_status.elapsed() >= Duration::from_millis(500);
-        let now = self.clock.now();
-        let dv = refresh.then(|| self.node.duravip().status(now));
-        if refresh {
-            self.duravip_dirty = false;
-            self.last_status = Instant::now();
-        }
-        if let Ok(mut s) = self.shared.status.lock() {
-            s.counters = self.node.endpoint().counters().clone();
-            s.io = self.io.stats();
-            if refresh {
-                s.arp = self.node.arp().table(Duration::from_nanos(now.as_nanos()));
-            }
-            if let Some(dv) = dv {
-                s.duravip = Some(dv);
-                s.dataplane = self.dataplane.as_ref().map(|d| d.stats.clone());
-                // Taken before the program's counters, so it never exceeds the packets stamped.
-                s.xdp_arrivals_fed = self.xdp_arrivals_fed;
-                s.xdp = self.dataplane.as_ref().map(|d| d.xdp_stats());
-            }
-        }
-    }
-
-    /// `config reload` and SIGHUP: re-reads the configuration file and applies it, or refuses it
-    /// whole (the running configuration stays); the answer, stored for the console, says which.
-    fn reload(&mut self, now: Time) {
-        let msg = match self.try_reload(now) {
-            Ok(msg) => {
-                tracing::info!("{msg}");
-                msg
-            }
-            Err(why) => {
-                tracing::error!("config reload refused, running configuration kept: {why}");
-                format!("reload refused, running configuration kept: {why}")
-            }
-        };
-        if let Ok(mut s) = self.shared.status.lock() {
-            s.last_reload = Some(msg);
-        }
-    }
-
-    /// Loads the file, compares it with the running configuration ([`reload::diff`]) and, when
-    /// nothing in it needs a restart, applies it: the node machine (transport timing, replicated
-    /// objects, DuraVIP configuration and timing, ARP cache lifetime), the application handle,
-    /// the data plane, the ARP collection, the journals and the paniclog.
-    fn try_reload(&mut self, now: Time) -> Result<String, String> {
-        let (path, old) = {
-            let s = self
-                .shared
-                .status
-                .lock()
-                .map_err(|_| "status unavailable")?;
-            (s.config_path.clone(), s.config.clone())
-        };
-        let Some(path) = path else {
-            return Ok("running on the embedded configuration: nothing to reload".into());
-        };
-        let new = config::load_file(&path).map_err(|e| e.to_string())?.config;
-        let diff = reload::diff(&old, &new);
-        if !diff.refused.is_empty() {
-            return Err(format!(
-                "{} cannot change without a restart",
-                diff.refused.join(", ")
-            ));
-        }
-        if diff.is_empty() {
-            return Ok("configuration reloaded: nothing changed".into());
-        }
-        let plan = setup::plan(&new, self.manager).map_err(|e| e.to_string())?;
-        self.node
-            .reconfigure(now, plan.reconfig())
-            .map_err(|e| e.to_string())?;
-        let objects = self
-            .shared
-            .replicator
-            .lock()
-            .map(|r| r.objects().clone())
-            .map_err(|_| "replication state unavailable")?;
-        if let Ok(mut o) = self.shared.objects.write() {
-            *o = objects;
-        }
-        if !self.manager {
-            match &mut self.dataplane {
-                Some(dp) => {
-                    if let Err(e) = dp.reconfigure(&new, Instant::now()) {
-                        tracing::error!(error = %e, "data plane reload failed");
-                    }
-                    dp.set_owned(&self.owned, Instant::now());
-                }
-                None if !plan.vip_addrs.is_empty() => {
-                    let ip = plan.identity.addr.ip();
-                    self.dataplane = start_dataplane(&new, ip);
-                    if let Some(dp) = &mut self.dataplane {
-                        dp.set_owned(&self.owned, Instant::now());
-                    }
-                }
-                None => {}
-            }
-        }
-        if self.arp_every != plan.arp_every {
-            self.next_arp = now;
-        }
-        self.arp_every = plan.arp_every;
-        self.arp_scope = plan.arp_scope;
-        self.vip_addrs = plan.vip_addrs;
-        if !self.manager {
-            self.shared.journals.reload(&new);
-        }
-        super::paniclog::reload(self.shared.clone(), &new);
-        self.duravip_dirty = true;
-        if let Ok(mut s) = self.shared.status.lock() {
-            s.config = new;
-        }
-        Ok(format!(
-            "configuration reloaded: {}",
-            diff.applied.join("; ")
-        ))
     }
 }

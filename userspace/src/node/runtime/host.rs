@@ -1,0 +1,107 @@
+//! The event loop's work on the host beside the node machine: collecting this node's ARP
+//! entries for the shared cache, feeding the XDP program's arrival stamps to the failure
+//! detector, starting the data plane, publishing the status the console reads.
+
+use std::time::{Duration, Instant};
+
+use cohort_engine::config::Config;
+use cohort_engine::duravip::arpcache;
+use cohort_engine::group::Time;
+
+use super::{Node, XDP_STAMP_PERIOD};
+
+/// The data plane (CAP_NET_ADMIN), or `None` with an error logged: the node runs on without
+/// plumbing.
+pub(super) fn start_dataplane(
+    cfg: &Config,
+    own: std::net::IpAddr,
+) -> Option<crate::dataplane::DataPlane> {
+    match crate::dataplane::DataPlane::start(cfg, vec![own], Instant::now()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(error = %e, "DuraVIP data plane unavailable: addresses will not be plumbed");
+            None
+        }
+    }
+}
+
+impl Node {
+    /// Collects this node's ARP entries on the `Topology` interfaces (the kernel's neighbour
+    /// table) and hands them to the node machine, which adds them to the shared cache and
+    /// reports them to the cluster.
+    pub(super) fn collect_arp(&mut self, now: Time) {
+        if let Some(every) = self.arp_every {
+            self.next_arp = now + every;
+        }
+        let text = match std::fs::read_to_string("/proc/net/arp") {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read /proc/net/arp; the shared ARP cache gets nothing from this node");
+                return;
+            }
+        };
+        let (scope, vips) = (&self.arp_scope, &self.vip_addrs);
+        let keep = |dev: &str, ip: std::net::Ipv4Addr| {
+            let ip = std::net::IpAddr::V4(ip);
+            !vips.contains(&ip) && scope.iter().any(|(i, n)| i == dev && n.contains(&ip))
+        };
+        match arpcache::parse_proc_net_arp(&text, keep) {
+            Ok(hosts) => self.node.handle_arp_report(now, &hosts),
+            Err(e) => tracing::warn!(error = %e, "cannot parse the kernel's ARP table"),
+        }
+    }
+
+    /// Gives the failure detector the transport arrivals the XDP program stamped since the last
+    /// read (at most every [`XDP_STAMP_PERIOD`]): each peer whose packet count moved was heard at
+    /// its stamp, placed on the loop's clock. The kernel's `SO_TIMESTAMPNS` stamps are used too.
+    pub(super) fn feed_xdp_stamps(&mut self, now: Time) {
+        if now < self.next_xdp_read || self.xdp_peers.is_empty() {
+            return;
+        }
+        let Some(dp) = self.dataplane.as_mut().filter(|d| d.xdp_attached()) else {
+            return;
+        };
+        self.next_xdp_read = now + XDP_STAMP_PERIOD;
+        let arrivals = dp.peer_arrivals();
+        let mono = crate::xdp::monotonic_ns();
+        for (ip, p) in arrivals {
+            let Some(name) = self.xdp_peers.get(&ip) else {
+                continue;
+            };
+            let seen = self.xdp_seen.entry(ip).or_insert(0);
+            if *seen == p.packets {
+                continue;
+            }
+            *seen = p.packets;
+            let age = mono.saturating_sub(p.last_ns);
+            let at = Time::from_nanos(now.as_nanos().saturating_sub(age));
+            self.node.note_arrival(now, name, at);
+            self.xdp_arrivals_fed += 1;
+        }
+    }
+
+    pub(super) fn publish(&mut self) {
+        let refresh =
+            self.duravip_dirty || self.last_status.elapsed() >= Duration::from_millis(500);
+        let now = self.clock.now();
+        let dv = refresh.then(|| self.node.duravip().status(now));
+        if refresh {
+            self.duravip_dirty = false;
+            self.last_status = Instant::now();
+        }
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.counters = self.node.endpoint().counters().clone();
+            s.io = self.io.stats();
+            if refresh {
+                s.arp = self.node.arp().table(Duration::from_nanos(now.as_nanos()));
+            }
+            if let Some(dv) = dv {
+                s.duravip = Some(dv);
+                s.dataplane = self.dataplane.as_ref().map(|d| d.stats.clone());
+                // Taken before the program's counters, so it never exceeds the packets stamped.
+                s.xdp_arrivals_fed = self.xdp_arrivals_fed;
+                s.xdp = self.dataplane.as_ref().map(|d| d.xdp_stats());
+            }
+        }
+    }
+}
