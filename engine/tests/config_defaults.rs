@@ -293,9 +293,9 @@ fn duravip_bindings_listeners_and_case_insensitive_names() {
 #[test]
 fn mta_options_are_kept_and_reported_once() {
     let text = r#"
-        Security { user = "ecuser" group = "ecuser" }
+        Threads { SwapIn = 20 }
         cluster { mbus_daemon = 4803 view_mature_tme = 5 foo = 1 }
-        Security { user = "x" }
+        Threads { SwapIn = 21 }
         spool_base = "/var/spool/ecelerity"
         msgc_client { server = ( "127.0.0.1:4809" ) }
     "#;
@@ -303,7 +303,7 @@ fn mta_options_are_kept_and_reported_once() {
     let report: Vec<String> = loaded.ignored.iter().map(|i| i.to_string()).collect();
     assert_eq!(report.len(), 6, "{report:#?}");
     assert!(
-        report[0].starts_with("m.conf:2:9: ignored: Security"),
+        report[0].starts_with("m.conf:2:9: ignored: Threads"),
         "{report:#?}"
     );
     assert!(report[1].contains("cluster.mbus_daemon") && report[1].contains("deprecated"));
@@ -316,12 +316,37 @@ fn mta_options_are_kept_and_reported_once() {
     assert!(report[5].contains("msgc_client"));
     // Kept: printed back in the effective configuration.
     let out = config::render(&loaded.config);
-    assert!(out.contains("Security {\n  user = \"ecuser\""), "{out}");
+    assert!(out.contains("Threads {\n  SwapIn = 20"), "{out}");
     assert!(
         out.contains("spool_base = \"/var/spool/ecelerity\""),
         "{out}"
     );
     assert!(out.contains("  mbus_daemon = 4803"), "{out}");
+}
+
+/// `Security` is read (Cohort switches to its user and group); its `Capabilities` and
+/// `Privileges` are reported once as not applicable, and a second scope is an error.
+#[test]
+fn security_is_read_and_its_capabilities_reported() {
+    let text = "Security {\n  user = \"ecuser\"\n  group = \"ecgroup\"\n  Capabilities = \"cap_net_admin+ep\"\n}\n";
+    let loaded = config::load_str(Path::new("s.conf"), text).expect("valid");
+    let sec = loaded.config.security.expect("read");
+    assert_eq!(sec.user.as_deref(), Some("ecuser"));
+    assert_eq!(sec.group.as_deref(), Some("ecgroup"));
+    assert_eq!(loaded.ignored.len(), 1);
+    assert!(
+        loaded.ignored[0]
+            .to_string()
+            .starts_with("s.conf:4:3: ignored: Security.Capabilities (not applicable"),
+        "{}",
+        loaded.ignored[0]
+    );
+    let twice = config::load_str(Path::new("s.conf"), &format!("{text}{text}"));
+    assert!(
+        twice
+            .err()
+            .is_some_and(|e| e.to_string().contains("second 'Security' scope")),
+    );
 }
 
 #[test]

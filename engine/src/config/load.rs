@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use ipnet::IpNet;
 
 use super::error::{ConfigError, Loc};
 use super::model::*;
+use super::options;
 use super::syntax::{self, Item, ItemKind, Scope, Value};
+pub use super::values::MAX_SECONDS;
+use super::values::*;
 
 /// An option or scope that Cohort keeps but does not act on, reported once to the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,197 +125,6 @@ fn item_label(item: &Item) -> String {
     }
 }
 
-/// Remembers where each option of one scope was first set, so a repeat is reported with both places.
-#[derive(Default)]
-struct Seen(HashMap<String, Loc>);
-
-impl Seen {
-    fn check(&mut self, key: &str, loc: &Loc) -> Result<(), ConfigError> {
-        let k = key.to_ascii_lowercase();
-        if let Some(first) = self.0.get(&k) {
-            return Err(ConfigError::new(
-                loc,
-                format!("'{key}' is set twice (first at {first})"),
-            ));
-        }
-        self.0.insert(k, loc.clone());
-        Ok(())
-    }
-}
-
-// ---- value conversion -------------------------------------------------------------------------
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Scalar { .. } => "a single value",
-        Value::List { .. } => "a list",
-        Value::Dict { .. } => "a dictionary",
-    }
-}
-
-fn string(key: &str, v: &Value) -> Result<String, ConfigError> {
-    match v {
-        Value::Scalar { text, .. } => Ok(text.clone()),
-        other => Err(ConfigError::new(
-            other.loc(),
-            format!("'{key}' expects a string, found {}", kind_of(other)),
-        )),
-    }
-}
-
-fn nonempty(key: &str, v: &Value) -> Result<String, ConfigError> {
-    let s = string(key, v)?;
-    if s.trim().is_empty() {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' must not be empty"),
-        ));
-    }
-    Ok(s)
-}
-
-fn boolean(key: &str, v: &Value) -> Result<bool, ConfigError> {
-    let s = string(key, v)?;
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' expects true or false, found '{s}'"),
-        )),
-    }
-}
-
-fn number(key: &str, v: &Value) -> Result<f64, ConfigError> {
-    let s = string(key, v)?;
-    match s.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() => Ok(n),
-        _ => Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' expects a number, found '{s}'"),
-        )),
-    }
-}
-
-/// The longest time any option takes: a day. A larger value is refused where it is written (a
-/// slip such as `1e20` would otherwise overflow the daemon's timers).
-pub const MAX_SECONDS: f64 = 86_400.0;
-
-/// Seconds (fractions allowed) within `min..=max`, as a [`Duration`] (whole nanoseconds).
-fn seconds_in(key: &str, v: &Value, min: f64, max: f64) -> Result<Duration, ConfigError> {
-    let n = number(key, v)?;
-    if n < 0.0 {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' is an interval and cannot be negative (found {n})"),
-        ));
-    }
-    if n < min || n > max {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' must be between {min} and {max} seconds (found {n})"),
-        ));
-    }
-    // Whole nanoseconds, rounded: 0.1 is 100 ms exactly, so printing gives back 0.1.
-    Ok(Duration::from_nanos((n * 1e9).round() as u64))
-}
-
-/// Non-negative seconds, at most [`MAX_SECONDS`].
-fn seconds(key: &str, v: &Value) -> Result<Duration, ConfigError> {
-    seconds_in(key, v, 0.0, MAX_SECONDS)
-}
-
-/// Seconds greater than zero, at most [`MAX_SECONDS`].
-fn positive_seconds(key: &str, v: &Value) -> Result<Duration, ConfigError> {
-    let d = seconds(key, v)?;
-    if d.is_zero() {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' must be greater than 0"),
-        ));
-    }
-    Ok(d)
-}
-
-fn integer(key: &str, v: &Value, min: i64, max: i64) -> Result<i64, ConfigError> {
-    let s = string(key, v)?;
-    let n: i64 = s.trim().parse().map_err(|_| {
-        ConfigError::new(
-            v.loc(),
-            format!("'{key}' expects a whole number, found '{s}'"),
-        )
-    })?;
-    if n < min || n > max {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' must be between {min} and {max} (found {n})"),
-        ));
-    }
-    Ok(n)
-}
-
-fn u32_in(key: &str, v: &Value, min: u32, max: u32) -> Result<u32, ConfigError> {
-    integer(key, v, min.into(), max.into()).map(|n| n as u32)
-}
-
-fn ip(key: &str, v: &Value) -> Result<IpAddr, ConfigError> {
-    let s = string(key, v)?;
-    s.trim().parse().map_err(|_| {
-        ConfigError::new(
-            v.loc(),
-            format!("'{key}' expects an IP address, found '{s}'"),
-        )
-    })
-}
-
-/// A list of strings; a single string is accepted as a one-element list.
-fn strings(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
-    match v {
-        Value::Scalar { .. } => Ok(vec![string(key, v)?]),
-        Value::List { items, .. } => items.iter().map(|i| string(key, i)).collect(),
-        Value::Dict { loc, .. } => Err(ConfigError::new(
-            loc,
-            format!("'{key}' expects a list, found a dictionary"),
-        )),
-    }
-}
-
-fn octal_mode(key: &str, v: &Value) -> Result<u32, ConfigError> {
-    let s = string(key, v)?;
-    match u32::from_str_radix(s.trim(), 8) {
-        Ok(m) if m <= 0o7777 => Ok(m),
-        _ => Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' expects an octal file mode such as \"0640\", found '{s}'"),
-        )),
-    }
-}
-
-/// A path, made absolute against the directory of the file that named it.
-fn path_from(key: &str, v: &Value) -> Result<PathBuf, ConfigError> {
-    let p = PathBuf::from(nonempty(key, v)?);
-    if p.is_absolute() {
-        return Ok(p);
-    }
-    let base = v.loc().file.parent().map(Path::to_path_buf);
-    Ok(match base {
-        Some(b) if !b.as_os_str().is_empty() => b.join(p),
-        _ => std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p),
-    })
-}
-
-fn absolute(key: &str, v: &Value) -> Result<PathBuf, ConfigError> {
-    let p = PathBuf::from(nonempty(key, v)?);
-    if !p.is_absolute() {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!("'{key}' must be an absolute path, found '{}'", p.display()),
-        ));
-    }
-    Ok(p)
-}
-
-/// `"/tmp/2025"`, `"*:4802"`, `":4809"`, `"2025"`, `"127.0.0.1:2025"`, `"[::1]:2025"`.
 pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     let s = s.trim();
     if s.starts_with('/') {
@@ -555,81 +366,16 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
             ItemKind::Option { key, value: v } => {
                 seen.check(key, &item.loc)?;
                 let k = key.to_ascii_lowercase();
+                // The changelog (#4620) spells it with "-ing"; both spellings are accepted.
+                let name = match k.as_str() {
+                    "unconditional_rebinding" => "unconditional_rebind",
+                    other => other,
+                };
+                if let Some(o) = options::CLUSTER.iter().find(|o| o.name == name) {
+                    (o.set)(&mut c, key, v)?;
+                    continue;
+                }
                 match k.as_str() {
-                    "cluster_group" => c.cluster_group = nonempty(key, v)?,
-                    "control_group" => c.control_group = nonempty(key, v)?,
-                    "log_group" => c.log_group = Some(nonempty(key, v)?),
-                    "nodename" => {
-                        let n = nonempty(key, v)?;
-                        if n.contains(char::is_whitespace) || n.contains('#') {
-                            return Err(ConfigError::new(
-                                v.loc(),
-                                format!("nodename '{n}' must not contain spaces or '#'"),
-                            ));
-                        }
-                        c.nodename = Some(n);
-                    }
-                    "nodeaddr" => {
-                        let a = ip(key, v)?;
-                        if a == IpAddr::from([127, 0, 0, 1]) {
-                            return Err(ConfigError::new(
-                                v.loc(),
-                                "nodeaddr must be routable via the cluster network and must not be 127.0.0.1",
-                            ));
-                        }
-                        c.nodeaddr = Some(a);
-                    }
-                    "subcluster" => {
-                        let s = nonempty(key, v)?;
-                        if s.chars().any(|ch| !ch.is_ascii_lowercase() && !ch.is_ascii_digit() && ch != '_' && ch != '-') {
-                            return Err(ConfigError::new(
-                                v.loc(),
-                                format!("subcluster '{s}' must be a single lower-case word"),
-                            ));
-                        }
-                        c.subcluster = Some(s);
-                    }
-                    "logs" => c.logs = logs_dict(key, v)?,
-                    "log_active_interval" => c.log_active_interval = seconds(key, v)?,
-                    "log_idle_interval" => c.log_idle_interval = seconds(key, v)?,
-                    "heartbeat_start_delay" => c.heartbeat_start_delay = seconds(key, v)?,
-                    "heartbeats_per_sec" => c.heartbeats_per_sec = u32_in(key, v, 1, 1000)?,
-                    "if_check_interval" => c.if_check_interval = positive_seconds(key, v)?,
-                    "if_down_limit" => c.if_down_limit = seconds(key, v)?,
-                    "arp_all_hosts" => c.arp_all_hosts = boolean(key, v)?,
-                    "arp_cache_interval" => c.arp_cache_interval = seconds(key, v)?,
-                    "duravip_balance_set_size" => {
-                        c.duravip_balance_set_size = u32_in(key, v, 1, 1_000_000)?
-                    }
-                    "view_mature_time" => c.view_mature_time = seconds(key, v)?,
-                    "view_balance_interval" => c.view_balance_interval = positive_seconds(key, v)?,
-                    "view_broadcast_interval" => c.view_broadcast_interval = seconds(key, v)?,
-                    // The changelog (#4620) spells it with "-ing"; both spellings are accepted.
-                    "unconditional_rebind" | "unconditional_rebinding" => {
-                        c.unconditional_rebind = boolean(key, v)?
-                    }
-                    "debug_level" => c.debug_level = nonempty(key, v)?,
-                    "enabled" => c.enabled = boolean(key, v)?,
-                    "tcp_buffer_size" => c.tcp_buffer_size = u32_in(key, v, 1, u32::MAX)?,
-                    "garp_count" => c.garp_count = u32_in(key, v, 0, 100)?,
-                    "garp_interval" => c.garp_interval = seconds(key, v)?,
-                    "garp_refresh" => c.garp_refresh = seconds(key, v)?,
-                    "xdp" => {
-                        let s = string(key, v)?;
-                        c.xdp = match s.to_ascii_lowercase().as_str() {
-                            "auto" => XdpMode::Auto,
-                            "native" => XdpMode::Native,
-                            "generic" => XdpMode::Generic,
-                            "off" => XdpMode::Off,
-                            _ => {
-                                return Err(ConfigError::new(
-                                    v.loc(),
-                                    format!("'xdp' expects auto, native, generic or off, found '{s}'"),
-                                ));
-                            }
-                        }
-                    }
-                    "xdp_lease" => c.xdp_lease = positive_seconds(key, v)?,
                     "mbus_daemon" => c.extra.push(ctx.ignore(
                         item,
                         format!("cluster.{key}"),
@@ -643,7 +389,7 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
                     _ => c.extra.push(ctx.ignore(
                         item,
                         format!("cluster.{key}"),
-                        suggestion(&k, &super::options::names(super::options::CLUSTER)),
+                        suggestion(&k, &options::names(options::CLUSTER)),
                     )),
                 }
             }
@@ -685,25 +431,6 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
         }
     }
     Ok(c)
-}
-
-fn logs_dict(key: &str, v: &Value) -> Result<Vec<(String, PathBuf)>, ConfigError> {
-    let Value::Dict { entries, .. } = v else {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!(
-                "'{key}' expects a dictionary [ name = \"/path\" ... ], found {}",
-                kind_of(v)
-            ),
-        ));
-    };
-    let mut seen = Seen::default();
-    let mut out = Vec::new();
-    for e in entries {
-        seen.check(&e.key, &e.loc)?;
-        out.push((e.key.clone(), absolute(&e.key, &e.value)?));
-    }
-    Ok(out)
 }
 
 fn replicate(scope: &Scope, item: &Item) -> Result<Replicate, ConfigError> {
@@ -952,59 +679,26 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
         };
         seen.check(key, &item.loc)?;
         let k = key.to_ascii_lowercase();
-        match k.as_str() {
-            "peers" => m.peers = peers(key, v)?,
-            "port" => m.port = integer(key, v, 1, 65535)? as u16,
-            "connect_timeout" => m.connect_timeout = seconds(key, v)?,
-            "debug_level" => m.debug_level = nonempty(key, v)?,
-            "idle_timeout" => m.idle_timeout = seconds(key, v)?,
-            "keepalive_interval" => m.keepalive_interval = seconds(key, v)?,
-            "max_backlog" => m.max_backlog = u32_in(key, v, 1, u32::MAX)?,
-            "messages_per_iter" => m.messages_per_iter = u32_in(key, v, 1, u32::MAX)?,
-            "reconnect_interval" => m.reconnect_interval = seconds(key, v)?,
-            "tcpbuf_size" => m.tcpbuf_size = u32_in(key, v, 1, u32::MAX)?,
-            "probe_interval" => {
-                m.probe_interval = positive_seconds(key, v)?;
-                probe_loc.get_or_insert(v.loc().clone());
-            }
-            "suspect_timeout" => {
-                m.suspect_timeout = positive_seconds(key, v)?;
-                probe_loc = Some(v.loc().clone());
-            }
-            "cluster_key" => m.cluster_key = Some(path_from(key, v)?),
-            "mtu" => {
-                m.mtu = u32_in(key, v, 576, 65507)?;
-                mtu_loc = Some(v.loc().clone());
-            }
-            "max_unstable_bytes" => {
-                m.max_unstable_bytes = integer(key, v, 1, i64::MAX)? as u64;
-                mtu_loc.get_or_insert(v.loc().clone());
-            }
-            "max_queue" => m.max_queue = u32_in(key, v, 1, u32::MAX)?,
-            // The pieces carry the total length in 32 bits.
-            "max_message_size" => {
-                m.max_message_size = integer(key, v, 1024, i64::from(u32::MAX))? as u64
-            }
-            "cluster_id" => m.cluster_id = u32_in(key, v, 0, u32::MAX)?,
-            "loop_nice" => m.loop_nice = integer(key, v, -20, 19)? as i32,
-            "udp_driver" => {
-                let s = string(key, v)?;
-                m.udp_driver = match s.to_ascii_lowercase().as_str() {
-                    "syscall" => UdpDriver::Syscall,
-                    "uring" | "io_uring" => UdpDriver::Uring,
-                    _ => {
-                        return Err(ConfigError::new(
-                            v.loc(),
-                            format!("'udp_driver' expects syscall or uring, found '{s}'"),
-                        ));
-                    }
-                }
-            }
-            _ => m.extra.push(ctx.ignore(
+        let Some(o) = options::MSGC_SERVER.iter().find(|o| o.name == k) else {
+            m.extra.push(ctx.ignore(
                 item,
                 format!("msgc_server.{key}"),
-                suggestion(&k, &super::options::names(super::options::MSGC_SERVER)),
-            )),
+                suggestion(&k, &options::names(options::MSGC_SERVER)),
+            ));
+            continue;
+        };
+        (o.set)(&mut m, key, v)?;
+        // Where the cross-checks below point: the later-checked option of each pair.
+        match o.name {
+            "probe_interval" => {
+                probe_loc.get_or_insert(v.loc().clone());
+            }
+            "suspect_timeout" => probe_loc = Some(v.loc().clone()),
+            "mtu" => mtu_loc = Some(v.loc().clone()),
+            "max_unstable_bytes" => {
+                mtu_loc.get_or_insert(v.loc().clone());
+            }
+            _ => {}
         }
     }
     if let Some(loc) = probe_loc
@@ -1031,52 +725,6 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
         ));
     }
     Ok(m)
-}
-
-fn peers(key: &str, v: &Value) -> Result<Vec<Peer>, ConfigError> {
-    let Value::Dict { entries, .. } = v else {
-        return Err(ConfigError::new(
-            v.loc(),
-            format!(
-                "'{key}' expects a dictionary [ node1 = \"10.0.0.1\" ... ], found {}",
-                kind_of(v)
-            ),
-        ));
-    };
-    let mut names = Seen::default();
-    let mut addrs: HashMap<String, Loc> = HashMap::new();
-    let mut out = Vec::new();
-    for e in entries {
-        if e.key.trim().is_empty() || e.key.contains(char::is_whitespace) || e.key.contains('#') {
-            return Err(ConfigError::new(
-                &e.loc,
-                format!("bad peer name '{}'", e.key),
-            ));
-        }
-        names.check(&e.key, &e.loc).map_err(|err| {
-            ConfigError::new(&err.loc, format!("duplicate peer: {}", err.message))
-        })?;
-        let address = nonempty(&e.key, &e.value)?.trim().to_owned();
-        if address.contains(char::is_whitespace) {
-            return Err(ConfigError::new(
-                e.value.loc(),
-                format!("bad address '{address}' for peer '{}'", e.key),
-            ));
-        }
-        let norm = address.to_ascii_lowercase();
-        if let Some(first) = addrs.get(&norm) {
-            return Err(ConfigError::new(
-                e.value.loc(),
-                format!("duplicate peer address '{address}' (first at {first})"),
-            ));
-        }
-        addrs.insert(norm, e.value.loc().clone());
-        out.push(Peer {
-            name: e.key.clone(),
-            address,
-        });
-    }
-    Ok(out)
 }
 
 fn listener_stanza(

@@ -21,6 +21,7 @@ pub mod nodename;
 pub mod options;
 pub mod render;
 pub mod syntax;
+pub mod values;
 
 pub use error::{ConfigError, Loc};
 pub use load::{Ignored, Loaded, load_bytes, load_file, load_str};

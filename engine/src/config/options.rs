@@ -2,14 +2,20 @@
 //! documentation, whether a reload applies it, and how its value prints. The table drives the
 //! printer of the effective configuration ([`super::render()`]), the "did you mean" suggestions
 //! of the loader, the reload (which refuses a change to an option a reload cannot apply, naming
-//! it) and the configuration reference (`cohortd --config-reference`, pasted into
-//! `docs/configuration.md` and `cohort.conf(5)`; a test keeps them equal). The loader checks each
-//! value against the bound given here (tests load every option at its bounds).
+//! it), the loader (each option's `set` reads and bounds its value) and the configuration
+//! reference (`cohortd --config-reference`, pasted into `docs/configuration.md` and `cohort.conf(5)`; a test keeps them equal). Each option's `set`
+//! checks the bound its `bound` column states (tests load every option at its bounds).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use super::model::{Cluster, MsgcServer};
-use super::syntax::quote;
+use super::error::ConfigError;
+use super::model::{Cluster, MsgcServer, UdpDriver, XdpMode};
+use super::syntax::{Value, quote};
+use super::values::{
+    boolean, integer, ip, logs_dict, nonempty, path_from, peers, positive_seconds, seconds, string,
+    u32_in,
+};
 
 /// Whether `config reload` (or SIGHUP) applies a changed value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +53,13 @@ pub struct Opt<T: 'static> {
     pub extension: bool,
     pub doc: &'static str,
     pub get: fn(&T) -> Shown,
+    /// Reads the option's value into its scope, with the bound checked and the location of a
+    /// refusal: what the loader calls (`config::load`) for this option.
+    pub set: Setter<T>,
 }
+
+/// How an option's value is read: `(scope, key as written, value)`.
+pub type Setter<T> = fn(&mut T, &str, &Value) -> Result<(), ConfigError>;
 
 fn s(v: &str) -> Shown {
     Shown::Value(quote(v))
@@ -67,7 +79,7 @@ fn opt_s(v: Option<&str>) -> Shown {
 
 macro_rules! opt {
     ($name:literal, $kind:literal, $default:literal, $bound:literal, $reload:ident, $ext:literal,
-     $doc:literal, $get:expr) => {
+     $doc:literal, $get:expr, $set:expr) => {
         Opt {
             name: $name,
             kind: $kind,
@@ -77,6 +89,7 @@ macro_rules! opt {
             extension: $ext,
             doc: $doc,
             get: $get,
+            set: $set,
         }
     };
 }
@@ -91,7 +104,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         false,
         "Group on which DuraVIP ownership and replication travel.",
-        |c| s(&c.cluster_group)
+        |c| s(&c.cluster_group),
+        |c, k, v| {
+            c.cluster_group = nonempty(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "control_group",
@@ -101,7 +118,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         false,
         "Group on which nodes answer the manager's console commands.",
-        |c| s(&c.control_group)
+        |c| s(&c.control_group),
+        |c, k, v| {
+            c.control_group = nonempty(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "log_group",
@@ -111,7 +132,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Group on which paniclog lines are broadcast (`cohortctl listen`); none by default.",
-        |c| opt_s(c.log_group.as_deref())
+        |c| opt_s(c.log_group.as_deref()),
+        |c, k, v| {
+            c.log_group = Some(nonempty(k, v)?);
+            Ok(())
+        }
     ),
     opt!(
         "nodename",
@@ -121,7 +146,18 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         false,
         "This node's name; else EC_NODE_NAME, else the host name.",
-        |c| opt_s(c.nodename.as_deref())
+        |c| opt_s(c.nodename.as_deref()),
+        |c, k, v| {
+            let n = nonempty(k, v)?;
+            if n.contains(char::is_whitespace) || n.contains('#') {
+                return Err(ConfigError::new(
+                    v.loc(),
+                    format!("nodename '{n}' must not contain spaces or '#'"),
+                ));
+            }
+            c.nodename = Some(n);
+            Ok(())
+        }
     ),
     opt!(
         "nodeaddr",
@@ -131,7 +167,18 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         false,
         "This node's cluster address; else its `peers` entry, else its name resolved.",
-        |c| c.nodeaddr.map_or(Shown::Absent, |a| s(&a.to_string()))
+        |c| c.nodeaddr.map_or(Shown::Absent, |a| s(&a.to_string())),
+        |c, k, v| {
+            let a = ip(k, v)?;
+            if a == IpAddr::from([127, 0, 0, 1]) {
+                return Err(ConfigError::new(
+                    v.loc(),
+                    "nodeaddr must be routable via the cluster network and must not be 127.0.0.1",
+                ));
+            }
+            c.nodeaddr = Some(a);
+            Ok(())
+        }
     ),
     opt!(
         "subcluster",
@@ -141,7 +188,20 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         false,
         "Subcluster name (the `ec_sc_<name>` group); else EC_SUB_CLUSTER, else `default`.",
-        |c| opt_s(c.subcluster.as_deref())
+        |c| opt_s(c.subcluster.as_deref()),
+        |c, k, v| {
+            let s = nonempty(k, v)?;
+            if s.chars().any(|ch| {
+                !ch.is_ascii_lowercase() && !ch.is_ascii_digit() && ch != '_' && ch != '-'
+            }) {
+                return Err(ConfigError::new(
+                    v.loc(),
+                    format!("subcluster '{s}' must be a single lower-case word"),
+                ));
+            }
+            c.subcluster = Some(s);
+            Ok(())
+        }
     ),
     opt!(
         "logs",
@@ -156,7 +216,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
                 .iter()
                 .map(|(k, p)| (k.clone(), p.to_string_lossy().into_owned()))
                 .collect()
-        )
+        ),
+        |c, k, v| {
+            c.logs = logs_dict(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "log_active_interval",
@@ -166,7 +230,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Pause between batches while a log pull has records to send.",
-        |c| secs(c.log_active_interval)
+        |c| secs(c.log_active_interval),
+        |c, k, v| {
+            c.log_active_interval = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "log_idle_interval",
@@ -176,7 +244,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Pause before looking again when a log pull has nothing to send.",
-        |c| secs(c.log_idle_interval)
+        |c| secs(c.log_idle_interval),
+        |c, k, v| {
+            c.log_idle_interval = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "heartbeat_start_delay",
@@ -186,7 +258,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         false,
         "Time after start-up before stuck members are detected by heartbeat.",
-        |c| secs(c.heartbeat_start_delay)
+        |c| secs(c.heartbeat_start_delay),
+        |c, k, v| {
+            c.heartbeat_start_delay = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "heartbeats_per_sec",
@@ -196,7 +272,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Heartbeats per second; a member silent for three periods is stuck.",
-        |c| n(c.heartbeats_per_sec)
+        |c| n(c.heartbeats_per_sec),
+        |c, k, v| {
+            c.heartbeats_per_sec = u32_in(k, v, 1, 1000)?;
+            Ok(())
+        }
     ),
     opt!(
         "if_check_interval",
@@ -206,7 +286,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Time between checks that owned DuraVIPs are still plumbed.",
-        |c| secs(c.if_check_interval)
+        |c| secs(c.if_check_interval),
+        |c, k, v| {
+            c.if_check_interval = positive_seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "if_down_limit",
@@ -216,7 +300,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Time an owned address may be missing before it is plumbed again.",
-        |c| secs(c.if_down_limit)
+        |c| secs(c.if_down_limit),
+        |c, k, v| {
+            c.if_down_limit = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "arp_all_hosts",
@@ -226,7 +314,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Broadcast gratuitous ARP (true) or target the shared ARP cache's hosts (false).",
-        |c| n(c.arp_all_hosts)
+        |c| n(c.arp_all_hosts),
+        |c, k, v| {
+            c.arp_all_hosts = boolean(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "arp_cache_interval",
@@ -236,7 +328,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         true,
         "Time between collections of this node's ARP cache for the shared cache; 0 = never.",
-        |c| secs(c.arp_cache_interval)
+        |c| secs(c.arp_cache_interval),
+        |c, k, v| {
+            c.arp_cache_interval = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "duravip_balance_set_size",
@@ -246,7 +342,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "DuraVIPs moved per balancing round.",
-        |c| n(c.duravip_balance_set_size)
+        |c| n(c.duravip_balance_set_size),
+        |c, k, v| {
+            c.duravip_balance_set_size = u32_in(k, v, 1, 1_000_000)?;
+            Ok(())
+        }
     ),
     opt!(
         "view_mature_time",
@@ -256,7 +356,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Time a view must stay unchanged before DuraVIPs are assigned in it.",
-        |c| secs(c.view_mature_time)
+        |c| secs(c.view_mature_time),
+        |c, k, v| {
+            c.view_mature_time = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "view_balance_interval",
@@ -266,7 +370,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Time between DuraVIP balancing rounds.",
-        |c| secs(c.view_balance_interval)
+        |c| secs(c.view_balance_interval),
+        |c, k, v| {
+            c.view_balance_interval = positive_seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "view_broadcast_interval",
@@ -276,7 +384,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Time between speculative DuraVIP announcements; 0 = never.",
-        |c| secs(c.view_broadcast_interval)
+        |c| secs(c.view_broadcast_interval),
+        |c, k, v| {
+            c.view_broadcast_interval = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "unconditional_rebind",
@@ -286,7 +398,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "MTA behaviour on message moves; kept for fidelity, no effect in Cohort.",
-        |c| n(c.unconditional_rebind)
+        |c| n(c.unconditional_rebind),
+        |c, k, v| {
+            c.unconditional_rebind = boolean(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "debug_level",
@@ -296,7 +412,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "Generic module option; kept, no effect in Cohort (use RUST_LOG).",
-        |c| s(&c.debug_level)
+        |c| s(&c.debug_level),
+        |c, k, v| {
+            c.debug_level = nonempty(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "enabled",
@@ -306,7 +426,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         false,
         "false: cohortd runs no cluster service and says so.",
-        |c| n(c.enabled)
+        |c| n(c.enabled),
+        |c, k, v| {
+            c.enabled = boolean(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "tcp_buffer_size",
@@ -316,7 +440,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         false,
         "MTA outbound TCP buffer size; kept, no effect in Cohort.",
-        |c| n(c.tcp_buffer_size)
+        |c| n(c.tcp_buffer_size),
+        |c, k, v| {
+            c.tcp_buffer_size = u32_in(k, v, 1, u32::MAX)?;
+            Ok(())
+        }
     ),
     opt!(
         "garp_count",
@@ -326,7 +454,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         true,
         "Gratuitous ARP frames sent when an address is acquired.",
-        |c| n(c.garp_count)
+        |c| n(c.garp_count),
+        |c, k, v| {
+            c.garp_count = u32_in(k, v, 0, 100)?;
+            Ok(())
+        }
     ),
     opt!(
         "garp_interval",
@@ -336,7 +468,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         true,
         "Time between those frames.",
-        |c| secs(c.garp_interval)
+        |c| secs(c.garp_interval),
+        |c, k, v| {
+            c.garp_interval = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "garp_refresh",
@@ -346,7 +482,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         true,
         "Time between repeated announcements of owned addresses; 0 = never.",
-        |c| secs(c.garp_refresh)
+        |c| secs(c.garp_refresh),
+        |c, k, v| {
+            c.garp_refresh = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "xdp",
@@ -356,7 +496,23 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         true,
         "How the XDP fast path attaches.",
-        |c| s(c.xdp.name())
+        |c| s(c.xdp.name()),
+        |c, k, v| {
+            let s = string(k, v)?;
+            c.xdp = match s.to_ascii_lowercase().as_str() {
+                "auto" => XdpMode::Auto,
+                "native" => XdpMode::Native,
+                "generic" => XdpMode::Generic,
+                "off" => XdpMode::Off,
+                _ => {
+                    return Err(ConfigError::new(
+                        v.loc(),
+                        format!("'xdp' expects auto, native, generic or off, found '{s}'"),
+                    ));
+                }
+            };
+            Ok(())
+        }
     ),
     opt!(
         "xdp_lease",
@@ -366,7 +522,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         true,
         "Time the XDP program keeps answering for an address without a renewal.",
-        |c| secs(c.xdp_lease)
+        |c| secs(c.xdp_lease),
+        |c, k, v| {
+            c.xdp_lease = positive_seconds(k, v)?;
+            Ok(())
+        }
     ),
 ];
 
@@ -385,7 +545,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
                 .iter()
                 .map(|p| (p.name.clone(), p.address.clone()))
                 .collect()
-        )
+        ),
+        |c, k, v| {
+            c.peers = peers(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "port",
@@ -395,7 +559,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         false,
         "UDP port of the group transport.",
-        |m| n(m.port)
+        |m| n(m.port),
+        |c, k, v| {
+            c.port = integer(k, v, 1, 65535)? as u16;
+            Ok(())
+        }
     ),
     opt!(
         "connect_timeout",
@@ -405,7 +573,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| secs(m.connect_timeout)
+        |m| secs(m.connect_timeout),
+        |c, k, v| {
+            c.connect_timeout = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "debug_level",
@@ -415,7 +587,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| s(&m.debug_level)
+        |m| s(&m.debug_level),
+        |c, k, v| {
+            c.debug_level = nonempty(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "idle_timeout",
@@ -425,7 +601,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| secs(m.idle_timeout)
+        |m| secs(m.idle_timeout),
+        |c, k, v| {
+            c.idle_timeout = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "keepalive_interval",
@@ -435,7 +615,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| secs(m.keepalive_interval)
+        |m| secs(m.keepalive_interval),
+        |c, k, v| {
+            c.keepalive_interval = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "max_backlog",
@@ -445,7 +629,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| n(m.max_backlog)
+        |m| n(m.max_backlog),
+        |c, k, v| {
+            c.max_backlog = u32_in(k, v, 1, u32::MAX)?;
+            Ok(())
+        }
     ),
     opt!(
         "messages_per_iter",
@@ -455,7 +643,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| n(m.messages_per_iter)
+        |m| n(m.messages_per_iter),
+        |c, k, v| {
+            c.messages_per_iter = u32_in(k, v, 1, u32::MAX)?;
+            Ok(())
+        }
     ),
     opt!(
         "reconnect_interval",
@@ -465,7 +657,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| secs(m.reconnect_interval)
+        |m| secs(m.reconnect_interval),
+        |c, k, v| {
+            c.reconnect_interval = seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "tcpbuf_size",
@@ -475,7 +671,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         false,
         "msgc option; kept, no effect in Cohort's transport.",
-        |m| n(m.tcpbuf_size)
+        |m| n(m.tcpbuf_size),
+        |c, k, v| {
+            c.tcpbuf_size = u32_in(k, v, 1, u32::MAX)?;
+            Ok(())
+        }
     ),
     opt!(
         "probe_interval",
@@ -485,7 +685,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         true,
         "Time between failure-detector probes.",
-        |m| secs(m.probe_interval)
+        |m| secs(m.probe_interval),
+        |c, k, v| {
+            c.probe_interval = positive_seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "suspect_timeout",
@@ -495,7 +699,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Applies,
         true,
         "Silence after which a peer is suspected.",
-        |m| secs(m.suspect_timeout)
+        |m| secs(m.suspect_timeout),
+        |c, k, v| {
+            c.suspect_timeout = positive_seconds(k, v)?;
+            Ok(())
+        }
     ),
     opt!(
         "cluster_key",
@@ -508,7 +716,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         |m| m
             .cluster_key
             .as_ref()
-            .map_or(Shown::Absent, |k| s(&k.to_string_lossy()))
+            .map_or(Shown::Absent, |k| s(&k.to_string_lossy())),
+        |c, k, v| {
+            c.cluster_key = Some(path_from(k, v)?);
+            Ok(())
+        }
     ),
     opt!(
         "mtu",
@@ -518,7 +730,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         true,
         "Largest UDP payload sent, bytes.",
-        |m| n(m.mtu)
+        |m| n(m.mtu),
+        |c, k, v| {
+            c.mtu = u32_in(k, v, 576, 65507)?;
+            Ok(())
+        }
     ),
     opt!(
         "max_unstable_bytes",
@@ -528,7 +744,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         true,
         "Flow-control window: bytes a sender may have unstable.",
-        |m| n(m.max_unstable_bytes)
+        |m| n(m.max_unstable_bytes),
+        |c, k, v| {
+            c.max_unstable_bytes = integer(k, v, 1, i64::MAX)? as u64;
+            Ok(())
+        }
     ),
     opt!(
         "max_queue",
@@ -538,7 +758,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         true,
         "Messages a sender may queue before sends would block.",
-        |m| n(m.max_queue)
+        |m| n(m.max_queue),
+        |c, k, v| {
+            c.max_queue = u32_in(k, v, 1, u32::MAX)?;
+            Ok(())
+        }
     ),
     opt!(
         "max_message_size",
@@ -548,7 +772,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         true,
         "Largest message, bytes (larger ones travel in fragments).",
-        |m| n(m.max_message_size)
+        |m| n(m.max_message_size),
+        |c, k, v| {
+            c.max_message_size = integer(k, v, 1024, i64::from(u32::MAX))? as u64;
+            Ok(())
+        }
     ),
     opt!(
         "cluster_id",
@@ -558,7 +786,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         true,
         "Cluster identifier: datagrams of another cluster are dropped.",
-        |m| n(m.cluster_id)
+        |m| n(m.cluster_id),
+        |c, k, v| {
+            c.cluster_id = u32_in(k, v, 0, u32::MAX)?;
+            Ok(())
+        }
     ),
     opt!(
         "udp_driver",
@@ -568,7 +800,21 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         true,
         "How datagrams move: recvmmsg/sendmmsg or io_uring.",
-        |m| s(m.udp_driver.name())
+        |m| s(m.udp_driver.name()),
+        |c, k, v| {
+            let s = string(k, v)?;
+            c.udp_driver = match s.to_ascii_lowercase().as_str() {
+                "syscall" => UdpDriver::Syscall,
+                "uring" | "io_uring" => UdpDriver::Uring,
+                _ => {
+                    return Err(ConfigError::new(
+                        v.loc(),
+                        format!("'udp_driver' expects syscall or uring, found '{s}'"),
+                    ));
+                }
+            };
+            Ok(())
+        }
     ),
     opt!(
         "loop_nice",
@@ -578,7 +824,11 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         Restart,
         true,
         "Scheduling priority of the event loop thread.",
-        |m| n(m.loop_nice)
+        |m| n(m.loop_nice),
+        |c, k, v| {
+            c.loop_nice = integer(k, v, -20, 19)? as i32;
+            Ok(())
+        }
     ),
 ];
 

@@ -814,12 +814,12 @@ mod tests {
             &[1, 3],                // add, zigzag(-2) = 3
             &[2, 1],                // IPv6 ::/1
             &[0; 16],
-            &[1, 0x80, 0x01],             // add, zigzag(64) = 128 as a varint
-            &[1, b'g', 0, 0, 2],          // section "g", no flags, two updates
-            &[3, 2, b'a', b'b'],          // text key "ab"
-            &[2, 0xac, 0x02, 5, 1, b'v'], // set: version 300, ttl 5, value "v"
-            &[4, 1, b's', 1, 3, 1, b'x'], // series "s", window 1, item text "x"
-            &[3, 1, 0, 0, 1, b'w'],       // relayed set: version 1, ttl 0, empty value, writer "w"
+            &[1, 0x80, 0x01],               // add, zigzag(64) = 128 as a varint
+            &[1, b'g', FLAG_REQUEST, 0, 2], // section "g", REQUEST, two updates
+            &[3, 2, b'a', b'b'],            // text key "ab"
+            &[2, 0xac, 0x02, 5, 1, b'v'],   // set: version 300, ttl 5, value "v"
+            &[4, 1, b's', 1, 3, 1, b'x'],   // series "s", window 1, item text "x"
+            &[3, 1, 0, 0, 1, b'w'], // relayed set: version 1, ttl 0, empty value, writer "w"
         ]
         .concat();
         assert_eq!(message.to_bytes().expect("fits"), want);
