@@ -118,6 +118,26 @@ fn the_documentation_is_the_table() {
         options::reference_table("msgc_server", options::MSGC_SERVER),
         "regenerate with `cohortd --config-reference`"
     );
+    for (scope, table) in [
+        (
+            "Replicate",
+            options::reference_table("Replicate", options::REPLICATE),
+        ),
+        (
+            "Topology",
+            options::reference_table("Topology", options::TOPOLOGY),
+        ),
+        (
+            "Security",
+            options::reference_table("Security", options::SECURITY),
+        ),
+    ] {
+        assert_eq!(
+            documented(&doc, scope),
+            table,
+            "{scope}: regenerate with `cohortd --config-reference`"
+        );
+    }
 }
 
 #[test]

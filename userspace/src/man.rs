@@ -78,13 +78,14 @@ pub fn config_page() -> String {
     );
     table(&mut out, "cluster", options::CLUSTER);
     table(&mut out, "msgc_server", options::MSGC_SERVER);
+    table(&mut out, "Replicate \"name\"", options::REPLICATE);
+    table(&mut out, "Topology \"cidr\"", options::TOPOLOGY);
+    table(&mut out, "Security", options::SECURITY);
     out.push_str(
         ".SS Other scopes\n\
-         \\fBReplicate \"name\" { type class parameters max_delay max_pending max_size binding_group }\\fR \
-         (inside cluster), \\fBTopology \"cidr\" { interface cidrmask }\\fR (inside cluster), \
          \\fBBinding\\fR, \\fBBinding_Group\\fR and \\fBESMTP_Listener\\fR (DuraVIP addresses), \
-         \\fBControl_Listener\\fR, \\fBECCluster_Listener\\fR, \\fBec_logger\\fR, \\fBbounce_logger\\fR, \
-         the manager's \\fBLogs\\fR and \\fBSecurity { user group }\\fR: see docs/configuration.md.\n\
+         \\fBControl_Listener\\fR, \\fBECCluster_Listener\\fR, \\fBec_logger\\fR, \\fBbounce_logger\\fR \
+         and the manager's \\fBLogs\\fR: see docs/configuration.md.\n\
          .SH FILES\n/etc/cohort/cohort.conf\n\
          .SH SEE ALSO\n\\fBcohortd\\fR(8), \\fBcohortctl\\fR(1)\n",
     );

@@ -441,21 +441,9 @@ fn replicate(scope: &Scope, item: &Item) -> Result<Replicate, ConfigError> {
         ));
     };
     let mut seen = Seen::default();
-    let mut ty: Option<(ReplicateKind, Loc)> = None;
-    let mut class: Option<ReplicateKind> = None;
     let mut r = Replicate::new(name.clone(), ReplicateKind::Cache);
-    let mut max_size_loc: Option<Loc> = None;
-    let mut binding_group_loc: Option<Loc> = None;
-    let kind_value = |key: &str, v: &Value| -> Result<ReplicateKind, ConfigError> {
-        let s = string(key, v)?;
-        ReplicateKind::from_name(&s).ok_or_else(|| {
-            let all: Vec<&str> = ReplicateKind::ALL.iter().map(|k| k.name()).collect();
-            ConfigError::new(
-                v.loc(),
-                format!("unknown replication type '{s}' (known: {})", all.join(", ")),
-            )
-        })
-    };
+    // Where each option was written, for the checks that involve several.
+    let mut locs: HashMap<&'static str, Loc> = HashMap::new();
     for it in &scope.items {
         let ItemKind::Option { key, value: v } = &it.kind else {
             return Err(ConfigError::new(
@@ -467,80 +455,28 @@ fn replicate(scope: &Scope, item: &Item) -> Result<Replicate, ConfigError> {
             ));
         };
         seen.check(key, &it.loc)?;
-        match key.to_ascii_lowercase().as_str() {
-            "type" => ty = Some((kind_value(key, v)?, v.loc().clone())),
-            "class" => class = Some(kind_value(key, v)?),
-            "parameters" => {
-                let raw = match v {
-                    Value::List { .. } => strings(key, v)?,
-                    _ => string(key, v)?.split(';').map(str::to_owned).collect(),
-                };
-                for p in raw.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-                    let param = ReplicateParam::from_name(p).ok_or_else(|| {
-                        let all: Vec<&str> = ReplicateParam::ALL.iter().map(|k| k.name()).collect();
-                        ConfigError::new(
-                            v.loc(),
-                            format!(
-                                "unknown replication parameter '{p}' (known: {})",
-                                all.join(", ")
-                            ),
-                        )
-                    })?;
-                    if !r.parameters.contains(&param) {
-                        r.parameters.push(param);
-                    }
-                }
-            }
-            "max_delay" => r.max_delay = seconds_in(key, v, 0.0, 3600.0)?,
-            "max_pending" => {
-                let n = integer(key, v, i64::MIN, u32::MAX.into())?;
-                if n < 1 {
-                    return Err(ConfigError::new(
-                        v.loc(),
-                        format!("'max_pending' must be at least 1 (found {n})"),
-                    ));
-                }
-                r.max_pending = n as u32;
-            }
-            "max_size" => {
-                let n = integer(key, v, -1, i64::MAX)?;
-                if n == 0 {
-                    return Err(ConfigError::new(
-                        v.loc(),
-                        "'max_size' must be -1 (unbounded) or at least 1",
-                    ));
-                }
-                r.max_size = n;
-                max_size_loc = Some(v.loc().clone());
-            }
-            "binding_group" => {
-                r.binding_group = Some(nonempty(key, v)?);
-                binding_group_loc = Some(v.loc().clone());
-            }
-            other => {
-                let known = [
-                    "type",
-                    "class",
-                    "parameters",
-                    "max_delay",
-                    "max_pending",
-                    "max_size",
-                    "binding_group",
-                ];
-                let hint = match known.iter().find(|k| distance(other, k) <= 2) {
-                    Some(k) => format!("; did you mean '{k}'?"),
-                    None => String::new(),
-                };
-                return Err(ConfigError::new(
-                    &it.loc,
-                    format!(
-                        "unknown option '{key}' in Replicate \"{name}\" (valid: {}){hint}",
-                        known.join(", ")
-                    ),
-                ));
-            }
-        }
+        let k = key.to_ascii_lowercase();
+        let Some(o) = options::REPLICATE.iter().find(|o| o.name == k) else {
+            let known = options::names(options::REPLICATE);
+            let hint = match known.iter().find(|n| distance(&k, n) <= 2) {
+                Some(n) => format!("; did you mean '{n}'?"),
+                None => String::new(),
+            };
+            return Err(ConfigError::new(
+                &it.loc,
+                format!(
+                    "unknown option '{key}' in Replicate \"{name}\" (valid: {}){hint}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        (o.set)(&mut r, key, v)?;
+        locs.insert(o.name, v.loc().clone());
     }
+    let class = r.class;
+    let ty = locs.get("type").map(|l| (r.kind, l.clone()));
+    let max_size_loc = locs.get("max_size").cloned();
+    let binding_group_loc = locs.get("binding_group").cloned();
     r.class = class;
     r.kind = match (&ty, class) {
         (Some((t, loc)), Some(c)) if *t != c => {
@@ -622,7 +558,6 @@ fn topology(scope: &Scope, item: &Item) -> Result<Topology, ConfigError> {
         cidrmask: max,
     };
     let mut seen = Seen::default();
-    let mut interface = None;
     for it in &scope.items {
         let ItemKind::Option { key, value: v } = &it.kind else {
             return Err(ConfigError::new(
@@ -634,28 +569,18 @@ fn topology(scope: &Scope, item: &Item) -> Result<Topology, ConfigError> {
             ));
         };
         seen.check(key, &it.loc)?;
-        match key.to_ascii_lowercase().as_str() {
-            "interface" => {
-                let i = nonempty(key, v)?;
-                if i.len() > 15 || i.contains(['/', ' ']) {
-                    return Err(ConfigError::new(
-                        v.loc(),
-                        format!("'{i}' is not a valid interface name"),
-                    ));
-                }
-                interface = Some(i);
-            }
-            "cidrmask" => t.cidrmask = integer(key, v, 0, max.into())? as u8,
-            _ => {
-                return Err(ConfigError::new(
-                    &it.loc,
-                    format!(
-                        "unknown option '{key}' in Topology \"{name}\" (valid: interface, cidrmask)"
-                    ),
-                ));
-            }
-        }
+        let k = key.to_ascii_lowercase();
+        let Some(o) = options::TOPOLOGY.iter().find(|o| o.name == k) else {
+            return Err(ConfigError::new(
+                &it.loc,
+                format!(
+                    "unknown option '{key}' in Topology \"{name}\" (valid: interface, cidrmask)"
+                ),
+            ));
+        };
+        (o.set)(&mut t, key, v)?;
     }
+    let interface = (!t.interface.is_empty()).then(|| t.interface.clone());
     let Some(interface) = interface else {
         return Err(ConfigError::new(
             &item.loc,
@@ -949,9 +874,12 @@ fn security(scope: &Scope, ctx: &mut Ctx) -> Result<Security, ConfigError> {
         match &item.kind {
             ItemKind::Option { key, value: v } => {
                 seen.check(key, &item.loc)?;
-                match key.to_ascii_lowercase().as_str() {
-                    "user" => sec.user = Some(nonempty(key, v)?),
-                    "group" => sec.group = Some(nonempty(key, v)?),
+                let k = key.to_ascii_lowercase();
+                if let Some(o) = options::SECURITY.iter().find(|o| o.name == k) {
+                    (o.set)(&mut sec, key, v)?;
+                    continue;
+                }
+                match k.as_str() {
                     "capabilities" | "privileges" => sec.extra.push(ctx.ignore(
                         item,
                         format!("Security.{key}"),
@@ -960,7 +888,7 @@ fn security(scope: &Scope, ctx: &mut Ctx) -> Result<Security, ConfigError> {
                     _ => sec.extra.push(ctx.ignore(
                         item,
                         format!("Security.{key}"),
-                        suggestion(&key.to_ascii_lowercase(), &["user", "group"]),
+                        suggestion(&k, &options::names(options::SECURITY)),
                     )),
                 }
             }

@@ -10,11 +10,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{Cluster, MsgcServer, UdpDriver, XdpMode};
+use super::model::{
+    Cluster, MsgcServer, Replicate, ReplicateKind, ReplicateParam, Security, Topology, UdpDriver,
+    XdpMode,
+};
 use super::syntax::{Value, quote};
 use super::values::{
-    boolean, integer, ip, logs_dict, nonempty, path_from, peers, positive_seconds, seconds, string,
-    u32_in,
+    boolean, integer, ip, logs_dict, nonempty, path_from, peers, positive_seconds, seconds,
+    seconds_in, string, strings, u32_in,
 };
 
 /// Whether `config reload` (or SIGHUP) applies a changed value.
@@ -832,6 +835,237 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
     ),
 ];
 
+fn kind_value(key: &str, v: &Value) -> Result<ReplicateKind, ConfigError> {
+    let s = string(key, v)?;
+    ReplicateKind::from_name(&s).ok_or_else(|| {
+        let all: Vec<&str> = ReplicateKind::ALL.iter().map(|k| k.name()).collect();
+        ConfigError::new(
+            v.loc(),
+            format!("unknown replication type '{s}' (known: {})", all.join(", ")),
+        )
+    })
+}
+
+/// `Replicate "name" { }` (inside `cluster`), in the order the printer writes them. The loader
+/// checks what involves several options afterwards: `type` and `class` agree, `max_size` only
+/// for caches, `binding_group` only for `outbound_cidr` and `outbound_domains`.
+pub const REPLICATE: &[Opt<Replicate>] = &[
+    opt!(
+        "type",
+        "choice",
+        "the name",
+        "a replication type",
+        Applies,
+        false,
+        "cache, inbound_cidr, outbound_cidr, outbound_domains, outbound_binding_domains, OBTM, OBTC, shared_named_throttles, metrics or eccmgr_metrics.",
+        |r| s(r.kind.name()),
+        |r, k, v| {
+            r.kind = kind_value(k, v)?;
+            Ok(())
+        }
+    ),
+    opt!(
+        "class",
+        "choice",
+        "-",
+        "a replication type, equal to type",
+        Applies,
+        false,
+        "The type of an object whose name is not its type (outbound_cidr_foo).",
+        |r| r.class.map_or(Shown::Absent, |c| s(c.name())),
+        |r, k, v| {
+            r.class = Some(kind_value(k, v)?);
+            Ok(())
+        }
+    ),
+    opt!(
+        "parameters",
+        "list",
+        "-",
+        "snapshot, connect, delivery, transfail, permfail, reception, rejection, audit_series, gauge_cache",
+        Applies,
+        false,
+        "`;`-separated (or a list).",
+        |r| {
+            if r.parameters.is_empty() {
+                Shown::Absent
+            } else {
+                let p: Vec<&str> = r.parameters.iter().map(|p| p.name()).collect();
+                s(&p.join(";"))
+            }
+        },
+        |r, k, v| {
+            let raw = match v {
+                Value::List { .. } => strings(k, v)?,
+                _ => string(k, v)?.split(';').map(str::to_owned).collect(),
+            };
+            for p in raw.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+                let param = ReplicateParam::from_name(p).ok_or_else(|| {
+                    let all: Vec<&str> = ReplicateParam::ALL.iter().map(|k| k.name()).collect();
+                    ConfigError::new(
+                        v.loc(),
+                        format!(
+                            "unknown replication parameter '{p}' (known: {})",
+                            all.join(", ")
+                        ),
+                    )
+                })?;
+                if !r.parameters.contains(&param) {
+                    r.parameters.push(param);
+                }
+            }
+            Ok(())
+        }
+    ),
+    opt!(
+        "max_delay",
+        "seconds",
+        "1",
+        "0..=3600",
+        Applies,
+        false,
+        "Time an update may be buffered before a flush.",
+        |r| secs(r.max_delay),
+        |r, k, v| {
+            r.max_delay = seconds_in(k, v, 0.0, 3600.0)?;
+            Ok(())
+        }
+    ),
+    opt!(
+        "max_pending",
+        "integer",
+        "100",
+        "1..=4294967295",
+        Applies,
+        false,
+        "Buffered updates that force a flush.",
+        |r| n(r.max_pending),
+        |r, k, v| {
+            let m = integer(k, v, i64::MIN, u32::MAX.into())?;
+            if m < 1 {
+                return Err(ConfigError::new(
+                    v.loc(),
+                    format!("'max_pending' must be at least 1 (found {m})"),
+                ));
+            }
+            r.max_pending = m as u32;
+            Ok(())
+        }
+    ),
+    opt!(
+        "max_size",
+        "integer",
+        "-1",
+        "-1, or at least 1; caches only",
+        Applies,
+        false,
+        "Maximum entries of a cache; -1 = the largest supported.",
+        |r| {
+            if r.kind == ReplicateKind::Cache {
+                n(r.max_size)
+            } else {
+                Shown::Absent
+            }
+        },
+        |r, k, v| {
+            let m = integer(k, v, -1, i64::MAX)?;
+            if m == 0 {
+                return Err(ConfigError::new(
+                    v.loc(),
+                    "'max_size' must be -1 (unbounded) or at least 1",
+                ));
+            }
+            r.max_size = m;
+            Ok(())
+        }
+    ),
+    opt!(
+        "binding_group",
+        "string",
+        "-",
+        "outbound_cidr and outbound_domains only",
+        Applies,
+        false,
+        "The binding group the object tracks.",
+        |r| opt_s(r.binding_group.as_deref()),
+        |r, k, v| {
+            r.binding_group = Some(nonempty(k, v)?);
+            Ok(())
+        }
+    ),
+];
+
+/// `Topology "cidr" { }` (inside `cluster`).
+pub const TOPOLOGY: &[Opt<Topology>] = &[
+    opt!(
+        "interface",
+        "string",
+        "-",
+        "required; an interface name",
+        Applies,
+        false,
+        "The interface DuraVIPs of this block are plumbed on.",
+        |t| s(&t.interface),
+        |t, k, v| {
+            let i = nonempty(k, v)?;
+            if i.len() > 15 || i.contains(['/', ' ']) {
+                return Err(ConfigError::new(
+                    v.loc(),
+                    format!("'{i}' is not a valid interface name"),
+                ));
+            }
+            t.interface = i;
+            Ok(())
+        }
+    ),
+    opt!(
+        "cidrmask",
+        "integer",
+        "32 (128 for IPv6)",
+        "0..=32 (0..=128 for IPv6)",
+        Applies,
+        false,
+        "The prefix length the addresses are plumbed with.",
+        |t| n(t.cidrmask),
+        |t, k, v| {
+            t.cidrmask = integer(k, v, 0, t.network.max_prefix_len().into())? as u8;
+            Ok(())
+        }
+    ),
+];
+
+/// `Security { }`.
+pub const SECURITY: &[Opt<Security>] = &[
+    opt!(
+        "user",
+        "string",
+        "-",
+        "a user of this host",
+        Restart,
+        false,
+        "The user cohortd runs as once set up, keeping its three capabilities.",
+        |x| opt_s(x.user.as_deref()),
+        |x, k, v| {
+            x.user = Some(nonempty(k, v)?);
+            Ok(())
+        }
+    ),
+    opt!(
+        "group",
+        "string",
+        "the user's primary group",
+        "a group of this host",
+        Restart,
+        false,
+        "The group cohortd runs as.",
+        |x| opt_s(x.group.as_deref()),
+        |x, k, v| {
+            x.group = Some(nonempty(k, v)?);
+            Ok(())
+        }
+    ),
+];
+
 /// The names of a table, for suggestions.
 pub fn names<T>(table: &[Opt<T>]) -> Vec<&'static str> {
     table.iter().map(|o| o.name).collect()
@@ -869,11 +1103,14 @@ pub fn reference_table<T>(scope: &str, table: &[Opt<T>]) -> String {
     out
 }
 
-/// The whole reference: `cluster` and `msgc_server`.
+/// The whole reference: every scope with a table.
 pub fn reference() -> String {
-    format!(
-        "{}\n{}",
+    [
         reference_table("cluster", CLUSTER),
-        reference_table("msgc_server", MSGC_SERVER)
-    )
+        reference_table("msgc_server", MSGC_SERVER),
+        reference_table("Replicate", REPLICATE),
+        reference_table("Topology", TOPOLOGY),
+        reference_table("Security", SECURITY),
+    ]
+    .join("\n")
 }

@@ -37,12 +37,7 @@ pub fn render(cfg: &Config) -> String {
     }
     if let Some(sec) = &cfg.security {
         w.open("Security");
-        if let Some(u) = &sec.user {
-            w.str("user", u);
-        }
-        if let Some(g) = &sec.group {
-            w.str("group", g);
-        }
+        w.options(options::SECURITY, sec);
         for e in &sec.extra {
             w.extra(e);
         }
@@ -114,28 +109,12 @@ fn cluster(w: &mut Writer, c: &Cluster) {
     w.options(options::CLUSTER, c);
     for r in &c.replicate {
         w.open(format!("Replicate {}", quote(&r.name)));
-        w.str("type", r.kind.name());
-        if let Some(class) = r.class {
-            w.str("class", class.name());
-        }
-        if !r.parameters.is_empty() {
-            let p: Vec<&str> = r.parameters.iter().map(|p| p.name()).collect();
-            w.str("parameters", &p.join(";"));
-        }
-        w.secs("max_delay", r.max_delay);
-        w.num("max_pending", r.max_pending);
-        if r.kind == ReplicateKind::Cache {
-            w.num("max_size", r.max_size);
-        }
-        if let Some(g) = &r.binding_group {
-            w.str("binding_group", g);
-        }
+        w.options(options::REPLICATE, r);
         w.close();
     }
     for t in &c.topology {
         w.open(format!("Topology {}", quote(&t.network.to_string())));
-        w.str("interface", &t.interface);
-        w.num("cidrmask", t.cidrmask);
+        w.options(options::TOPOLOGY, t);
         w.close();
     }
     for e in &c.extra {
