@@ -83,6 +83,17 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// One unlabelled counter, `cohort_{name}_total`.
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    family(
+        out,
+        &format!("cohort_{name}_total"),
+        "counter",
+        help,
+        &one(v as f64),
+    );
+}
+
 fn one(v: impl Into<f64>) -> Vec<(String, f64)> {
     vec![(String::new(), v.into())]
 }
@@ -189,13 +200,7 @@ pub fn render(shared: &Shared) -> String {
         ),
     ];
     for (name, help, v) in counters {
-        family(
-            &mut out,
-            &format!("cohort_{name}_total"),
-            "counter",
-            help,
-            &one(v as f64),
-        );
+        counter(&mut out, name, help, v);
     }
     let drops = [
         ("bad_mac", c.dropped_bad_mac),
@@ -316,13 +321,7 @@ pub fn render(shared: &Shared) -> String {
                 st.dropped,
             ),
         ] {
-            family(
-                &mut out,
-                &format!("cohort_{name}_total"),
-                "counter",
-                help,
-                &one(v as f64),
-            );
+            counter(&mut out, name, help, v);
         }
         family(
             &mut out,

@@ -15,37 +15,12 @@ use std::time::{Duration, Instant};
 use cohort::lab::procs::Cluster;
 use cohort::lab::{Lab, run};
 
-fn plumbed(lab: &Lab, i: usize) -> String {
-    cohort::lab::procs::plumbed(lab, i)
-}
-
-/// For each VIP, the nodes (0..3) that have it plumbed.
 fn owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Vec<Vec<usize>> {
-    let addrs: Vec<(usize, String)> = nodes.iter().map(|&i| (i, plumbed(lab, i))).collect();
-    vips.iter()
-        .map(|v| {
-            addrs
-                .iter()
-                .filter(|(_, a)| a.contains(&format!("{v}/32")))
-                .map(|(i, _)| *i)
-                .collect()
-        })
-        .collect()
+    cohort::lab::procs::vip_owners(lab, vips, nodes)
 }
 
 fn wait_single_owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Vec<usize> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let o = owners(lab, vips, nodes);
-        if o.iter().all(|x| x.len() == 1) {
-            return o.into_iter().map(|x| x[0]).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "addresses never each had one owner: {o:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cohort::lab::procs::wait_single_owners(lab, vips, nodes)
 }
 
 /// Starts nodes 0..3 of `lab` with four DuraVIP bindings (host numbers `first..first+4`), waits
@@ -132,7 +107,7 @@ fn sigterm_releases_addresses_and_a_survivor_takes_them() {
     let status = c.terminate(leaver);
     assert!(status.success(), "{status:?}");
     // Released at once: gone from the leaver's interface by the time the process has exited.
-    let left = plumbed(&lab, leaver);
+    let left = cohort::lab::procs::plumbed(&lab, leaver);
     for v in &held {
         assert!(
             !left.contains(&format!("{v}/32")),

@@ -349,18 +349,8 @@ fn owner(lab: &Lab, ip: std::net::Ipv4Addr) -> Vec<usize> {
         .collect()
 }
 
-/// Waits (bounded) until every address is plumbed on exactly one node (a move in progress may
-/// briefly leave one unplumbed).
 fn wait_single_owners(lab: &Lab, vips: &[std::net::Ipv4Addr]) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !vips.iter().all(|v| owner(lab, *v).len() == 1) {
-        assert!(
-            Instant::now() < deadline,
-            "addresses never settled: {:?}",
-            vips.iter().map(|v| owner(lab, *v)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cohort::lab::procs::wait_single_owners(lab, vips, &NODES);
 }
 
 #[test]

@@ -13,36 +13,8 @@ use cohort::lab::Lab;
 
 const NODES: [usize; 3] = [0, 1, 2];
 
-/// For each address, the nodes that have it plumbed.
-fn owners(lab: &Lab, vips: &[Ipv4Addr]) -> Vec<Vec<usize>> {
-    let addrs: Vec<(usize, String)> = NODES
-        .iter()
-        .map(|&i| (i, cohort::lab::procs::plumbed(lab, i)))
-        .collect();
-    vips.iter()
-        .map(|v| {
-            addrs
-                .iter()
-                .filter(|(_, a)| a.contains(&format!("{v}/32")))
-                .map(|(i, _)| *i)
-                .collect()
-        })
-        .collect()
-}
-
 fn wait_single_owners(lab: &Lab, vips: &[Ipv4Addr]) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let o = owners(lab, vips);
-        if o.iter().all(|x| x.len() == 1) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "addresses never each had one owner: {o:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cohort::lab::procs::wait_single_owners(lab, vips, &NODES);
 }
 
 #[test]

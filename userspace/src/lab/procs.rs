@@ -263,6 +263,37 @@ impl Drop for Cluster<'_> {
     }
 }
 
+/// For each address of `vips`, the hosts among `nodes` that have it plumbed (as a /32).
+pub fn vip_owners(lab: &Lab, vips: &[std::net::Ipv4Addr], nodes: &[usize]) -> Vec<Vec<usize>> {
+    let addrs: Vec<(usize, String)> = nodes.iter().map(|&i| (i, plumbed(lab, i))).collect();
+    vips.iter()
+        .map(|v| {
+            addrs
+                .iter()
+                .filter(|(_, a)| a.contains(&format!("{v}/32")))
+                .map(|(i, _)| *i)
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits (bounded, 40 s) until every address of `vips` is plumbed on exactly one of `nodes` (a
+/// move in progress may briefly leave one unplumbed); returns each address's owner.
+pub fn wait_single_owners(lab: &Lab, vips: &[std::net::Ipv4Addr], nodes: &[usize]) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let o = vip_owners(lab, vips, nodes);
+        if o.iter().all(|x| x.len() == 1) {
+            return o.into_iter().map(|x| x[0]).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "addresses never each had one owner: {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The IPv4 addresses on host `i`'s `eth0`, as `ip -4 addr show` prints them.
 pub fn plumbed(lab: &Lab, i: usize) -> String {
     let out = super::run(Command::new("ip").args([

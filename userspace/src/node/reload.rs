@@ -63,18 +63,17 @@ fn replicate(old: &[Replicate], new: &[Replicate], d: &mut Diff) {
     }
 }
 
+/// A configuration's DuraVIP addresses by address.
+fn by_ip(l: &LocalConfig) -> BTreeMap<std::net::IpAddr, &cohort_engine::duravip::AddrConfig> {
+    l.addresses.iter().map(|a| (a.ip, a)).collect()
+}
+
 fn duravip(old: &Config, new: &Config, d: &mut Diff) {
     let (o, n) = (LocalConfig::from_config(old), LocalConfig::from_config(new));
     if o == n {
         return;
     }
-    let ips = |l: &LocalConfig| -> BTreeMap<std::net::IpAddr, String> {
-        l.addresses
-            .iter()
-            .map(|a| (a.ip, format!("{a:?}")))
-            .collect()
-    };
-    let (oi, ni) = (ips(&o), ips(&n));
+    let (oi, ni) = (by_ip(&o), by_ip(&n));
     let added: Vec<String> = ni
         .keys()
         .filter(|ip| !oi.contains_key(*ip))
