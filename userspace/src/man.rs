@@ -5,7 +5,7 @@
 //! installs them.
 
 use clap::CommandFactory;
-use cohort_engine::config::options::{self, Opt, Reload};
+use cohort_engine::config::options::{self, Reload, Row};
 
 /// When the first argument is `--man`, prints the man page of `C` in `section` and returns true
 /// (the caller exits); else returns false. Checked before the arguments are parsed, so a
@@ -33,7 +33,7 @@ fn roff(s: &str) -> String {
     }
 }
 
-fn table<T>(out: &mut String, scope: &str, opts: &[Opt<T>]) {
+fn table(out: &mut String, scope: &str, opts: &[Row]) {
     out.push_str(&format!(".SS {scope} {{ }}\n"));
     for o in opts {
         let ext = if o.extension {
@@ -76,16 +76,15 @@ pub fn config_page() -> String {
          the options marked so below and refuses a file that changes one that needs a restart.\n\
          .SH OPTIONS\n",
     );
-    table(&mut out, "cluster", options::CLUSTER);
-    table(&mut out, "msgc_server", options::MSGC_SERVER);
-    table(&mut out, "Replicate \"name\"", options::REPLICATE);
-    table(&mut out, "Topology \"cidr\"", options::TOPOLOGY);
-    table(&mut out, "Security", options::SECURITY);
+    for (_, written, rows) in options::catalogue() {
+        table(&mut out, written, &rows);
+    }
     out.push_str(
-        ".SS Other scopes\n\
-         \\fBBinding\\fR, \\fBBinding_Group\\fR and \\fBESMTP_Listener\\fR (DuraVIP addresses), \
-         \\fBControl_Listener\\fR, \\fBECCluster_Listener\\fR, \\fBec_logger\\fR, \\fBbounce_logger\\fR \
-         and the manager's \\fBLogs\\fR: see docs/configuration.md.\n\
+        ".SS Listeners\n\
+         \\fBControl_Listener\\fR, \\fBECCluster_Listener\\fR and \\fBMetrics_Listener\\fR hold \
+         \\fBListen \"ADDR\" { }\\fR scopes only (a Unix socket path, IP:port, [IPv6]:port or *:port); \
+         \\fBBinding_Group \"name\" { }\\fR holds \\fBBinding\\fR scopes. Options of the MTA in any of \
+         these scopes are kept and reported once.\n\
          .SH FILES\n/etc/cohort/cohort.conf\n\
          .SH SEE ALSO\n\\fBcohortd\\fR(8), \\fBcohortctl\\fR(1)\n",
     );

@@ -12,8 +12,8 @@ use super::error::{ConfigError, Loc};
 use super::model::*;
 use super::options;
 use super::syntax::{self, Item, ItemKind, Scope, Value};
-pub use super::values::MAX_SECONDS;
 use super::values::*;
+pub use super::values::{MAX_SECONDS, parse_journal};
 
 /// An option or scope that Cohort keeps but does not act on, reported once to the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,61 +175,6 @@ fn listen_addr(scope: &Scope, item: &Item) -> Result<ListenAddr, ConfigError> {
     parse_listen(name).map_err(|m| ConfigError::new(loc, m))
 }
 
-/// `cluster:///path=>sub`, `jlog:///path?subscribers=a,b` (both forms may be combined).
-pub fn parse_journal(s: &str) -> Result<Option<JournalDest>, String> {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return Ok(None);
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "cluster" && scheme != "jlog" {
-        return Ok(None);
-    }
-    let (rest, arrow) = match rest.split_once("=>") {
-        Some((r, sub)) => (r, Some(sub)),
-        None => (rest, None),
-    };
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    if !path.starts_with('/') {
-        return Err(format!(
-            "journal path in '{s}' must be absolute, as in {scheme}:///var/log/ecelerity/mainlog.cluster"
-        ));
-    }
-    let mut subscribers: Vec<String> = Vec::new();
-    let mut add = |name: &str| -> Result<(), String> {
-        let name = name.trim();
-        if name.is_empty() || name.contains(['/', ',', '?', '=']) {
-            return Err(format!("bad subscriber name '{name}' in '{s}'"));
-        }
-        if !subscribers.iter().any(|x| x == name) {
-            subscribers.push(name.to_owned());
-        }
-        Ok(())
-    };
-    if let Some(q) = query {
-        for param in q.split('&').filter(|p| !p.is_empty()) {
-            match param.split_once('=') {
-                Some(("subscribers", list)) => {
-                    for n in list.split(',') {
-                        add(n)?;
-                    }
-                }
-                _ => return Err(format!("unknown journal parameter '{param}' in '{s}'")),
-            }
-        }
-    }
-    if let Some(sub) = arrow {
-        add(sub)?;
-    }
-    Ok(Some(JournalDest {
-        scheme,
-        path: PathBuf::from(path),
-        subscribers,
-    }))
-}
-
 // ---- scopes -----------------------------------------------------------------------------------
 
 /// Builds the typed configuration from parsed items.
@@ -371,7 +316,7 @@ fn cluster(scope: &Scope, ctx: &mut Ctx) -> Result<Cluster, ConfigError> {
                     "unconditional_rebinding" => "unconditional_rebind",
                     other => other,
                 };
-                if let Some(o) = options::CLUSTER.iter().find(|o| o.name == name) {
+                if let Some(o) = options::find(options::CLUSTER, name) {
                     (o.set)(&mut c, key, v)?;
                     continue;
                 }
@@ -456,7 +401,7 @@ fn replicate(scope: &Scope, item: &Item) -> Result<Replicate, ConfigError> {
         };
         seen.check(key, &it.loc)?;
         let k = key.to_ascii_lowercase();
-        let Some(o) = options::REPLICATE.iter().find(|o| o.name == k) else {
+        let Some(o) = options::find(options::REPLICATE, &k) else {
             let known = options::names(options::REPLICATE);
             let hint = match known.iter().find(|n| distance(&k, n) <= 2) {
                 Some(n) => format!("; did you mean '{n}'?"),
@@ -570,7 +515,7 @@ fn topology(scope: &Scope, item: &Item) -> Result<Topology, ConfigError> {
         };
         seen.check(key, &it.loc)?;
         let k = key.to_ascii_lowercase();
-        let Some(o) = options::TOPOLOGY.iter().find(|o| o.name == k) else {
+        let Some(o) = options::find(options::TOPOLOGY, &k) else {
             return Err(ConfigError::new(
                 &it.loc,
                 format!(
@@ -604,7 +549,7 @@ fn msgc_server(scope: &Scope, ctx: &mut Ctx) -> Result<MsgcServer, ConfigError> 
         };
         seen.check(key, &item.loc)?;
         let k = key.to_ascii_lowercase();
-        let Some(o) = options::MSGC_SERVER.iter().find(|o| o.name == k) else {
+        let Some(o) = options::find(options::MSGC_SERVER, &k) else {
             m.extra.push(ctx.ignore(
                 item,
                 format!("msgc_server.{key}"),
@@ -707,32 +652,23 @@ fn binding(
     };
     let mut seen = Seen::default();
     for it in &scope.items {
+        let mut reason = MTA.to_owned();
         if let ItemKind::Option { key, value: v } = &it.kind {
             seen.check(key, &it.loc)?;
-            match key.to_ascii_lowercase().as_str() {
-                "bind_address" => {
-                    b.bind_address = Some(ip(key, v)?);
-                    continue;
-                }
-                "enable_duravip" => {
-                    b.enable_duravip = boolean(key, v)?;
-                    continue;
-                }
-                "duravip_preference" => {
-                    b.duravip_preference = Some(nonempty(key, v)?);
-                    continue;
-                }
-                "duravip_follow" => {
-                    return Err(ConfigError::new(
-                        &it.loc,
-                        "Duravip_Follow is only valid on listeners: bindings cannot follow",
-                    ));
-                }
-                _ => {}
+            if key.eq_ignore_ascii_case("duravip_follow") {
+                return Err(ConfigError::new(
+                    &it.loc,
+                    "Duravip_Follow is only valid on listeners: bindings cannot follow",
+                ));
             }
+            if let Some(o) = options::find(options::BINDING, key) {
+                (o.set)(&mut b, key, v)?;
+                continue;
+            }
+            reason = suggestion(key, &options::names(options::BINDING));
         }
         let label = format!("Binding \"{name}\".{}", item_label(it));
-        b.extra.push(ctx.ignore(it, label, MTA));
+        b.extra.push(ctx.ignore(it, label, reason));
     }
     if b.enable_duravip && b.bind_address.is_none() {
         return Err(ConfigError::new(
@@ -788,26 +724,17 @@ fn esmtp_listener(scope: &Scope, cfg: &mut Config, ctx: &mut Ctx) -> Result<(), 
                 };
                 let mut seen = Seen::default();
                 for it in &s.items {
+                    let mut reason = MTA.to_owned();
                     if let ItemKind::Option { key, value: v } = &it.kind {
                         seen.check(key, &it.loc)?;
-                        match key.to_ascii_lowercase().as_str() {
-                            "enable_duravip" => {
-                                l.enable_duravip = boolean(key, v)?;
-                                continue;
-                            }
-                            "duravip_preference" => {
-                                l.duravip_preference = Some(nonempty(key, v)?);
-                                continue;
-                            }
-                            "duravip_follow" => {
-                                l.duravip_follow = Some(nonempty(key, v)?);
-                                continue;
-                            }
-                            _ => {}
+                        if let Some(o) = options::find(options::LISTEN, key) {
+                            (o.set)(&mut l, key, v)?;
+                            continue;
                         }
+                        reason = suggestion(key, &options::names(options::LISTEN));
                     }
                     let label = format!("ESMTP_Listener.Listen \"{addr}\".{}", item_label(it));
-                    l.extra.push(ctx.ignore(it, label, MTA));
+                    l.extra.push(ctx.ignore(it, label, reason));
                 }
                 cfg.esmtp_listeners.push(l);
             }
@@ -819,15 +746,6 @@ fn esmtp_listener(scope: &Scope, cfg: &mut Config, ctx: &mut Ctx) -> Result<(), 
     }
     Ok(())
 }
-
-const LOG_KEYS: &[&str] = &[
-    "mainlog",
-    "paniclog",
-    "rejectlog",
-    "acctlog",
-    "bouncelog",
-    "bouncealllog",
-];
 
 fn logger(scope: &Scope, module: LoggerModule, ctx: &mut Ctx) -> Result<Logger, ConfigError> {
     let mut l = Logger {
@@ -842,27 +760,27 @@ fn logger(scope: &Scope, module: LoggerModule, ctx: &mut Ctx) -> Result<Logger, 
         None => module.scope_name().to_owned(),
     };
     for it in &scope.items {
+        let mut reason = MTA.to_owned();
         if let ItemKind::Option { key, value: v } = &it.kind {
             seen.check(key, &it.loc)?;
-            if let Value::Scalar { text, .. } = v {
-                if let Some(j) = parse_journal(text).map_err(|m| ConfigError::new(v.loc(), m))? {
-                    l.outputs.push(LogOutput {
-                        log: key.clone(),
-                        destination: Destination::Journal(j),
-                    });
-                    continue;
-                }
-                if LOG_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-                    l.outputs.push(LogOutput {
-                        log: key.clone(),
-                        destination: Destination::File(text.clone()),
-                    });
-                    continue;
-                }
+            if let Some(o) = options::find(options::LOGGER, key) {
+                (o.set)(&mut l, key, v)?;
+                continue;
             }
+            // A custom log written to a journal is a journal Cohort keeps too.
+            if let Value::Scalar { text, .. } = v
+                && let Some(j) = parse_journal(text).map_err(|m| ConfigError::new(v.loc(), m))?
+            {
+                l.outputs.push(LogOutput {
+                    log: key.clone(),
+                    destination: Destination::Journal(j),
+                });
+                continue;
+            }
+            reason = suggestion(key, &options::names(options::LOGGER));
         }
         let path = format!("{label}.{}", item_label(it));
-        l.extra.push(ctx.ignore(it, path, MTA));
+        l.extra.push(ctx.ignore(it, path, reason));
     }
     Ok(l)
 }
@@ -875,7 +793,7 @@ fn security(scope: &Scope, ctx: &mut Ctx) -> Result<Security, ConfigError> {
             ItemKind::Option { key, value: v } => {
                 seen.check(key, &item.loc)?;
                 let k = key.to_ascii_lowercase();
-                if let Some(o) = options::SECURITY.iter().find(|o| o.name == k) {
+                if let Some(o) = options::find(options::SECURITY, &k) {
                     (o.set)(&mut sec, key, v)?;
                     continue;
                 }
@@ -909,27 +827,12 @@ fn manager_logs(scope: &Scope, ctx: &mut Ctx) -> Result<ManagerLogs, ConfigError
         match &item.kind {
             ItemKind::Option { key, value: v } => {
                 seen.check(key, &item.loc)?;
-                match key.to_ascii_lowercase().as_str() {
-                    "logfile" => {
-                        m.logfile = nonempty(key, v)?;
-                        // The manager expands it for every record; a bad conversion is a
-                        // configuration error here, not a surprise at the first pull.
-                        if let Err(e) = crate::logmove::pattern::Pattern::parse(&m.logfile) {
-                            return Err(ConfigError::new(
-                                v.loc(),
-                                format!("'{key}' character {}: {}", e.col, e.what),
-                            ));
-                        }
-                    }
-                    "file_mode" => m.file_mode = octal_mode(key, v)?,
-                    "dir_mode" => m.dir_mode = octal_mode(key, v)?,
-                    "max_open" => m.max_open = u32_in(key, v, 1, 1_000_000)?,
-                    "max_idle" => m.max_idle = seconds(key, v)?,
-                    "control_cache" => m.control_cache = path_from(key, v)?,
-                    _ => {
-                        let label = format!("Logs.{key}");
-                        m.extra.push(ctx.ignore(item, label, MTA));
-                    }
+                if let Some(o) = options::find(options::LOGS, key) {
+                    (o.set)(&mut m, key, v)?;
+                } else {
+                    let reason = suggestion(key, &options::names(options::LOGS));
+                    m.extra
+                        .push(ctx.ignore(item, format!("Logs.{key}"), reason));
                 }
             }
             ItemKind::Scope(s) if s.kind.eq_ignore_ascii_case("manager") => {

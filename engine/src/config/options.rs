@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::model::{
-    Cluster, MsgcServer, Replicate, ReplicateKind, ReplicateParam, Security, Topology, UdpDriver,
-    XdpMode,
+    Binding, Cluster, Destination, Listener, LogOutput, Logger, ManagerLogs, MsgcServer, Replicate,
+    ReplicateKind, ReplicateParam, Security, Topology, UdpDriver, XdpMode,
 };
 use super::syntax::{Value, quote};
 use super::values::{
-    boolean, integer, ip, logs_dict, nonempty, path_from, peers, positive_seconds, seconds,
-    seconds_in, string, strings, u32_in,
+    boolean, integer, ip, logs_dict, nonempty, octal_mode, parse_journal, path_from, peers,
+    positive_seconds, seconds, seconds_in, string, strings, u32_in,
 };
 
 /// Whether `config reload` (or SIGHUP) applies a changed value.
@@ -1066,6 +1066,265 @@ pub const SECURITY: &[Opt<Security>] = &[
     ),
 ];
 
+/// A scope that can hold a DuraVIP: a binding or a listener's address.
+pub trait DuravipScope {
+    fn duravip(&self) -> (bool, Option<&str>);
+    fn duravip_mut(&mut self) -> (&mut bool, &mut Option<String>);
+}
+
+impl DuravipScope for Binding {
+    fn duravip(&self) -> (bool, Option<&str>) {
+        (self.enable_duravip, self.duravip_preference.as_deref())
+    }
+    fn duravip_mut(&mut self) -> (&mut bool, &mut Option<String>) {
+        (&mut self.enable_duravip, &mut self.duravip_preference)
+    }
+}
+
+impl DuravipScope for Listener {
+    fn duravip(&self) -> (bool, Option<&str>) {
+        (self.enable_duravip, self.duravip_preference.as_deref())
+    }
+    fn duravip_mut(&mut self) -> (&mut bool, &mut Option<String>) {
+        (&mut self.enable_duravip, &mut self.duravip_preference)
+    }
+}
+
+const fn enable_duravip<T: DuravipScope>(bound: &'static str) -> Opt<T> {
+    Opt {
+        name: "Enable_Duravip",
+        kind: "boolean",
+        default: "false",
+        bound,
+        reload: Reload::Applies,
+        extension: false,
+        doc: "Whether the cluster keeps the address up on exactly one member.",
+        get: |x| n(x.duravip().0),
+        set: |x, k, v| {
+            *x.duravip_mut().0 = boolean(k, v)?;
+            Ok(())
+        },
+    }
+}
+
+const fn duravip_preference<T: DuravipScope>() -> Opt<T> {
+    Opt {
+        name: "Duravip_Preference",
+        kind: "string",
+        default: "-",
+        bound: "a node name",
+        reload: Reload::Applies,
+        extension: false,
+        doc: "The node that owns the address whenever it is in the view.",
+        get: |x| opt_s(x.duravip().1),
+        set: |x, k, v| {
+            *x.duravip_mut().1 = Some(nonempty(k, v)?);
+            Ok(())
+        },
+    }
+}
+
+/// `Binding "name" { }` (also inside `Binding_Group "name" { }`): the options Cohort reads; the
+/// MTA's own binding options are kept and reported once.
+pub const BINDING: &[Opt<Binding>] = &[
+    opt!(
+        "Bind_Address",
+        "address",
+        "-",
+        "an IP address; required with Enable_Duravip",
+        Applies,
+        false,
+        "The address the binding sends from: with Enable_Duravip, the DuraVIP the cluster keeps up.",
+        |b| b.bind_address.map_or(Shown::Absent, |a| s(&a.to_string())),
+        |b, k, v| {
+            b.bind_address = Some(ip(k, v)?);
+            Ok(())
+        }
+    ),
+    enable_duravip("true or false"),
+    duravip_preference(),
+];
+
+/// `ESMTP_Listener { Listen "IP:PORT" { } }`: the options Cohort reads on a listener's address.
+pub const LISTEN: &[Opt<Listener>] = &[
+    enable_duravip("true or false; not with Duravip_Follow"),
+    duravip_preference(),
+    opt!(
+        "Duravip_Follow",
+        "string",
+        "-",
+        "an Enable_Duravip binding's name or address",
+        Applies,
+        false,
+        "The address moves with the named binding's owner.",
+        |l| opt_s(l.duravip_follow.as_deref()),
+        |l, k, v| {
+            l.duravip_follow = Some(nonempty(k, v)?);
+            Ok(())
+        }
+    ),
+];
+
+fn destination(v: &Value, key: &str) -> Result<Destination, ConfigError> {
+    let text = string(key, v)?;
+    match parse_journal(&text).map_err(|m| ConfigError::new(v.loc(), m))? {
+        Some(j) => Ok(Destination::Journal(j)),
+        None => Ok(Destination::File(text)),
+    }
+}
+
+fn output_of(l: &Logger, log: &str) -> Shown {
+    l.outputs
+        .iter()
+        .find(|o| o.log.eq_ignore_ascii_case(log))
+        .map_or(Shown::Absent, |o| match &o.destination {
+            Destination::Journal(j) => s(&super::render::journal_uri(j)),
+            Destination::File(f) => s(f),
+        })
+}
+
+fn set_output(l: &mut Logger, key: &str, v: &Value) -> Result<(), ConfigError> {
+    let destination = destination(v, key)?;
+    l.outputs.push(LogOutput {
+        log: key.to_owned(),
+        destination,
+    });
+    Ok(())
+}
+
+macro_rules! log_opt {
+    ($name:literal, $doc:literal) => {
+        opt!(
+            $name,
+            "destination",
+            "-",
+            "a file, or an absolute cluster:// or jlog:// journal",
+            Applies,
+            false,
+            $doc,
+            |l| output_of(l, $name),
+            set_output
+        )
+    };
+}
+
+/// `ec_logger { }` and `bounce_logger { }`. Any other option whose value is a `cluster://` or
+/// `jlog://` journal is a journal too (custom logs); the rest belong to the MTA.
+pub const LOGGER: &[Opt<Logger>] = &[
+    log_opt!("mainlog", "Reception and delivery records."),
+    log_opt!("paniclog", "Warnings and errors."),
+    log_opt!("rejectlog", "Rejected messages."),
+    log_opt!("acctlog", "Accounting records."),
+    log_opt!("bouncelog", "Bounces (bounce_logger)."),
+    log_opt!(
+        "bouncealllog",
+        "Every bounce, classified or not (bounce_logger)."
+    ),
+];
+
+/// The manager's `Logs { }` (eccluster.conf); its `Manager "name" { }` scopes are described beside
+/// the table in `docs/configuration.md`.
+pub const LOGS: &[Opt<ManagerLogs>] = &[
+    opt!(
+        "logfile",
+        "string",
+        "\"/var/log/eccluster/%Y/%m/%d/%{l}/%{s}/%{n}\"",
+        "strftime plus %{l} log, %{s} subcluster, %{n} node",
+        Restart,
+        false,
+        "Where the manager writes each pulled record; an unknown conversion is refused.",
+        |m| s(&m.logfile),
+        |m, k, v| {
+            let f = nonempty(k, v)?;
+            // The manager expands it for every record; a bad conversion is a configuration
+            // error here, not a surprise at the first pull.
+            if let Err(e) = crate::logmove::pattern::Pattern::parse(&f) {
+                return Err(ConfigError::new(
+                    v.loc(),
+                    format!("'{k}' character {}: {}", e.col, e.what),
+                ));
+            }
+            m.logfile = f;
+            Ok(())
+        }
+    ),
+    opt!(
+        "file_mode",
+        "string",
+        "\"0640\"",
+        "an octal mode up to 7777",
+        Restart,
+        false,
+        "Mode of the files the manager creates.",
+        |m| s(&format!("{:04o}", m.file_mode)),
+        |m, k, v| {
+            m.file_mode = octal_mode(k, v)?;
+            Ok(())
+        }
+    ),
+    opt!(
+        "dir_mode",
+        "string",
+        "\"0755\"",
+        "an octal mode up to 7777",
+        Restart,
+        false,
+        "Mode of the directories the manager creates.",
+        |m| s(&format!("{:04o}", m.dir_mode)),
+        |m, k, v| {
+            m.dir_mode = octal_mode(k, v)?;
+            Ok(())
+        }
+    ),
+    opt!(
+        "max_open",
+        "integer",
+        "256",
+        "1..=1000000",
+        Restart,
+        true,
+        "Output files open at once (Momentum leaves it undocumented).",
+        |m| n(m.max_open),
+        |m, k, v| {
+            m.max_open = u32_in(k, v, 1, 1_000_000)?;
+            Ok(())
+        }
+    ),
+    opt!(
+        "max_idle",
+        "seconds",
+        "300",
+        "0..=86400",
+        Restart,
+        true,
+        "Seconds an output file stays open without a write.",
+        |m| secs(m.max_idle),
+        |m, k, v| {
+            m.max_idle = seconds(k, v)?;
+            Ok(())
+        }
+    ),
+    opt!(
+        "control_cache",
+        "path",
+        "\"/var/log/eccluster/control_cache\"",
+        "a directory; relative to the file",
+        Restart,
+        false,
+        "Directory caching the nodes' answers to the manager's commands (a file per answer).",
+        |m| s(&m.control_cache.to_string_lossy()),
+        |m, k, v| {
+            m.control_cache = path_from(k, v)?;
+            Ok(())
+        }
+    ),
+];
+
+/// The option of `table` named `key` (names are matched case-insensitively).
+pub fn find<'t, T>(table: &'t [Opt<T>], key: &str) -> Option<&'t Opt<T>> {
+    table.iter().find(|o| o.name.eq_ignore_ascii_case(key))
+}
+
 /// The names of a table, for suggestions.
 pub fn names<T>(table: &[Opt<T>]) -> Vec<&'static str> {
     table.iter().map(|o| o.name).collect()
@@ -1082,6 +1341,10 @@ pub fn changed<'t, T>(table: &'t [Opt<T>], old: &T, new: &T) -> Vec<&'t Opt<T>> 
 /// The reference of one scope as a Markdown table (the `docs/configuration.md` and
 /// `cohort.conf(5)` source).
 pub fn reference_table<T>(scope: &str, table: &[Opt<T>]) -> String {
+    reference_rows(scope, &rows(table))
+}
+
+fn reference_rows(scope: &str, table: &[Row]) -> String {
     let mut out = format!(
         "| `{scope}` option | type | default | accepted | reload | |\n| --- | --- | --- | --- | --- | --- |\n"
     );
@@ -1103,14 +1366,57 @@ pub fn reference_table<T>(scope: &str, table: &[Opt<T>]) -> String {
     out
 }
 
+/// One option as the reference prints it, whatever its scope's type.
+pub struct Row {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub default: &'static str,
+    pub bound: &'static str,
+    pub reload: Reload,
+    pub extension: bool,
+    pub doc: &'static str,
+}
+
+fn rows<T>(table: &[Opt<T>]) -> Vec<Row> {
+    table
+        .iter()
+        .map(|o| Row {
+            name: o.name,
+            kind: o.kind,
+            default: o.default,
+            bound: o.bound,
+            reload: o.reload,
+            extension: o.extension,
+            doc: o.doc,
+        })
+        .collect()
+}
+
+/// Every table: (the scope's name in the reference's header and markers, the scope as written in
+/// a file, its rows). The reference, `cohort.conf(5)` and the documentation test iterate this.
+pub fn catalogue() -> Vec<(&'static str, &'static str, Vec<Row>)> {
+    vec![
+        ("cluster", "cluster", rows(CLUSTER)),
+        ("msgc_server", "msgc_server", rows(MSGC_SERVER)),
+        ("Replicate", "Replicate \"name\"", rows(REPLICATE)),
+        ("Topology", "Topology \"cidr\"", rows(TOPOLOGY)),
+        ("Security", "Security", rows(SECURITY)),
+        ("Binding", "Binding \"name\"", rows(BINDING)),
+        (
+            "ESMTP_Listener.Listen",
+            "ESMTP_Listener.Listen \"ip:port\"",
+            rows(LISTEN),
+        ),
+        ("ec_logger", "ec_logger / bounce_logger", rows(LOGGER)),
+        ("Logs", "Logs", rows(LOGS)),
+    ]
+}
+
 /// The whole reference: every scope with a table.
 pub fn reference() -> String {
-    [
-        reference_table("cluster", CLUSTER),
-        reference_table("msgc_server", MSGC_SERVER),
-        reference_table("Replicate", REPLICATE),
-        reference_table("Topology", TOPOLOGY),
-        reference_table("Security", SECURITY),
-    ]
-    .join("\n")
+    catalogue()
+        .iter()
+        .map(|(scope, _, rows)| reference_rows(scope, rows))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -70,14 +70,6 @@ impl Writer {
     fn str(&mut self, key: &str, v: &str) {
         self.line(format!("{key} = {}", quote(v)));
     }
-    /// A time value, in seconds as written (fractions allowed).
-    fn secs(&mut self, key: &str, d: std::time::Duration) {
-        self.num(key, d.as_secs_f64());
-    }
-
-    fn num(&mut self, key: &str, v: impl std::fmt::Display) {
-        self.line(format!("{key} = {v}"));
-    }
     /// Every option of `table` that has a value, in table order.
     fn options<T>(&mut self, table: &[options::Opt<T>], scope: &T) {
         for o in table {
@@ -166,13 +158,7 @@ fn bindings(w: &mut Writer, cfg: &Config) {
             w.open(format!("Binding_Group {}", quote(g)));
         }
         w.open(format!("Binding {}", quote(&b.name)));
-        if let Some(a) = &b.bind_address {
-            w.str("Bind_Address", &a.to_string());
-        }
-        w.num("Enable_Duravip", b.enable_duravip);
-        if let Some(p) = &b.duravip_preference {
-            w.str("Duravip_Preference", p);
-        }
+        w.options(options::BINDING, b);
         b.extra.iter().for_each(|e| w.extra(e));
         w.close();
         if b.binding_group.is_some() {
@@ -189,13 +175,7 @@ fn esmtp(w: &mut Writer, cfg: &Config) {
     cfg.esmtp_listener_extra.iter().for_each(|e| w.extra(e));
     for l in &cfg.esmtp_listeners {
         w.open(format!("Listen {}", quote(&l.addr.to_string())));
-        w.num("Enable_Duravip", l.enable_duravip);
-        if let Some(p) = &l.duravip_preference {
-            w.str("Duravip_Preference", p);
-        }
-        if let Some(f) = &l.duravip_follow {
-            w.str("Duravip_Follow", f);
-        }
+        w.options(options::LISTEN, l);
         l.extra.iter().for_each(|e| w.extra(e));
         w.close();
     }
@@ -222,6 +202,7 @@ fn logger(w: &mut Writer, l: &Logger) {
         Some(n) => w.open(format!("{} {}", l.module.scope_name(), quote(n))),
         None => w.open(l.module.scope_name()),
     }
+    // In file order rather than the table's: custom journal logs sit among the table's keys.
     for o in &l.outputs {
         match &o.destination {
             Destination::Journal(j) => w.str(&o.log, &journal_uri(j)),
@@ -243,12 +224,7 @@ fn subscriber_list(subs: &[String]) -> String {
 
 fn manager_logs(w: &mut Writer, m: &ManagerLogs) {
     w.open("Logs");
-    w.str("logfile", &m.logfile);
-    w.str("file_mode", &format!("{:04o}", m.file_mode));
-    w.str("dir_mode", &format!("{:04o}", m.dir_mode));
-    w.num("max_open", m.max_open);
-    w.secs("max_idle", m.max_idle);
-    w.str("control_cache", &m.control_cache.to_string_lossy());
+    w.options(options::LOGS, m);
     for mgr in &m.managers {
         w.open(format!("Manager {}", quote(&mgr.name)));
         if let Some(s) = &mgr.subscribers {

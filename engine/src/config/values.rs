@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, Loc};
-use super::model::Peer;
+use super::model::{JournalDest, Peer};
 use super::syntax::Value;
 
 /// Remembers where each option of one scope was first set, so a repeat is reported with both places.
@@ -269,4 +269,59 @@ pub(crate) fn peers(key: &str, v: &Value) -> Result<Vec<Peer>, ConfigError> {
         });
     }
     Ok(out)
+}
+
+/// `cluster:///path=>sub`, `jlog:///path?subscribers=a,b` (both forms may be combined).
+pub fn parse_journal(s: &str) -> Result<Option<JournalDest>, String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Ok(None);
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "cluster" && scheme != "jlog" {
+        return Ok(None);
+    }
+    let (rest, arrow) = match rest.split_once("=>") {
+        Some((r, sub)) => (r, Some(sub)),
+        None => (rest, None),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if !path.starts_with('/') {
+        return Err(format!(
+            "journal path in '{s}' must be absolute, as in {scheme}:///var/log/ecelerity/mainlog.cluster"
+        ));
+    }
+    let mut subscribers: Vec<String> = Vec::new();
+    let mut add = |name: &str| -> Result<(), String> {
+        let name = name.trim();
+        if name.is_empty() || name.contains(['/', ',', '?', '=']) {
+            return Err(format!("bad subscriber name '{name}' in '{s}'"));
+        }
+        if !subscribers.iter().any(|x| x == name) {
+            subscribers.push(name.to_owned());
+        }
+        Ok(())
+    };
+    if let Some(q) = query {
+        for param in q.split('&').filter(|p| !p.is_empty()) {
+            match param.split_once('=') {
+                Some(("subscribers", list)) => {
+                    for n in list.split(',') {
+                        add(n)?;
+                    }
+                }
+                _ => return Err(format!("unknown journal parameter '{param}' in '{s}'")),
+            }
+        }
+    }
+    if let Some(sub) = arrow {
+        add(sub)?;
+    }
+    Ok(Some(JournalDest {
+        scheme,
+        path: PathBuf::from(path),
+        subscribers,
+    }))
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use cohort_engine::config::options::{self, Reload, Shown};
-use cohort_engine::config::{Config, Replicate};
+use cohort_engine::config::{Config, Replicate, Security};
 use cohort_engine::duravip::LocalConfig;
 
 /// The differences between two configurations.
@@ -149,12 +149,24 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     if old.metrics_listener != new.metrics_listener {
         d.refused.push("Metrics_Listener".into());
     }
-    if old.manager_logs != new.manager_logs {
-        d.refused.push("Logs".into());
+    match (&old.manager_logs, &new.manager_logs) {
+        (Some(o), Some(n)) => {
+            table("Logs", options::LOGS, o, n, &mut d);
+            if o.managers != n.managers {
+                d.refused.push("Logs.Manager".into());
+            }
+        }
+        (o, n) if o != n => d.refused.push("Logs".into()),
+        _ => {}
     }
-    if old.security != new.security {
-        d.refused.push("Security".into());
-    }
+    let none = Security::default();
+    table(
+        "Security",
+        options::SECURITY,
+        old.security.as_ref().unwrap_or(&none),
+        new.security.as_ref().unwrap_or(&none),
+        &mut d,
+    );
     d
 }
 
@@ -202,5 +214,10 @@ mod tests {
         assert_eq!(d.refused, ["cluster.nodename"]);
         let moved = cfg(&format!("{base} msgc_server {{ port = 5000 }}"));
         assert_eq!(diff(&old, &moved).refused, ["msgc_server.port"]);
+        let logs = cfg(&format!("{base} Logs {{ max_open = 9 }}"));
+        let logs2 = cfg(&format!("{base} Logs {{ max_open = 10 }}"));
+        assert_eq!(diff(&logs, &logs2).refused, ["Logs.max_open"]);
+        let user = cfg(&format!("{base} Security {{ user = \"nobody\" }}"));
+        assert_eq!(diff(&old, &user).refused, ["Security.user"]);
     }
 }
