@@ -31,6 +31,8 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 struct Peer {
     last_heard: Time,
+    /// When a datagram of it last reached the transport's socket (not merely the host).
+    last_delivered: Time,
     suspected_at: Option<Time>,
     failed: bool,
 }
@@ -67,6 +69,7 @@ impl Detector {
     pub fn watch(&mut self, m: &MemberId, now: Time) {
         self.peers.entry(m.clone()).or_insert(Peer {
             last_heard: now,
+            last_delivered: now,
             suspected_at: None,
             failed: false,
         });
@@ -81,13 +84,32 @@ impl Detector {
     /// Clears suspicion and failure: a member that speaks again is alive.
     pub fn heard(&mut self, m: &MemberId, at: Time) {
         if let Some(p) = self.peers.get_mut(m) {
-            if at > p.last_heard {
-                p.last_heard = at;
-            }
-            if p.suspected_at.is_some_and(|s| at >= s) || p.failed {
-                p.suspected_at = None;
-                p.failed = false;
-            }
+            p.last_delivered = p.last_delivered.max(at);
+            Self::alive(p, at);
+        }
+    }
+
+    /// A datagram of `m` reached the host at `at` (an XDP or kernel arrival stamp) but is not
+    /// known to have reached the socket. It proves `m` alive for at most one suspicion timeout
+    /// past the last datagram the socket delivered: a node whose inbound cluster traffic is
+    /// dropped after the XDP hook (a netfilter rule) still sees its peers arrive, yet can take no
+    /// part in the view, so it must still suspect them within a bounded time.
+    pub fn arrived(&mut self, m: &MemberId, at: Time) {
+        let window = self.suspect_timeout();
+        if let Some(p) = self.peers.get_mut(m)
+            && at.since(p.last_delivered) < window
+        {
+            Self::alive(p, at);
+        }
+    }
+
+    fn alive(p: &mut Peer, at: Time) {
+        if at > p.last_heard {
+            p.last_heard = at;
+        }
+        if p.suspected_at.is_some_and(|s| at >= s) || p.failed {
+            p.suspected_at = None;
+            p.failed = false;
         }
     }
 
@@ -108,6 +130,7 @@ impl Detector {
         self.raise(now);
         for p in self.peers.values_mut() {
             p.last_heard = (p.last_heard + late).min(now);
+            p.last_delivered = (p.last_delivered + late).min(now);
             if let Some(s) = p.suspected_at.as_mut() {
                 *s = (*s + late).min(now);
             }

@@ -191,6 +191,10 @@ struct Known {
     replay: ReplayWindow,
     /// The last `Discover` from this incarnation: its leader, when it came, when the first came.
     discover: Option<(MemberId, Time, Time)>,
+    /// Whether that `Discover` said its sender hears this node.
+    hears_me: bool,
+    /// When a datagram of this incarnation was last accepted from the socket.
+    last_accepted: Option<Time>,
 }
 
 #[derive(Debug, Clone)]
@@ -447,12 +451,13 @@ impl Endpoint {
     }
 
     /// A datagram from `peer` reached the host at `at` (a kernel timestamp, e.g. from the XDP fast
-    /// path), though it is processed at `now`: arrival, not processing, proves the peer alive, and a
-    /// long gap between them is local slowness.
+    /// path), though it is processed at `now`: arrival, not processing, proves the peer alive (for
+    /// at most one suspicion timeout past the last datagram the socket delivered, see
+    /// [`Detector::arrived`]), and a long gap between arrival and processing is local slowness.
     pub fn note_arrival(&mut self, now: Time, peer: &str, at: Time) {
         if let Some(k) = self.known.get(peer) {
             let m = MemberId::new(peer, k.incarnation);
-            self.detector.heard(&m, at);
+            self.detector.arrived(&m, at);
             self.detector.backlog(at, now);
         }
     }
@@ -910,6 +915,9 @@ impl Endpoint {
         };
         self.counters.datagrams_accepted += 1;
         self.detector.heard(&sender, now);
+        if let Some(k) = self.known.get_mut(&sender.name) {
+            k.last_accepted = Some(now);
+        }
         for m in messages {
             self.handle_message(now, &sender, repr.view, m);
         }
@@ -977,13 +985,14 @@ impl Endpoint {
                 }
             }
             Message::Alive { target } => self.detector.heard(&target, now),
-            Message::Discover { leader } => {
+            Message::Discover { leader, hears_you } => {
                 if let Some(k) = self.known.get_mut(&from.name) {
                     let first = match &k.discover {
                         Some((_, at, first)) if now.since(*at) < self.cfg.suspect_timeout => *first,
                         _ => now,
                     };
                     k.discover = Some((leader, now, first));
+                    k.hears_me = hears_you;
                 }
             }
             Message::Propose { proposal, members } => self.on_propose(now, from, proposal, members),
@@ -1393,6 +1402,7 @@ impl Endpoint {
                 continue;
             }
             if now.since(*at) >= self.cfg.suspect_timeout
+                || !k.hears_me
                 || now.since(*first) < self.cfg.probe_interval
                 || *leader < self.me
                 || self.left.contains(&m)
@@ -1719,10 +1729,16 @@ impl Endpoint {
             .cloned()
             .collect();
         for n in outside {
+            let hears_you = self
+                .known
+                .get(&n)
+                .and_then(|k| k.last_accepted)
+                .is_some_and(|t| now.since(t) < self.cfg.suspect_timeout);
             self.send_to_name(
                 &n,
                 Message::Discover {
                     leader: leader.clone(),
+                    hears_you,
                 },
             );
         }

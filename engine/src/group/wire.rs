@@ -433,6 +433,9 @@ pub enum Message {
     Discover {
         /// Leader of the sender's view.
         leader: MemberId,
+        /// Whether the sender heard the recipient lately: only a node that hears the merging
+        /// coordinator is merged (a node whose inbound traffic is cut would only stall the flush).
+        hears_you: bool,
     },
     /// A coordinator proposes a new view.
     Propose {
@@ -743,6 +746,7 @@ impl Message {
             },
             kind::DISCOVER => Message::Discover {
                 leader: r.member()?,
+                hears_you: r.u8("discover flags")? & 1 != 0,
             },
             kind::PROPOSE => {
                 let proposal = r.view()?;
@@ -879,8 +883,9 @@ impl Message {
                 w.member(target);
                 kind::ALIVE
             }
-            Message::Discover { leader } => {
+            Message::Discover { leader, hears_you } => {
                 w.member(leader);
+                w.u8(u8::from(*hears_you));
                 kind::DISCOVER
             }
             Message::Propose { proposal, members } => {
@@ -1020,7 +1025,10 @@ mod tests {
             },
             Message::PingReq { target: m.clone() },
             Message::Alive { target: m.clone() },
-            Message::Discover { leader: m.clone() },
+            Message::Discover {
+                leader: m.clone(),
+                hears_you: true,
+            },
             Message::Propose {
                 proposal: ViewId {
                     epoch: 4,

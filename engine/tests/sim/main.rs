@@ -6,13 +6,16 @@
 //! transport answers, its heartbeats stop). After every call into an endpoint the checker verifies
 //! view agreement, growing view ids, reliable FIFO and agreed order, virtual synchrony and that no
 //! message comes from a non-member; each seed then checks that one view forms within a bound once
-//! faults stop, and the slow-node scenarios check that no healthy member is ever removed.
+//! faults stop, and the slow-node scenarios check that no healthy member is ever removed. Seeds of
+//! the `Lasting` kind hold one partition (sides, one-sided cuts, or both) and check that every
+//! member's view is what it reaches both ways within `partitions::LIVENESS_BOUND`, and holds.
 //!
 //! `COHORT_SIM_SEEDS=100000 cargo test -p cohort-engine --test sim` runs more seeds;
 //! `COHORT_SIM_SEED=1234 cargo test -p cohort-engine --test sim replay -- --nocapture` replays one.
 
 mod checker;
 mod duravip;
+mod partitions;
 mod replication;
 mod scenarios;
 mod world;
@@ -27,13 +30,15 @@ use rand::{RngExt, SeedableRng};
 use world::{MS, SEC, World};
 
 /// Time allowed for one view to form once faults stop.
-const CONVERGE_BOUND: u64 = 15 * SEC;
+pub const CONVERGE_BOUND: u64 = 15 * SEC;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Mixed,
     SlowOnly,
     Stuck,
+    /// A partition that lasts (sides, one-sided cuts, or both): the liveness of views.
+    Lasting,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +88,7 @@ fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
     let kind = match rng.random_range(0..100) {
         0..15 => Kind::SlowOnly,
         15..25 => Kind::Stuck,
+        25..37 => Kind::Lasting,
         _ => Kind::Mixed,
     };
     let key = rng
@@ -135,6 +141,7 @@ fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
                 ));
             }
         }
+        Kind::Lasting => partitions::lasting(&mut w, &mut rng)?,
         Kind::Stuck => {
             let stuck = rng.random_range(0..n);
             w.nodes[stuck].stuck = true;
@@ -258,8 +265,16 @@ fn fault(w: &mut World, rng: &mut ChaCha8Rng) -> Result<(), String> {
         1 | 2 => {
             let sides = rng.random_range(2..=3u8);
             w.faults.sides = Some((0..n).map(|_| rng.random_range(0..sides)).collect());
+            if rng.random_bool(0.3) {
+                // A one-sided cut too: this node hears nothing, its datagrams still go out.
+                w.faults.deaf = vec![rng.random_range(0..n)];
+                w.faults.stamped_when_deaf = rng.random_bool(0.5);
+            }
         }
-        3 => w.faults.sides = None,
+        3 => {
+            w.faults.sides = None;
+            w.faults.deaf.clear();
+        }
         4 | 5 => {
             let live = w.live();
             if live.len() > 1 {

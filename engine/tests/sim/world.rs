@@ -42,6 +42,12 @@ pub struct NetFaults {
     pub delay_jitter: u64,
     /// Partition side of each node; packets cross only between equal sides.
     pub sides: Option<Vec<u8>>,
+    /// Nodes that receive nothing while their own datagrams still go out: a one-sided cut (a
+    /// firewall dropping the node's inbound cluster port).
+    pub deaf: Vec<usize>,
+    /// With `deaf`: the dropped datagrams are still seen (and stamped) on arrival, as the XDP
+    /// program sees them before a netfilter rule drops them.
+    pub stamped_when_deaf: bool,
 }
 
 pub struct Node {
@@ -108,6 +114,11 @@ enum Ev {
     },
     Flush {
         node: usize,
+    },
+    /// A datagram seen arriving (an XDP stamp) that never reaches the socket.
+    Stamp {
+        to: usize,
+        from: usize,
     },
 }
 
@@ -442,6 +453,13 @@ impl World {
         {
             return;
         }
+        if self.faults.deaf.contains(&to) {
+            if self.faults.stamped_when_deaf {
+                let at = self.now + self.faults.delay_min;
+                self.push(at, Ev::Stamp { to, from });
+            }
+            return;
+        }
         if self.rng.random_bool(self.faults.loss.clamp(0.0, 1.0)) {
             return;
         }
@@ -512,6 +530,16 @@ impl World {
                     let local = self.nodes[to].local(self.now);
                     if let Some(cn) = self.nodes[to].cn.as_mut() {
                         cn.handle_packet(local, addr(from), &bytes);
+                    }
+                    self.after_call(to)?;
+                }
+                Ev::Stamp { to, from } => {
+                    if self.nodes[to].cn.is_none() || self.stalled(to) {
+                        continue;
+                    }
+                    let local = self.nodes[to].local(self.now);
+                    if let Some(cn) = self.nodes[to].cn.as_mut() {
+                        cn.note_arrival(local, &format!("n{from}"), local);
                     }
                     self.after_call(to)?;
                 }
