@@ -19,7 +19,9 @@ struct cohort_vip {
 
 /* lease[0]: the program answers only while bpf_ktime_get_ns() < expires_ns (CLOCK_MONOTONIC).
  * Userspace renews it; if the daemon hangs, requests for the addresses in `vips` are dropped, so
- * neither XDP nor the kernel (which still has them plumbed) claims them for this node. */
+ * neither XDP nor the kernel (which still has them plumbed) claims them for this node, and so is
+ * every IPv4 packet to them (the ingress fence). Userspace re-arms it only once a view confirms
+ * the node's ownership again. */
 struct cohort_lease {
 	__u64 expires_ns;
 };
@@ -43,7 +45,8 @@ enum cohort_stat {
 	COHORT_STAT_ARP_LEASE_EXPIRED = 1, /* requests for an owned VIP dropped: lease expired */
 	COHORT_STAT_ARP_PASSED = 2,      /* other ARP passed to the kernel */
 	COHORT_STAT_TRANSPORT_STAMPED = 3, /* transport packets stamped in peers */
-	COHORT_STAT_MAX = 4,
+	COHORT_STAT_INGRESS_FENCED = 4,  /* IPv4 packets to a VIP dropped: lease expired */
+	COHORT_STAT_MAX = 5,
 };
 
 #endif

@@ -8,6 +8,9 @@
  * 2. Arrival stamping: every IPv4 UDP packet to the transport port records, per source address,
  *    the kernel time it arrived, so the failure detector sees true arrival times even when the
  *    daemon is descheduled.
+ * 3. Ingress fence: while the lease has lapsed, every IPv4 packet to an address in `vips` is
+ *    dropped, so a hung node's kernel (which still has the addresses plumbed) accepts no traffic
+ *    meant for the address's new owner.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -74,6 +77,13 @@ static __always_inline void count(__u32 which)
 		*v += 1;
 }
 
+static __always_inline int lease_lapsed(void)
+{
+	__u32 zero = 0;
+	struct cohort_lease *l = bpf_map_lookup_elem(&lease, &zero);
+	return !l || bpf_ktime_get_ns() >= l->expires_ns;
+}
+
 static __always_inline int handle_arp(struct ethhdr *eth, void *end)
 {
 	struct arp_eth *arp = (void *)(eth + 1);
@@ -97,9 +107,7 @@ static __always_inline int handle_arp(struct ethhdr *eth, void *end)
 		count(COHORT_STAT_ARP_PASSED);
 		return XDP_PASS;
 	}
-	__u32 zero = 0;
-	struct cohort_lease *l = bpf_map_lookup_elem(&lease, &zero);
-	if (!l || bpf_ktime_get_ns() >= l->expires_ns) {
+	if (lease_lapsed()) {
 		/* The daemon stopped renewing (hung, or stalled longer than the lease): its node has
 		 * most likely been removed from the view and a survivor owns the address now. Drop the
 		 * request rather than let the kernel, which still has the address plumbed, answer it
@@ -147,6 +155,19 @@ static __always_inline void stamp(struct ethhdr *eth, void *end)
 	count(COHORT_STAT_TRANSPORT_STAMPED);
 }
 
+/* The ingress fence: only while the lease has lapsed (one array lookup otherwise). */
+static __always_inline int fenced(struct ethhdr *eth, void *end)
+{
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || !lease_lapsed())
+		return 0;
+	__u32 dst = ip->daddr;
+	if (!bpf_map_lookup_elem(&vips, &dst))
+		return 0;
+	count(COHORT_STAT_INGRESS_FENCED);
+	return 1;
+}
+
 SEC("xdp")
 int cohort_xdp(struct xdp_md *ctx)
 {
@@ -157,8 +178,11 @@ int cohort_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return handle_arp(eth, end);
-	if (eth->h_proto == bpf_htons(ETH_P_IP))
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		stamp(eth, end);
+		if (fenced(eth, end))
+			return XDP_DROP;
+	}
 	return XDP_PASS;
 }
 

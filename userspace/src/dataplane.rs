@@ -105,6 +105,8 @@ pub struct DataPlaneStats {
     pub errors: u64,
     /// Interfaces with the XDP fast path attached.
     pub xdp_attached: u64,
+    /// Times the XDP lease lapsed (the loop stalled past `xdp_lease`).
+    pub lease_lapses: u64,
     /// Why XDP is not in use on an interface, if it is not.
     pub xdp_unavailable: BTreeMap<String, String>,
 }
@@ -136,6 +138,11 @@ pub struct DataPlane {
     next_check: Instant,
     next_refresh: Option<Instant>,
     next_lease: Instant,
+    /// When the XDP lease was last renewed.
+    last_renewed: Instant,
+    /// The lease lapsed (the loop stalled past `xdp_lease`): it stays lapsed, and the XDP
+    /// program keeps dropping ARP and IPv4 ingress for the addresses, until [`DataPlane::rearm`].
+    lapsed: Option<Instant>,
     /// Addresses to plumb, taken [`ACQUIRES_PER_TICK`] at a time so that a node given
     /// thousands of addresses at once (a fail-over at 10,240 DuraVIPs) keeps its event loop
     /// turning: heartbeats and the failure detector run between batches, and peers do not
@@ -167,6 +174,8 @@ impl DataPlane {
             next_check: now + settings.if_check_interval,
             next_refresh: settings.garp_refresh.map(|r| now + r),
             next_lease: now,
+            last_renewed: now,
+            lapsed: None,
             to_acquire: std::collections::VecDeque::new(),
             settings,
             placements,
@@ -260,7 +269,9 @@ impl DataPlane {
         for iface in new {
             self.attach_interface(&iface, cfg.msgc_server.port)?;
         }
-        self.renew_leases(now);
+        if self.lapsed.is_none() {
+            self.renew_leases(now);
+        }
         Ok(())
     }
 
@@ -312,6 +323,23 @@ impl DataPlane {
     /// Addresses waiting to be plumbed.
     pub fn acquiring(&self) -> usize {
         self.to_acquire.len()
+    }
+
+    /// Whether the XDP lease lapsed and has not been re-armed.
+    pub fn lease_lapsed(&self) -> bool {
+        self.lapsed.is_some()
+    }
+
+    /// Re-arms a lapsed lease: the owned set is what an election confirmed.
+    pub fn rearm(&mut self, now: Instant) {
+        if let Some(at) = self.lapsed.take() {
+            tracing::info!(
+                fenced_ms = now.duration_since(at).as_millis() as u64,
+                owned = self.owned.len(),
+                "XDP lease re-armed: the election confirmed what this node holds"
+            );
+            self.renew_leases(now);
+        }
     }
 
     /// Releases every owned address (graceful shutdown).
@@ -410,6 +438,7 @@ impl DataPlane {
     }
 
     fn renew_leases(&mut self, now: Instant) {
+        self.last_renewed = now;
         for fp in self.xdp.values_mut() {
             if let Err(e) = fp.renew_lease(self.settings.xdp_lease) {
                 tracing::warn!(error = %e, "cannot renew the XDP lease");
@@ -461,7 +490,22 @@ impl DataPlane {
     pub fn tick(&mut self, now: Instant) {
         self.acquire_some(now);
         if now >= self.next_lease {
-            self.renew_leases(now);
+            if self.lapsed.is_none()
+                && !self.xdp.is_empty()
+                && now.duration_since(self.last_renewed) >= self.settings.xdp_lease
+            {
+                tracing::warn!(
+                    stalled_ms = now.duration_since(self.last_renewed).as_millis() as u64,
+                    "the XDP lease lapsed (the event loop stalled): the addresses stay fenced until a view confirms them"
+                );
+                self.lapsed = Some(now);
+                self.stats.lease_lapses += 1;
+            }
+            if self.lapsed.is_none() {
+                self.renew_leases(now);
+            } else {
+                self.next_lease = now + self.settings.xdp_lease / 3;
+            }
         }
         let due: Vec<Ipv4Addr> = self
             .announces
@@ -564,6 +608,7 @@ impl DataPlane {
                 s.arp_lease_expired += x.arp_lease_expired;
                 s.arp_passed += x.arp_passed;
                 s.transport_stamped += x.transport_stamped;
+                s.ingress_fenced += x.ingress_fenced;
             }
         }
         s

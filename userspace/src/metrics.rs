@@ -250,6 +250,13 @@ pub fn render(shared: &Shared) -> String {
             "ARP requests dropped because the XDP lease lapsed.",
             &one(x.arp_lease_expired as f64),
         );
+        family(
+            &mut out,
+            "cohort_xdp_ingress_fenced_total",
+            "counter",
+            "IPv4 packets to an owned DuraVIP dropped because the XDP lease lapsed.",
+            &one(x.ingress_fenced as f64),
+        );
     }
     if let Some(d) = &s.duravip {
         let owned: Vec<(String, f64)> = d
@@ -284,6 +291,13 @@ pub fn render(shared: &Shared) -> String {
             "gauge",
             "1 when the DuraVIP view is mature.",
             &one(if d.view_mature { 1.0 } else { 0.0 }),
+        );
+        family(
+            &mut out,
+            "cohort_duravip_fenced",
+            "gauge",
+            "1 when duravip_quorum = majority fences this node (its view holds no majority).",
+            &one(if d.fenced { 1.0 } else { 0.0 }),
         );
     }
     drop(s);

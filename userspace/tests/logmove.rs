@@ -151,16 +151,7 @@ fn wait_lines(c: &Cluster<'_>, out: &Path, at_least: usize) {
 }
 
 fn signal(c: &Cluster<'_>, host: usize, sig: &str) {
-    let pid = c.nodes[host]
-        .as_ref()
-        .expect("process runs")
-        .id()
-        .to_string();
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
+    c.signal(host, sig);
 }
 
 /// Stops the manager (SIGSTOP) and waits until node `i` has a batch sent to it and not

@@ -100,6 +100,9 @@ pub struct Cluster {
     /// DuraVIPs moved per balancing round. Default 1 (see docs/configuration.md on the documented
     /// conflict).
     pub duravip_balance_set_size: u32,
+    /// Cohort: `duravip_quorum = majority` fences a member whose view holds no majority of the
+    /// configured peers (it releases its addresses and claims none). Default `none` (Momentum).
+    pub duravip_quorum: Quorum,
     /// Seconds a DuraVIP view must stay unchanged to be mature. Default 5.
     #[serde(serialize_with = "secs")]
     pub view_mature_time: Duration,
@@ -167,6 +170,7 @@ impl Default for Cluster {
             arp_all_hosts: true,
             arp_cache_interval: Duration::from_secs(60),
             duravip_balance_set_size: 1,
+            duravip_quorum: Quorum::None,
             view_mature_time: Duration::from_secs(5),
             view_balance_interval: Duration::from_secs(10),
             view_broadcast_interval: Duration::from_secs(0),
@@ -182,6 +186,34 @@ impl Default for Cluster {
             replicate: Vec::new(),
             topology: Vec::new(),
             extra: Vec::new(),
+        }
+    }
+}
+
+/// The `duravip_quorum` option.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Quorum {
+    /// Every view elects owners, whatever its size (Momentum's behaviour).
+    #[default]
+    None,
+    /// Only a view holding more than half of the configured peers elects owners.
+    Majority,
+}
+
+impl Quorum {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quorum::None => "none",
+            Quorum::Majority => "majority",
+        }
+    }
+
+    /// The view size below which a member is fenced, for `peers` configured nodes (this one
+    /// included); `None` when nothing is fenced.
+    pub fn threshold(self, peers: usize) -> Option<usize> {
+        match self {
+            Quorum::None => None,
+            Quorum::Majority => Some(peers / 2 + 1),
         }
     }
 }

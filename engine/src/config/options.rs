@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::model::{
-    Binding, Cluster, Destination, Listener, LogOutput, Logger, ManagerLogs, MsgcServer, Replicate,
-    ReplicateKind, ReplicateParam, Security, Topology, UdpDriver, XdpMode,
+    Binding, Cluster, Destination, Listener, LogOutput, Logger, ManagerLogs, MsgcServer, Quorum,
+    Replicate, ReplicateKind, ReplicateParam, Security, Topology, UdpDriver, XdpMode,
 };
 use super::syntax::{Value, quote};
 use super::values::{
@@ -334,6 +334,30 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         |c| secs(c.arp_cache_interval),
         |c, k, v| {
             c.arp_cache_interval = seconds(k, v)?;
+            Ok(())
+        }
+    ),
+    opt!(
+        "duravip_quorum",
+        "choice",
+        "\"none\"",
+        "none, majority",
+        Applies,
+        true,
+        "majority: a member whose view holds no majority of the peers releases its DuraVIPs and claims none (none: Momentum's behaviour).",
+        |c| s(c.duravip_quorum.name()),
+        |c, k, v| {
+            let s = string(k, v)?;
+            c.duravip_quorum = match s.to_ascii_lowercase().as_str() {
+                "none" => Quorum::None,
+                "majority" => Quorum::Majority,
+                _ => {
+                    return Err(ConfigError::new(
+                        v.loc(),
+                        format!("'{k}' expects none or majority, found '{s}'"),
+                    ));
+                }
+            };
             Ok(())
         }
     ),

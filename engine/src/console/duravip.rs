@@ -34,6 +34,10 @@ impl Render for Status {
     fn text(&self) -> String {
         let status = self;
         let mut out = String::from("DuraVIP State:\n");
+        if status.fenced {
+            // Cohort extension (duravip_quorum = majority); absent otherwise, as in Momentum.
+            out.push_str("[fenced: this node's view holds no majority of the configured peers]\n");
+        }
         for e in &status.entries {
             out.push_str(&e.ip.to_string());
             for b in &e.bindings {
@@ -88,7 +92,12 @@ impl Render for Status {
                 })
             })
             .collect();
-        json!({ "node": status.node, "view_id": status.view_id, "entries": entries })
+        json!({
+            "node": status.node,
+            "view_id": status.view_id,
+            "fenced": status.fenced,
+            "entries": entries,
+        })
     }
 }
 
@@ -96,7 +105,7 @@ impl Render for Status {
 /// undocumented):
 ///
 /// ```text
-/// <duravip node= view= leader= phase= view_mature= node_mature= node_withdrawn= view_stable= debug=>
+/// <duravip node= view= leader= [fenced="true"] phase= view_mature= node_mature= node_withdrawn= view_stable= debug=>
 ///   <address ip= owned= safe= conflict= handoff= configuration_stable= [owner=] [preference=]
 ///            [follows=] [broken=binding_names|binding_elsewhere|follow_mismatch|follow_target]>
 ///     <binding name=/>*  <service name=multivip|smtp/>*
@@ -120,6 +129,9 @@ impl Render for DuravipTables<'_> {
         }
         if let Some(l) = &status.leader {
             let _ = write!(o, " leader=\"{}\"", esc(l));
+        }
+        if status.fenced {
+            o.push_str(" fenced=\"true\"");
         }
         let _ = writeln!(
             o,
@@ -248,6 +260,7 @@ mod tests {
             view_mature: true,
             node_mature: true,
             node_withdrawn: false,
+            fenced: false,
             view_stable_secs: 5420,
             debug: false,
             params: crate::duravip::Params::default(),

@@ -74,6 +74,9 @@ pub struct Params {
     pub broadcast_interval: Option<Duration>,
     /// `duravip_balance_set_size`: most moves per balancing round (at least 1).
     pub balance_set_size: usize,
+    /// `duravip_quorum = majority` (Cohort extension): in a view of fewer members than this, the
+    /// node is fenced: it releases every address and claims none. `None`: never fenced.
+    pub quorum: Option<usize>,
 }
 
 impl Params {
@@ -88,6 +91,19 @@ impl Params {
             balance_set_size: usize::try_from(c.duravip_balance_set_size)
                 .unwrap_or(usize::MAX)
                 .clamp(1, super::wire::MAX_ADDRESSES),
+            quorum: None,
+        }
+    }
+
+    /// [`Params::from_cluster`] with the quorum of `duravip_quorum` over the configured peers
+    /// (`msgc_server { peers }`, this node included; a node without peers is never fenced).
+    pub fn from_config(cfg: &crate::config::Config) -> Params {
+        Params {
+            quorum: cfg
+                .cluster
+                .duravip_quorum
+                .threshold(cfg.msgc_server.peers.len().max(1)),
+            ..Params::from_cluster(&cfg.cluster)
         }
     }
 }
@@ -158,6 +174,8 @@ pub struct DuravipMachine {
     params: Params,
     mature: bool,
     withdrawn: bool,
+    /// The view holds no quorum (`Params::quorum`): announced as withdrawn, holds nothing.
+    fenced: bool,
     debug: bool,
     held: BTreeSet<IpAddr>,
     view: Option<ViewState>,
@@ -179,6 +197,7 @@ impl DuravipMachine {
             params,
             mature: false,
             withdrawn: false,
+            fenced: false,
             debug: false,
             held: BTreeSet::new(),
             view: None,
@@ -234,8 +253,41 @@ impl DuravipMachine {
         });
         // Payloads of older views would be ignored by every receiver.
         self.transmits.retain(|(v, _)| *v == view.id);
+        self.fence();
         self.send_state();
         Ok(())
+    }
+
+    /// Applies the quorum to the installed view: a member of a view below it releases every
+    /// address at once (the daemon stops answering ARP for it, then unplumbs it) and announces
+    /// itself withdrawn, so no member of such a view claims anything; a view at or above it
+    /// lifts the fence and the election places addresses as usual.
+    fn fence(&mut self) {
+        let Some(v) = &self.view else { return };
+        let fenced = self.params.quorum.is_some_and(|q| v.members.len() < q);
+        if fenced && !self.fenced {
+            tracing::warn!(
+                node = %self.me.name,
+                view = v.id,
+                members = v.members.len(),
+                quorum = self.params.quorum.unwrap_or(0),
+                released = self.held.len(),
+                "duravip fenced: the view holds no majority of the configured peers"
+            );
+        } else if !fenced && self.fenced {
+            tracing::info!(node = %self.me.name, view = v.id, "duravip fence lifted: the view holds a majority");
+        }
+        self.fenced = fenced;
+        if fenced {
+            for ip in std::mem::take(&mut self.held) {
+                self.push_action(Action::Release { ip });
+            }
+        }
+    }
+
+    /// Whether the quorum fences this node (`duravip_quorum = majority` and a minority view).
+    pub fn fenced(&self) -> bool {
+        self.fenced
     }
 
     /// Applies one message delivered in agreed order. Malformed messages are refused with an
@@ -400,6 +452,17 @@ impl DuravipMachine {
         Ok(())
     }
 
+    /// Re-announces this node's state in the current view without ending a `release all`, so
+    /// every member re-runs the election at that point: the daemon asks for it when its XDP lease
+    /// lapsed (its loop stalled), and re-arms the lease once an election confirms what it holds.
+    pub fn confirm(&mut self) -> Result<(), DuravipError> {
+        if self.view.is_none() {
+            return Err(DuravipError::NoView);
+        }
+        self.send_state();
+        Ok(())
+    }
+
     /// A configuration reload: use `config` and `params` from now on and announce the
     /// configuration, so that every member re-runs the election with it at the same point of
     /// the agreed stream. New intervals take effect from `now` (the next balancing round and
@@ -415,6 +478,7 @@ impl DuravipMachine {
             }
         }
         self.params = params;
+        self.fence();
         if self.view.is_some() {
             self.send_state();
         }
@@ -555,6 +619,7 @@ impl DuravipMachine {
                 view_mature: false,
                 node_mature: self.mature,
                 node_withdrawn: self.withdrawn,
+                fenced: self.fenced,
                 view_stable_secs: 0,
                 debug: self.debug,
                 params: self.params.clone(),
@@ -641,6 +706,7 @@ impl DuravipMachine {
             view_mature: v.mature,
             node_mature: self.mature,
             node_withdrawn: self.withdrawn,
+            fenced: self.fenced,
             view_stable_secs: now.since(v.installed).as_secs(),
             debug: self.debug,
             params: self.params.clone(),
@@ -651,7 +717,7 @@ impl DuravipMachine {
     fn announcement(&self) -> Announcement {
         Announcement {
             mature: self.mature,
-            withdrawn: self.withdrawn,
+            withdrawn: self.withdrawn || self.fenced,
             addresses: self.config.addresses.clone(),
             held: self.held.iter().copied().collect(),
         }
@@ -857,6 +923,7 @@ mod tests {
             balance_interval: Duration::from_secs(10),
             broadcast_interval: None,
             balance_set_size: 1,
+            quorum: None,
         };
         let me = Member::new("a", 1);
         let mut m = DuravipMachine::new(me.clone(), LocalConfig::default(), params);

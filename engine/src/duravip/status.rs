@@ -25,6 +25,8 @@ pub struct Status {
     pub node_mature: bool,
     /// This node ran `release all` and takes no address until `announce view`.
     pub node_withdrawn: bool,
+    /// `duravip_quorum = majority` and the view holds no majority: this node holds nothing.
+    pub fenced: bool,
     /// Seconds since this node installed the view.
     pub view_stable_secs: u64,
     pub debug: bool,

@@ -416,6 +416,12 @@ impl Endpoint {
         self.cfg.probe_interval / 4
     }
 
+    /// The suspicion timeout in force, stretched by local health: how long a peer may be silent
+    /// before it is suspected.
+    pub fn suspect_timeout(&self) -> Duration {
+        self.detector.suspect_timeout()
+    }
+
     fn flush_timeout(&self) -> Duration {
         self.cfg.suspect_timeout * self.detector.stretch()
     }

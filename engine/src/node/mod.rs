@@ -497,6 +497,14 @@ impl ClusterNode {
     }
 
     /// Releases every address this node holds (graceful stop): the actions follow.
+    /// Has DuraVIP re-announce this node's state in the current view (see
+    /// [`DuravipMachine::confirm`]); `false` without a view.
+    pub fn confirm_duravip(&mut self, now: Time) -> bool {
+        let ok = self.duravip.confirm().is_ok();
+        self.process(now);
+        ok
+    }
+
     pub fn shutdown_duravip(&mut self) {
         self.duravip.shutdown();
         self.take_duravip();

@@ -136,6 +136,7 @@ pub fn random(rng: &mut ChaCha8Rng, n: usize) -> (Vec<LocalConfig>, Params) {
             .random_bool(0.3)
             .then(|| Duration::from_secs(rng.random_range(3..=10))),
         balance_set_size: rng.random_range(1..=4),
+        quorum: None,
     };
     (locals, params)
 }
@@ -206,7 +207,7 @@ pub fn config(n: usize) -> (Vec<LocalConfig>, Params) {
         .expect("the simulator's DuraVIP configuration is valid")
         .config;
         locals.push(LocalConfig::from_config(&cfg));
-        params.get_or_insert_with(|| Params::from_cluster(&cfg.cluster));
+        params.get_or_insert_with(|| Params::from_config(&cfg));
     }
     (locals, params.unwrap_or_default())
 }

@@ -498,6 +498,7 @@ fn ten_thousand_addresses_through_the_transport() {
         balance_interval: Duration::from_secs(1),
         broadcast_interval: None,
         balance_set_size: ADDRESSES as usize,
+        quorum: None,
     };
     let mut w = World::new(7, N, sim_config(), None);
     w.duravip = Some((vec![local; N], params));

@@ -40,6 +40,7 @@ fn params(set: usize) -> Params {
         balance_interval: Duration::from_secs(10),
         broadcast_interval: None,
         balance_set_size: set,
+        quorum: None,
     }
 }
 
@@ -318,6 +319,7 @@ fn five_hundred_addresses_over_sixteen_members() {
         balance_interval: Duration::from_secs(2),
         broadcast_interval: None,
         balance_set_size: 8,
+        quorum: None,
     };
     let mut w = world(8, 16, &addrs(512), p);
     let all: Vec<usize> = (0..16).collect();
@@ -344,4 +346,93 @@ fn five_hundred_addresses_over_sixteen_members() {
     // Maturity (1 s) and four rounds of eight, two seconds apart.
     assert!(took >= 6.0, "faster than four rounds allow: {took:.1} s");
     duravip::tables_agree(&w).expect("converged");
+}
+
+/// Each address's holders among live members.
+fn holders(w: &World, a: &[AddrConfig]) -> Vec<usize> {
+    a.iter()
+        .map(|c| {
+            w.live()
+                .iter()
+                .filter(|&&i| w.nodes[i].held.contains(&c.ip))
+                .count()
+        })
+        .collect()
+}
+
+/// `duravip_quorum = majority`: an isolated member (1 of 3) releases what it holds and claims
+/// nothing while the other two take everything, so each address has exactly one holder once both
+/// sides installed their views; after the heal one view places each address once. Without the
+/// quorum (Momentum's behaviour) the isolated member claims every address for itself.
+#[test]
+fn a_minority_view_is_fenced_under_duravip_quorum_majority() {
+    for quorum in [Some(2), None] {
+        let a = addrs(6);
+        let mut w = world(
+            31,
+            3,
+            &a,
+            Params {
+                quorum,
+                ..params(3)
+            },
+        );
+        let formed = start(&mut w, &[0, 1, 2]);
+        w.run_until(formed + 6 * SEC).expect("run");
+        assert_eq!(loads(&w), [2, 2, 2]);
+        w.faults.sides = Some(vec![0, 0, 1]);
+        let cut = w.now;
+        let split = |w: &World| {
+            let v = |i: usize| w.nodes[i].ep().expect("live").view().members.len();
+            v(0) == 2 && v(1) == 2 && v(2) == 1
+        };
+        while !split(&w) {
+            assert!(w.now < cut + 4 * SEC, "views split:{}", w.describe());
+            w.run_until(w.now + 10 * MS).expect("run");
+        }
+        w.run_until(w.now + 100 * MS).expect("run");
+        let isolated = w.nodes[2].cn.as_ref().expect("up").duravip();
+        match quorum {
+            Some(_) => {
+                assert!(isolated.fenced());
+                assert!(
+                    isolated
+                        .status(w.nodes[2].local(w.now))
+                        .text()
+                        .contains("[fenced:")
+                );
+                for _ in 0..50 {
+                    w.run_until(w.now + 100 * MS).expect("run");
+                    assert_eq!(held(&w, 2), 0, "the fenced member holds nothing");
+                    assert_eq!(
+                        holders(&w, &a),
+                        [1; 6],
+                        "one holder per address during the cut"
+                    );
+                }
+            }
+            None => {
+                w.run_until(w.now + 5 * SEC).expect("run");
+                assert_eq!(
+                    held(&w, 2),
+                    6,
+                    "Momentum: the isolated member takes everything"
+                );
+                assert_eq!(held(&w, 0) + held(&w, 1), 6);
+            }
+        }
+        w.faults.sides = None;
+        run_until_converged(&mut w, 15 * SEC, "after the heal").expect("one view");
+        let healed = w.now;
+        while w.now < healed + 30 * SEC && loads(&w) != [2, 2, 2] {
+            w.run_until(w.now + 100 * MS).expect("run");
+        }
+        eprintln!(
+            "quorum {quorum:?}: balanced {:.1}s after the heal",
+            (w.now - healed) as f64 / SEC as f64
+        );
+        assert_eq!(holders(&w, &a), [1; 6], "every address once after the heal");
+        assert!(!w.nodes[2].cn.as_ref().expect("up").duravip().fenced());
+        duravip::tables_agree(&w).expect("converged");
+    }
 }

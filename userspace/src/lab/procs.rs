@@ -155,6 +155,20 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// Sends `sig` (as `kill` spells it: `-STOP`, `-CONT`) to node `i`'s process.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i]
+            .as_ref()
+            .expect("process runs")
+            .id()
+            .to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
         let mut c = self.nodes[i].take().expect("node running");

@@ -145,6 +145,10 @@ impl NodeConsole {
                     "xdp_transport_stamped".into(),
                     s.xdp.map_or(0, |x| x.transport_stamped),
                 ),
+                (
+                    "xdp_ingress_fenced".into(),
+                    s.xdp.map_or(0, |x| x.ingress_fenced),
+                ),
                 ("xdp_arrivals_fed".into(), s.xdp_arrivals_fed),
                 (
                     "xdp_interfaces_attached".into(),
@@ -167,6 +171,10 @@ impl NodeConsole {
                 (
                     "duravip_arp_frames_sent".into(),
                     s.dataplane.as_ref().map_or(0, |d| d.arp_frames_sent),
+                ),
+                (
+                    "duravip_lease_lapses".into(),
+                    s.dataplane.as_ref().map_or(0, |d| d.lease_lapses),
                 ),
             ]
             .into_iter()

@@ -88,6 +88,9 @@ pub struct Node {
     xdp_seen: BTreeMap<std::net::Ipv4Addr, u64>,
     next_xdp_read: Time,
     xdp_arrivals_fed: u64,
+    /// The XDP lease lapsed: (DuraVIP view id, elections run, when) at the lapse; the lease is
+    /// re-armed once an election after it confirms what this node holds.
+    lapse: Option<(Option<u64>, u64, Time)>,
     /// Running as the manager.
     manager: bool,
     /// systemd's notification socket (READY after the first view, WATCHDOG from this loop).
@@ -192,6 +195,7 @@ impl Node {
             xdp_seen: BTreeMap::new(),
             next_xdp_read: t0,
             xdp_arrivals_fed: 0,
+            lapse: None,
         })
     }
 
@@ -238,6 +242,7 @@ impl Node {
             {
                 dp.tick(Instant::now());
             }
+            self.fence_lapsed_lease(now);
             let done = self.drain_node();
             while let Some(t) = self.node.poll_transmit() {
                 out.push((t.destination, t.payload));

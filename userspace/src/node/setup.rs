@@ -130,7 +130,7 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
         } else {
             LocalConfig::from_config(cfg)
         },
-        duravip_params: Params::from_cluster(&cfg.cluster),
+        duravip_params: Params::from_config(cfg),
         replicate,
         // Leave room in each transport message for its framing and the channel byte.
         replication_mtu: (cfg.msgc_server.mtu as usize).saturating_sub(256).max(512),

@@ -49,7 +49,8 @@ pub const STAT_ARP_REPLIED: u32 = 0;
 pub const STAT_ARP_LEASE_EXPIRED: u32 = 1;
 pub const STAT_ARP_PASSED: u32 = 2;
 pub const STAT_TRANSPORT_STAMPED: u32 = 3;
-pub const STAT_MAX: u32 = 4;
+pub const STAT_INGRESS_FENCED: u32 = 4;
+pub const STAT_MAX: u32 = 5;
 
 #[cfg(test)]
 mod tests {
@@ -70,7 +71,7 @@ mod tests {
                  printf(\"%zu %zu\\n\", sizeof(struct cohort_lease), offsetof(struct cohort_lease, expires_ns));\n\
                  printf(\"%zu %zu %zu %zu\\n\", sizeof(struct cohort_config), offsetof(struct cohort_config, transport_port), offsetof(struct cohort_config, reserved), offsetof(struct cohort_config, reserved2));\n\
                  printf(\"%zu %zu %zu\\n\", sizeof(struct cohort_peer), offsetof(struct cohort_peer, last_ns), offsetof(struct cohort_peer, packets));\n\
-                 printf(\"%d %d %d %d %d\\n\", COHORT_STAT_ARP_REPLIED, COHORT_STAT_ARP_LEASE_EXPIRED, COHORT_STAT_ARP_PASSED, COHORT_STAT_TRANSPORT_STAMPED, COHORT_STAT_MAX);\n\
+                 printf(\"%d %d %d %d %d %d\\n\", COHORT_STAT_ARP_REPLIED, COHORT_STAT_ARP_LEASE_EXPIRED, COHORT_STAT_ARP_PASSED, COHORT_STAT_TRANSPORT_STAMPED, COHORT_STAT_INGRESS_FENCED, COHORT_STAT_MAX);\n\
                  return 0; }}\n",
                 cohort_ebpf::HEADER
             ),
@@ -90,7 +91,7 @@ mod tests {
         );
         let out = Command::new(&bin).output().expect("runs");
         let want = format!(
-            "{} {} {}\n{} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {}\n",
+            "{} {} {}\n{} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {} {}\n",
             size_of::<Vip>(),
             offset_of!(Vip, mac),
             offset_of!(Vip, flags),
@@ -107,6 +108,7 @@ mod tests {
             STAT_ARP_LEASE_EXPIRED,
             STAT_ARP_PASSED,
             STAT_TRANSPORT_STAMPED,
+            STAT_INGRESS_FENCED,
             STAT_MAX
         );
         assert_eq!(String::from_utf8_lossy(&out.stdout), want);

@@ -54,6 +54,8 @@ pub struct XdpStats {
     pub arp_lease_expired: u64,
     pub arp_passed: u64,
     pub transport_stamped: u64,
+    /// IPv4 packets to an owned address dropped while the lease had lapsed.
+    pub ingress_fenced: u64,
 }
 
 /// The attached program and its maps. Dropping it detaches the program (do so in the network
@@ -369,6 +371,7 @@ impl FastPath {
             arp_lease_expired: sum(maps::STAT_ARP_LEASE_EXPIRED),
             arp_passed: sum(maps::STAT_ARP_PASSED),
             transport_stamped: sum(maps::STAT_TRANSPORT_STAMPED),
+            ingress_fenced: sum(maps::STAT_INGRESS_FENCED),
         })
     }
 }

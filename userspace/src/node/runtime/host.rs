@@ -80,6 +80,39 @@ impl Node {
         }
     }
 
+    /// The lapsed-lease fence. While the loop was stalled past `xdp_lease`, the XDP program
+    /// dropped ARP and IPv4 ingress for this node's addresses; the data plane keeps the lease
+    /// lapsed until the node's ownership is confirmed. On noticing the lapse the node re-announces
+    /// its DuraVIP state, so the members re-run the election at that point of the agreed stream.
+    /// The lease is re-armed once an election has run after the lapse and either in a view
+    /// installed since (the peers removed the stalled node and it rejoined) or after two
+    /// suspicion timeouts in the same view (the peers would have removed it by then and it would
+    /// have noticed their new view); the owned set the data plane holds then is what that election
+    /// decided.
+    pub(super) fn fence_lapsed_lease(&mut self, now: Time) {
+        let Some(dp) = self.dataplane.as_mut() else {
+            return;
+        };
+        if !dp.lease_lapsed() {
+            self.lapse = None;
+            return;
+        }
+        let d = self.node.duravip();
+        let (view, elections) = (d.view().map(|v| v.0), d.stats().elections);
+        let Some((at_view, at_elections, at)) = self.lapse else {
+            self.lapse = Some((view, elections, now));
+            self.node.confirm_duravip(now);
+            return;
+        };
+        let settled = d.table().is_some() && elections > at_elections;
+        let new_view = view.is_some() && view != at_view;
+        let waited = now.since(at) >= self.node.endpoint().suspect_timeout() * 2;
+        if settled && (new_view || waited) {
+            self.lapse = None;
+            dp.rearm(Instant::now());
+        }
+    }
+
     pub(super) fn publish(&mut self) {
         let refresh =
             self.duravip_dirty || self.last_status.elapsed() >= Duration::from_millis(500);
