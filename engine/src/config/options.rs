@@ -16,7 +16,7 @@ use super::model::{
 };
 use super::syntax::{Value, quote};
 use super::values::{
-    boolean, integer, ip, logs_dict, nonempty, octal_mode, parse_journal, path_from, peers,
+    boolean, choice, integer, ip, logs_dict, nonempty, octal_mode, parse_journal, path_from, peers,
     positive_seconds, seconds, seconds_in, string, strings, u32_in,
 };
 
@@ -347,17 +347,11 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         "majority: a member whose view holds no majority of the peers releases its DuraVIPs and claims none (none: Momentum's behaviour).",
         |c| s(c.duravip_quorum.name()),
         |c, k, v| {
-            let s = string(k, v)?;
-            c.duravip_quorum = match s.to_ascii_lowercase().as_str() {
-                "none" => Quorum::None,
-                "majority" => Quorum::Majority,
-                _ => {
-                    return Err(ConfigError::new(
-                        v.loc(),
-                        format!("'{k}' expects none or majority, found '{s}'"),
-                    ));
-                }
-            };
+            c.duravip_quorum = choice(
+                k,
+                v,
+                &[("none", Quorum::None), ("majority", Quorum::Majority)],
+            )?;
             Ok(())
         }
     ),
@@ -525,19 +519,16 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         "How the XDP fast path attaches.",
         |c| s(c.xdp.name()),
         |c, k, v| {
-            let s = string(k, v)?;
-            c.xdp = match s.to_ascii_lowercase().as_str() {
-                "auto" => XdpMode::Auto,
-                "native" => XdpMode::Native,
-                "generic" => XdpMode::Generic,
-                "off" => XdpMode::Off,
-                _ => {
-                    return Err(ConfigError::new(
-                        v.loc(),
-                        format!("'xdp' expects auto, native, generic or off, found '{s}'"),
-                    ));
-                }
-            };
+            c.xdp = choice(
+                k,
+                v,
+                &[
+                    ("auto", XdpMode::Auto),
+                    ("native", XdpMode::Native),
+                    ("generic", XdpMode::Generic),
+                    ("off", XdpMode::Off),
+                ],
+            )?;
             Ok(())
         }
     ),
@@ -829,17 +820,15 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
         "How datagrams move: recvmmsg/sendmmsg or io_uring.",
         |m| s(m.udp_driver.name()),
         |c, k, v| {
-            let s = string(k, v)?;
-            c.udp_driver = match s.to_ascii_lowercase().as_str() {
-                "syscall" => UdpDriver::Syscall,
-                "uring" | "io_uring" => UdpDriver::Uring,
-                _ => {
-                    return Err(ConfigError::new(
-                        v.loc(),
-                        format!("'udp_driver' expects syscall or uring, found '{s}'"),
-                    ));
-                }
-            };
+            c.udp_driver = choice(
+                k,
+                v,
+                &[
+                    ("syscall", UdpDriver::Syscall),
+                    ("uring", UdpDriver::Uring),
+                    ("io_uring", UdpDriver::Uring),
+                ],
+            )?;
             Ok(())
         }
     ),

@@ -181,6 +181,30 @@ pub(crate) fn octal_mode(key: &str, v: &Value) -> Result<u32, ConfigError> {
     }
 }
 
+/// One of `options` (names matched case-insensitively); the error lists the names.
+pub(crate) fn choice<T: Copy>(
+    key: &str,
+    v: &Value,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let s = string(key, v)?;
+    if let Some((_, t)) = options
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(s.trim()))
+    {
+        return Ok(*t);
+    }
+    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+    let list = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    };
+    Err(ConfigError::new(
+        v.loc(),
+        format!("'{key}' expects {list}, found '{s}'"),
+    ))
+}
+
 /// A path, made absolute against the directory of the file that named it.
 pub(crate) fn path_from(key: &str, v: &Value) -> Result<PathBuf, ConfigError> {
     let p = PathBuf::from(nonempty(key, v)?);
