@@ -6,6 +6,8 @@
 pub mod config;
 pub mod console;
 pub mod duravip;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod jlog;
 pub mod logmove;

@@ -135,13 +135,21 @@ fn resync_once(
                 closed: true,
             })));
         }
-        if last + HEADER_LEN as u64 > data_len {
+        // A corrupt index may hold any offset: rebuild rather than overflow.
+        if last
+            .checked_add(HEADER_LEN as u64)
+            .is_none_or(|e| e > data_len)
+        {
             return Ok(Err(Attempt::Rebuild));
         }
         let mut hb = [0u8; HEADER_LEN];
         data.read_exact_at(&mut hb, last)?;
         let h = RecordHeader::parse(&hb).expect("buffer is HEADER_LEN bytes");
-        if h.magic != magic || last + h.record_len() > data_len {
+        if h.magic != magic
+            || last
+                .checked_add(h.record_len())
+                .is_none_or(|e| e > data_len)
+        {
             return Ok(Err(Attempt::Rebuild));
         }
         off = last + h.record_len();

@@ -634,6 +634,62 @@ impl Message {
     }
 }
 
+impl Message {
+    /// A message with every kind of section flag and key (CIDR v4 and v6, text, series; add,
+    /// set and relayed set): the golden test's message and the fuzzers' seed.
+    #[doc(hidden)]
+    pub fn example() -> Message {
+        Message {
+            sections: vec![
+                Section {
+                    object: "c".into(),
+                    reset: true,
+                    request: false,
+                    updates: vec![
+                        Update {
+                            key: Key::Net("10.0.0.0/8".parse().expect("net")),
+                            op: Op::Add(-2),
+                        },
+                        Update {
+                            key: Key::Net("::/1".parse().expect("net")),
+                            op: Op::Add(64),
+                        },
+                    ],
+                },
+                Section {
+                    object: "g".into(),
+                    reset: false,
+                    request: true,
+                    updates: vec![
+                        Update {
+                            key: Key::Text("ab".into()),
+                            op: Op::Set {
+                                version: 300,
+                                ttl: 5,
+                                value: b"v".to_vec(),
+                                writer: None,
+                            },
+                        },
+                        Update {
+                            key: Key::Series {
+                                series: "s".into(),
+                                window: 1,
+                                item: SeriesItem::Text("x".into()),
+                            },
+                            op: Op::Set {
+                                version: 1,
+                                ttl: 0,
+                                value: Vec::new(),
+                                writer: Some("w".into()),
+                            },
+                        },
+                    ],
+                },
+            ],
+        }
+    }
+}
+
 /// Packs sections of updates into messages of at most `mtu` bytes each.
 ///
 /// Consecutive updates of one object share a section header. An update too large for an empty
@@ -757,54 +813,7 @@ mod tests {
     /// swapped in both `emit` and `parse` still round-trips, but fails here.
     #[test]
     fn golden_bytes() {
-        let message = Message {
-            sections: vec![
-                Section {
-                    object: "c".into(),
-                    reset: true,
-                    request: false,
-                    updates: vec![
-                        Update {
-                            key: Key::Net("10.0.0.0/8".parse().expect("net")),
-                            op: Op::Add(-2),
-                        },
-                        Update {
-                            key: Key::Net("::/1".parse().expect("net")),
-                            op: Op::Add(64),
-                        },
-                    ],
-                },
-                Section {
-                    object: "g".into(),
-                    reset: false,
-                    request: true,
-                    updates: vec![
-                        Update {
-                            key: Key::Text("ab".into()),
-                            op: Op::Set {
-                                version: 300,
-                                ttl: 5,
-                                value: b"v".to_vec(),
-                                writer: None,
-                            },
-                        },
-                        Update {
-                            key: Key::Series {
-                                series: "s".into(),
-                                window: 1,
-                                item: SeriesItem::Text("x".into()),
-                            },
-                            op: Op::Set {
-                                version: 1,
-                                ttl: 0,
-                                value: Vec::new(),
-                                writer: Some("w".into()),
-                            },
-                        },
-                    ],
-                },
-            ],
-        };
+        let message = Message::example();
         let want: Vec<u8> = [
             &b"CR"[..],
             &[1, 0, 0, 2],          // version 1, reserved, two sections
