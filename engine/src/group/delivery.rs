@@ -75,6 +75,8 @@ pub struct ViewStreams {
     streams: Vec<Stream>,
     /// `acks[j][i]`: member j holds member i's items up to this one.
     acks: Vec<Vec<u64>>,
+    /// Reused by `collect` (the column minima of `acks`).
+    scratch: Vec<u64>,
     /// Leader only: the highest item of each sender already sequenced.
     sequenced: Vec<u64>,
     unstable_bytes: usize,
@@ -92,6 +94,7 @@ impl ViewStreams {
             me,
             streams: vec![Stream::default(); n],
             acks: vec![vec![0; n]; n],
+            scratch: Vec::with_capacity(n),
             sequenced: vec![0; n],
             unstable_bytes: 0,
             max_queue: max_queue.max(1) as u64,
@@ -200,19 +203,34 @@ impl ViewStreams {
         if j >= self.streams.len() || acks.len() != self.streams.len() || j == self.me {
             return;
         }
-        for (i, a) in acks.iter().enumerate() {
-            let slot = &mut self.acks[j][i];
-            *slot = (*slot).max(*a);
+        let mut raised = false;
+        for (slot, a) in self.acks[j].iter_mut().zip(acks) {
+            if *a > *slot {
+                *slot = *a;
+                raised = true;
+            }
         }
         let announced = acks[j];
         let s = &mut self.streams[j];
         s.known_high = s.known_high.max(announced);
-        self.collect();
+        // Only a raised acknowledgement can make more items stable.
+        if raised {
+            self.collect();
+        }
     }
 
     fn collect(&mut self) {
+        // Column minima of the acknowledgement matrix, row by row (contiguous memory).
+        let mut stable_of = std::mem::take(&mut self.scratch);
+        stable_of.clear();
+        stable_of.extend_from_slice(self.acks.first().map_or(&[][..], Vec::as_slice));
+        for row in self.acks.iter().skip(1) {
+            for (m, a) in stable_of.iter_mut().zip(row) {
+                *m = (*m).min(*a);
+            }
+        }
         for i in 0..self.streams.len() {
-            let stable = self.acks.iter().map(|a| a[i]).min().unwrap_or(0);
+            let stable = stable_of.get(i).copied().unwrap_or(0);
             let s = &mut self.streams[i];
             if stable <= s.stable {
                 continue;
@@ -229,6 +247,7 @@ impl ViewStreams {
                 }
             }
         }
+        self.scratch = stable_of;
     }
 
     /// Missing ranges to NACK: `(origin, from, to)`, at most `batch` items each.

@@ -50,10 +50,14 @@ fn decode_payload(p: &[u8]) -> Option<MsgId> {
         u64::from_be_bytes(p[12..20].try_into().ok()?),
     );
     let salt = filler_salt(id);
-    p[20..]
-        .chunks(8)
+    let body = &p[20..];
+    let words = body.chunks_exact(8);
+    let tail = words.remainder();
+    let whole = words.len();
+    (words
         .enumerate()
-        .all(|(w, c)| filler(salt, w).to_le_bytes()[..c.len()] == *c)
+        .all(|(w, c)| u64::from_le_bytes(c.try_into().unwrap_or_default()) == filler(salt, w))
+        && filler(salt, whole).to_le_bytes()[..tail.len()] == *tail)
         .then_some(id)
 }
 

@@ -607,15 +607,15 @@ impl World {
         self.nodes
             .iter()
             .filter(|n| n.cn.is_some())
-            .flat_map(|n| {
-                let mut v = vec![n.next_heartbeat];
+            .map(|n| {
+                let mut t = n.next_heartbeat;
                 if n.sends {
-                    v.push(n.next_send);
+                    t = t.min(n.next_send);
                 }
                 if n.slow {
-                    v.push(n.next_stall);
+                    t = t.min(n.next_stall);
                 }
-                v
+                t
             })
             .min()
     }
