@@ -72,6 +72,8 @@ pub struct Settings {
     pub xdp_lease: Duration,
     pub if_check_interval: Duration,
     pub if_down_limit: Duration,
+    pub notify: Option<std::path::PathBuf>,
+    pub notify_timeout: Duration,
 }
 
 impl Settings {
@@ -90,6 +92,8 @@ impl Settings {
             xdp_lease: c.xdp_lease,
             if_check_interval: c.if_check_interval,
             if_down_limit: c.if_down_limit,
+            notify: c.duravip_notify.clone(),
+            notify_timeout: c.duravip_notify_timeout,
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct DataPlaneStats {
     pub xdp_attached: u64,
     /// Times the XDP lease lapsed (the loop stalled past `xdp_lease`).
     pub lease_lapses: u64,
+    /// `duravip_notify` hooks.
+    pub hooks: crate::notify_hook::HookStats,
     /// Why XDP is not in use on an interface, if it is not.
     pub xdp_unavailable: BTreeMap<String, String>,
 }
@@ -149,6 +155,8 @@ pub struct DataPlane {
     /// suspect it. Only acquisitions wait: a release is done at once, because the node tells
     /// the cluster it released (RELEASED) right after.
     to_acquire: std::collections::VecDeque<IpAddr>,
+    /// `duravip_notify` programs run on acquire and release.
+    pub hooks: crate::notify_hook::Hooks,
     pub stats: DataPlaneStats,
 }
 
@@ -177,6 +185,11 @@ impl DataPlane {
             last_renewed: now,
             lapsed: None,
             to_acquire: std::collections::VecDeque::new(),
+            hooks: crate::notify_hook::Hooks::new(
+                settings.notify.clone(),
+                settings.notify_timeout,
+                String::new(),
+            ),
             settings,
             placements,
             owned: BTreeSet::new(),
@@ -246,6 +259,8 @@ impl DataPlane {
     /// placement it was plumbed with until the DuraVIP machine releases it.
     pub fn reconfigure(&mut self, cfg: &Config, now: Instant) -> Result<(), DataPlaneError> {
         self.settings = Settings::from_config(&cfg.cluster);
+        self.hooks
+            .reconfigure(self.settings.notify.clone(), self.settings.notify_timeout);
         self.next_check = self.next_check.min(now + self.settings.if_check_interval);
         self.next_refresh = self.settings.garp_refresh.map(|r| now + r);
         self.next_lease = now;
@@ -380,6 +395,8 @@ impl DataPlane {
             }
         }
         tracing::info!(%ip, iface = %p.iface, "DuraVIP acquired");
+        self.hooks
+            .fire(crate::notify_hook::Event::Acquire, ip, &p.iface, now);
     }
 
     fn release(&mut self, ip: IpAddr) {
@@ -401,6 +418,12 @@ impl DataPlane {
         self.missing_since.remove(&ip);
         self.stats.released += 1;
         tracing::info!(%ip, iface = %p.iface, "DuraVIP released");
+        self.hooks.fire(
+            crate::notify_hook::Event::Release,
+            ip,
+            &p.iface,
+            Instant::now(),
+        );
     }
 
     fn announce_once(&mut self, ip: Ipv4Addr) {
@@ -489,6 +512,7 @@ impl DataPlane {
     /// Does what is due at `now`: lease renewal, announcement frames, refresh, maintenance.
     pub fn tick(&mut self, now: Instant) {
         self.acquire_some(now);
+        self.hooks.poll(now);
         if now >= self.next_lease {
             if self.lapsed.is_none()
                 && !self.xdp.is_empty()
@@ -567,6 +591,9 @@ impl DataPlane {
         }
         if let Some(r) = self.next_refresh {
             t = t.min(r);
+        }
+        if self.hooks.pending() > 0 {
+            t = t.min(Instant::now() + Duration::from_millis(20));
         }
         t
     }

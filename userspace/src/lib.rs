@@ -12,6 +12,7 @@ pub mod man;
 pub mod metrics;
 pub mod node;
 pub mod notify;
+pub mod notify_hook;
 pub mod plumb;
 pub mod privileges;
 pub mod xdp;

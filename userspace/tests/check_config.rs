@@ -112,6 +112,25 @@ fn what_the_daemon_refuses_the_check_refuses() {
         err.starts_with(&format!("{}:6:10: no user", f.display())),
         "{err}"
     );
+    // A duravip_notify program that is not an executable file.
+    let plain = dir.path().join("hook.txt");
+    std::fs::write(&plain, "not a program").expect("write");
+    let (code, err, f) = check_text(
+        dir.path(),
+        &format!(
+            "cluster {{\n  nodename = \"n1\"\n  duravip_notify = \"{}\"\n}}\nmsgc_server {{ peers = [ n1 = \"127.0.0.1\" ] }}\n",
+            plain.display()
+        ),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{}:3:20: {} is not an executable file",
+            f.display(),
+            plain.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]

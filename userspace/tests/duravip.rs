@@ -414,3 +414,69 @@ fn xdp_that_cannot_attach_leaves_arp_to_the_kernel() {
         lines[0]
     );
 }
+
+/// `duravip_notify`: each node runs the program on every acquire (with the address, the interface
+/// and its node name) and on every release, including the releases of a SIGTERM.
+#[test]
+fn duravip_notify_runs_on_acquire_and_release() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(lab) = Lab::new("duravip_notify_runs_on_acquire_and_release", 4) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $2 $3 $COHORT_NODE\" >> {}/\"$COHORT_NODE\".events\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write the hook");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (vips, bindings, mut opts) = cohort::lab::procs::duravip_setup(&lab, 151);
+    opts.push_str(&format!("\n  duravip_notify = \"{}\"", script.display()));
+    let mut c = support::cluster::cluster(&lab, &bindings).with_cluster_options(&opts);
+    for i in NODES {
+        c.start(i);
+    }
+    for i in NODES {
+        c.wait_members(i, &NODES);
+    }
+    let owners = wait_single_owners(&lab, &vips, &NODES);
+    let names: Vec<String> = (0..3).map(|i| c.name(i)).collect();
+    let events = |i: usize| {
+        std::fs::read_to_string(dir.path().join(format!("{}.events", names[i]))).unwrap_or_default()
+    };
+    // Every owner ran the hook for each of its addresses (hooks run asynchronously: wait).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = vips
+            .iter()
+            .zip(&owners)
+            .all(|(v, &o)| events(o).contains(&format!("acquire {v} eth0 {}", names[o])));
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hooks: {:?}", NODES.map(events));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leaver = owners[0];
+    let status = c.terminate(leaver);
+    assert!(status.success());
+    let text = events(leaver);
+    for (v, &o) in vips.iter().zip(&owners) {
+        if o == leaver {
+            assert!(
+                text.contains(&format!("release {v} eth0 {}", names[leaver])),
+                "{text}"
+            );
+        }
+    }
+    let counters = c.counters(owners[1]);
+    assert_eq!(
+        counters["duravip_notify_failed"].as_u64(),
+        Some(0),
+        "{counters}"
+    );
+}

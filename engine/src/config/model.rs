@@ -103,6 +103,12 @@ pub struct Cluster {
     /// Cohort: `duravip_quorum = majority` fences a member whose view holds no majority of the
     /// configured peers (it releases its addresses and claims none). Default `none` (Momentum).
     pub duravip_quorum: Quorum,
+    /// Cohort: a program run on every DuraVIP acquire and release (`script EVENT ADDRESS
+    /// INTERFACE`). Default none.
+    pub duravip_notify: Option<PathBuf>,
+    /// Cohort: seconds a `duravip_notify` program may run before it is killed. Default 10.
+    #[serde(serialize_with = "secs")]
+    pub duravip_notify_timeout: Duration,
     /// Seconds a DuraVIP view must stay unchanged to be mature. Default 5.
     #[serde(serialize_with = "secs")]
     pub view_mature_time: Duration,
@@ -171,6 +177,8 @@ impl Default for Cluster {
             arp_cache_interval: Duration::from_secs(60),
             duravip_balance_set_size: 1,
             duravip_quorum: Quorum::None,
+            duravip_notify: None,
+            duravip_notify_timeout: Duration::from_secs(10),
             view_mature_time: Duration::from_secs(5),
             view_balance_interval: Duration::from_secs(10),
             view_broadcast_interval: Duration::from_secs(0),

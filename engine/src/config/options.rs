@@ -356,6 +356,37 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         }
     ),
     opt!(
+        "duravip_notify",
+        "path",
+        "-",
+        "an executable; relative to the file",
+        Applies,
+        true,
+        "Run on every DuraVIP acquire and release as `PROGRAM EVENT ADDRESS INTERFACE`, without blocking the loop.",
+        |c| c
+            .duravip_notify
+            .as_ref()
+            .map_or(Shown::Absent, |p| s(&p.to_string_lossy())),
+        |c, k, v| {
+            c.duravip_notify = Some(path_from(k, v)?);
+            Ok(())
+        }
+    ),
+    opt!(
+        "duravip_notify_timeout",
+        "seconds",
+        "10",
+        "0 < s <= 86400",
+        Applies,
+        true,
+        "Seconds a duravip_notify program may run before it is killed.",
+        |c| secs(c.duravip_notify_timeout),
+        |c, k, v| {
+            c.duravip_notify_timeout = positive_seconds(k, v)?;
+            Ok(())
+        }
+    ),
+    opt!(
         "duravip_balance_set_size",
         "integer",
         "1",

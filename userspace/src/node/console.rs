@@ -176,6 +176,16 @@ impl NodeConsole {
                     "duravip_lease_lapses".into(),
                     s.dataplane.as_ref().map_or(0, |d| d.lease_lapses),
                 ),
+                (
+                    "duravip_notify_started".into(),
+                    s.dataplane.as_ref().map_or(0, |d| d.hooks.started),
+                ),
+                (
+                    "duravip_notify_failed".into(),
+                    s.dataplane
+                        .as_ref()
+                        .map_or(0, |d| d.hooks.failed + d.hooks.timed_out + d.hooks.dropped),
+                ),
             ]
             .into_iter()
             .chain(self.shared.journals.counters())

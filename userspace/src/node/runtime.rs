@@ -127,7 +127,7 @@ impl Node {
         let replicator = Arc::new(Mutex::new(replicator));
         // The data plane needs CAP_NET_ADMIN; without DuraVIP addresses there is nothing to do.
         let dataplane = if !manager && !plan.vip_addrs.is_empty() {
-            start_dataplane(&cfg, id.addr.ip())
+            start_dataplane(&cfg, id.addr.ip(), &id.nodename)
         } else {
             None
         };
@@ -259,6 +259,7 @@ impl Node {
                 tracing::info!("left the cluster");
                 if let Some(dp) = &mut self.dataplane {
                     dp.release_all();
+                    dp.hooks.drain(Duration::from_secs(2));
                 }
                 return Ok(());
             }
@@ -269,6 +270,7 @@ impl Node {
                 tracing::warn!("leave not acknowledged within 2 s; stopping anyway");
                 if let Some(dp) = &mut self.dataplane {
                     dp.release_all();
+                    dp.hooks.drain(Duration::from_secs(2));
                 }
                 return Ok(());
             }

@@ -86,6 +86,24 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
         crate::privileges::lookup(sec)
             .map_err(|(option, message)| PlanError::at(option, message))?;
     }
+    if let Some(p) = &cfg.cluster.duravip_notify {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            Ok(_) => {
+                return Err(PlanError::at(
+                    "cluster.duravip_notify",
+                    format!("{} is not an executable file", p.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(PlanError::at(
+                    "cluster.duravip_notify",
+                    format!("cannot use {}: {e}", p.display()),
+                ));
+            }
+        }
+    }
     let info = my_info(cfg, &identity, manager);
     let joins = groups_to_join(cfg, &identity, manager);
     let replicate: Vec<ObjectSettings> = cfg

@@ -15,9 +15,13 @@ use super::{Node, XDP_STAMP_PERIOD};
 pub(super) fn start_dataplane(
     cfg: &Config,
     own: std::net::IpAddr,
+    node: &str,
 ) -> Option<crate::dataplane::DataPlane> {
     match crate::dataplane::DataPlane::start(cfg, vec![own], Instant::now()) {
-        Ok(d) => Some(d),
+        Ok(mut d) => {
+            d.hooks.set_node(node);
+            Some(d)
+        }
         Err(e) => {
             tracing::error!(error = %e, "DuraVIP data plane unavailable: addresses will not be plumbed");
             None
@@ -130,7 +134,11 @@ impl Node {
             }
             if let Some(dv) = dv {
                 s.duravip = Some(dv);
-                s.dataplane = self.dataplane.as_ref().map(|d| d.stats.clone());
+                s.dataplane = self.dataplane.as_ref().map(|d| {
+                    let mut st = d.stats.clone();
+                    st.hooks = d.hooks.stats;
+                    st
+                });
                 // Taken before the program's counters, so it never exceeds the packets stamped.
                 s.xdp_arrivals_fed = self.xdp_arrivals_fed;
                 s.xdp = self.dataplane.as_ref().map(|d| d.xdp_stats());

@@ -115,7 +115,7 @@ impl Node {
                 }
                 None if !plan.vip_addrs.is_empty() => {
                     let ip = plan.identity.addr.ip();
-                    self.dataplane = start_dataplane(&new, ip);
+                    self.dataplane = start_dataplane(&new, ip, &plan.identity.nodename);
                     if let Some(dp) = &mut self.dataplane {
                         dp.set_owned(&self.owned, Instant::now());
                     }
