@@ -480,3 +480,56 @@ fn duravip_notify_runs_on_acquire_and_release() {
         "{counters}"
     );
 }
+
+/// `cluster duravip move` answers its outcome: `done` once the address has its new owner,
+/// `refused: ... why` (an unknown node); the `from_host to_host` form moves every address of one
+/// node; `cluster duravip debug on` shows in the state tables.
+#[test]
+fn console_moves_answer_their_outcome() {
+    let Some(lab) = Lab::new("console_moves_answer_their_outcome", 4) else {
+        return;
+    };
+    let (c, vips, owners) = vip_cluster(&lab, 161);
+    let from = owners[0];
+    let to = (from + 1) % 3;
+    let (ok, text) = c.ctl(
+        2,
+        &format!("cluster duravip move {} to {}", vips[0], c.name(to)),
+        false,
+    );
+    assert!(ok, "{text}");
+    assert_eq!(text, format!("done: {} moved to {}\n", vips[0], c.name(to)));
+    assert_eq!(owners_of(&lab, vips[0]), [to]);
+    let (ok, text) = c.ctl(
+        0,
+        &format!("cluster duravip move {} to nosuch", vips[1]),
+        false,
+    );
+    assert!(!ok);
+    assert!(
+        text.starts_with(&format!("refused: {} to nosuch: ", vips[1]))
+            && text.contains("nosuch is not a member of view"),
+        "{text}"
+    );
+    // Everything `to` owns goes to `from` (asked where the first move was seen done: elsewhere
+    // its hand-off may still be reported in progress, a refusal of its own).
+    let (ok, text) = c.ctl(
+        2,
+        &format!("cluster duravip move {} {}", c.name(to), c.name(from)),
+        false,
+    );
+    assert!(ok, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("done: ")), "{text}");
+    let after = wait_single_owners(&lab, &vips, &NODES);
+    assert!(!after.contains(&to), "{after:?}");
+    let (ok, text) = c.ctl(0, "cluster duravip debug on", false);
+    assert!(ok, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c
+        .ctl_text(0, &["cluster", "duravip", "show", "tables"])
+        .contains("debug=\"true\"")
+    {
+        assert!(Instant::now() < deadline, "debug on never showed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

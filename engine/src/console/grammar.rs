@@ -73,6 +73,12 @@ pub enum ClusterCommand {
         ip: IpAddr,
         to: String,
     },
+    /// `cluster duravip move <from_host> <to_host>`: every address `from` owns (the module page's
+    /// other form).
+    DuravipMoveNode {
+        from: String,
+        to: String,
+    },
     SharedList,
     SharedShow {
         object: String,
@@ -166,6 +172,7 @@ impl fmt::Display for ClusterCommand {
             C::DuravipAnnounceView => f.write_str("duravip announce view"),
             C::DuravipReleaseAll => f.write_str("duravip release all"),
             C::DuravipMove { ip, to } => write!(f, "duravip move {ip} to {to}"),
+            C::DuravipMoveNode { from, to } => write!(f, "duravip move {from} {to}"),
             C::SharedList => f.write_str("shared list"),
             C::SharedShow { object, from: None } => write!(f, "shared show {object}"),
             C::SharedShow {
@@ -266,6 +273,8 @@ pub enum Arg {
     Ip,
     /// A node name.
     Node,
+    /// A node name that is not written like an address (where an address could stand instead).
+    Host,
     /// A subcluster name.
     Subcluster,
     /// A shared object's name.
@@ -302,7 +311,7 @@ impl Arg {
         match self {
             Arg::JobId => "<id>",
             Arg::Ip => "<ip>",
-            Arg::Node => "<node>",
+            Arg::Node | Arg::Host => "<node>",
             Arg::Subcluster => "<subcluster>",
             Arg::Object => "<object>",
             Arg::Command => "<command>",
@@ -344,6 +353,9 @@ impl Arg {
             Arg::Ttl => crate::replicate::cache::parse_ttl(word)
                 .is_err()
                 .then_some("expected seconds, or minutes/hours ending in M/H"),
+            Arg::Host => (word.contains(':')
+                || word.chars().all(|c| c.is_ascii_digit() || c == '.'))
+            .then_some("a node name, not an address"),
             Arg::Node
             | Arg::Subcluster
             | Arg::Object
@@ -512,6 +524,21 @@ static FORMS: &[Form] = &[
     form!(hidden Node, "Move a DuraVIP to a node (the module page's spelling).",
         [K("cluster"), K("duravip"), K("move"), A(Arg::Ip), A(Arg::Node)],
         |c| cluster(ClusterCommand::DuravipMove { ip: c.ip(), to: c.name() })),
+    form!(
+        Node,
+        "Move every DuraVIP one node owns to another node.",
+        [
+            K("cluster"),
+            K("duravip"),
+            K("move"),
+            A(Arg::Host),
+            A(Arg::Node)
+        ],
+        |c| cluster(ClusterCommand::DuravipMoveNode {
+            from: c.name(),
+            to: c.name()
+        })
+    ),
     form!(
         Node,
         "Release every DuraVIP this node owns.",
@@ -1444,7 +1471,7 @@ mod tests {
                 Word::Keyword(k) => (*k).to_owned(),
                 Word::Arg(Arg::JobId) => "42".to_owned(),
                 Word::Arg(Arg::Ip) => "10.0.0.1".to_owned(),
-                Word::Arg(Arg::Node) => "relay-0-1".to_owned(),
+                Word::Arg(Arg::Node | Arg::Host) => "relay-0-1".to_owned(),
                 Word::Arg(Arg::Subcluster) => "east".to_owned(),
                 Word::Arg(Arg::Object) => "inbound_cidr".to_owned(),
                 Word::Arg(Arg::Command) => "cluster info".to_owned(),
@@ -1525,6 +1552,13 @@ mod tests {
                 "cluster duravip move 10.0.5.139 to relay-0-2",
                 cluster(C::DuravipMove {
                     ip: "10.0.5.139".parse().unwrap(),
+                    to: "relay-0-2".into(),
+                }),
+            ),
+            (
+                "cluster duravip move relay-0-1 relay-0-2",
+                cluster(C::DuravipMoveNode {
+                    from: "relay-0-1".into(),
                     to: "relay-0-2".into(),
                 }),
             ),

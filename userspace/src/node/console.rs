@@ -393,6 +393,42 @@ impl NodeConsole {
         }
         Err("the reload did not finish within 5 s".into())
     }
+
+    /// One move and its outcome: `done` once this node's table names `to` as the owner (the
+    /// move travels in agreed order and the old owner releases first), `refused: why` when the
+    /// node machine refuses it (pinned, unknown node, hand-off in progress, ...), or `requested`
+    /// when it is accepted but not carried out within 5 s.
+    fn duravip_move(&self, ip: std::net::IpAddr, to: &str) -> Result<String, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.shared.request(Request::DuravipMove {
+            ip,
+            node: to.to_owned(),
+            reply: Some(tx),
+        });
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("refused: {ip} to {to}: {why}")),
+            Err(_) => return Err(format!("{ip}: the node did not answer within 5 s")),
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            let owner = self.shared.status.lock().ok().and_then(|s| {
+                s.duravip
+                    .as_ref()
+                    .and_then(|d| d.entries.iter().find(|e| e.ip == ip))
+                    .map(|e| (e.owner.clone(), e.handoff))
+            });
+            if let Some((Some(o), false)) = owner
+                && o == to
+            {
+                return Ok(format!("done: {ip} moved to {to}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(format!(
+            "requested: {ip} to {to} (accepted, not carried out within 5 s; see cluster duravip show)"
+        ))
+    }
 }
 
 /// A series item: an address or block when the word is one, else a string key.
@@ -495,13 +531,43 @@ impl ConsoleHandler for NodeConsole {
                     Ok("releasing all DuraVIPs held by this node\n".into())
                 }
                 ClusterCommand::DuravipMove { ip, to } => {
-                    self.shared.request(Request::DuravipMove {
-                        ip: *ip,
-                        node: to.clone(),
-                    });
-                    Ok(format!(
-                        "move of {ip} to {to} requested (carried out in agreed order)\n"
-                    ))
+                    let outcome = self.duravip_move(*ip, to);
+                    outcome.map(|line| format!("{line}\n"))
+                }
+                ClusterCommand::DuravipMoveNode { from, to } => {
+                    let owned: Vec<std::net::IpAddr> = self
+                        .shared
+                        .status
+                        .lock()
+                        .ok()
+                        .and_then(|s| {
+                            s.duravip.as_ref().map(|d| {
+                                d.entries
+                                    .iter()
+                                    .filter(|e| e.owner.as_deref() == Some(from.as_str()))
+                                    .map(|e| e.ip)
+                                    .collect()
+                            })
+                        })
+                        .unwrap_or_default();
+                    if owned.is_empty() {
+                        return Err(format!(
+                            "refused: {from} owns no DuraVIP in this node's view"
+                        ));
+                    }
+                    let mut out = String::new();
+                    let mut refused = false;
+                    for ip in owned {
+                        match self.duravip_move(ip, to) {
+                            Ok(line) => out.push_str(&line),
+                            Err(line) => {
+                                refused = true;
+                                out.push_str(&line);
+                            }
+                        }
+                        out.push('\n');
+                    }
+                    if refused { Err(out) } else { Ok(out) }
                 }
                 ClusterCommand::Reset => {
                     self.shared.request(Request::Reset);

@@ -382,8 +382,15 @@ impl Node {
                 },
                 Request::DuravipAnnounce => self.command(now, Command::DuravipAnnounce),
                 Request::DuravipReleaseAll => self.command(now, Command::DuravipReleaseAll),
-                Request::DuravipMove { ip, node } => {
-                    self.command(now, Command::DuravipMove { ip, node })
+                Request::DuravipMove { ip, node, reply } => {
+                    let r = self
+                        .node
+                        .handle_command(now, Command::DuravipMove { ip, node })
+                        .map_err(|e| e.to_string());
+                    self.duravip_dirty = true;
+                    if let Some(tx) = reply {
+                        let _ = tx.send(r);
+                    }
                 }
                 Request::DuravipDebug(on) => self.command(now, Command::DuravipDebug(on)),
                 Request::Shutdown if leaving.is_none() => {

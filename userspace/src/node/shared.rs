@@ -74,8 +74,13 @@ pub enum Request {
     DuravipAnnounce,
     /// `cluster duravip release all`
     DuravipReleaseAll,
-    /// `cluster duravip move <ip> to <node>`
-    DuravipMove { ip: std::net::IpAddr, node: String },
+    /// `cluster duravip move <ip> to <node>`; the node machine's verdict goes back on `reply`
+    /// (`Err` with the reason it refused).
+    DuravipMove {
+        ip: std::net::IpAddr,
+        node: String,
+        reply: Option<std::sync::mpsc::Sender<Result<(), String>>>,
+    },
     /// `cluster duravip debug on|off`
     DuravipDebug(bool),
 }
