@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod arp_flood;
 mod arpwire;
+mod chaos;
 mod cidr;
 mod failover;
 mod jlog;
@@ -57,6 +58,9 @@ enum Scenario {
     /// DuraVIP owner crash (kill -9 + cable cut) to the survivors' new view and to a client's ARP
     /// request answered with a survivor's MAC, 3 nodes and a client in namespaces (root).
     Failover(failover::Args),
+    /// Faults injected continuously into a 5-node cluster with a manager and a client while it
+    /// replicates, moves DuraVIPs and ships journals, and checkers of what users care about (root).
+    Chaos(chaos::Args),
     /// ARP replies per second for the same request flood from the kernel and from the XDP fast
     /// path, two namespaces on a bridge (root).
     ArpFlood(arp_flood::Args),
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Scenario::Logmove(args) => logmove::run(&args),
         Scenario::ReplicateLocal(w) => print_json(w.json, replicate_local::run(&w.args)),
         Scenario::Failover(args) => failover::run(&args),
+        Scenario::Chaos(args) => chaos::run(&args),
         Scenario::ArpFlood(args) => arp_flood::run(&args),
     };
     match result {

@@ -85,6 +85,13 @@ impl Client {
         })
     }
 
+    /// Gives up waiting on the console after `t` (a stopped daemon answers nothing): reads and
+    /// writes that take longer fail.
+    pub fn set_timeout(&mut self, t: Option<std::time::Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(t)?;
+        self.stream.set_write_timeout(t)
+    }
+
     /// Where this client is connected.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
