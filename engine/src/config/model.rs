@@ -450,7 +450,7 @@ pub struct MsgcServer {
     #[serde(serialize_with = "secs")]
     pub suspect_timeout: Duration,
     /// Cohort: file holding the cluster key; with it every datagram is authenticated.
-    pub cluster_key: Option<PathBuf>,
+    pub cluster_key: Vec<PathBuf>,
     /// Cohort: largest UDP payload sent, bytes. Default 1400.
     pub mtu: u32,
     /// Cohort: flow-control window of unstable bytes per sender. Default 4194304.
@@ -486,7 +486,7 @@ impl Default for MsgcServer {
             tcpbuf_size: 131072,
             probe_interval: Duration::from_millis(200),
             suspect_timeout: Duration::from_millis(600),
-            cluster_key: None,
+            cluster_key: Vec::new(),
             mtu: 1400,
             max_unstable_bytes: 4 * 1024 * 1024,
             max_queue: 65536,

@@ -756,18 +756,34 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
     ),
     opt!(
         "cluster_key",
-        "path",
+        "path or list",
         "-",
-        "a readable key file",
-        Restart,
+        "readable key files; a list is a keyring",
+        Applies,
         true,
-        "File holding the cluster key; with it every datagram is authenticated.",
-        |m| m
-            .cluster_key
-            .as_ref()
-            .map_or(Shown::Absent, |k| s(&k.to_string_lossy())),
+        "File holding the cluster key, or a keyring ( \"new\", \"old\" ): sent under the first, accepted under any; a reload rotates it.",
+        |m| match m.cluster_key.as_slice() {
+            [] => Shown::Absent,
+            [one] => s(&one.to_string_lossy()),
+            many => Shown::Value(format!(
+                "( {} )",
+                many.iter()
+                    .map(|p| quote(&p.to_string_lossy()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
         |c, k, v| {
-            c.cluster_key = Some(path_from(k, v)?);
+            c.cluster_key = match v {
+                Value::List { items, loc } if items.is_empty() => {
+                    return Err(ConfigError::new(loc, format!("'{k}' lists no key file")));
+                }
+                Value::List { items, .. } => items
+                    .iter()
+                    .map(|i| path_from(k, i))
+                    .collect::<Result<_, _>>()?,
+                _ => vec![path_from(k, v)?],
+            };
             Ok(())
         }
     ),

@@ -27,12 +27,14 @@ pub enum KeyError {
     },
 }
 
-/// The cluster's shared secret, derived from the contents of the `cluster_key` file.
+/// The cluster's shared secret, derived from the contents of the `cluster_key` file; or a keyring
+/// of several (`cluster_key = ( "new", "old" )`, Cohort extension): datagrams are sent under the
+/// first key and accepted under any, so a key is rotated with three reloads and no view change.
 ///
 /// Any file of at least 16 bytes works; its contents go through BLAKE3's key derivation, so the
 /// file's format does not matter and two clusters with different files never share a key.
-#[derive(Clone)]
-pub struct ClusterKey([u8; 32]);
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey(Vec<[u8; 32]>);
 
 impl core::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -45,7 +47,46 @@ impl ClusterKey {
 
     /// A key derived from secret material (the key file's contents).
     pub fn from_material(material: &[u8]) -> ClusterKey {
-        ClusterKey(blake3::derive_key(Self::CONTEXT, material))
+        ClusterKey(vec![blake3::derive_key(Self::CONTEXT, material)])
+    }
+
+    /// The keyring of `files` in order (the first one signs), or `None` when there are none.
+    pub fn load_ring(files: &[std::path::PathBuf]) -> Result<Option<ClusterKey>, KeyError> {
+        let keys = files
+            .iter()
+            .map(|p| ClusterKey::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClusterKey::ring(keys))
+    }
+
+    /// One keyring of `keys` in order (duplicates kept once), or `None` for none.
+    pub fn ring(keys: impl IntoIterator<Item = ClusterKey>) -> Option<ClusterKey> {
+        let mut all: Vec<[u8; 32]> = Vec::new();
+        for k in keys.into_iter().flat_map(|k| k.0) {
+            if !all.contains(&k) {
+                all.push(k);
+            }
+        }
+        (!all.is_empty()).then_some(ClusterKey(all))
+    }
+
+    /// Each key of the ring on its own, the signing key first.
+    pub fn singles(&self) -> impl Iterator<Item = ClusterKey> + '_ {
+        self.0.iter().map(|k| ClusterKey(vec![*k]))
+    }
+
+    /// Keys in the ring.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a ring holds at least one key.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn signing(&self) -> &[u8; 32] {
+        &self.0[0]
     }
 
     /// Reads and derives the key from the `cluster_key` file.
@@ -65,37 +106,43 @@ impl ClusterKey {
 
     /// The MAC of `data`.
     pub fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
-        *blake3::keyed_hash(&self.0, data).as_bytes()
+        *blake3::keyed_hash(self.signing(), data).as_bytes()
     }
 
     /// The MAC of a datagram `data` addressed to the member named `to`: the destination is covered
     /// but not sent, so a datagram captured on its way to one member is refused by every other.
     pub fn mac_to(&self, data: &[u8], to: &str) -> [u8; MAC_LEN] {
-        let mut h = blake3::Hasher::new_keyed(&self.0);
+        let mut h = blake3::Hasher::new_keyed(self.signing());
         h.update(data);
         h.update(&[0xff]);
         h.update(to.as_bytes());
         *h.finalize().as_bytes()
     }
 
-    /// Whether `tag` is [`ClusterKey::mac_to`] of `data` for destination `to`, in constant time.
+    /// Whether `tag` is [`ClusterKey::mac_to`] of `data` for destination `to` under any key of the
+    /// ring, each compared in constant time.
     pub fn verify_to(&self, data: &[u8], to: &str, tag: &[u8]) -> bool {
         let Ok(tag) = <[u8; MAC_LEN]>::try_from(tag) else {
             return false;
         };
-        let mut h = blake3::Hasher::new_keyed(&self.0);
-        h.update(data);
-        h.update(&[0xff]);
-        h.update(to.as_bytes());
-        h.finalize() == blake3::Hash::from_bytes(tag)
+        self.0.iter().any(|k| {
+            let mut h = blake3::Hasher::new_keyed(k);
+            h.update(data);
+            h.update(&[0xff]);
+            h.update(to.as_bytes());
+            h.finalize() == blake3::Hash::from_bytes(tag)
+        })
     }
 
-    /// Whether `tag` is the MAC of `data`, compared in constant time.
+    /// Whether `tag` is the MAC of `data` under any key of the ring, each compared in constant
+    /// time.
     pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
         let Ok(tag) = <[u8; MAC_LEN]>::try_from(tag) else {
             return false;
         };
-        blake3::keyed_hash(&self.0, data) == blake3::Hash::from_bytes(tag)
+        self.0
+            .iter()
+            .any(|k| blake3::keyed_hash(k, data) == blake3::Hash::from_bytes(tag))
     }
 }
 
@@ -163,6 +210,29 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyring_signs_with_its_first_key_and_accepts_any() {
+        let old = ClusterKey::from_material(b"the old key material");
+        let new = ClusterKey::from_material(b"the new key material");
+        let both = ClusterKey::ring([old.clone(), new.clone()]).expect("ring");
+        let flipped = ClusterKey::ring([new.clone(), old.clone(), new.clone()]).expect("ring");
+        assert_eq!(both.len(), 2);
+        assert_eq!(flipped.len(), 2, "duplicates kept once");
+        let d = b"datagram";
+        // Signed under the first key: whoever holds it accepts.
+        assert_eq!(both.mac_to(d, "b"), old.mac_to(d, "b"));
+        assert!(old.verify_to(d, "b", &both.mac_to(d, "b")));
+        assert!(!new.verify_to(d, "b", &both.mac_to(d, "b")));
+        // A ring accepts under any of its keys, nothing else.
+        assert!(both.verify_to(d, "b", &new.mac_to(d, "b")));
+        assert!(flipped.verify_to(d, "b", &old.mac_to(d, "b")));
+        let other = ClusterKey::from_material(b"someone else's key");
+        assert!(!both.verify_to(d, "b", &other.mac_to(d, "b")));
+        assert!(!both.verify_to(d, "c", &new.mac_to(d, "b")));
+        assert_eq!(both.singles().collect::<Vec<_>>(), [old, new]);
+        assert!(ClusterKey::ring([]).is_none());
+    }
 
     #[test]
     fn mac_verifies_and_rejects_changes() {

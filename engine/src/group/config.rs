@@ -21,8 +21,9 @@ pub struct GroupConfig {
     /// `suspect_timeout`: silence after which a member is suspected; it is removed one further
     /// `probe_interval` later unless it or another member shows it alive. Default 0.6 s.
     pub suspect_timeout: Duration,
-    /// `cluster_key`: a file whose contents key the MAC on every datagram. None: no MAC.
-    pub cluster_key: Option<PathBuf>,
+    /// `cluster_key`: files whose contents key the MAC on every datagram (a keyring: the first
+    /// signs, any verifies). Empty: no MAC.
+    pub cluster_key: Vec<PathBuf>,
     /// `mtu`: the most UDP payload bytes in one datagram. Default 1400.
     pub mtu: usize,
     /// `max_unstable_bytes`: payload bytes a sender may have sent but not yet known received by
@@ -52,7 +53,7 @@ impl Default for GroupConfig {
             peers: Vec::new(),
             probe_interval: Duration::from_millis(200),
             suspect_timeout: Duration::from_millis(600),
-            cluster_key: None,
+            cluster_key: Vec::new(),
             mtu: 1400,
             max_unstable_bytes: 4_194_304,
             max_message_size: 16 << 20,

@@ -134,6 +134,12 @@ pub enum EndpointError {
         /// `suspect_timeout`.
         suspect: Duration,
     },
+    /// A reload cannot add a key to an unkeyed cluster or remove it (the datagram format changes
+    /// for every peer at once); a keyring can be rotated.
+    #[error(
+        "cluster_key can be rotated within a keyring by a reload, not added or removed (restart)"
+    )]
+    KeyPresence,
 }
 
 /// What the endpoint counted. Every dropped datagram is counted under exactly one reason.
@@ -414,6 +420,17 @@ impl Endpoint {
 
     fn tick_interval(&self) -> Duration {
         self.cfg.probe_interval / 4
+    }
+
+    /// A configuration reload's keyring: datagrams are sent under its first key from now on and
+    /// accepted under any of its keys. Adding a key to an unkeyed endpoint or removing it is
+    /// refused ([`EndpointError::KeyPresence`]) and nothing changes.
+    pub fn rekey(&mut self, key: Option<ClusterKey>) -> Result<(), EndpointError> {
+        if key.is_some() != self.key.is_some() {
+            return Err(EndpointError::KeyPresence);
+        }
+        self.key = key;
+        Ok(())
     }
 
     /// The suspicion timeout in force, stretched by local health: how long a peer may be silent
@@ -1896,6 +1913,37 @@ mod tests {
             2,
             "nothing forged was acted upon"
         );
+    }
+
+    /// The three reloads of a key rotation, one member at a time: no datagram is refused and the
+    /// view never changes; adding or removing the key is refused and changes nothing.
+    #[test]
+    fn a_keyring_rotates_without_a_view_change() {
+        let old = ClusterKey::from_material(b"old key material, long");
+        let new = ClusterKey::from_material(b"new key material, long");
+        let (mut eps, mut now) = cluster(3, Some(old.clone()));
+        let views: Vec<ViewId> = eps.iter().map(|e| e.view().id).collect();
+        let steps = [
+            ClusterKey::ring([old.clone(), new.clone()]),
+            ClusterKey::ring([new.clone(), old.clone()]),
+            Some(new.clone()),
+        ];
+        for step in steps {
+            for i in 0..eps.len() {
+                eps[i].rekey(step.clone()).expect("a keyring rotates");
+                eps[0].send("g", b"x", Order::Agreed).ok();
+                run(&mut eps, &mut now, 50);
+            }
+        }
+        for e in &eps {
+            assert_eq!(e.counters().dropped_bad_mac, 0);
+        }
+        assert_eq!(eps.iter().map(|e| e.view().id).collect::<Vec<_>>(), views);
+        assert!(matches!(
+            eps[0].rekey(None),
+            Err(EndpointError::KeyPresence)
+        ));
+        assert_eq!(eps[0].view().id, views[0]);
     }
 
     #[test]

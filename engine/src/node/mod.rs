@@ -105,6 +105,8 @@ pub struct Reconfig {
     pub probe_interval: Duration,
     pub suspect_timeout: Duration,
     pub heartbeats_per_sec: u32,
+    /// The keyring (`cluster_key`): rotated in place.
+    pub key: Option<ClusterKey>,
 }
 
 /// A request from the console or an application.
@@ -468,8 +470,15 @@ impl ClusterNode {
             self.group_cfg.suspect_timeout,
             self.group_cfg.heartbeats_per_sec,
         );
-        self.endpoint
-            .retune(r.probe_interval, r.suspect_timeout, r.heartbeats_per_sec)?;
+        let old_key = self.key.clone();
+        self.endpoint.rekey(r.key.clone())?;
+        if let Err(e) =
+            self.endpoint
+                .retune(r.probe_interval, r.suspect_timeout, r.heartbeats_per_sec)
+        {
+            let _ = self.endpoint.rekey(old_key);
+            return Err(e.into());
+        }
         let wall = self.wall(now);
         let done = match self.replicator.lock() {
             Ok(mut rep) => rep.reconfigure(wall, r.replicate),
@@ -479,12 +488,14 @@ impl ClusterNode {
         let done = match done {
             Ok(d) => d,
             Err(e) => {
-                // Nothing changes on error: the timing goes back too.
+                // Nothing changes on error: the timing and the keyring go back too.
                 let _ = self.endpoint.retune(old.0, old.1, old.2);
+                let _ = self.endpoint.rekey(old_key);
                 return Err(e.into());
             }
         };
         self.replication_waiting = true;
+        self.key = r.key;
         self.group_cfg.probe_interval = r.probe_interval;
         self.group_cfg.suspect_timeout = r.suspect_timeout;
         self.group_cfg.heartbeats_per_sec = r.heartbeats_per_sec.max(1);

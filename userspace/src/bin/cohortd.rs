@@ -14,7 +14,6 @@ use cohort::node::manager::ManagerConsole;
 use cohort::node::runtime::Node;
 use cohort::node::{control, paniclog};
 use cohort_engine::config::{self, UdpDriver};
-use cohort_engine::group::ClusterKey;
 use cohort_engine::udp::Driver;
 
 /// Runs a Cohort node. `--check-config` validates a configuration and prints it with every default
@@ -259,10 +258,8 @@ fn start_metrics(cfg: &config::Config, node: &Node) {
 }
 
 fn start_logsvc(cfg: &config::Config, node: &Node, manager: bool) -> Result<Logsvc, String> {
-    let key = match &cfg.msgc_server.cluster_key {
-        Some(p) => Some(ClusterKey::load(p).map_err(|e| e.to_string())?),
-        None => None,
-    };
+    // The keyring in force, which a reload replaces; every handshake reads it.
+    let key = node.shared.cluster_key.clone();
     let me = node
         .shared
         .status

@@ -13,3 +13,6 @@ pub use journals::Journals;
 pub use puller::Puller;
 pub use server::{LogService, ServiceConfig};
 pub use sink::Sink;
+
+/// The keyring in force, shared with the node's loop (a reload replaces it).
+pub type KeyCell = std::sync::Arc<std::sync::RwLock<Option<cohort_engine::group::ClusterKey>>>;

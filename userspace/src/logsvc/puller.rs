@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cohort_engine::config::ManagerLogs;
-use cohort_engine::group::ClusterKey;
 use cohort_engine::logmove::wire::{self, Message, Role, Session};
 
 use super::sink::Sink;
@@ -62,7 +61,7 @@ struct Ctx {
     shared: Arc<Shared>,
     logs: ManagerLogs,
     me: String,
-    key: Option<ClusterKey>,
+    key: super::KeyCell,
     sink: Sink,
     stats: Arc<PullStats>,
     stop: Arc<AtomicBool>,
@@ -73,7 +72,7 @@ impl Puller {
         shared: Arc<Shared>,
         logs: ManagerLogs,
         me: String,
-        key: Option<ClusterKey>,
+        key: super::KeyCell,
     ) -> Result<Puller, String> {
         let sink = Sink::new(&logs)?;
         let stats = Arc::new(PullStats::default());
@@ -251,12 +250,22 @@ fn handshake(ctx: &Ctx, fs: &mut FramedStream) -> Result<(), StreamError> {
         }
         return Err(fs.protocol("expected welcome"));
     };
-    match (&ctx.key, proof) {
-        (Some(k), Some(p)) if wire::server_proof_matches(k, &cn, &sn, &p) => {
+    let ring = ctx.key.read().ok().and_then(|k| k.clone());
+    // The node proved one key of its ring (its first); the answer and the session use the key of
+    // this ring that matches it.
+    let matched = match (&ring, &proof) {
+        (Some(r), Some(p)) => r
+            .singles()
+            .find(|k| wire::server_proof_matches(k, &cn, &sn, p)),
+        _ => None,
+    };
+    match (&ring, proof) {
+        (Some(_), Some(_)) if matched.is_some() => {
+            let k = matched.expect("matched is some");
             fs.send(&Message::Auth {
-                proof: wire::client_proof(k, &cn, &sn),
+                proof: wire::client_proof(&k, &cn, &sn),
             })?;
-            fs.session = Session::keyed(k, &cn, &sn, Role::Client);
+            fs.session = Session::keyed(&k, &cn, &sn, Role::Client);
             Ok(())
         }
         (None, None) => Ok(()),

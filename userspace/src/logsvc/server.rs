@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cohort_engine::config::{Config, ListenAddr};
-use cohort_engine::group::ClusterKey;
 use cohort_engine::jlog::{JlogId, Journal, Reader};
 use cohort_engine::logmove::wire::{
     self, LogEntry, MAX_PAYLOAD, Message, Role, Session, WireRecord,
@@ -39,17 +38,14 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct ServiceConfig {
     pub listen: SocketAddr,
     pub nodename: String,
-    pub key: Option<ClusterKey>,
+    /// The keyring in force (read at every handshake; a reload replaces it).
+    pub key: super::KeyCell,
 }
 
 impl ServiceConfig {
     /// From a node's configuration: the first inet `Listen` of `ECCluster_Listener` (`*` = every
     /// address); `None` when there is none.
-    pub fn from_config(
-        cfg: &Config,
-        nodename: &str,
-        key: Option<ClusterKey>,
-    ) -> Option<ServiceConfig> {
+    pub fn from_config(cfg: &Config, nodename: &str, key: super::KeyCell) -> Option<ServiceConfig> {
         let listen = cfg
             .eccluster_listener
             .listens
@@ -237,21 +233,22 @@ impl Conn<'_> {
             return Err(fs.protocol("expected hello"));
         };
         let sn = nonce();
+        let ring = self.cfg.key.read().ok().and_then(|k| k.clone());
+        // The proof is made with the ring's first key; the puller answers with whichever of its
+        // keys matched it, so both sides key the session with the same one.
         fs.send(&Message::Welcome {
             nonce: sn,
             name: self.cfg.nodename.clone(),
-            proof: self
-                .cfg
-                .key
-                .as_ref()
-                .map(|k| wire::server_proof(k, &cn, &sn)),
+            proof: ring.as_ref().map(|k| wire::server_proof(k, &cn, &sn)),
         })?;
-        if let Some(k) = &self.cfg.key {
-            let ok = match fs.expect(HANDSHAKE, "proof of the cluster key") {
-                Ok(Message::Auth { proof }) => wire::client_proof_matches(k, &cn, &sn, &proof),
-                _ => false,
+        if let Some(ring) = &ring {
+            let matched = match fs.expect(HANDSHAKE, "proof of the cluster key") {
+                Ok(Message::Auth { proof }) => ring
+                    .singles()
+                    .find(|k| wire::client_proof_matches(k, &cn, &sn, &proof)),
+                _ => None,
             };
-            if !ok {
+            let Some(k) = matched else {
                 self.journals
                     .stats
                     .auth_refused
@@ -260,8 +257,8 @@ impl Conn<'_> {
                     reason: "cluster key proof missing or wrong".into(),
                 });
                 return Err(fs.protocol(format!("{name} did not prove the cluster key; refused")));
-            }
-            fs.session = Session::keyed(k, &cn, &sn, Role::Server);
+            };
+            fs.session = Session::keyed(&k, &cn, &sn, Role::Server);
         }
         tracing::info!(peer = %fs.peer(), manager = %name, keyed = fs.session.is_keyed(), "log puller connected");
         Ok(())

@@ -388,7 +388,13 @@ impl NodeConsole {
             if s.last_reload != before
                 || s.last_reload.is_some() && t0.elapsed() > Duration::from_millis(500)
             {
-                return Ok(format!("{}\n", s.last_reload.clone().unwrap_or_default()));
+                let text = s.last_reload.clone().unwrap_or_default();
+                // A refused reload is an error for scripts too.
+                return if text.starts_with("reload refused") {
+                    Err(text)
+                } else {
+                    Ok(format!("{text}\n"))
+                };
             }
         }
         Err("the reload did not finish within 5 s".into())

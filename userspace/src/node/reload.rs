@@ -127,6 +127,13 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         &new.msgc_server,
         &mut d,
     );
+    // A keyring rotates in place; adding or removing the key changes every datagram's format.
+    if old.msgc_server.cluster_key.is_empty() != new.msgc_server.cluster_key.is_empty() {
+        d.applied
+            .retain(|l| !l.starts_with("msgc_server.cluster_key"));
+        d.refused
+            .push("msgc_server.cluster_key (adding or removing the key)".into());
+    }
     replicate(&old.cluster.replicate, &new.cluster.replicate, &mut d);
     if old.cluster.topology != new.cluster.topology {
         d.applied.push(format!(

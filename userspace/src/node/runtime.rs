@@ -172,6 +172,7 @@ impl Node {
                 } else {
                     crate::logsvc::Journals::start(&cfg)
                 }),
+                cluster_key: Arc::new(std::sync::RwLock::new(plan.key.clone())),
             }),
             node,
             io,

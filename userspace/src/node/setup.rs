@@ -73,15 +73,12 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
         identity::IdentityError::NoAddress(_) => PlanError::at("cluster.nodeaddr", e.to_string()),
     })?;
     let group = group_config(cfg).map_err(|e| PlanError::at("msgc_server.peers", e.to_string()))?;
-    let key = match &group.cluster_key {
-        Some(p) => Some(ClusterKey::load(p).map_err(|e| {
-            PlanError::at(
-                "msgc_server.cluster_key",
-                format!("cannot read the cluster key {}: {e}", p.display()),
-            )
-        })?),
-        None => None,
-    };
+    let key = ClusterKey::load_ring(&group.cluster_key).map_err(|e| {
+        PlanError::at(
+            "msgc_server.cluster_key",
+            format!("cannot read the cluster key: {e}"),
+        )
+    })?;
     if let Some(sec) = &cfg.security {
         crate::privileges::lookup(sec)
             .map_err(|(option, message)| PlanError::at(option, message))?;
@@ -210,6 +207,7 @@ impl Plan {
             probe_interval: self.group.probe_interval,
             suspect_timeout: self.group.suspect_timeout,
             heartbeats_per_sec: self.group.heartbeats_per_sec,
+            key: self.key.clone(),
         }
     }
 }

@@ -118,6 +118,9 @@ pub struct Shared {
     pub listen_counts: Mutex<BTreeMap<String, usize>>,
     /// The node's cluster journals (`cluster://` destinations) and its log service's state.
     pub journals: Arc<crate::logsvc::Journals>,
+    /// The keyring in force (`cluster_key`), which the log service reads at every handshake; a
+    /// reload replaces it.
+    pub cluster_key: Arc<std::sync::RwLock<Option<cohort_engine::group::ClusterKey>>>,
 }
 
 impl Shared {

@@ -96,6 +96,10 @@ impl Node {
         self.node
             .reconfigure(now, plan.reconfig())
             .map_err(|e| e.to_string())?;
+        // The log service's handshakes use the new keyring from now on.
+        if let Ok(mut k) = self.shared.cluster_key.write() {
+            *k = plan.key.clone();
+        }
         let objects = self
             .shared
             .replicator
