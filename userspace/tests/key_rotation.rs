@@ -106,7 +106,7 @@ fn a_keyring_rotates_with_three_reloads_and_no_view_change() {
         let counters = c.counters(i);
         assert_eq!(
             views(&c, i),
-            before[i],
+            *was,
             "node{}: a view changed: {counters}",
             i + 1
         );
