@@ -122,7 +122,7 @@ fn example_parses_with_documented_defaults() {
     // Cohort's own transport options
     assert_eq!(m.probe_interval, Duration::from_millis(200));
     assert_eq!(m.suspect_timeout, Duration::from_millis(600));
-    assert_eq!(m.cluster_key, None);
+    assert!(m.cluster_key.is_empty());
     assert_eq!(m.mtu, 1400);
     assert_eq!(m.max_unstable_bytes, 4 * 1024 * 1024);
     assert_eq!(m.max_queue, 65536);

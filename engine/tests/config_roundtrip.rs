@@ -249,7 +249,7 @@ fn msgc() -> impl Strategy<Value = MsgcServer> {
         (
             1u32..1000,
             1u32..1000,
-            prop::option::of(abs_path()),
+            prop::collection::vec(abs_path(), 0..3),
             576u32..=65507,
             0u64..1 << 40,
             1u32..1_000_000,
