@@ -32,6 +32,13 @@ pub struct Args {
     /// DuraVIP addresses in the cluster (1..=10240).
     #[arg(long, default_value_t = 4)]
     pub vips: usize,
+    /// `msgc_server { probe_interval }` in seconds (the transport's default when absent); with
+    /// `--suspect-timeout`, the fast profile of docs/operations.md.
+    #[arg(long)]
+    pub probe_interval: Option<f64>,
+    /// `msgc_server { suspect_timeout }` in seconds.
+    #[arg(long)]
+    pub suspect_timeout: Option<f64>,
     /// Also print one JSON object after the table.
     #[arg(long)]
     pub json: bool,
@@ -181,7 +188,16 @@ pub fn run(a: &Args) -> Res<()> {
         .ok_or("the failover benchmark needs root (network namespaces)")?;
     let (vips, cluster_opts) = duravip_many(&lab, a.vips);
     let bindings = duravip_bindings(&vips, |_| 1);
-    let mut c = Cluster::new(&lab, &cohortd, &bindings).with_cluster_options(&cluster_opts);
+    let mut msgc = String::new();
+    if let Some(p) = a.probe_interval {
+        msgc.push_str(&format!("  probe_interval = {p}\n"));
+    }
+    if let Some(s) = a.suspect_timeout {
+        msgc.push_str(&format!("  suspect_timeout = {s}\n"));
+    }
+    let mut c = Cluster::new(&lab, &cohortd, &bindings)
+        .with_cluster_options(&cluster_opts)
+        .with_msgc_options(&msgc);
     route_vips(&lab, CLIENT);
     for i in NODES {
         c.start(i);

@@ -70,6 +70,18 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     c.start_all();
     let all: Vec<usize> = (0..a.nodes).collect();
     until_view(&c, &all, a.nodes, Instant::now()).ok_or("the cluster did not form")?;
+    // The membership's own traffic, idle: datagrams per second each member sends (probes,
+    // acknowledgements, discovery), over 5 s of a formed view.
+    let sent = |c: &Cluster<'_>| -> u64 {
+        (0..a.nodes)
+            .filter_map(|i| c.ctl_json(i, &["cluster", "counters"]))
+            .filter_map(|v| v["datagrams_sent"].as_u64())
+            .sum()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (s0, t0) = (sent(&c), Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = (sent(&c) - s0) as f64 / t0.elapsed().as_secs_f64() / a.nodes as f64;
     let mut kill = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut leave = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let victim = a.nodes - 1;
@@ -95,6 +107,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "view-change: {} nodes in namespaces, default settings, {} runs each",
         a.nodes, a.runs
     );
+    println!("idle: {idle:.1} datagrams per second sent per member");
     println!(
         "{:<16} {:>10} {:>10} {:>10}",
         "event", "p50 ms", "p99 ms", "max ms"
@@ -118,6 +131,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "{}",
             json!({
                 "scenario": "view-change", "nodes": a.nodes, "runs": a.runs,
+                "idle_datagrams_per_member_per_s": idle,
                 "kill_p50_ms": ms(&kill, 0.5), "kill_p99_ms": ms(&kill, 0.99), "kill_max_ms": kill.max() as f64 / 1000.0,
                 "leave_p50_ms": ms(&leave, 0.5), "leave_p99_ms": ms(&leave, 0.99), "leave_max_ms": leave.max() as f64 / 1000.0,
             })
