@@ -110,6 +110,7 @@ fn run_one(
                     },
                     max_connections: a.connections + 4,
                     frame_timeout: Duration::from_secs(10),
+                    auth: None,
                 },
                 Arc::new(NodeConsole {
                     shared: n.shared.clone(),

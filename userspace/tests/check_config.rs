@@ -112,6 +112,30 @@ fn what_the_daemon_refuses_the_check_refuses() {
         err.starts_with(&format!("{}:6:10: no user", f.display())),
         "{err}"
     );
+    // A console on TCP outside loopback with no key: anyone reaching it could run anything.
+    let (code, err, f) = check_text(
+        dir.path(),
+        "cluster { nodename = \"n1\" }\nmsgc_server { peers = [ n1 = \"127.0.0.1\" ] }\nControl_Listener {\n  Listen \"0.0.0.0:2025\" {}\n}\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{}:4:3: the console listens on 0.0.0.0:2025 outside loopback without a key",
+            f.display()
+        )),
+        "{err}"
+    );
+    // With a key it is accepted.
+    let key = dir.path().join("console.key");
+    std::fs::write(&key, "a console key, long enough").expect("write");
+    let (code, err, _) = check_text(
+        dir.path(),
+        &format!(
+            "cluster {{ nodename = \"n1\" console_key = \"{}\" }}\nmsgc_server {{ peers = [ n1 = \"127.0.0.1\" ] }}\nControl_Listener {{\n  Listen \"0.0.0.0:2025\" {{}}\n}}\n",
+            key.display()
+        ),
+    );
+    assert_eq!(code, Some(0), "{err}");
     // A duravip_notify program that is not an executable file.
     let plain = dir.path().join("hook.txt");
     std::fs::write(&plain, "not a program").expect("write");

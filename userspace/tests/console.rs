@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use cohort::console::server::ServerError;
 use cohort::console::{
-    BoundAddr, Client, ConsoleHandler, ConsoleServer, Identity, ListenError, Role, ServerConfig,
+    BoundAddr, Client, ConsoleHandler, ConsoleServer, Endpoint, Identity, ListenError, Role,
+    ServerConfig,
 };
 use cohort_engine::config::{self, ListenAddr};
 use cohort_engine::console::grammar::{ClusterCommand, Command};
@@ -149,6 +150,7 @@ fn server_config(socket: &Path, tcp: bool, role: Role, max: usize) -> ServerConf
         },
         max_connections: max,
         frame_timeout: std::time::Duration::from_secs(10),
+        auth: None,
     }
 }
 
@@ -933,4 +935,81 @@ fn pipelined_requests_are_answered_in_order() {
                 .is_empty()
         );
     }
+}
+
+/// A TCP console with a key: nothing runs before the challenge is answered with the key (a
+/// rotated keyring's other key works too); a wrong proof closes the connection and is counted,
+/// and after five a minute the peer is refused at once; the Unix socket is not challenged; and
+/// `cohortctl --key` answers the challenge.
+#[test]
+fn a_tcp_console_with_a_key_requires_the_challenge() {
+    use cohort_engine::group::ClusterKey;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_file = dir.path().join("console.key");
+    std::fs::write(&key_file, b"the console key of this test").expect("key");
+    let key = ClusterKey::load(&key_file).expect("key");
+    let older = ClusterKey::from_material(b"the previous console key");
+    let socket = dir.path().join("console.sock");
+    let mut cfg = server_config(&socket, true, Role::Node, 16);
+    cfg.auth = ClusterKey::ring([key.clone(), older.clone()]);
+    let server = ConsoleServer::start(cfg, Arc::new(ConfigHandler::new())).expect("starts");
+    let h = Harness {
+        dir,
+        server: Some(server),
+    };
+    let tcp = Endpoint::parse(&h.tcp());
+    // Without the proof: refused, and the connection stays for the challenge.
+    let mut c = Client::connect(&tcp).expect("connect");
+    let r = c.run("cluster nodename", false).expect("answer");
+    assert_eq!(r.status, Status::Error);
+    assert!(String::from_utf8_lossy(&r.body).contains("authentication required"));
+    c.authenticate(&key).expect("the right key");
+    let r = c.run("cluster nodename", false).expect("answer");
+    assert_eq!(r.status, Status::Ok, "{}", String::from_utf8_lossy(&r.body));
+    // The ring's other key is accepted too.
+    let mut c = Client::connect(&tcp).expect("connect");
+    c.authenticate(&older).expect("the other key of the ring");
+    // The Unix socket asks nothing.
+    let mut u = Client::connect(&Endpoint::Unix(h.socket())).expect("connect");
+    assert_eq!(
+        u.run("cluster nodename", false).expect("answer").status,
+        Status::Ok
+    );
+    // cohortctl answers the challenge with --key, and fails without it.
+    let out = ctl(
+        h.dir.path(),
+        &[
+            "--socket",
+            &h.tcp(),
+            "--key",
+            &key_file.to_string_lossy(),
+            "cluster",
+            "nodename",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(
+        h.dir.path(),
+        &["--socket", &h.tcp(), "cluster", "nodename"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // Wrong proofs: each closes its connection; the sixth attempt in a minute is refused at once.
+    let wrong = ClusterKey::from_material(b"not the console key at all");
+    for _ in 0..5 {
+        let mut c = Client::connect(&tcp).expect("connect");
+        let e = c.authenticate(&wrong).expect_err("a wrong key");
+        assert!(e.to_string().contains("authentication failed"), "{e}");
+    }
+    let mut c = Client::connect(&tcp).expect("connect");
+    let e = c.authenticate(&key).expect_err("rate limited");
+    assert!(
+        e.to_string().contains("too many failed authentications"),
+        "{e}"
+    );
 }

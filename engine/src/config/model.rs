@@ -103,6 +103,9 @@ pub struct Cluster {
     /// Cohort: `duravip_quorum = majority` fences a member whose view holds no majority of the
     /// configured peers (it releases its addresses and claims none). Default `none` (Momentum).
     pub duravip_quorum: Quorum,
+    /// Cohort: the key file a TCP console connection must prove before any command; without it
+    /// the cluster keyring serves. Default none.
+    pub console_key: Option<PathBuf>,
     /// Cohort: a program run on every DuraVIP acquire and release (`script EVENT ADDRESS
     /// INTERFACE`). Default none.
     pub duravip_notify: Option<PathBuf>,
@@ -177,6 +180,7 @@ impl Default for Cluster {
             arp_cache_interval: Duration::from_secs(60),
             duravip_balance_set_size: 1,
             duravip_quorum: Quorum::None,
+            console_key: None,
             duravip_notify: None,
             duravip_notify_timeout: Duration::from_secs(10),
             view_mature_time: Duration::from_secs(5),

@@ -356,6 +356,23 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         }
     ),
     opt!(
+        "console_key",
+        "path",
+        "-",
+        "a readable key file; relative to the file",
+        Restart,
+        true,
+        "Key a TCP console connection must prove (challenge-response) before any command; else the cluster key.",
+        |c| c
+            .console_key
+            .as_ref()
+            .map_or(Shown::Absent, |p| s(&p.to_string_lossy())),
+        |c, k, v| {
+            c.console_key = Some(path_from(k, v)?);
+            Ok(())
+        }
+    ),
+    opt!(
         "duravip_notify",
         "path",
         "-",

@@ -13,6 +13,7 @@
 //! assert_eq!(render(&addr, false), "10.80.116.201:4802\n");
 //! ```
 
+pub mod auth;
 pub mod control;
 pub mod duravip;
 pub mod grammar;

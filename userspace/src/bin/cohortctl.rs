@@ -1,6 +1,7 @@
 //! `cohortctl`: Cohort's console client.
 //!
-//! `cohortctl [--socket PATH|HOST:PORT] [--json] COMMAND...` runs one command and prints its
+//! `cohortctl [--socket PATH|HOST:PORT] [--key FILE|--config FILE] [--json] COMMAND...` runs one
+//! command (after answering a TCP console's challenge with the key, when one is given) and prints its
 //! output: exit 0 when the command succeeded, 1 when the daemon refused it, 2 when the console
 //! cannot be reached. Without a command it is an interactive console with Momentum's prompt shape
 //! (`HH:MM:SS cohort(/tmp/2025)> `), history in `~/.cohortctl_history` and tab completion; `quit`,
@@ -18,6 +19,7 @@ use clap::Parser;
 use cohort::console::{Client, ClientError, Endpoint};
 use cohort_engine::console::grammar;
 use cohort_engine::console::protocol::{Response, Status};
+use cohort_engine::group::ClusterKey;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -45,6 +47,13 @@ struct Args {
     /// Ask for the output as JSON (every command).
     #[arg(long)]
     json: bool,
+    /// The console key file a TCP console asks for (`console_key`, or the cluster key file).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Take the console key from this configuration (its `console_key`, else its
+    /// `cluster_key`) when `--key` is not given.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The command, e.g. `cluster membership`. Without it: the interactive console.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -56,12 +65,50 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     let endpoint = Endpoint::parse(&args.socket);
+    match console_key(&args) {
+        Ok(k) => {
+            let _ = KEY.set(k);
+        }
+        Err(e) => {
+            eprintln!("cohortctl: {e}");
+            return ExitCode::from(EXIT_NO_CONSOLE);
+        }
+    }
     let code = if args.command.is_empty() {
         interactive(&endpoint, args.json)
     } else {
         one_shot(&endpoint, &args.command.join(" "), args.json)
     };
     ExitCode::from(code)
+}
+
+/// The key TCP consoles are answered with (see [`connect`]).
+static KEY: std::sync::OnceLock<Option<ClusterKey>> = std::sync::OnceLock::new();
+
+/// `--key`, else the key of `--config` (its `console_key`, else its cluster keyring).
+fn console_key(args: &Args) -> Result<Option<ClusterKey>, String> {
+    if let Some(k) = &args.key {
+        return ClusterKey::load(k).map(Some).map_err(|e| e.to_string());
+    }
+    let Some(path) = &args.config else {
+        return Ok(None);
+    };
+    let cfg = cohort_engine::config::load_file(path)
+        .map_err(|e| e.to_string())?
+        .config;
+    match &cfg.cluster.console_key {
+        Some(p) => ClusterKey::load(p).map(Some).map_err(|e| e.to_string()),
+        None => ClusterKey::load_ring(&cfg.msgc_server.cluster_key).map_err(|e| e.to_string()),
+    }
+}
+
+/// Connects to the console; a TCP console is answered with the key, when there is one.
+fn connect(endpoint: &Endpoint) -> Result<Client, ClientError> {
+    let mut c = Client::connect(endpoint)?;
+    if let (Endpoint::Tcp(_), Some(Some(key))) = (endpoint, KEY.get()) {
+        c.authenticate(key)?;
+    }
+    Ok(c)
 }
 
 fn no_console(e: &ClientError) -> u8 {
@@ -94,7 +141,7 @@ fn print_response(resp: &Response) -> bool {
 }
 
 fn one_shot(endpoint: &Endpoint, line: &str, json: bool) -> u8 {
-    let mut client = match Client::connect(endpoint) {
+    let mut client = match connect(endpoint) {
         Ok(c) => c,
         Err(e) => return no_console(&e),
     };
@@ -194,7 +241,7 @@ const PIPED_BATCH: usize = 4096;
 /// a few round trips; the answers print in order. Exit 1 if any command failed, 2 if the
 /// console was lost (the rest of the input is then not sent).
 fn piped(endpoint: &Endpoint, json: bool) -> u8 {
-    let mut client = match Client::connect(endpoint) {
+    let mut client = match connect(endpoint) {
         Ok(c) => c,
         Err(e) => return no_console(&e),
     };
@@ -242,7 +289,7 @@ fn interactive(endpoint: &Endpoint, json: bool) -> u8 {
     if !tty {
         return piped(endpoint, json);
     }
-    let mut client = match Client::connect(endpoint) {
+    let mut client = match connect(endpoint) {
         Ok(c) => Some(c),
         Err(e) => return no_console(&e),
     };
@@ -299,7 +346,7 @@ fn interactive(endpoint: &Endpoint, json: bool) -> u8 {
             continue;
         }
         if client.is_none() {
-            match Client::connect(endpoint) {
+            match connect(endpoint) {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     eprintln!("cohortctl: {e}");

@@ -166,7 +166,17 @@ fn run(path: Option<PathBuf>, manager: bool, json_logs: bool) -> ExitCode {
     paniclog::attach(node.shared.clone(), cfg.cluster.log_group.clone());
     start_metrics(&cfg, &node);
     let role = if manager { Role::Manager } else { Role::Node };
-    let server_cfg = ServerConfig::from_config(&cfg, role);
+    let mut server_cfg = ServerConfig::from_config(&cfg, role);
+    // TCP consoles prove the console key (or the cluster keyring) before any command.
+    let ring = node.shared.cluster_key.read().ok().and_then(|k| k.clone());
+    server_cfg.auth = match cohort::node::setup::console_key(&cfg, ring.as_ref()) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!("{}", e.message);
+            eprintln!("cohortd: {}", e.message);
+            return ExitCode::from(2);
+        }
+    };
     let handler: Arc<dyn ConsoleHandler> = if manager {
         match ManagerConsole::start(node.shared.clone()) {
             Ok(m) => m,

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use cohort_engine::console::protocol::{self, ProtocolError, Request, Response};
+use cohort_engine::console::protocol::{self, ProtocolError, Request, Response, Status};
 
 use super::stream::Stream;
 
@@ -59,6 +59,8 @@ pub enum ClientError {
     },
     #[error("console at {endpoint} closed the connection without answering")]
     Closed { endpoint: Endpoint },
+    #[error("console at {endpoint}: authentication refused: {why}")]
+    Auth { endpoint: Endpoint, why: String },
 }
 
 /// One connection to a console server.
@@ -90,6 +92,35 @@ impl Client {
     pub fn set_timeout(&mut self, t: Option<std::time::Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(t)?;
         self.stream.set_write_timeout(t)
+    }
+
+    /// Proves `key` to a TCP console that asks for it (`cohort_engine::console::auth`): asks for a
+    /// challenge and answers it. A console that needs no authentication says so and this returns
+    /// at once.
+    pub fn authenticate(
+        &mut self,
+        key: &cohort_engine::group::ClusterKey,
+    ) -> Result<(), ClientError> {
+        use cohort_engine::console::auth;
+        let endpoint = self.endpoint.clone();
+        let refused = |why: String| ClientError::Auth {
+            endpoint: endpoint.clone(),
+            why,
+        };
+        let r = self.run("auth", false)?;
+        let body = String::from_utf8_lossy(&r.body).trim().to_owned();
+        if r.status != Status::Ok {
+            return Err(refused(body));
+        }
+        let Some(challenge) = body.strip_prefix("challenge ").and_then(auth::unhex32) else {
+            return Ok(());
+        };
+        let proof = auth::hex(&auth::proof(key, &challenge));
+        let r = self.run(&format!("auth {proof}"), false)?;
+        if r.status != Status::Ok {
+            return Err(refused(String::from_utf8_lossy(&r.body).trim().to_owned()));
+        }
+        Ok(())
     }
 
     /// Where this client is connected.

@@ -126,6 +126,9 @@ pub struct ServerConfig {
     /// How long a request may take to arrive once its first byte has, and how long a response
     /// write may block, before the connection is dropped.
     pub frame_timeout: Duration,
+    /// The console keyring (`console_key`, else `cluster_key`): TCP connections must prove it
+    /// before any command (`cohort_engine::console::auth`); `None`: no challenge.
+    pub auth: Option<cohort_engine::group::ClusterKey>,
 }
 
 impl ServerConfig {
@@ -146,6 +149,7 @@ impl ServerConfig {
             },
             max_connections: DEFAULT_MAX_CONNECTIONS,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            auth: None,
         }
     }
 }
@@ -265,6 +269,9 @@ impl ConsoleServer {
             identity: cfg.identity,
             handler,
             frame_timeout: cfg.frame_timeout,
+            auth: cfg.auth,
+            failures: Mutex::new(HashMap::new()),
+            auth_failures: std::sync::atomic::AtomicU64::new(0),
         });
         let max = cfg.max_connections.max(1);
         let acc_shared = Arc::clone(&shared);
@@ -433,6 +440,11 @@ const IO_CHUNK: usize = 64 * 1024;
 /// [`IO_CHUNK`] bytes of answers have gathered), so a client that writes many requests at once
 /// gets many answers per system call.
 fn serve(mut stream: Stream, d: &Dispatcher) {
+    let peer = stream.peer();
+    let mut gate = cohort_engine::console::auth::Gate::new(match stream {
+        Stream::Tcp(_) => d.auth.clone(),
+        Stream::Unix(_) => None,
+    });
     let mut buf: Vec<u8> = Vec::new();
     // Where the next request starts in `buf`; consumed bytes are dropped once per read.
     let mut at = 0;
@@ -443,6 +455,36 @@ fn serve(mut stream: Stream, d: &Dispatcher) {
         match RequestRef::decode(&buf[at..]) {
             Ok(Some((req, used))) => {
                 at += used;
+                if !gate.passed() || req.line.trim_start().starts_with("auth") {
+                    use cohort_engine::console::auth::Verdict;
+                    let verdict = if d.blocked(&peer) {
+                        Verdict::Refuse {
+                            message: "too many failed authentications; try again later".into(),
+                            close: true,
+                        }
+                    } else {
+                        gate.check(req.line, crate::logsvc::stream::nonce)
+                    };
+                    let (status, body, close) = match verdict {
+                        Verdict::Pass => (None, String::new(), false),
+                        Verdict::Reply(body) => (Some(Status::Ok), body, false),
+                        Verdict::Refuse { message, close } => {
+                            if close {
+                                d.failed(&peer);
+                            }
+                            (Some(Status::Error), message, close)
+                        }
+                    };
+                    if let Some(status) = status {
+                        protocol::encode_response_into(status, body.as_bytes(), &mut out)
+                            .expect("a short message is far below the response limit");
+                        if close {
+                            let _ = stream.write_all(&out);
+                            return;
+                        }
+                        continue;
+                    }
+                }
                 match d.answer(req, &mut out) {
                     Answered::Yes => {}
                     Answered::Listen(group) => {
@@ -585,6 +627,47 @@ struct Dispatcher {
     identity: Identity,
     handler: Arc<dyn ConsoleHandler>,
     frame_timeout: Duration,
+    auth: Option<cohort_engine::group::ClusterKey>,
+    /// Failed authentications per peer address in the current minute (rate limit).
+    failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
+    auth_failures: std::sync::atomic::AtomicU64,
+}
+
+/// Failed authentications a peer address may make per minute; beyond, its attempts are refused
+/// at once for the rest of the minute.
+const AUTH_FAILURES_PER_MINUTE: u32 = 5;
+
+impl Dispatcher {
+    fn peer_host(peer: &str) -> String {
+        peer.rsplit_once(':').map_or(peer, |(h, _)| h).to_owned()
+    }
+
+    /// Whether `peer` used up its failed attempts for this minute.
+    fn blocked(&self, peer: &str) -> bool {
+        let f = lock(&self.failures);
+        f.get(&Self::peer_host(peer)).is_some_and(|(n, since)| {
+            *n >= AUTH_FAILURES_PER_MINUTE && since.elapsed() < Duration::from_secs(60)
+        })
+    }
+
+    /// Counts a failed authentication from `peer`; logs the first of each minute per peer.
+    fn failed(&self, peer: &str) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+        let mut f = lock(&self.failures);
+        if f.len() > 4096 {
+            f.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+        }
+        let e = f
+            .entry(Self::peer_host(peer))
+            .or_insert((0, std::time::Instant::now()));
+        if e.1.elapsed() >= Duration::from_secs(60) {
+            *e = (0, std::time::Instant::now());
+        }
+        e.0 += 1;
+        if e.0 == 1 || e.0 == AUTH_FAILURES_PER_MINUTE {
+            tracing::warn!(%peer, failures = e.0, total = self.auth_failures.load(Ordering::Relaxed), "console: authentication failed");
+        }
+    }
 }
 
 fn error_body(msg: &str, json: bool) -> String {

@@ -41,6 +41,8 @@ pub struct Plan {
     pub identity: Identity,
     pub group: GroupConfig,
     pub key: Option<ClusterKey>,
+    /// What a TCP console connection must prove: `console_key`, else the cluster keyring.
+    pub console_key: Option<ClusterKey>,
     pub info: MemberInfo,
     pub joins: Vec<String>,
     pub manager: bool,
@@ -79,6 +81,7 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
             format!("cannot read the cluster key: {e}"),
         )
     })?;
+    let console_key = console_key(cfg, key.as_ref())?;
     if let Some(sec) = &cfg.security {
         crate::privileges::lookup(sec)
             .map_err(|(option, message)| PlanError::at(option, message))?;
@@ -136,6 +139,7 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
     xdp_peers.retain(|ip, _| !shared_ip.contains(ip));
     Ok(Plan {
         identity,
+        console_key,
         key,
         info,
         joins,
@@ -210,6 +214,44 @@ impl Plan {
             key: self.key.clone(),
         }
     }
+}
+
+/// What a TCP console connection must prove: the `console_key` file, else the cluster keyring
+/// `cluster`. Without either, a TCP `Control_Listener` address outside loopback is refused:
+/// anyone who reached it could run any command.
+pub fn console_key(
+    cfg: &Config,
+    cluster: Option<&ClusterKey>,
+) -> Result<Option<ClusterKey>, PlanError> {
+    let key = match &cfg.cluster.console_key {
+        Some(p) => Some(ClusterKey::load(p).map_err(|e| {
+            PlanError::at(
+                "cluster.console_key",
+                format!("cannot read the console key: {e}"),
+            )
+        })?),
+        None => cluster.cloned(),
+    };
+    if key.is_none() {
+        let exposed = cfg.control_listener.listens.iter().find(|l| match &l.addr {
+            cohort_engine::config::ListenAddr::Inet { host, .. } => {
+                !host.is_some_and(|h| h.is_loopback())
+            }
+            cohort_engine::config::ListenAddr::Unix(_) => false,
+        });
+        if let Some(l) = exposed {
+            return Err(PlanError::at(
+                "Control_Listener.Listen",
+                format!(
+                    "the console listens on {} outside loopback without a key: set \
+                     cluster {{ console_key }} or msgc_server {{ cluster_key }} (every TCP \
+                     connection then proves it), or listen on 127.0.0.1",
+                    l.addr
+                ),
+            ));
+        }
+    }
+    Ok(key)
 }
 
 /// `--check-config` beyond the loader: the plan, then the node machine built from it (sans-IO),
