@@ -109,6 +109,10 @@ pub struct Reconfig {
     pub key: Option<ClusterKey>,
 }
 
+/// The group only managers join: replication that Momentum sends to the eccmgr alone
+/// (`eccmgr_metrics`, `replicate = manager`) travels on it, so the nodes never receive it.
+pub const MANAGER_GROUP: &str = "ec_manager";
+
 /// A request from the console or an application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -211,7 +215,9 @@ pub struct ClusterNode {
     infos: BTreeMap<MemberId, MemberInfo>,
     info: MemberInfo,
     /// Cohort's own messages the window has not taken yet, in order.
-    queue: VecDeque<(Vec<u8>, Order)>,
+    /// Cohort's own messages waiting for the window: payload, order, and whether they go to the
+    /// managers only ([`MANAGER_GROUP`]) rather than the cluster group.
+    queue: VecDeque<(Vec<u8>, Order, bool)>,
     queue_bytes: usize,
     actions: VecDeque<NodeAction>,
     events: VecDeque<NodeEvent>,
@@ -632,7 +638,9 @@ impl ClusterNode {
                 sender,
                 payload,
                 ..
-            } if group == self.cluster_group => self.on_channel(now, sender, &payload),
+            } if group == self.cluster_group || group == MANAGER_GROUP => {
+                self.on_channel(now, sender, &payload)
+            }
             ev => self.events.push_back(NodeEvent::Group(ev)),
         }
     }
@@ -733,13 +741,22 @@ impl ClusterNode {
                 self.replication_waiting = false;
                 break;
             };
-            self.enqueue(Channel::Replicate(&t.payload).emit(), Order::Fifo);
+            let to_manager = t.destination == crate::replicate::Destination::Manager;
+            self.enqueue_to(
+                Channel::Replicate(&t.payload).emit(),
+                Order::Fifo,
+                to_manager,
+            );
         }
     }
 
     fn enqueue(&mut self, msg: Vec<u8>, order: Order) {
+        self.enqueue_to(msg, order, false);
+    }
+
+    fn enqueue_to(&mut self, msg: Vec<u8>, order: Order, to_manager: bool) {
         self.queue_bytes += msg.len();
-        self.queue.push_back((msg, order));
+        self.queue.push_back((msg, order, to_manager));
         self.note_queue();
     }
 
@@ -749,13 +766,18 @@ impl ClusterNode {
 
     /// Hands queued messages to the transport, in order, until its window says "would block".
     fn offer_queue(&mut self) {
-        while let Some((msg, order)) = self.queue.pop_front() {
+        while let Some((msg, order, to_manager)) = self.queue.pop_front() {
             let len = msg.len();
-            match self.endpoint.send_owned(&self.cluster_group, msg, order) {
+            let group = if to_manager {
+                MANAGER_GROUP
+            } else {
+                self.cluster_group.as_str()
+            };
+            match self.endpoint.send_owned(group, msg, order) {
                 Ok(()) => self.queue_bytes -= len,
                 Err((SendError::WouldBlock { .. }, msg)) => {
                     self.counters.deferred += 1;
-                    self.queue.push_front((msg, order));
+                    self.queue.push_front((msg, order, to_manager));
                     break;
                 }
                 Err((e, _)) => {
@@ -767,7 +789,7 @@ impl ClusterNode {
         }
         debug_assert_eq!(
             self.queue_bytes,
-            self.queue.iter().map(|(m, _)| m.len()).sum::<usize>(),
+            self.queue.iter().map(|(m, _, _)| m.len()).sum::<usize>(),
             "queued bytes match the queue"
         );
     }

@@ -325,6 +325,8 @@ pub fn groups_to_join(cfg: &Config, id: &Identity, manager: bool) -> Vec<String>
         return vec![
             cfg.cluster.cluster_group.clone(),
             super::control::reply_group(&id.nodename),
+            // Replication meant for the manager alone (eccmgr_metrics).
+            cohort_engine::node::MANAGER_GROUP.to_owned(),
         ];
     }
     vec![
