@@ -163,15 +163,37 @@ pub struct DataPlane {
 /// Addresses plumbed per [`DataPlane::tick`] when many are waiting.
 pub const ACQUIRES_PER_TICK: usize = 128;
 
+/// The interface that holds `addr` (the transport's address), if any but loopback: where the XDP
+/// program stamps the peers' arrivals even on a node without DuraVIPs.
+pub fn interface_of(addr: IpAddr) -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for a in addrs {
+        let Some(sa) = a.address else { continue };
+        let ip = if let Some(v4) = sa.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = sa.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if ip == addr && !ip.is_loopback() && a.interface_name != "lo" {
+            return Some(a.interface_name);
+        }
+    }
+    None
+}
+
 impl DataPlane {
     /// Opens netlink, attaches XDP to every Topology interface that has DuraVIPs (logging once
     /// where it cannot), and removes stale DuraVIP addresses. `protected`: the node's own
-    /// addresses, never touched.
+    /// addresses, never touched; the first is the transport's, and XDP is attached to its
+    /// interface too (arrival stamps for the failure detector) unless `xdp = off`.
     pub fn start(
         cfg: &Config,
         protected: Vec<IpAddr>,
         now: Instant,
     ) -> Result<DataPlane, DataPlaneError> {
+        let transport_iface = protected.first().and_then(|a| interface_of(*a));
         let settings = Settings::from_config(&cfg.cluster);
         let plumber = Plumber::new(protected)?;
         let placements: BTreeMap<IpAddr, Placement> =
@@ -200,8 +222,14 @@ impl DataPlane {
             missing_since: BTreeMap::new(),
             stats: DataPlaneStats::default(),
         };
-        for iface in ifaces {
-            dp.attach_interface(&iface, cfg.msgc_server.port)?;
+        for iface in &ifaces {
+            dp.attach_interface(iface, cfg.msgc_server.port)?;
+        }
+        if let Some(t) = transport_iface
+            && !ifaces.contains(&t)
+            && cfg.cluster.xdp != config::XdpMode::Off
+        {
+            dp.attach_interface(&t, cfg.msgc_server.port)?;
         }
         dp.renew_leases(now);
         Ok(dp)

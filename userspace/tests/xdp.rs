@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 use cohort::lab::{Lab, in_netns};
 use cohort::xdp::{self, AttachedMode, FastPath, XdpSetting};
 
@@ -149,4 +151,31 @@ fn native_mode_on_veth_with_a_pass_through_peer() {
     });
     tx.send(()).expect("release");
     holder.join().expect("holder");
+}
+
+/// A node without DuraVIPs still attaches the XDP program to its transport's interface, and the
+/// peers' arrivals it stamps reach the failure detector.
+#[test]
+fn stamps_are_fed_on_nodes_without_duravips() {
+    let Some(lab) = Lab::new("stamps_are_fed_on_nodes_without_duravips", 2) else {
+        return;
+    };
+    let mut c = support::cluster::cluster(&lab, "");
+    for i in 0..2 {
+        c.start(i);
+    }
+    for i in 0..2 {
+        c.wait_members(i, &[0, 1]);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = c.counters(0);
+        let attached = v["xdp_interfaces_attached"].as_u64().unwrap_or(0);
+        let fed = v["xdp_arrivals_fed"].as_u64().unwrap_or(0);
+        if attached == 1 && fed > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no stamps fed: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -125,8 +125,11 @@ impl Node {
         let replicator = plan.replicator()?;
         let objects = replicator.objects().clone();
         let replicator = Arc::new(Mutex::new(replicator));
-        // The data plane needs CAP_NET_ADMIN; without DuraVIP addresses there is nothing to do.
-        let dataplane = if !manager && !plan.vip_addrs.is_empty() {
+        // The data plane needs CAP_NET_ADMIN. Without DuraVIP addresses it still attaches XDP to
+        // the transport's interface for the arrival stamps (unless `xdp = off`).
+        let stamps = cfg.cluster.xdp != cohort_engine::config::XdpMode::Off
+            && crate::dataplane::interface_of(id.addr.ip()).is_some();
+        let dataplane = if !manager && (!plan.vip_addrs.is_empty() || stamps) {
             start_dataplane(&cfg, id.addr.ip(), &id.nodename)
         } else {
             None
