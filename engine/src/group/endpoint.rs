@@ -1944,6 +1944,20 @@ mod tests {
             Err(EndpointError::KeyPresence)
         ));
         assert_eq!(eps[0].view().id, views[0]);
+        // Every member is on the new key alone: a datagram under the old key is dropped and
+        // counted.
+        let cfg = eps[1].cfg.clone();
+        let mut stale = Endpoint::new(cfg, MemberId::new("n1", 99), Some(old), now).expect("valid");
+        stale.handle_timeout(now + Duration::from_millis(500));
+        let mut sent = 0;
+        while let Some(t) = stale.poll_transmit() {
+            if t.destination == addr(0) {
+                eps[0].handle_packet(now, addr(1), &t.payload);
+                sent += 1;
+            }
+        }
+        assert!(sent > 0);
+        assert_eq!(eps[0].counters().dropped_bad_mac, sent);
     }
 
     #[test]
