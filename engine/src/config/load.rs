@@ -245,6 +245,10 @@ pub fn from_items(items: &[Item]) -> Result<Loaded, ConfigError> {
                 single("Security", item)?;
                 cfg.security = Some(security(scope, &mut ctx)?);
             }
+            "inbound_audit" => {
+                single("inbound_audit", item)?;
+                cfg.inbound_audit = Some(inbound_audit(scope, &mut ctx)?);
+            }
             "control_listener" => {
                 let c = control.get_or_insert_with(|| ControlListener {
                     listens: Vec::new(),
@@ -783,6 +787,23 @@ fn logger(scope: &Scope, module: LoggerModule, ctx: &mut Ctx) -> Result<Logger, 
         l.extra.push(ctx.ignore(it, path, reason));
     }
     Ok(l)
+}
+
+fn inbound_audit(scope: &Scope, ctx: &mut Ctx) -> Result<InboundAudit, ConfigError> {
+    let mut a = InboundAudit::default();
+    let mut seen = Seen::default();
+    for item in &scope.items {
+        if let ItemKind::Option { key, value: v } = &item.kind {
+            seen.check(key, &item.loc)?;
+            if let Some(o) = options::find(options::INBOUND_AUDIT, key) {
+                (o.set)(&mut a, key, v)?;
+                continue;
+            }
+        }
+        let label = format!("inbound_audit.{}", item_label(item));
+        a.extra.push(ctx.ignore(item, label, MTA));
+    }
+    Ok(a)
 }
 
 fn security(scope: &Scope, ctx: &mut Ctx) -> Result<Security, ConfigError> {

@@ -41,6 +41,8 @@ pub struct Config {
     pub manager_logs: Option<ManagerLogs>,
     /// `Security { user group }`, if present.
     pub security: Option<Security>,
+    /// `inbound_audit { monitors = (...) }`: the windows of the replicated series (`metrics`).
+    pub inbound_audit: Option<InboundAudit>,
     /// Cohort extension: `Metrics_Listener { Listen "ADDR:PORT" {} }`, the Prometheus endpoint
     /// (`/metrics`); off when absent.
     pub metrics_listener: Option<MetricsListener>,
@@ -722,6 +724,24 @@ pub struct NodeScope {
     pub name: String,
     /// Subscriber names used for this node; empty = pull nothing from it.
     pub subscribers: Vec<String>,
+}
+
+/// `inbound_audit { monitors = ("300,6") }`: the windows of the replicated series (`metrics`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InboundAudit {
+    /// `monitors = ( "window-size,number-of-windows" ... )`: seconds per window and windows kept.
+    pub monitors: Vec<(u64, u32)>,
+    /// The module's other options (`log_dir`, ...), the MTA's.
+    pub extra: Vec<Extra>,
+}
+
+impl Default for InboundAudit {
+    fn default() -> Self {
+        InboundAudit {
+            monitors: vec![(300, 6)],
+            extra: Vec::new(),
+        }
+    }
 }
 
 /// `Security { user = "ecuser" group = "ecuser" }`: the user and group the daemon runs as once it

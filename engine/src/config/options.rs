@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::model::{
-    Binding, Cluster, Destination, Listener, LogOutput, Logger, ManagerLogs, MsgcServer, Quorum,
-    Replicate, ReplicateKind, ReplicateParam, Security, Topology, UdpDriver, XdpMode,
+    Binding, Cluster, Destination, InboundAudit, Listener, LogOutput, Logger, ManagerLogs,
+    MsgcServer, Quorum, Replicate, ReplicateKind, ReplicateParam, Security, Topology, UdpDriver,
+    XdpMode,
 };
 use super::syntax::{Value, quote};
 use super::values::{
@@ -1299,6 +1300,55 @@ pub const LOGGER: &[Opt<Logger>] = &[
     ),
 ];
 
+/// `inbound_audit { }`: Cohort reads its `monitors`, the windows of the replicated series; the
+/// module's other options are the MTA's.
+pub const INBOUND_AUDIT: &[Opt<InboundAudit>] = &[opt!(
+    "monitors",
+    "list",
+    "( \"300,6\" )",
+    "\"SECONDS,WINDOWS\" each, both at least 1",
+    Applies,
+    false,
+    "Windows of the replicated series (Replicate \"metrics\"): seconds per window, windows kept.",
+    |a| Shown::Value(format!(
+        "( {} )",
+        a.monitors
+            .iter()
+            .map(|(w, n)| quote(&format!("{w},{n}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )),
+    |a, k, v| {
+        let items: Vec<&Value> = match v {
+            Value::List { items, .. } => items.iter().collect(),
+            other => vec![other],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let text = string(k, item)?;
+            let parsed = text.split_once(',').and_then(|(w, n)| {
+                Some((w.trim().parse::<u64>().ok()?, n.trim().parse::<u32>().ok()?))
+            });
+            match parsed {
+                Some((w, n)) if w >= 1 && n >= 1 && w <= 86_400 * 366 => out.push((w, n)),
+                _ => {
+                    return Err(ConfigError::new(
+                        item.loc(),
+                        format!(
+                            "'{k}' expects \"SECONDS,WINDOWS\" such as \"300,6\", found '{text}'"
+                        ),
+                    ));
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(ConfigError::new(v.loc(), format!("'{k}' lists no monitor")));
+        }
+        a.monitors = out;
+        Ok(())
+    }
+)];
+
 /// The manager's `Logs { }` (eccluster.conf); its `Manager "name" { }` scopes are described beside
 /// the table in `docs/configuration.md`.
 pub const LOGS: &[Opt<ManagerLogs>] = &[
@@ -1486,6 +1536,7 @@ pub fn catalogue() -> Vec<(&'static str, &'static str, Vec<Row>)> {
         ),
         ("ec_logger", "ec_logger / bounce_logger", rows(LOGGER)),
         ("Logs", "Logs", rows(LOGS)),
+        ("inbound_audit", "inbound_audit", rows(INBOUND_AUDIT)),
     ]
 }
 

@@ -35,6 +35,12 @@ pub fn render(cfg: &Config) -> String {
     if let Some(m) = &cfg.manager_logs {
         manager_logs(&mut w, m);
     }
+    if let Some(a) = &cfg.inbound_audit {
+        w.open("inbound_audit");
+        w.options(options::INBOUND_AUDIT, a);
+        a.extra.iter().for_each(|e| w.extra(e));
+        w.close();
+    }
     if let Some(sec) = &cfg.security {
         w.open("Security");
         w.options(options::SECURITY, sec);

@@ -166,6 +166,14 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         (o, n) if o != n => d.refused.push("Logs".into()),
         _ => {}
     }
+    let audit = cohort_engine::config::InboundAudit::default();
+    table(
+        "inbound_audit",
+        options::INBOUND_AUDIT,
+        old.inbound_audit.as_ref().unwrap_or(&audit),
+        new.inbound_audit.as_ref().unwrap_or(&audit),
+        &mut d,
+    );
     let none = Security::default();
     table(
         "Security",

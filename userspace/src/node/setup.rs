@@ -110,7 +110,20 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
         .cluster
         .replicate
         .iter()
-        .map(ObjectSettings::from_config)
+        .map(|r| {
+            let mut o = ObjectSettings::from_config(r);
+            // The series' windows come from `inbound_audit { monitors }` (default "300,6").
+            if let Some(a) = &cfg.inbound_audit
+                && o.kind.shape() == cohort_engine::replicate::Shape::Series
+            {
+                o.monitors = a
+                    .monitors
+                    .iter()
+                    .map(|&(window, windows)| cohort_engine::replicate::Monitor { window, windows })
+                    .collect();
+            }
+            o
+        })
         .collect();
     // Only nodes with Topology interfaces have hosts of interest to collect.
     let arp_every =
@@ -334,4 +347,58 @@ pub fn groups_to_join(cfg: &Config, id: &Identity, manager: bool) -> Vec<String>
         format!("ec_sc_{}", id.subcluster),
         cfg.cluster.cluster_group.clone(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_take_their_windows_from_inbound_audit() {
+        let text = "cluster {\n  nodename = \"n1\"\n  Replicate \"metrics\" {}\n  Replicate \"inbound_cidr\" {}\n}\n\
+                    msgc_server { peers = [ n1 = \"127.0.0.1\" ] }\n\
+                    inbound_audit {\n  monitors = ( \"60,10\", \"3600,24\" )\n  log_dir = \"/tmp\"\n}\n";
+        let cfg = cohort_engine::config::load_str(std::path::Path::new("t.conf"), text)
+            .expect("loads")
+            .config;
+        let p = plan(&cfg, false).expect("plan");
+        let metrics = p
+            .replicate
+            .iter()
+            .find(|o| o.name == "metrics")
+            .expect("metrics");
+        let windows: Vec<(u64, u32)> = metrics
+            .monitors
+            .iter()
+            .map(|m| (m.window, m.windows))
+            .collect();
+        assert_eq!(windows, [(60, 10), (3600, 24)]);
+        // Without the scope: Momentum's "300,6".
+        let cfg = cohort_engine::config::load_str(
+            std::path::Path::new("t.conf"),
+            &text[..text.find("inbound_audit").expect("scope")],
+        )
+        .expect("loads")
+        .config;
+        let p = plan(&cfg, false).expect("plan");
+        let metrics = p
+            .replicate
+            .iter()
+            .find(|o| o.name == "metrics")
+            .expect("metrics");
+        assert_eq!(
+            (metrics.monitors[0].window, metrics.monitors[0].windows),
+            (300, 6)
+        );
+        // A bad monitor is refused where it is written.
+        let e = cohort_engine::config::load_str(
+            std::path::Path::new("t.conf"),
+            "inbound_audit {\n  monitors = ( \"300,6\", \"0,5\" )\n}\n",
+        )
+        .expect_err("refused");
+        assert!(
+            e.to_string().starts_with("t.conf:2:25: 'monitors' expects"),
+            "{e}"
+        );
+    }
 }
