@@ -50,9 +50,25 @@ fn nl<E: std::fmt::Display>(e: E) -> PlumbError {
 impl Plumber {
     /// Opens rtnetlink; `protected` are addresses it must never touch (the node's main address).
     pub fn new(protected: Vec<IpAddr>) -> Result<Plumber, PlumbError> {
-        let (rtnl, _) = NlRouter::connect(NlFamily::Route, None, Groups::empty()).map_err(nl)?;
-        rtnl.enable_ext_ack(true).map_err(nl)?;
-        Ok(Plumber { rtnl, protected })
+        // The router spawns a thread of its own that lives as long as the daemon. Capabilities are
+        // per thread and inherited at creation, so the router is made on a short-lived thread
+        // that first keeps only the run-time capabilities (CAP_NET_ADMIN suffices for netlink):
+        // otherwise that thread would keep every capability the daemon started with.
+        let made = std::thread::spawn(|| {
+            if let Err(e) = crate::privileges::keep_only_runtime_caps() {
+                tracing::debug!(error = %e, "netlink thread keeps the capabilities it has");
+            }
+            let (rtnl, _) =
+                NlRouter::connect(NlFamily::Route, None, Groups::empty()).map_err(nl)?;
+            rtnl.enable_ext_ack(true).map_err(nl)?;
+            Ok::<_, PlumbError>(rtnl)
+        })
+        .join()
+        .map_err(|_| PlumbError::Netlink("the netlink set-up thread panicked".into()))??;
+        Ok(Plumber {
+            rtnl: made,
+            protected,
+        })
     }
 
     fn check(&self, ip: IpAddr, prefix: u8) -> Result<(), PlumbError> {
