@@ -434,8 +434,11 @@ fn duravip_broadcasts_and_paniclog_listen() {
     c.edit_config(1, |t| format!("{t}\ncluster {{ this is not valid"));
     let mut seen = None;
     for _ in 0..40 {
-        let (ok, _) = c.ctl(1, "config reload", false);
-        assert!(ok, "a failed reload is reported, not refused");
+        let (ok, reply) = c.ctl(1, "config reload", false);
+        assert!(
+            !ok && reply.starts_with("reload refused"),
+            "a failed reload answers an error and keeps the configuration: {reply}"
+        );
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             seen = Some(line);
             break;
