@@ -8,7 +8,7 @@
 //!   the two connected nodes and the cut node holds none (it says `[fenced: ...]`); after the heal,
 //!   one 3-member view and every address once.
 //! - Without it (Momentum's behaviour): the cut node installs its own view within the stated bound
-//!   (5 x (suspect_timeout + probe_interval), 4 s at the defaults; docs/architecture.md).
+//!   (10 x (suspect_timeout + probe_interval), 8 s at the defaults; docs/architecture.md).
 
 mod support;
 
