@@ -132,9 +132,9 @@ impl Hooks {
             self.waiting.clear();
             return;
         };
+        let mut busy: BTreeSet<IpAddr> = self.running.iter().map(|r| r.ip).collect();
         let mut k = 0;
         while self.running.len() < MAX_RUNNING && k < self.waiting.len() {
-            let busy: BTreeSet<IpAddr> = self.running.iter().map(|r| r.ip).collect();
             if busy.contains(&self.waiting[k].1) {
                 k += 1;
                 continue;
@@ -156,6 +156,7 @@ impl Hooks {
             match spawned {
                 Ok(child) => {
                     self.stats.started += 1;
+                    busy.insert(ip);
                     self.running.push(Running {
                         child,
                         ip,

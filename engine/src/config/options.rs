@@ -77,6 +77,10 @@ fn secs(d: Duration) -> Shown {
     n(d.as_secs_f64())
 }
 
+fn opt_path(p: Option<&std::path::PathBuf>) -> Shown {
+    p.map_or(Shown::Absent, |p| s(&p.to_string_lossy()))
+}
+
 fn opt_s(v: Option<&str>) -> Shown {
     v.map_or(Shown::Absent, s)
 }
@@ -364,10 +368,7 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Restart,
         true,
         "Key a TCP console connection must prove (challenge-response) before any command; else the cluster key.",
-        |c| c
-            .console_key
-            .as_ref()
-            .map_or(Shown::Absent, |p| s(&p.to_string_lossy())),
+        |c| opt_path(c.console_key.as_ref()),
         |c, k, v| {
             c.console_key = Some(path_from(k, v)?);
             Ok(())
@@ -381,10 +382,7 @@ pub const CLUSTER: &[Opt<Cluster>] = &[
         Applies,
         true,
         "Run on every DuraVIP acquire and release as `PROGRAM EVENT ADDRESS INTERFACE`, without blocking the loop.",
-        |c| c
-            .duravip_notify
-            .as_ref()
-            .map_or(Shown::Absent, |p| s(&p.to_string_lossy())),
+        |c| opt_path(c.duravip_notify.as_ref()),
         |c, k, v| {
             c.duravip_notify = Some(path_from(k, v)?);
             Ok(())
