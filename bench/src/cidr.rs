@@ -266,6 +266,19 @@ pub fn run(args: &Args) -> Result<serde_json::Value, String> {
                 f.add(IpNet::V4(Ipv4Net::from(Ipv4Addr::from(r.next() as u32))), 1);
             }),
         ));
+        let fresh = Arc::new(RwLock::new(PrefixMap::<Ipv4Net, i64>::new()));
+        let f = Arc::clone(&fresh);
+        rows.push((
+            "inserts of new /32s",
+            "prefix-trie+RwLock",
+            1,
+            timed(1, ms, move |_, r| {
+                if let Ok(mut map) = f.write() {
+                    *map.entry(Ipv4Net::from(Ipv4Addr::from(r.next() as u32)))
+                        .or_insert(0) += 1;
+                }
+            }),
+        ));
     }
 
     let results: Vec<_> = rows

@@ -1,44 +1,58 @@
-//! A concurrent patricia (radix) tree over IPv4 and IPv6 prefixes whose nodes carry subtree sums.
+//! A concurrent CIDR tree of signed counts over IPv4 and IPv6 prefixes, answering the count of
+//! any netblock (the sum of every count inside it).
 //!
-//! This is the structure behind `inbound_cidr` and `outbound_cidr`: every node of `/12` or longer
-//! (`/32` for IPv6) counts the connections of every prefix beneath it, so the count for any such
-//! netblock is one walk from the root and one load. The few shorter nodes near the root keep only
-//! their own count and are summed from the nodes below them when read: every increment would
-//! otherwise write the same handful of counters, and increments would not scale with threads.
+//! This is the structure behind `inbound_cidr` and `outbound_cidr`. Every local update and every
+//! remote apply of a replicated CIDR object goes through it, so its hot paths are built to cost a
+//! few cache lines each:
+//!
+//! - **A patricia (radix) tree for the shape.** Nodes hold a prefix and their *own* count only
+//!   (no subtree sums), so an increment never walks the path or writes the nodes above it. The
+//!   tree gives `cluster shared show` its order and its branch points (the remnants Momentum
+//!   prints too, such as `10.0.0.0/8` above a single `/24`), and answers the rare blocks that
+//!   fall between strides.
+//! - **An exact-prefix index** (a lock-free hash table, [`papaya`]) from each prefix to its tree
+//!   node: an increment of a prefix already in the tree is one probe and one CAS on the node; the
+//!   count of a host (`/32`, `/128`) is one probe and one load.
+//! - **Stride sums** in the same table: for each stride length `S` ([`STRIDES_V4`] `/16`, `/24`;
+//!   [`STRIDES_V6`] `/32`, `/48`, `/64`) the sum of every count of length `S` or longer inside
+//!   each `/S` block. An increment adds to its prefix's blocks (two for an IPv4 host), so the
+//!   count of a `/16` or a `/24` is one probe. Shorter strides would put one counter in every
+//!   increment's path (every thread would write it), so blocks shorter than the first stride
+//!   are summed from the tree down to it.
+//! - The count of a block between strides (a `/22`, a `/8`) walks the tree from the block down to
+//!   the next stride, adding the own counts of the nodes above it and one stride sum per `/S`
+//!   block below; with no stride below (an IPv4 `/26`), it adds the own counts of the subtree.
 //!
 //! # Concurrency
 //!
-//! - Readers never wait and never write: a lookup is a walk of atomic pointer loads.
-//! - Increments and decrements of an existing path are compare-and-swap additions on the counters
-//!   of the summing nodes along it; there is no lock anywhere, global or per node.
-//! - A new prefix is either hung in an empty child slot (one CAS) or, when it falls inside a
-//!   compressed edge, spliced above an existing node `C`. Splicing cannot simply put a new node
-//!   `B` above `C` and copy `C`'s count into it: an increment that had already read the old edge
-//!   would add to `C` after the copy and be missing from `B`. So a splice *freezes* `C` first: a
-//!   CAS sets the frozen bit of `C`'s counter word (the count it held at that instant is the
-//!   snapshot), then both child slots of `C` are tagged frozen. After that nobody can change `C`:
-//!   an addition that finds the bit set fails and is retried against `C`'s replacement, and an
-//!   insertion into a tagged slot fails likewise. The splicer links `B` (holding the snapshot plus
-//!   its own delta) over a fresh copy `C'` of `C` that shares `C`'s children. Any thread that meets
-//!   a frozen node may finish the job by replacing it with a plain copy, so no thread ever waits
-//!   for another (lock-free).
-//! - [`CidrTree::prune`] removes, while other threads add and count, the childless nodes whose
-//!   count is zero and through which no addition can be under way: host prefixes (`/32`,
-//!   `/128`: nothing lies below them) and the short prefixes that do not sum (an addition passes
-//!   them without writing). It freezes such a node at exactly zero with one CAS (an addition that
-//!   finds it frozen retries against the slot, which is then empty or holds a live copy), tags
-//!   its child slots so nothing can be hung below it, and unlinks it with one CAS. A summing
-//!   branch point between them is not pruned: its count may hold additions still on their way
-//!   to a prefix below it, indistinguishable from its own count, so it stays as a zero remnant
-//!   (these are what the Momentum console shows too: branch points such as `10.0.0.0/8` above a
-//!   single `/24`) until the tree is rebuilt.
+//! - Readers never wait and never write: a probe, or a walk of atomic pointer loads.
+//! - An increment of an existing prefix is a compare-and-swap addition on its node's counter and
+//!   on its stride sums; there is no lock anywhere, global or per node. Nodes in different
+//!   blocks share no counter, so increments scale with threads.
+//! - A new prefix is hung in an empty child slot (one CAS) or, when it falls inside a compressed
+//!   edge, spliced above the child `C` that edge leads to: a new node `B` whose children are `C`
+//!   and, unless `B` is the prefix itself, a new leaf. Counts are not in the path, so `C` stays
+//!   where it is, shared, and its counter keeps taking additions throughout.
+//! - [`CidrTree::prune`] removes, while other threads add and count, childless nodes whose own
+//!   count is zero. It *freezes* such a node with one CAS of its counter word from exactly zero to
+//!   zero with the frozen bit (an addition that finds the bit set fails), tags its child slots (an
+//!   insertion below it fails likewise), and unlinks it with one CAS of its parent's slot. If a
+//!   child was hung below it before the tags, the node is replaced by an unfrozen copy that shares
+//!   the children instead. Any thread that meets a frozen node or a tagged slot finishes that job
+//!   itself and retries, so no thread ever waits for another (lock-free). Stride sums at zero are
+//!   frozen and removed the same way.
+//! - The index is kept exact for every live node with a count: an addition that went through the
+//!   tree publishes its node (a compute on the index that refuses a frozen node), and the thread
+//!   whose CAS unlinks a frozen node removes its entry (only if it still names that node) before
+//!   retiring it. A node missing from the index holds zero.
 //!
 //! # Reclamation
 //!
-//! A frozen node that has been replaced or pruned is retired with crossbeam-epoch's
-//! `defer_destroy` by the one thread whose CAS unlinked it. Every operation runs pinned, so a node is freed only after
-//! every thread that could have loaded a pointer to it has unpinned. Only the node itself is
-//! freed; its children are shared with the copy that replaced it.
+//! A node that has been unlinked or replaced is retired with crossbeam-epoch's `defer_destroy` by
+//! the one thread whose CAS unlinked it, after its index entry is gone. Every operation runs
+//! pinned before it reads the index, so a node is freed only after every thread that could have
+//! loaded a pointer to it has unpinned. Only the node itself is freed; its children are shared
+//! with the copy that replaced it. The table reclaims its own entries (papaya's `seize`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,13 +60,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use crossbeam_epoch::Guard;
 use crossbeam_epoch::{self as epoch, Atomic, Owned, Shared};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use papaya::{Compute, Operation};
 
-/// Set in a counter word when its node has been frozen for replacement.
+/// Set in a counter word when it has been frozen (at zero) for removal.
 const FROZEN: u64 = 1 << 63;
 /// Counts are stored biased so that signed additions never touch the frozen bit.
 const BIAS: u64 = 1 << 62;
 /// Tag on a child slot of a frozen node.
 const SLOT_FROZEN: usize = 1;
+
+/// IPv4 stride lengths: each `/16` and `/24` block keeps the sum of the counts inside it.
+pub const STRIDES_V4: &[u8] = &[16, 24];
+/// IPv6 stride lengths (`/32` allocations, `/48` sites, `/64` subnets).
+pub const STRIDES_V6: &[u8] = &[32, 48, 64];
+
+/// Second half of a table key: the prefix length, plus this bit for a stride sum (without it,
+/// the entry is the index entry of the node for that prefix).
+const SUM: u16 = 1 << 8;
+
+type Table = papaya::HashMap<(u128, u16), AtomicU64, foldhash::quality::RandomState>;
 
 fn pack(count: i64) -> u64 {
     BIAS.wrapping_add(count as u64)
@@ -60,6 +86,36 @@ fn pack(count: i64) -> u64 {
 
 fn unpack(word: u64) -> i64 {
     (word & !FROZEN).wrapping_sub(BIAS) as i64
+}
+
+/// Adds `delta` to a counter word unless it is frozen; `false` means the addition did not happen.
+fn try_add_word(word: &AtomicU64, delta: i64) -> bool {
+    let mut seen = word.load(Ordering::Relaxed);
+    loop {
+        if seen & FROZEN != 0 {
+            return false;
+        }
+        match word.compare_exchange_weak(
+            seen,
+            seen.wrapping_add(delta as u64),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(now) => seen = now,
+        }
+    }
+}
+
+/// Freezes a counter word that holds exactly zero.
+fn freeze_zero(word: &AtomicU64) -> bool {
+    word.compare_exchange(
+        pack(0),
+        pack(0) | FROZEN,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    )
+    .is_ok()
 }
 
 /// Bits `0..len` of `key`, left-aligned in a `u128`.
@@ -90,74 +146,27 @@ struct Node {
     /// Prefix bits, left-aligned and masked to `len`.
     key: u128,
     len: u8,
-    /// Frozen bit plus biased count: the subtree sum when `sums`, else the node's own count.
+    /// Frozen bit plus the biased own count.
     word: AtomicU64,
-    /// Whether `word` holds the subtree sum. Short prefixes (the few nodes every increment would
-    /// otherwise hit, see [`SUMS_FROM_V4`]) hold only their own count and are summed on read.
-    sums: bool,
     children: [Atomic<Node>; 2],
 }
 
-/// IPv4 nodes at least this long carry subtree sums; shorter ones are summed when read.
-///
-/// Every increment adds to every summing node above it, so the nodes near the root are hit by
-/// every thread: keeping them out of the write path is what lets increments scale with threads.
-/// A lookup of a block shorter than this walks the (few) summing nodes below it instead.
-pub const SUMS_FROM_V4: u8 = 12;
-/// The IPv6 counterpart of [`SUMS_FROM_V4`].
-pub const SUMS_FROM_V6: u8 = 32;
-
 impl Node {
-    fn new(key: u128, len: u8, count: i64, sums: bool) -> Self {
+    fn new(key: u128, len: u8, count: i64) -> Self {
         Node {
             key,
             len,
             word: AtomicU64::new(pack(count)),
-            sums,
             children: [Atomic::null(), Atomic::null()],
         }
     }
 
-    fn count(&self) -> i64 {
+    fn own(&self) -> i64 {
         unpack(self.word.load(Ordering::Acquire))
     }
 
-    /// Adds `delta` unless the node is frozen; `false` means the addition did not happen.
-    fn try_add(&self, delta: i64) -> bool {
-        let mut word = self.word.load(Ordering::Relaxed);
-        loop {
-            if word & FROZEN != 0 {
-                return false;
-            }
-            match self.word.compare_exchange_weak(
-                word,
-                word.wrapping_add(delta as u64),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(seen) => word = seen,
-            }
-        }
-    }
-
-    /// Sets the frozen bit; returns the word it replaced, or `None` if someone else froze it.
-    fn freeze(&self) -> Option<u64> {
-        let mut word = self.word.load(Ordering::Acquire);
-        loop {
-            if word & FROZEN != 0 {
-                return None;
-            }
-            match self.word.compare_exchange_weak(
-                word,
-                word | FROZEN,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(word),
-                Err(seen) => word = seen,
-            }
-        }
+    fn frozen(&self) -> bool {
+        self.word.load(Ordering::Acquire) & FROZEN != 0
     }
 
     /// Tags both child slots frozen and returns their (stable from now on) contents.
@@ -182,6 +191,16 @@ impl Node {
         };
         [freeze(&self.children[0]), freeze(&self.children[1])]
     }
+
+    fn child<'g>(&self, side: usize, guard: &'g Guard) -> Option<&'g Node> {
+        // SAFETY: loaded under `guard`; retired nodes outlive every pin.
+        unsafe {
+            self.children[side]
+                .load(Ordering::Acquire, guard)
+                .with_tag(0)
+                .as_ref()
+        }
+    }
 }
 
 /// A prefix family: IPv4 keys live in the top 32 bits of the `u128`.
@@ -201,13 +220,6 @@ fn encode(net: IpNet) -> (Family, u128, u8) {
     }
 }
 
-fn sums_from(family: Family) -> u8 {
-    match family {
-        Family::V4 => SUMS_FROM_V4,
-        Family::V6 => SUMS_FROM_V6,
-    }
-}
-
 fn decode(family: Family, key: u128, len: u8) -> IpNet {
     match family {
         Family::V4 => {
@@ -222,13 +234,397 @@ fn decode(family: Family, key: u128, len: u8) -> IpNet {
     }
 }
 
-/// Concurrent CIDR tree of signed counts with subtree sums (see the module documentation).
+/// One family's tree, index and stride sums.
+struct Tree {
+    family: Family,
+    /// Sentinel root (`0.0.0.0/0`, `::/0`): never frozen; its counter is the `/0` count.
+    root: Node,
+    /// Index entries (node pointers) and stride sums.
+    table: Table,
+    strides: &'static [u8],
+    host: u8,
+}
+
+type Pinned<'m> = papaya::HashMapRef<
+    'm,
+    (u128, u16),
+    AtomicU64,
+    foldhash::quality::RandomState,
+    papaya::LocalGuard<'m>,
+>;
+
+impl Tree {
+    fn new(family: Family) -> Self {
+        let (strides, host) = match family {
+            Family::V4 => (STRIDES_V4, 32),
+            Family::V6 => (STRIDES_V6, 128),
+        };
+        Tree {
+            family,
+            root: Node::new(0, 0, 0),
+            // Blocking resizes: an incremental one moves entries only on writes, and a
+            // table read far more than written would keep probing the old, full one.
+            table: papaya::HashMap::builder()
+                .hasher(foldhash::quality::RandomState::default())
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
+            strides,
+            host,
+        }
+    }
+
+    fn add(&self, key: u128, len: u8, delta: i64, guard: &Guard) {
+        let table = self.table.pin();
+        if len == 0 {
+            // The /0 netblock is the sentinel (never frozen); no stride covers it.
+            try_add_word(&self.root.word, delta);
+            return;
+        }
+        // Every probe first, then the additions: a CAS is a full barrier on x86, so probing
+        // between them would wait out each probe's cache misses one after the other.
+        let entry = table.get(&(key, u16::from(len)));
+        let mut sums: [Option<&AtomicU64>; 3] = [None; 3];
+        for (at, &stride) in self.strides.iter().take_while(|&&s| s <= len).enumerate() {
+            sums[at] = Some(self.sum_cell(key, stride, &table));
+        }
+        let fast = entry.is_some_and(|entry| {
+            // SAFETY: an index entry names a node that is retired only after the entry is
+            // removed; we were pinned before we read it.
+            let node = unsafe { &*(entry.load(Ordering::Relaxed) as usize as *const Node) };
+            try_add_word(&node.word, delta)
+        });
+        if !fast {
+            self.add_through_tree(key, len, delta, guard, &table);
+        }
+        for (&stride, sum) in self.strides.iter().zip(sums) {
+            let Some(mut sum) = sum else {
+                break;
+            };
+            while !try_add_word(sum, delta) {
+                // Frozen at zero by a prune: finish removing it and add to a fresh one.
+                let sum_key = (mask(key, stride), u16::from(stride) | SUM);
+                let _ = table.remove_if(&sum_key, |_, now| std::ptr::eq(now, sum));
+                sum = self.sum_cell(key, stride, &table);
+            }
+        }
+    }
+
+    /// The stride sum of the `/stride` block holding `key`, created at zero if absent.
+    fn sum_cell<'t>(&self, key: u128, stride: u8, table: &'t Pinned<'_>) -> &'t AtomicU64 {
+        let sum_key = (mask(key, stride), u16::from(stride) | SUM);
+        // A probe first: inserting is a write to the table even when the key is there.
+        match table.get(&sum_key) {
+            Some(sum) => sum,
+            None => table.get_or_insert_with(sum_key, || AtomicU64::new(pack(0))),
+        }
+    }
+
+    /// Adds `delta` to the node of `(key, len)`, hanging or splicing it into the tree first if
+    /// needed, then publishes the node in the index.
+    fn add_through_tree(&self, key: u128, len: u8, delta: i64, guard: &Guard, table: &Pinned<'_>) {
+        'restart: loop {
+            let mut parent = &self.root;
+            // The slot `parent` was loaded from (none for the root) and what it held.
+            let mut above: Option<(&Atomic<Node>, Shared<'_, Node>)> = None;
+            loop {
+                let slot = &parent.children[bit(key, parent.len)];
+                let current = slot.load(Ordering::Acquire, guard);
+                if current.tag() == SLOT_FROZEN {
+                    // `parent` is frozen: finish its removal (or replacement), then start over.
+                    if let Some((parent_slot, parent_shared)) = above {
+                        self.replace_frozen(parent_slot, parent_shared, guard, table);
+                    }
+                    continue 'restart;
+                }
+                // SAFETY: `current` was loaded under `guard`.
+                let Some(child) = (unsafe { current.as_ref() }) else {
+                    let leaf = Owned::new(Node::new(key, len, delta));
+                    if let Ok(linked) = slot.compare_exchange(
+                        current,
+                        leaf,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        guard,
+                    ) {
+                        self.publish(linked, table);
+                        return;
+                    }
+                    continue;
+                };
+                if covers(child.key, child.len, key, len) {
+                    if child.len < len {
+                        above = Some((slot, current));
+                        parent = child;
+                    } else if try_add_word(&child.word, delta) {
+                        self.publish(current, table);
+                        return;
+                    } else {
+                        self.replace_frozen(slot, current, guard, table);
+                    }
+                    continue;
+                }
+                // `(key, len)` lies inside the compressed edge above `child`: splice a node in.
+                let split = common_len(child.key, key, len.min(child.len));
+                let (middle, leaf) = if split == len {
+                    let middle = Node::new(key, len, delta);
+                    middle.children[bit(child.key, len)].store(current, Ordering::Relaxed);
+                    (middle, Shared::null())
+                } else {
+                    let leaf = Owned::new(Node::new(key, len, delta)).into_shared(guard);
+                    let middle = Node::new(mask(key, split), split, 0);
+                    middle.children[bit(child.key, split)].store(current, Ordering::Relaxed);
+                    middle.children[bit(key, split)].store(leaf, Ordering::Relaxed);
+                    (middle, leaf)
+                };
+                match slot.compare_exchange(
+                    current,
+                    Owned::new(middle),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                    guard,
+                ) {
+                    Ok(linked) => {
+                        self.publish(if leaf.is_null() { linked } else { leaf }, table);
+                        return;
+                    }
+                    Err(_) => {
+                        // The slot changed first; `middle` was dropped with the error. The
+                        // leaf was never shared: free it.
+                        if !leaf.is_null() {
+                            // SAFETY: allocated above and never published.
+                            unsafe { drop(leaf.into_owned()) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the index name `node` unless it is frozen (then it holds zero and its unlinker
+    /// removes whatever entry names it).
+    fn publish(&self, node: Shared<'_, Node>, table: &Pinned<'_>) {
+        // SAFETY: `node` is linked (or was, under the caller's pin).
+        let Some(n) = (unsafe { node.as_ref() }) else {
+            return;
+        };
+        let ptr = node.as_raw() as usize as u64;
+        let _: Compute<'_, _, _, ()> =
+            table.compute((n.key, u16::from(n.len)), |entry| match entry {
+                Some((_, named)) if named.load(Ordering::Relaxed) == ptr => Operation::Abort(()),
+                _ if n.frozen() => Operation::Abort(()),
+                _ => Operation::Insert(AtomicU64::new(ptr)),
+            });
+    }
+
+    /// Unlinks the frozen node `current` from `slot`, or replaces it by an unfrozen copy sharing
+    /// its children if it has any; returns whether a node left the tree by this call.
+    fn replace_frozen(
+        &self,
+        slot: &Atomic<Node>,
+        current: Shared<'_, Node>,
+        guard: &Guard,
+        table: &Pinned<'_>,
+    ) -> bool {
+        // SAFETY: `current` was loaded under `guard`.
+        let Some(frozen) = (unsafe { current.as_ref() }) else {
+            return false;
+        };
+        if !frozen.frozen() {
+            return false;
+        }
+        let kids = frozen.freeze_children(guard);
+        let removed = kids.iter().all(|k| k.is_null());
+        let replacement = if removed {
+            Shared::null()
+        } else {
+            // Frozen at exactly zero: the copy starts at zero.
+            Owned::new(Node {
+                key: frozen.key,
+                len: frozen.len,
+                word: AtomicU64::new(pack(0)),
+                children: [Atomic::from(kids[0]), Atomic::from(kids[1])],
+            })
+            .into_shared(guard)
+        };
+        if slot
+            .compare_exchange(
+                current,
+                replacement,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                guard,
+            )
+            .is_ok()
+        {
+            let ptr = current.as_raw() as usize as u64;
+            let _ = table.remove_if(&(frozen.key, u16::from(frozen.len)), |_, named| {
+                named.load(Ordering::Relaxed) == ptr
+            });
+            // SAFETY: unreachable from the tree and from the index now; pinned readers keep it.
+            unsafe { guard.defer_destroy(current) };
+            removed
+        } else {
+            if !replacement.is_null() {
+                // SAFETY: allocated above and never published.
+                unsafe { drop(replacement.into_owned()) };
+            }
+            false
+        }
+    }
+
+    fn count(&self, key: u128, len: u8, guard: &Guard) -> i64 {
+        let table = self.table.pin();
+        if len == self.host {
+            return table.get(&(key, u16::from(len))).map_or(0, |entry| {
+                // SAFETY: as in `add`: pinned before the entry was read.
+                unsafe { &*(entry.load(Ordering::Relaxed) as usize as *const Node) }.own()
+            });
+        }
+        if self.strides.contains(&len) {
+            return table
+                .get(&(key, u16::from(len) | SUM))
+                .map_or(0, |sum| unpack(sum.load(Ordering::Acquire)));
+        }
+        let below = self.strides.iter().copied().find(|&s| s > len);
+        if len == 0 {
+            return self.sum_below(&self.root, below, guard, &table);
+        }
+        let mut node = &self.root;
+        loop {
+            let Some(child) = node.child(bit(key, node.len), guard) else {
+                return 0;
+            };
+            // Both keys are masked to their lengths: the leading equal bits decide everything.
+            let same = (child.key ^ key).leading_zeros();
+            if child.len >= len {
+                // The block covers `child` or misses it; if it covers it, everything in the
+                // block is under `child`, the only node on that side of `node`.
+                return if same >= u32::from(len) {
+                    self.sum_below(child, below, guard, &table)
+                } else {
+                    0
+                };
+            }
+            if same < u32::from(child.len) {
+                return 0;
+            }
+            node = child;
+        }
+    }
+
+    /// The sum of `node`'s subtree: own counts down to the stride `below`, then one stride sum
+    /// per block. The first node of at least `below` bits on a path is the topmost node of its
+    /// block (a patricia tree holds the branch point of any two prefixes), so no block is
+    /// counted twice.
+    fn sum_below(&self, node: &Node, below: Option<u8>, guard: &Guard, table: &Pinned<'_>) -> i64 {
+        if let Some(stride) = below
+            && node.len >= stride
+        {
+            return table
+                .get(&(mask(node.key, stride), u16::from(stride) | SUM))
+                .map_or(0, |sum| unpack(sum.load(Ordering::Acquire)));
+        }
+        node.own()
+            + (0..2)
+                .filter_map(|side| node.child(side, guard))
+                .map(|child| self.sum_below(child, below, guard, table))
+                .sum::<i64>()
+    }
+
+    /// Visits every node pre-order (lower addresses first) with its subtree sum and own count;
+    /// the root only when its own count is not zero.
+    fn walk(&self, guard: &Guard, visit: &mut impl FnMut(IpNet, i64, i64)) {
+        let mut rows: Vec<(IpNet, i64, i64)> = Vec::new();
+        let total = self.collect(&self.root, guard, &mut rows);
+        let own = self.root.own();
+        if own != 0 {
+            visit(decode(self.family, 0, 0), total, own);
+        }
+        for (net, count, own) in rows {
+            visit(net, count, own);
+        }
+    }
+
+    /// Appends `node`'s descendants pre-order to `rows` and returns `node`'s subtree sum.
+    fn collect(&self, node: &Node, guard: &Guard, rows: &mut Vec<(IpNet, i64, i64)>) -> i64 {
+        let mut sum = node.own();
+        for side in 0..2 {
+            if let Some(child) = node.child(side, guard) {
+                let at = rows.len();
+                let own = child.own();
+                rows.push((decode(self.family, child.key, child.len), 0, own));
+                let below = self.collect(child, guard, rows);
+                rows[at].1 = below;
+                sum += below;
+            }
+        }
+        sum
+    }
+
+    /// Prunes below `node`, children first; returns the nodes removed by this call.
+    fn prune_below(&self, node: &Node, guard: &Guard, table: &Pinned<'_>) -> usize {
+        let mut removed = 0;
+        for slot in &node.children {
+            let current = slot.load(Ordering::Acquire, guard);
+            if current.tag() == SLOT_FROZEN {
+                // `node` is being removed; what is below it goes another time.
+                continue;
+            }
+            // SAFETY: loaded under `guard`.
+            let Some(child) = (unsafe { current.as_ref() }) else {
+                continue;
+            };
+            removed += self.prune_below(child, guard, table);
+            let childless = child
+                .children
+                .iter()
+                .all(|c| c.load(Ordering::Acquire, guard).is_null());
+            if child.frozen() || (childless && freeze_zero(&child.word)) {
+                removed += usize::from(self.replace_frozen(slot, current, guard, table));
+            }
+        }
+        removed
+    }
+
+    fn prune_sums(&self) {
+        let table = self.table.pin();
+        for (key, sum) in table.iter() {
+            if key.1 & SUM != 0 && freeze_zero(sum) {
+                let _ = table.remove_if(key, |_, now| std::ptr::eq(now, sum));
+            }
+        }
+    }
+
+    fn free_nodes(&mut self) {
+        // `&mut self`: no other thread can reach the tree. Free every linked node once.
+        // SAFETY: exclusive access; retired nodes are not linked and are freed by the epoch.
+        let guard = unsafe { epoch::unprotected() };
+        let mut stack: Vec<Shared<'_, Node>> = self
+            .root
+            .children
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed, guard).with_tag(0))
+            .collect();
+        while let Some(shared) = stack.pop() {
+            if shared.is_null() {
+                continue;
+            }
+            // SAFETY: every linked node is owned by the tree and reachable exactly once.
+            let node = unsafe { shared.into_owned() };
+            for slot in &node.children {
+                stack.push(slot.load(Ordering::Relaxed, guard).with_tag(0));
+            }
+        }
+    }
+}
+
+/// Concurrent CIDR tree of signed counts (see the module documentation).
 ///
 /// `CidrTree` is `Send + Sync`; share it behind an `Arc` and call [`CidrTree::add`] and
 /// [`CidrTree::count`] from any number of threads. Counts must stay within ±2^61.
 pub struct CidrTree {
-    /// Sentinel roots (`0.0.0.0/0`, `::/0`); never frozen, their own counter unused.
-    roots: [Node; 2],
+    /// Boxed: two tables and two roots are large, and the tree sits in enums beside small types.
+    trees: Box<[Tree; 2]>,
 }
 
 impl Default for CidrTree {
@@ -247,18 +643,18 @@ impl CidrTree {
     /// An empty tree.
     pub fn new() -> Self {
         CidrTree {
-            roots: [Node::new(0, 0, 0, false), Node::new(0, 0, 0, false)],
+            trees: Box::new([Tree::new(Family::V4), Tree::new(Family::V6)]),
         }
     }
 
-    fn root(&self, family: Family) -> &Node {
+    fn tree(&self, family: Family) -> &Tree {
         match family {
-            Family::V4 => &self.roots[0],
-            Family::V6 => &self.roots[1],
+            Family::V4 => &self.trees[0],
+            Family::V6 => &self.trees[1],
         }
     }
 
-    /// Adds `delta` to `net` and to every node above it (creating the prefix if needed).
+    /// Adds `delta` to `net` (creating the prefix if needed).
     ///
     /// Linearizable: once `add` returns, every lookup of a netblock containing `net` reflects it.
     pub fn add(&self, net: IpNet, delta: i64) {
@@ -271,111 +667,7 @@ impl CidrTree {
             return;
         }
         let (family, key, len) = encode(net);
-        let root = self.root(family);
-        let from = sums_from(family);
-        // The deepest node on the path that our delta has been added to or passed (the root
-        // stands for "none yet"); every summing node above it holds the delta.
-        let mut parent: &Node = root;
-        loop {
-            if parent.len == len && !std::ptr::eq(parent, root) {
-                return;
-            }
-            if len == 0 {
-                // The /0 netblock is the sentinel: it holds only its own count (never frozen).
-                root.try_add(delta);
-                return;
-            }
-            let slot = &parent.children[bit(key, parent.len)];
-            let current = slot.load(Ordering::Acquire, guard);
-            if current.tag() == SLOT_FROZEN {
-                // `parent` is being replaced; its snapshot holds our delta (or it does not sum and
-                // holds nothing of ours), carry on in the copy.
-                parent = match find_live(root, parent.key, parent.len, guard) {
-                    Some(live) => live,
-                    // Pruned: only nodes no addition writes while passing are pruned (see
-                    // `prune`), and every node above one of those is one too, so nothing holds
-                    // our delta yet; start again from the root.
-                    None => root,
-                };
-                continue;
-            }
-            // SAFETY: `current` was loaded under `guard`; retired nodes outlive every pin.
-            let Some(child) = (unsafe { current.as_ref() }) else {
-                let leaf = Owned::new(Node::new(key, len, delta, len >= from));
-                if slot
-                    .compare_exchange(current, leaf, Ordering::AcqRel, Ordering::Acquire, guard)
-                    .is_ok()
-                {
-                    return;
-                }
-                continue;
-            };
-            if covers(child.key, child.len, key, len) {
-                if !child.sums && child.len < len {
-                    // Not summing and not the target: nothing to add here, pass through.
-                    parent = child;
-                } else if child.try_add(delta) {
-                    parent = child;
-                } else {
-                    help_replace(slot, current, guard);
-                }
-                continue;
-            }
-            // `net` lies inside the compressed edge above `child`: splice a node in.
-            let Some(word) = child.freeze() else {
-                help_replace(slot, current, guard);
-                continue;
-            };
-            let kids = child.freeze_children(guard);
-            let copy = Owned::new(Node {
-                key: child.key,
-                len: child.len,
-                word: AtomicU64::new(word),
-                sums: child.sums,
-                children: [Atomic::from(kids[0]), Atomic::from(kids[1])],
-            })
-            .into_shared(guard);
-            let split = common_len(child.key, key, len.min(child.len));
-            // A summing middle node holds everything below it; `child` then sums too, since
-            // summing depends only on the length.
-            let summing = split >= from;
-            let below = if summing { unpack(word) } else { 0 };
-            let (middle, leaf) = if split == len {
-                let middle = Node::new(key, len, below + delta, summing);
-                middle.children[bit(child.key, len)].store(copy, Ordering::Relaxed);
-                (middle, Shared::null())
-            } else {
-                let leaf = Owned::new(Node::new(key, len, delta, len >= from)).into_shared(guard);
-                let through = if summing { below + delta } else { 0 };
-                let middle = Node::new(mask(key, split), split, through, summing);
-                middle.children[bit(child.key, split)].store(copy, Ordering::Relaxed);
-                middle.children[bit(key, split)].store(leaf, Ordering::Relaxed);
-                (middle, leaf)
-            };
-            match slot.compare_exchange(
-                current,
-                Owned::new(middle),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-                guard,
-            ) {
-                Ok(_) => {
-                    // SAFETY: `child` is now unreachable from the tree; pinned readers keep it alive.
-                    unsafe { guard.defer_destroy(current) };
-                    return;
-                }
-                Err(_) => {
-                    // Someone replaced `child` first. Our nodes were never shared: free them.
-                    // SAFETY: `copy` and `leaf` were allocated above and never published.
-                    unsafe {
-                        drop(copy.into_owned());
-                        if !leaf.is_null() {
-                            drop(leaf.into_owned());
-                        }
-                    }
-                }
-            }
-        }
+        self.tree(family).add(key, len, delta, guard);
     }
 
     /// Adds `delta` to the host prefix of `addr` (`/32` or `/128`).
@@ -383,7 +675,8 @@ impl CidrTree {
         self.add(IpNet::from(addr), delta);
     }
 
-    /// The sum of every count inside `net`: one walk, lock-free.
+    /// The sum of every count inside `net`, lock-free: one probe for a host or a stride block,
+    /// else a walk down to the next stride.
     pub fn count(&self, net: IpNet) -> i64 {
         self.count_with(net, &epoch::pin())
     }
@@ -392,34 +685,7 @@ impl CidrTree {
     /// lookups in a row pins once for all of them.
     pub fn count_with(&self, net: IpNet, guard: &Guard) -> i64 {
         let (family, key, len) = encode(net);
-        let root = self.root(family);
-        let mut node: &Node = root;
-        if len == 0 {
-            return subtree_sum(root, guard);
-        }
-        loop {
-            let slot = &node.children[bit(key, node.len)];
-            // SAFETY: loaded under `guard`.
-            let Some(child) = (unsafe { slot.load(Ordering::Acquire, guard).with_tag(0).as_ref() })
-            else {
-                return 0;
-            };
-            // Both keys are masked to their lengths: the leading equal bits decide everything.
-            let same = (child.key ^ key).leading_zeros();
-            if child.len >= len {
-                // `net` covers `child` or misses it. If it covers it, everything under `net` is
-                // under `child`, the only node on that side of `node`.
-                return if same >= u32::from(len) {
-                    subtree_sum(child, guard)
-                } else {
-                    0
-                };
-            }
-            if same < u32::from(child.len) {
-                return 0;
-            }
-            node = child;
-        }
+        self.tree(family).count(key, len, guard)
     }
 
     /// The count of the host prefix of `addr`.
@@ -439,7 +705,7 @@ impl CidrTree {
         out
     }
 
-    /// Each node's own count (its sum minus its children's), where non-zero.
+    /// Each node's own count, where non-zero.
     ///
     /// Exact when no thread is writing; this is what a snapshot or a departure subtracts.
     pub fn own_entries(&self) -> Vec<(IpNet, i64)> {
@@ -452,25 +718,30 @@ impl CidrTree {
         out
     }
 
-    /// Removes the zero-count nodes that can go while other threads use the tree (see the module
-    /// documentation): childless host prefixes and childless short (non-summing) prefixes, over
-    /// and over until none is left. Counts are unchanged. Returns the number of nodes removed.
+    /// Removes, while other threads use the tree, every childless node whose own count is zero
+    /// (over and over, so a branch point left childless goes too) and every stride sum at zero.
+    /// Counts are unchanged. Returns the number of tree nodes removed.
     pub fn prune(&self) -> usize {
         let guard = &epoch::pin();
         let mut removed = 0;
         loop {
-            let pass: usize = [(&self.roots[0], 32), (&self.roots[1], 128)]
-                .into_iter()
-                .map(|(root, host_len)| prune_below(root, host_len, guard))
+            let pass: usize = self
+                .trees
+                .iter()
+                .map(|tree| tree.prune_below(&tree.root, guard, &tree.table.pin()))
                 .sum();
-            if pass == 0 {
-                return removed;
-            }
             removed += pass;
+            if pass == 0 {
+                break;
+            }
         }
+        for tree in self.trees.iter() {
+            tree.prune_sums();
+        }
+        removed
     }
 
-    /// Number of nodes (including zero-count remnants), for memory accounting.
+    /// Number of tree nodes (including zero-count branch points), for memory accounting.
     pub fn node_count(&self) -> usize {
         let mut nodes = 0;
         self.walk(|_, _, _| nodes += 1);
@@ -479,19 +750,8 @@ impl CidrTree {
 
     fn walk(&self, mut visit: impl FnMut(IpNet, i64, i64)) {
         let guard = &epoch::pin();
-        for (family, root) in [(Family::V4, &self.roots[0]), (Family::V6, &self.roots[1])] {
-            let mut stack: Vec<&Node> = Vec::new();
-            let own = root.count();
-            if own != 0 {
-                visit(decode(family, 0, 0), subtree_sum(root, guard), own);
-            }
-            push_children(root, &mut stack, guard);
-            while let Some(node) = stack.pop() {
-                let count = subtree_sum(node, guard);
-                let own = count - child_counts(node, guard);
-                visit(decode(family, node.key, node.len), count, own);
-                push_children(node, &mut stack, guard);
-            }
+        for tree in self.trees.iter() {
+            tree.walk(guard, &mut visit);
         }
     }
 }
@@ -502,184 +762,10 @@ pub fn pin() -> Guard {
     epoch::pin()
 }
 
-/// The sum of every count in `node`'s subtree: stored if `node` sums, else added up from its
-/// children (which, past [`SUMS_FROM_V4`] / [`SUMS_FROM_V6`], store theirs).
-fn subtree_sum(node: &Node, guard: &Guard) -> i64 {
-    if node.sums {
-        node.count()
-    } else {
-        node.count() + child_counts(node, guard)
-    }
-}
-
-fn child_counts(node: &Node, guard: &Guard) -> i64 {
-    node.children
-        .iter()
-        // SAFETY: loaded under `guard`.
-        .filter_map(|slot| unsafe { slot.load(Ordering::Acquire, guard).with_tag(0).as_ref() })
-        .map(|child| subtree_sum(child, guard))
-        .sum()
-}
-
-fn push_children<'g>(node: &Node, stack: &mut Vec<&'g Node>, guard: &'g Guard) {
-    // Pushed high child first so that the low child is visited first.
-    for slot in node.children.iter().rev() {
-        // SAFETY: loaded under `guard`.
-        if let Some(child) = unsafe { slot.load(Ordering::Acquire, guard).with_tag(0).as_ref() } {
-            stack.push(child);
-        }
-    }
-}
-
-/// Prunes below `node`, children first (see [`CidrTree::prune`]), in a family whose host
-/// prefixes are `host_len` long; returns the nodes removed.
-fn prune_below(node: &Node, host_len: u8, guard: &Guard) -> usize {
-    let mut removed = 0;
-    for slot in &node.children {
-        let current = slot.load(Ordering::Acquire, guard);
-        if current.tag() == SLOT_FROZEN {
-            // `node` is being replaced; its copy is pruned another time.
-            continue;
-        }
-        // SAFETY: loaded under `guard`.
-        let Some(child) = (unsafe { current.as_ref() }) else {
-            continue;
-        };
-        removed += prune_below(child, host_len, guard);
-        if try_unlink(slot, current, child, child.len == host_len, guard) {
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// Unlinks `child` (in `slot` as `current`) if it is childless, at zero, and no addition can be
-/// passing through it: a host prefix or a node that does not sum.
-fn try_unlink<'g>(
-    slot: &Atomic<Node>,
-    current: Shared<'g, Node>,
-    child: &Node,
-    host: bool,
-    guard: &'g Guard,
-) -> bool {
-    if (!host && child.sums)
-        || child
-            .children
-            .iter()
-            .any(|c| !c.load(Ordering::Acquire, guard).is_null())
-    {
-        return false;
-    }
-    // Frozen at exactly zero: from now on no addition changes it.
-    if child
-        .word
-        .compare_exchange(
-            pack(0),
-            pack(0) | FROZEN,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
-        return false;
-    }
-    let kids = child.freeze_children(guard);
-    if kids.iter().any(|k| !k.is_null()) {
-        // A prefix was hung below it meanwhile: keep it, as a live copy.
-        help_replace(slot, current, guard);
-        return false;
-    }
-    if slot
-        .compare_exchange(
-            current,
-            Shared::null(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-            guard,
-        )
-        .is_ok()
-    {
-        // SAFETY: `child` is unreachable from the tree now; pinned readers keep it alive.
-        unsafe { guard.defer_destroy(current) };
-        true
-    } else {
-        // A helper replaced it by a live copy first (or the parent is being replaced); the
-        // copy holds zero and goes another time.
-        false
-    }
-}
-
-/// Replaces the frozen node `current` in `slot` by an unfrozen copy sharing its children.
-fn help_replace(slot: &Atomic<Node>, current: Shared<'_, Node>, guard: &Guard) {
-    // SAFETY: `current` was loaded under `guard`.
-    let Some(frozen) = (unsafe { current.as_ref() }) else {
-        return;
-    };
-    let kids = frozen.freeze_children(guard);
-    let copy = Owned::new(Node {
-        key: frozen.key,
-        len: frozen.len,
-        word: AtomicU64::new(frozen.word.load(Ordering::Acquire) & !FROZEN),
-        sums: frozen.sums,
-        children: [Atomic::from(kids[0]), Atomic::from(kids[1])],
-    });
-    if slot
-        .compare_exchange(current, copy, Ordering::AcqRel, Ordering::Acquire, guard)
-        .is_ok()
-    {
-        // SAFETY: `current` is unreachable from the tree now; pinned readers keep it alive.
-        unsafe { guard.defer_destroy(current) };
-    }
-}
-
-/// The live (unfrozen, linked) node for exactly `(key, len)`, helping frozen nodes on the way.
-fn find_live<'g>(root: &'g Node, key: u128, len: u8, guard: &'g Guard) -> Option<&'g Node> {
-    'restart: loop {
-        let mut node = root;
-        loop {
-            let slot = &node.children[bit(key, node.len)];
-            let current = slot.load(Ordering::Acquire, guard);
-            // SAFETY: loaded under `guard`.
-            let child = unsafe { current.with_tag(0).as_ref() }?;
-            if !covers(child.key, child.len, key, len) {
-                return None;
-            }
-            if child.word.load(Ordering::Acquire) & FROZEN != 0 {
-                // Replace frozen nodes top-down; a tagged slot means `node` itself froze since we
-                // passed it, and the restart will meet it first.
-                if current.tag() == 0 {
-                    help_replace(slot, current, guard);
-                }
-                continue 'restart;
-            }
-            if child.len == len {
-                return Some(child);
-            }
-            node = child;
-        }
-    }
-}
-
 impl Drop for CidrTree {
     fn drop(&mut self) {
-        // `&mut self`: no other thread can reach the tree. Free every linked node once.
-        // SAFETY: exclusive access; retired nodes are not linked and are freed by the epoch.
-        let guard = unsafe { epoch::unprotected() };
-        let mut stack = Vec::new();
-        for root in &self.roots {
-            for slot in &root.children {
-                stack.push(slot.load(Ordering::Relaxed, guard).with_tag(0));
-            }
-        }
-        while let Some(shared) = stack.pop() {
-            if shared.is_null() {
-                continue;
-            }
-            // SAFETY: every linked node is owned by the tree and reachable exactly once.
-            let node = unsafe { shared.into_owned() };
-            for slot in &node.children {
-                stack.push(slot.load(Ordering::Relaxed, guard).with_tag(0));
-            }
+        for tree in self.trees.iter_mut() {
+            tree.free_nodes();
         }
     }
 }
@@ -890,7 +976,14 @@ mod tests {
                 "0.0.0.0/0",
                 "8.0.0.0/6",
                 "10.0.0.0/12",
+                "10.0.0.0/16",
+                "10.0.1.0/24",
+                "10.0.2.0/23",
+                "10.0.3.0/25",
                 "2000::/4",
+                "2001:db8::/48",
+                "2001:db8::/64",
+                "2001:db8::/56",
             ]
             .map(net),
         );
@@ -909,7 +1002,7 @@ mod tests {
     }
 
     #[test]
-    fn prune_removes_zero_hosts_and_short_prefixes_only() {
+    fn prune_removes_childless_zero_nodes() {
         let tree = CidrTree::new();
         for host in ["10.0.0.1", "10.0.0.2", "10.0.1.1", "2001:db8::1"] {
             tree.add_addr(ip(host), 2);
@@ -925,12 +1018,16 @@ mod tests {
         assert_eq!(tree.count(net("10.0.0.0/8")), 4);
         assert_eq!(tree.count(net("10.0.0.0/30")), 2);
         assert_eq!(tree.count(net("::/0")), 0);
-        // A summing branch point at zero stays: it may hold additions on their way below.
+        // A branch point left childless goes in the same prune.
         tree.add_addr(ip("10.0.0.2"), -2);
         tree.add_addr(ip("10.0.1.1"), -2);
-        assert_eq!(tree.prune(), 2);
+        assert_eq!(
+            tree.prune(),
+            4,
+            "two hosts, then the /30 and /23 branch points"
+        );
         assert!(tree.entries().is_empty());
-        assert_eq!(tree.node_count(), 2, "the /23 and /30 branch points");
+        assert_eq!(tree.node_count(), 0);
         // The tree keeps working.
         tree.add_addr(ip("10.0.0.1"), 5);
         assert_eq!(tree.count(net("10.0.0.0/24")), 5);
@@ -986,8 +1083,7 @@ mod tests {
         let removed = pruner.join().unwrap();
         assert!(removed > 0, "the pruner met zero nodes");
         assert_exact(&tree, &expected);
-        // Everything withdrawn: every host and short prefix goes; only summing branch points
-        // (at zero) may stay.
+        // Everything withdrawn: every node goes.
         for mine in mine_all {
             for (net, delta) in mine {
                 tree.add(net, -delta);
@@ -1000,6 +1096,7 @@ mod tests {
         tree.walk(|n, _, _| hosts += usize::from(n.prefix_len() == n.max_prefix_len()));
         assert_eq!(hosts, 0, "every host prefix is gone");
         assert!(tree.node_count() < nodes);
+        assert_eq!(tree.node_count(), 0, "every node is gone");
     }
 
     #[test]

@@ -1308,8 +1308,8 @@ impl Replicator {
     /// Frees what zero counts hold: gauge keys back at zero everywhere, zero amounts of the
     /// other members' contributions (only this thread writes them),
     /// and in this node's own and global CIDR trees, which application threads write meanwhile,
-    /// what [`CidrTree::prune`] can remove safely (zero host prefixes and short prefixes; zero
-    /// summing branch points stay). Counts are unchanged; call it from the driver now and then.
+    /// what [`CidrTree::prune`] removes (childless nodes and stride sums at zero). Counts are
+    /// unchanged; call it from the driver now and then.
     pub fn compact(&mut self) {
         for obj in self.objects.objects.values() {
             if let State::Sums { local, global, .. } = &obj.state {
