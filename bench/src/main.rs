@@ -14,6 +14,8 @@ mod jlog;
 mod logmove;
 mod replicate;
 mod replicate_local;
+mod replicate_mix;
+mod report;
 mod transport;
 mod udp;
 mod view_change;

@@ -44,6 +44,28 @@ pub struct Args {
     /// With `--via socket`: connections (updater threads) per node.
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// Run the `Replicate` scopes of this configuration file (with their `max_pending` and
+    /// `max_delay`) under a load that touches every object, instead of the fixed sweep.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Share of updates per object type, e.g. `cidr=60,gauge=30,throttle=10` (types: cidr,
+    /// gauge, throttle, cache, series); default: equal shares of the types the file has. Without
+    /// `--config`, one object of every type at the defaults.
+    #[arg(long)]
+    pub mix: Option<String>,
+    /// With `--config` or `--mix`: distinct keys per object.
+    #[arg(long, default_value_t = 4096)]
+    pub keys: u64,
+    /// With `--config` or `--mix`: draw keys with a Zipf distribution of this exponent
+    /// (default: uniform).
+    #[arg(long)]
+    pub zipf: Option<f64>,
+    /// With `--config` or `--mix`: updater threads per node.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Also write the figures as a self-contained HTML page (inline SVG plots).
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Where the updates come from.
@@ -61,7 +83,7 @@ fn address(i: usize, k: u32) -> IpNet {
     IpNet::new(std::net::Ipv4Addr::from(ip).into(), 32).expect("a /32 is valid")
 }
 
-fn wall() -> Duration {
+pub(crate) fn wall() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -259,6 +281,9 @@ fn run_one(
 }
 
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if a.config.is_some() || a.mix.is_some() {
+        return crate::replicate_mix::run(a);
+    }
     let configs = [
         ("defaults (1.0 s, 100)", 1.0, 100u32),
         ("max_delay 0.01", 0.01, 100),
@@ -318,6 +343,60 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "{}",
             json!({ "scenario": "replicate", "nodes": a.nodes, "seconds": a.seconds, "runs": rows })
         );
+    }
+    if let Some(path) = &a.report {
+        let label = |r: &serde_json::Value| {
+            format!(
+                "{} ({})",
+                r["configuration"].as_str().unwrap_or(""),
+                r["via"].as_str().unwrap_or("")
+            )
+        };
+        let figure = |key: &str| -> Vec<(String, f64)> {
+            rows.iter()
+                .map(|r| (label(r), r[key].as_f64().unwrap_or(f64::NAN)))
+                .collect()
+        };
+        let mut report = crate::report::Report::new("cohort-bench replicate");
+        report.text(
+            "Run",
+            &format!(
+                "{} nodes in namespaces, one updater thread per node, {} s per configuration, \
+                 Replicate \"inbound_cidr\" and \"outbound_domains\" at each configuration's \
+                 max_delay and max_pending",
+                a.nodes, a.seconds
+            ),
+        );
+        report.table(
+            "Configurations",
+            &[
+                "configuration",
+                "updates/s",
+                "lag p50 ms",
+                "lag p99 ms",
+                "updates/message",
+            ],
+            &rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        label(r),
+                        format!("{:.0}", r["updates_per_sec"].as_f64().unwrap_or(0.0)),
+                        format!("{:.1}", r["lag_p50_ms"].as_f64().unwrap_or(0.0)),
+                        format!("{:.1}", r["lag_p99_ms"].as_f64().unwrap_or(0.0)),
+                        format!("{:.1}", r["updates_per_message"].as_f64().unwrap_or(0.0)),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+        report.bar_chart(
+            "Updates per second, cluster-wide",
+            "updates/s",
+            &figure("updates_per_sec"),
+        );
+        report.bar_chart("Propagation lag p99", "ms", &figure("lag_p99_ms"));
+        report.write(path)?;
+        println!("report: {} ({} figures)", path.display(), report.figures());
     }
     Ok(())
 }

@@ -102,6 +102,16 @@ impl Writer {
     }
 }
 
+/// One `Replicate` scope as configuration text (for a tool that hands an operator's objects to
+/// nodes it configures itself, such as `cohort-bench replicate --config`).
+pub fn render_replicate(r: &Replicate) -> String {
+    let mut w = Writer::default();
+    w.open(format!("Replicate {}", quote(&r.name)));
+    w.options(options::REPLICATE, r);
+    w.close();
+    w.out
+}
+
 fn cluster(w: &mut Writer, c: &Cluster) {
     w.open("cluster");
     w.options(options::CLUSTER, c);

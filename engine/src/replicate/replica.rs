@@ -655,6 +655,17 @@ pub struct Transmit {
     pub payload: Vec<u8>,
 }
 
+/// One object's replication counters, for benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectStats {
+    /// Updates in produced messages.
+    pub updates_out: u64,
+    /// Bytes those updates and their section headers took.
+    pub bytes_out: u64,
+    /// Updates applied from other members.
+    pub updates_in: u64,
+}
+
 /// Counters for `cluster shared` diagnostics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -713,6 +724,8 @@ pub struct Replicator {
     mtu: usize,
     is_manager: bool,
     stats: Stats,
+    /// Per object: updates and bytes produced, updates applied.
+    object_stats: BTreeMap<String, ObjectStats>,
 }
 
 impl Replicator {
@@ -752,6 +765,7 @@ impl Replicator {
             mtu: mtu.max(64),
             is_manager,
             stats: Stats::default(),
+            object_stats: BTreeMap::new(),
         })
     }
 
@@ -865,6 +879,12 @@ impl Replicator {
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Per object: updates and encoded bytes produced (section headers and updates; snapshots
+    /// included), updates applied from other members.
+    pub fn object_stats(&self) -> &BTreeMap<String, ObjectStats> {
+        &self.object_stats
     }
 
     fn applies(&self, settings: &ObjectSettings) -> bool {
@@ -992,6 +1012,11 @@ impl Replicator {
 
     fn queue(&mut self, packer: Packer, destination: Destination) {
         self.stats.updates_out += packer.updates() as u64;
+        for tally in packer.tallies() {
+            let out = self.object_stats.entry(tally.object.clone()).or_default();
+            out.updates_out += tally.updates;
+            out.bytes_out += tally.bytes;
+        }
         for payload in packer.finish() {
             self.stats.messages_out += 1;
             self.outbox.push_back(Transmit {
@@ -1048,6 +1073,7 @@ impl Replicator {
                 // after the batches still pending here.
                 requested.push(Arc::clone(obj));
             }
+            let mut applied = 0u64;
             match &obj.state {
                 State::Sums {
                     global, throttles, ..
@@ -1077,6 +1103,7 @@ impl Replicator {
                             Op::Add(delta) if sums.add(&update.key, delta) => {
                                 global.add_with(&update.key, delta, &guard);
                                 self.stats.updates_in += 1;
+                                applied += 1;
                             }
                             _ => self.stats.ignored += 1,
                         }
@@ -1102,11 +1129,16 @@ impl Replicator {
                                 let writer = writer.map_or_else(|| from.clone(), MemberId::new);
                                 store.apply(&key, value, version, &writer, ttl, now);
                                 self.stats.updates_in += 1;
+                                applied += 1;
                             }
                             _ => self.stats.ignored += 1,
                         }
                     }
                 }
+            }
+            if applied > 0 {
+                let stats = self.object_stats.entry(section.object).or_default();
+                stats.updates_in += applied;
             }
         }
         drop(guard);

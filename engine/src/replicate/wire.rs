@@ -703,6 +703,17 @@ pub struct Packer {
     current_updates: usize,
     object: String,
     updates: usize,
+    /// Per object: updates pushed and the bytes their sections and updates take.
+    tallies: Vec<Tally>,
+}
+
+/// What one object put into a [`Packer`]: updates and encoded bytes (section headers and
+/// updates; the message header is shared and counted nowhere).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub object: String,
+    pub updates: u64,
+    pub bytes: u64,
 }
 
 impl Packer {
@@ -716,7 +727,28 @@ impl Packer {
             current_updates: 0,
             object: String::new(),
             updates: 0,
+            tallies: Vec::new(),
         }
+    }
+
+    fn tally(&mut self, bytes: usize, updates: u64) {
+        let at = match self.tallies.iter().rposition(|t| t.object == self.object) {
+            Some(at) => at,
+            None => {
+                self.tallies.push(Tally {
+                    object: self.object.clone(),
+                    ..Tally::default()
+                });
+                self.tallies.len() - 1
+            }
+        };
+        self.tallies[at].bytes += bytes as u64;
+        self.tallies[at].updates += updates;
+    }
+
+    /// Per object, what was pushed so far.
+    pub fn tallies(&self) -> &[Tally] {
+        &self.tallies
     }
 
     /// Starts a section for `object`; `reset` marks the first section of a snapshot. Object
@@ -738,6 +770,7 @@ impl Packer {
             updates: Vec::new(),
         });
         self.current_len += need;
+        self.tally(need, 0);
     }
 
     /// Adds an empty section for `object` asking every member for its contribution to it.
@@ -769,6 +802,7 @@ impl Packer {
         self.current_len += need;
         self.current_updates += 1;
         self.updates += 1;
+        self.tally(need, 1);
         if let Some(section) = self.current.sections.last_mut() {
             section.updates.push(update);
         }
@@ -778,11 +812,17 @@ impl Packer {
         let message = std::mem::take(&mut self.current);
         self.current_len = HEADER_LEN;
         self.current_updates = 0;
-        let sections: Vec<Section> = message
+        let (sections, empty): (Vec<Section>, Vec<Section>) = message
             .sections
             .into_iter()
-            .filter(|s| !s.updates.is_empty() || s.reset || s.request)
-            .collect();
+            .partition(|s| !s.updates.is_empty() || s.reset || s.request);
+        // A section opened just before its first update moved to the next message is not sent:
+        // its header leaves its object's tally.
+        for dropped in empty {
+            if let Some(t) = self.tallies.iter_mut().find(|t| t.object == dropped.object) {
+                t.bytes -= section_header_len(&dropped.object) as u64;
+            }
+        }
         if sections.is_empty() {
             return;
         }
@@ -954,6 +994,33 @@ mod tests {
                 }
             }
             prop_assert_eq!(seen, updates);
+        }
+
+        /// The per-object tallies add up to the messages: every byte is the message header, a
+        /// section header or an update, and each object's updates are counted once.
+        #[test]
+        fn packer_tallies_account_for_every_byte(
+            a in proptest::collection::vec(arb_update(), 1..100),
+            b in proptest::collection::vec(arb_update(), 1..100),
+            mtu in 200usize..1500,
+        ) {
+            let mut packer = Packer::new(mtu);
+            packer.begin("inbound_cidr", false);
+            for u in &a {
+                packer.push(u.clone());
+            }
+            packer.begin("outbound_domains", false);
+            for u in &b {
+                packer.push(u.clone());
+            }
+            let tallies = packer.tallies().to_vec();
+            let messages = packer.finish();
+            prop_assert_eq!(tallies.len(), 2);
+            prop_assert_eq!(tallies[0].updates, a.len() as u64);
+            prop_assert_eq!(tallies[1].updates, b.len() as u64);
+            let wire: usize = messages.iter().map(Vec::len).sum();
+            let counted: u64 = tallies.iter().map(|t| t.bytes).sum();
+            prop_assert_eq!(counted + (HEADER_LEN * messages.len()) as u64, wire as u64);
         }
     }
 

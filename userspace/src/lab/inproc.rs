@@ -19,6 +19,8 @@ pub struct InProc {
     pub shared: Arc<Shared>,
     pub deliveries: Receiver<Delivery>,
     pub thread: Option<std::thread::JoinHandle<()>>,
+    /// Kernel thread id of the node's event loop (for its CPU time in `/proc/self/task`).
+    pub tid: i32,
 }
 
 pub fn enter(ns: &str) {
@@ -57,14 +59,17 @@ pub fn start_with(lab: &Lab, i: usize, cluster_opts: &str, extra: &str, groups: 
         for g in groups {
             shared.request(Request::Join(g));
         }
-        tx.send((shared, deliveries)).expect("handover");
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        tx.send((shared, deliveries, tid)).expect("handover");
         node.run().expect("node runs");
     });
-    let (shared, deliveries) = rx.recv().expect("node started");
+    let (shared, deliveries, tid) = rx.recv().expect("node started");
     InProc {
         shared,
         deliveries,
         thread: Some(thread),
+        tid,
     }
 }
 
