@@ -42,6 +42,10 @@ pub struct Args {
     /// Also print one JSON object after the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the figures as a self-contained HTML page (inline SVG plots): each run's
+    /// times and their distribution.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -327,6 +331,21 @@ pub fn run(a: &Args) -> Res<()> {
         .filter_map(|&i| c.ctl_json(i, &["cluster", "counters"]))
         .filter_map(|v| v["xdp_arp_replied"].as_u64())
         .sum();
+    let per_run: Vec<(String, Vec<(f64, f64)>)> = [
+        ("survivors' new view", &view_t),
+        ("client ARP, first address", &first_t),
+        ("client ARP, last address", &arp_t),
+    ]
+    .into_iter()
+    .map(|(name, v)| {
+        let points = v
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((i + 1) as f64, *t))
+            .collect();
+        (name.to_string(), points)
+    })
+    .collect();
     for v in [&mut view_t, &mut arp_t, &mut diff_t, &mut first_t] {
         v.sort_by(f64::total_cmp);
     }
@@ -369,6 +388,58 @@ pub fn run(a: &Args) -> Res<()> {
                 "xdp_arp_replied_running_daemons": xdp_replied,
             })
         );
+    }
+    if let Some(path) = &a.report {
+        let mut report = crate::report::Report::new("cohort-bench failover");
+        report.text(
+            "Run",
+            &format!(
+                "3 nodes + client in namespaces, {} DuraVIP addresses, {} runs of kill -9 + cable cut; probe_interval {}, suspect_timeout {}",
+                a.vips,
+                a.runs,
+                a.probe_interval.map_or("default".into(), |v| format!("{v} s")),
+                a.suspect_timeout.map_or("default".into(), |v| format!("{v} s")),
+            ),
+        );
+        let cells = |v: &[f64]| {
+            vec![
+                format!("{:.1}", q(v, 0.5)),
+                format!("{:.1}", q(v, 0.99)),
+                format!("{:.1}", v[v.len() - 1]),
+            ]
+        };
+        let rows: Vec<Vec<String>> = [
+            ("survivors' new view", &view_t),
+            ("client ARP, first address", &first_t),
+            ("client ARP, last address", &arp_t),
+            ("last ARP minus view", &diff_t),
+        ]
+        .into_iter()
+        .map(|(name, v)| [vec![name.to_string()], cells(v)].concat())
+        .collect();
+        report.table(
+            "kill -9 + cable cut ->",
+            &["time to", "p50 ms", "p99 ms", "max ms"],
+            &rows,
+        );
+        report.line_chart("Each run", "run", "ms", &per_run);
+        let distribution: Vec<(String, Vec<(f64, f64)>)> = per_run
+            .iter()
+            .map(|(name, points)| {
+                let mut v: Vec<f64> = points.iter().map(|(_, t)| *t).collect();
+                v.sort_by(f64::total_cmp);
+                let n = v.len();
+                let curve = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| ((i + 1) as f64 * 100.0 / n as f64, *t))
+                    .collect();
+                (name.clone(), curve)
+            })
+            .collect();
+        report.percentile_chart("Distribution over the runs", "ms", &distribution);
+        report.write(path)?;
+        println!("report: {} ({} figures)", path.display(), report.figures());
     }
     Ok(())
 }

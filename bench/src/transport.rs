@@ -32,6 +32,10 @@ pub struct Args {
     /// Also print one JSON object after the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the figures as a self-contained HTML page (inline SVG plots): delivered
+    /// messages per second over time and the latency distribution.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -104,12 +108,20 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // memory ahead of it.
     let window = (32 << 20) / size as u64;
     let window = window.clamp(64, 50_000);
+    // (seconds since the start, messages delivered to every receiver), for the report.
+    let mut samples: Vec<(f64, u64)> = vec![(0.0, 0)];
+    let sample_every = Duration::from_millis(200);
+    let mut next_sample = start + sample_every;
     while seq < count {
         let delivered = progress
             .iter()
             .map(|d| d.load(Ordering::Relaxed))
             .min()
             .unwrap_or(0);
+        if epoch.elapsed() >= next_sample {
+            samples.push(((epoch.elapsed() - start).as_secs_f64(), delivered));
+            next_sample += sample_every;
+        }
         if seq.saturating_sub(delivered) >= window {
             std::thread::sleep(Duration::from_micros(200));
             continue;
@@ -203,6 +215,68 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 "retransmissions": retransmissions, "nacks": nacks,
             })
         );
+    }
+    if let Some(path) = &a.report {
+        samples.push((secs, min_delivered));
+        let timeline: Vec<(f64, f64)> = samples
+            .windows(2)
+            .filter(|w| w[1].0 > w[0].0)
+            .map(|w| {
+                (
+                    w[1].0,
+                    (w[1].1 - w[0].1.min(w[1].1)) as f64 / (w[1].0 - w[0].0),
+                )
+            })
+            .collect();
+        let latency: Vec<(f64, f64)> = (0..=100)
+            .filter(|_| !all.is_empty())
+            .map(|p| {
+                let q = (f64::from(p) / 100.0).min(0.999);
+                (f64::from(p), all.value_at_quantile(q) as f64 / 1e6)
+            })
+            .collect();
+        let mut report = crate::report::Report::new("cohort-bench transport");
+        report.text(
+            "Run",
+            &format!(
+                "{nodes_n} nodes in namespaces, one sender, {count} {} messages of {size} B, {offered}",
+                a.order
+            ),
+        );
+        report.table(
+            "Result",
+            &[
+                "msgs/s",
+                "p50 ms",
+                "p99 ms",
+                "datagrams/s",
+                "delivered",
+                "retransmissions",
+                "NACKs",
+            ],
+            &[vec![
+                format!("{rate:.0}"),
+                format!("{p50:.3}"),
+                format!("{p99:.3}"),
+                format!("{:.0}", datagrams as f64 / secs),
+                min_delivered.to_string(),
+                retransmissions.to_string(),
+                nacks.to_string(),
+            ]],
+        );
+        report.line_chart(
+            "Messages delivered to every receiver per second",
+            "seconds",
+            "msgs/s",
+            &[(a.order.clone(), timeline)],
+        );
+        report.percentile_chart(
+            "Latency, send to delivery",
+            "ms",
+            &[(a.order.clone(), latency)],
+        );
+        report.write(path)?;
+        println!("report: {} ({} figures)", path.display(), report.figures());
     }
     if min_delivered < count {
         return Err(format!(

@@ -78,20 +78,8 @@ fn an_operators_configuration_is_benchmarked_object_by_object() {
     assert_eq!(json["cpu_percent"].as_array().map(Vec::len), Some(3));
 
     let html = std::fs::read_to_string(&page).expect("the report was written");
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..roxmltree::ParsingOptions::default()
-    };
-    let doc = roxmltree::Document::parse_with_options(&html, options).expect("the report parses");
-    let svgs = doc
-        .descendants()
-        .filter(|n| n.tag_name().name() == "svg")
-        .count();
-    let figures = doc
-        .descendants()
-        .filter(|n| n.tag_name().name() == "figure")
-        .count();
-    assert_eq!(svgs, figures);
+    let svgs = svg_count(&html);
+    assert_eq!(svgs, html.matches("<figure").count());
     assert!(
         stdout.contains(&format!("({svgs} figures)")),
         "the run announced {svgs} figures"
@@ -104,4 +92,41 @@ fn an_operators_configuration_is_benchmarked_object_by_object() {
         html.contains("max_pending = 500"),
         "the configuration is in the page"
     );
+}
+
+/// `cohort-bench transport --report`: the page parses and holds its two figures (messages per
+/// second over time, the latency distribution).
+#[test]
+fn the_transport_report_parses() {
+    if !cohort::lab::is_root() {
+        eprintln!("SKIP the_transport_report_parses: needs root");
+        return;
+    }
+    let bench = Path::new(env!("CARGO_BIN_EXE_cohort-bench"));
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let page = dir.path().join("transport.html");
+    let out = Command::new(bench)
+        .args(["transport", "--count", "5000", "--report"])
+        .arg(&page)
+        .output()
+        .expect("cohort-bench runs");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).expect("the report was written");
+    assert_eq!(svg_count(&html), 2);
+}
+
+fn svg_count(html: &str) -> usize {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(html, options).expect("the report parses");
+    doc.descendants()
+        .filter(|n| n.tag_name().name() == "svg")
+        .count()
 }
