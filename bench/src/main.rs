@@ -15,6 +15,7 @@ mod logmove;
 mod replicate;
 mod replicate_local;
 mod replicate_mix;
+mod replicate_target;
 mod report;
 mod transport;
 mod udp;

@@ -66,6 +66,12 @@ pub struct Args {
     /// Also write the figures as a self-contained HTML page (inline SVG plots).
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Load a cluster that is already running instead of the lab: its nodes' consoles
+    /// (`SOCK,SOCK,...`: Unix socket paths, or `HOST:PORT` consoles that need no key), with
+    /// `--mix` over its CIDR trees, gauge tables and caches on the benchmark's own keys, all
+    /// taken back at the end.
+    #[arg(long, value_name = "SOCK,SOCK,...")]
+    pub target: Option<String>,
 }
 
 /// Where the updates come from.
@@ -281,6 +287,9 @@ fn run_one(
 }
 
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(targets) = &a.target {
+        return crate::replicate_target::run(a, targets);
+    }
     if a.config.is_some() || a.mix.is_some() {
         return crate::replicate_mix::run(a);
     }

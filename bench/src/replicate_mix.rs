@@ -110,14 +110,19 @@ fn parse_mix(text: &str) -> Result<BTreeMap<Class, u32>, String> {
     Ok(mix)
 }
 
+/// How keys are drawn, for people: `uniform` or `zipf S`.
+pub(crate) fn distribution(zipf: Option<f64>) -> String {
+    zipf.map_or("uniform".to_string(), |s| format!("zipf {s}"))
+}
+
 /// Draws key numbers `0..n`: uniform, or Zipf with exponent `s` (inverse CDF on a table).
-struct Keys {
+pub(crate) struct Keys {
     n: u64,
     cdf: Option<Vec<f64>>,
 }
 
 impl Keys {
-    fn new(n: u64, zipf: Option<f64>) -> Keys {
+    pub(crate) fn new(n: u64, zipf: Option<f64>) -> Keys {
         let cdf = zipf.map(|s| {
             let mut acc = 0.0;
             let mut cdf: Vec<f64> = (1..=n)
@@ -134,7 +139,7 @@ impl Keys {
         Keys { n, cdf }
     }
 
-    fn draw(&self, r: u64) -> u64 {
+    pub(crate) fn draw(&self, r: u64) -> u64 {
         match &self.cdf {
             None => r % self.n,
             Some(cdf) => {
@@ -278,6 +283,23 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
+/// From now on Ctrl-C ends the load early instead of the process (see [`interrupted`]).
+pub(crate) fn catch_interrupt() {
+    INTERRUPTED.store(false, Ordering::Relaxed);
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        )
+    };
+}
+
+/// Whether Ctrl-C was pressed since [`catch_interrupt`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
 /// The Replicate scopes of `path` the lab can run, with the load's classes.
 fn objects_of(path: Option<&Path>) -> Result<(Vec<Replicate>, String), String> {
     let (scopes, source) = match path {
@@ -405,14 +427,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .collect(),
     );
     let keys = Arc::new(Keys::new(a.keys, a.zipf));
-    INTERRUPTED.store(false, Ordering::Relaxed);
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        )
-    };
+    catch_interrupt();
 
     let stop = Arc::new(AtomicBool::new(false));
     let loop_ticks0: Vec<u64> = nodes.iter().map(|n| thread_ticks(n.tid)).collect();
@@ -472,7 +487,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut last_total = 0u64;
     let probe_objects = nodes[0].shared.objects();
     let mut turn = 0usize;
-    while Instant::now() < deadline && !INTERRUPTED.load(Ordering::Relaxed) {
+    while Instant::now() < deadline && !interrupted() {
         let at = turn % targets.len();
         turn += 1;
         let target = &targets[at];
@@ -533,7 +548,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if tty {
         eprintln!();
     }
-    let interrupted = INTERRUPTED.load(Ordering::Relaxed);
+    let interrupted = interrupted();
     stop.store(true, Ordering::Relaxed);
     let mut updater_cpu = vec![0.0f64; nodes.len()];
     for (i, h) in updaters {
@@ -574,8 +589,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         a.nodes,
         a.threads.max(1),
         a.keys,
-        a.zipf
-            .map_or("uniform".to_string(), |s| format!("zipf {s}")),
+        crate::replicate_mix::distribution(a.zipf),
         secs,
         if interrupted { " (interrupted)" } else { "" }
     );
@@ -673,7 +687,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 a.nodes,
                 a.threads.max(1),
                 a.keys,
-                a.zipf.map_or("uniform".to_string(), |s| format!("zipf {s}")),
+                distribution(a.zipf),
                 secs,
                 if interrupted { " (interrupted)" } else { "" },
                 mix.iter()

@@ -36,6 +36,10 @@ pub struct Args {
     /// messages per second over time and the latency distribution.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Datagram protection: none, mac (a `cluster_key`: every datagram authenticated) or seal
+    /// (`cluster_crypto = seal`: messages also encrypted). Run it twice to compare.
+    #[arg(long, default_value = "none")]
+    pub crypto: String,
 }
 
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -50,8 +54,17 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let size = a.size.max(16);
     let lab = Lab::new("cohort-bench transport", a.nodes)
         .ok_or("the transport benchmark needs root (network namespaces)")?;
+    let key_dir = tempfile::tempdir()?;
+    let key = key_dir.path().join("cluster.key");
+    std::fs::write(&key, b"cohort-bench transport cluster key")?;
+    let msgc = match a.crypto.as_str() {
+        "none" => String::new(),
+        "mac" => format!("cluster_key = \"{}\"", key.display()),
+        "seal" => format!("cluster_key = \"{}\"\ncluster_crypto = seal", key.display()),
+        o => return Err(format!("--crypto {o}: expected none, mac or seal").into()),
+    };
     let nodes: Vec<_> = (0..a.nodes)
-        .map(|i| inproc::start(&lab, i, "", &["bench"]))
+        .map(|i| inproc::start_with_msgc(&lab, i, "", &msgc, "", &["bench"]))
         .collect();
     for n in &nodes {
         n.wait_view(a.nodes, "bench");
@@ -176,8 +189,8 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "unpaced".to_owned()
     };
     println!(
-        "transport: {nodes_n} nodes in namespaces, one sender, {count} {} messages of {size} B, {offered}",
-        a.order
+        "transport: {nodes_n} nodes in namespaces, one sender, {count} {} messages of {size} B, {offered}, crypto {}",
+        a.order, a.crypto
     );
     println!(
         "{:>14} {:>10} {:>10} {:>14} {:>14} {:>12}",
@@ -207,7 +220,7 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{}",
             json!({
-                "scenario": "transport", "nodes": nodes_n, "offered_rate": a.rate, "size": size, "count": count, "order": a.order,
+                "scenario": "transport", "nodes": nodes_n, "crypto": a.crypto, "offered_rate": a.rate, "size": size, "count": count, "order": a.order,
                 "messages_per_sec": rate, "latency_p50_ms": p50, "latency_p99_ms": p99,
                 "datagrams_per_sec": datagrams as f64 / secs,
                 "messages_per_datagram": messages as f64 / datagrams.max(1) as f64,

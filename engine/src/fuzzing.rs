@@ -42,11 +42,11 @@ fn peers() -> Vec<(String, SocketAddr)> {
     ]
 }
 
-/// A group datagram: what decodes re-encodes to the same messages (datagrams without a MAC), and
-/// an endpoint fed it does not panic.
+/// A group datagram: what decodes re-encodes to the same messages (datagrams without a MAC or a
+/// seal), and endpoints fed it (without a key, and sealed) do not panic.
 pub fn group_datagram(data: &[u8]) {
     if let Ok(p) = Packet::new_checked(data)
-        && p.mac().is_none()
+        && p.trailer_len() == 0
         && let Ok(repr) = Repr::parse(&p)
         && let Ok(msgs) = p.messages().collect::<Result<Vec<Message>, _>>()
     {
@@ -66,13 +66,15 @@ pub fn group_datagram(data: &[u8]) {
         peers: peers(),
         ..GroupConfig::default()
     };
-    let Ok(mut ep) = Endpoint::new(cfg, MemberId::new("a", 1), None, Time::ZERO) else {
-        return;
-    };
-    ep.handle_packet(Time::from_nanos(1), peers()[1].1, data);
-    ep.handle_timeout(Time::from_nanos(1_000_000_000));
-    while ep.poll_transmit().is_some() {}
-    while ep.poll_event().is_some() {}
+    for key in [None, Some(fuzz_sealed_key())] {
+        let Ok(mut ep) = Endpoint::new(cfg.clone(), MemberId::new("a", 1), key, Time::ZERO) else {
+            return;
+        };
+        ep.handle_packet(Time::from_nanos(1), peers()[1].1, data);
+        ep.handle_timeout(Time::from_nanos(1_000_000_000));
+        while ep.poll_transmit().is_some() {}
+        while ep.poll_event().is_some() {}
+    }
 }
 
 /// Pieces of large messages (forged, inconsistent, out of order, duplicated) through one
@@ -314,7 +316,12 @@ pub fn jlog_files(data: &[u8]) {
 /// Valid inputs for target `name`, made by the encoders (the fuzzers' seeds).
 pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     match name {
-        "group_datagram" | "group_fragments" => group_seeds(name == "group_fragments"),
+        "group_fragments" => group_seeds(true, None),
+        "group_datagram" => {
+            let mut all = group_seeds(false, None);
+            all.extend(group_seeds(false, Some(fuzz_sealed_key())));
+            all
+        }
         "replication" => replication_seeds(),
         "duravip" => duravip_seeds(),
         "logmove" => logmove_seeds(),
@@ -327,9 +334,16 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     }
 }
 
-/// Datagrams two endpoints exchange while forming a view and sending a small and a large message;
-/// for fragments, the data records of those datagrams in the target's record format.
-fn group_seeds(records: bool) -> Vec<Vec<u8>> {
+/// The sealed key of the `group_datagram` target's second endpoint (its seeds are sealed under it,
+/// so the fuzzer starts from datagrams that open).
+fn fuzz_sealed_key() -> crate::group::ClusterKey {
+    crate::group::ClusterKey::from_material(b"the fuzzer's sealed key").sealing(true)
+}
+
+/// Datagrams two endpoints exchange (under `key`, if any) while forming a view and sending a
+/// small and a large message; for fragments, the data records of those datagrams in the target's
+/// record format.
+fn group_seeds(records: bool, key: Option<crate::group::ClusterKey>) -> Vec<Vec<u8>> {
     let cfg = |_: usize| GroupConfig {
         peers: peers(),
         mtu: 600,
@@ -338,7 +352,7 @@ fn group_seeds(records: bool) -> Vec<Vec<u8>> {
     let mut eps: Vec<Endpoint> = (0..2)
         .filter_map(|i| {
             let name = ["a", "b"][i];
-            Endpoint::new(cfg(i), MemberId::new(name, 1), None, Time::ZERO).ok()
+            Endpoint::new(cfg(i), MemberId::new(name, 1), key.clone(), Time::ZERO).ok()
         })
         .collect();
     let mut out = Vec::new();

@@ -204,6 +204,25 @@ impl Default for Cluster {
     }
 }
 
+/// The `cluster_crypto` option (Cohort extension).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum ClusterCrypto {
+    /// With a `cluster_key`, every datagram carries a MAC; the messages travel in clear.
+    #[default]
+    Mac,
+    /// Every datagram's messages are encrypted and authenticated (needs `cluster_key`).
+    Seal,
+}
+
+impl ClusterCrypto {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterCrypto::Mac => "mac",
+            ClusterCrypto::Seal => "seal",
+        }
+    }
+}
+
 /// The `duravip_quorum` option.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub enum Quorum {
@@ -457,6 +476,9 @@ pub struct MsgcServer {
     pub suspect_timeout: Duration,
     /// Cohort: file holding the cluster key; with it every datagram is authenticated.
     pub cluster_key: Vec<PathBuf>,
+    /// Cohort: `cluster_crypto = seal` encrypts every datagram's messages (ChaCha20-Poly1305)
+    /// instead of only authenticating them; needs `cluster_key`.
+    pub cluster_crypto: ClusterCrypto,
     /// Cohort: largest UDP payload sent, bytes. Default 1400.
     pub mtu: u32,
     /// Cohort: flow-control window of unstable bytes per sender. Default 4194304.
@@ -493,6 +515,7 @@ impl Default for MsgcServer {
             probe_interval: Duration::from_millis(200),
             suspect_timeout: Duration::from_millis(600),
             cluster_key: Vec::new(),
+            cluster_crypto: ClusterCrypto::Mac,
             mtu: 1400,
             max_unstable_bytes: 4 * 1024 * 1024,
             max_queue: 65536,

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::model::{
-    Binding, Cluster, Destination, InboundAudit, Listener, LogOutput, Logger, ManagerLogs,
-    MsgcServer, Quorum, Replicate, ReplicateKind, ReplicateParam, Security, Topology, UdpDriver,
-    XdpMode,
+    Binding, Cluster, ClusterCrypto, Destination, InboundAudit, Listener, LogOutput, Logger,
+    ManagerLogs, MsgcServer, Quorum, Replicate, ReplicateKind, ReplicateParam, Security, Topology,
+    UdpDriver, XdpMode,
 };
 use super::syntax::{Value, quote};
 use super::values::{
@@ -800,6 +800,24 @@ pub const MSGC_SERVER: &[Opt<MsgcServer>] = &[
                     .collect::<Result<_, _>>()?,
                 _ => vec![path_from(k, v)?],
             };
+            Ok(())
+        }
+    ),
+    opt!(
+        "cluster_crypto",
+        "choice",
+        "\"mac\"",
+        "mac, seal",
+        Restart,
+        true,
+        "With cluster_key: mac authenticates every datagram; seal also encrypts its messages (ChaCha20-Poly1305, a key per sender, incarnation and destination).",
+        |m| s(m.cluster_crypto.name()),
+        |c, k, v| {
+            c.cluster_crypto = choice(
+                k,
+                v,
+                &[("mac", ClusterCrypto::Mac), ("seal", ClusterCrypto::Seal)],
+            )?;
             Ok(())
         }
     ),

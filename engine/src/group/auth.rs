@@ -1,10 +1,14 @@
-//! Datagram authentication: a keyed BLAKE3 MAC over the whole datagram and a replay window per
-//! sender. A datagram that fails either is dropped and counted before anything in it is trusted.
+//! Datagram authentication: a keyed BLAKE3 MAC over the whole datagram, or in sealed mode
+//! ChaCha20-Poly1305 over its messages (encrypted) and its header (authenticated), and a replay
+//! window per sender. A datagram that fails either is dropped and counted before anything in it
+//! is trusted.
 
 use std::path::{Path, PathBuf};
 
 /// Bytes of MAC at the end of an authenticated datagram.
 pub const MAC_LEN: usize = 32;
+/// Bytes of AEAD tag at the end of a sealed datagram.
+pub const SEAL_TAG_LEN: usize = 16;
 
 /// Why a cluster key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +38,7 @@ pub enum KeyError {
 /// Any file of at least 16 bytes works; its contents go through BLAKE3's key derivation, so the
 /// file's format does not matter and two clusters with different files never share a key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ClusterKey(Vec<[u8; 32]>);
+pub struct ClusterKey(Vec<[u8; 32]>, bool);
 
 impl core::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -47,7 +51,7 @@ impl ClusterKey {
 
     /// A key derived from secret material (the key file's contents).
     pub fn from_material(material: &[u8]) -> ClusterKey {
-        ClusterKey(vec![blake3::derive_key(Self::CONTEXT, material)])
+        ClusterKey(vec![blake3::derive_key(Self::CONTEXT, material)], false)
     }
 
     /// The keyring of `files` in order (the first one signs), or `None` when there are none.
@@ -62,17 +66,21 @@ impl ClusterKey {
     /// One keyring of `keys` in order (duplicates kept once), or `None` for none.
     pub fn ring(keys: impl IntoIterator<Item = ClusterKey>) -> Option<ClusterKey> {
         let mut all: Vec<[u8; 32]> = Vec::new();
-        for k in keys.into_iter().flat_map(|k| k.0) {
+        let mut seal = false;
+        for k in keys.into_iter().flat_map(|k| {
+            seal |= k.1;
+            k.0
+        }) {
             if !all.contains(&k) {
                 all.push(k);
             }
         }
-        (!all.is_empty()).then_some(ClusterKey(all))
+        (!all.is_empty()).then_some(ClusterKey(all, seal))
     }
 
     /// Each key of the ring on its own, the signing key first.
     pub fn singles(&self) -> impl Iterator<Item = ClusterKey> + '_ {
-        self.0.iter().map(|k| ClusterKey(vec![*k]))
+        self.0.iter().map(|k| ClusterKey(vec![*k], self.1))
     }
 
     /// Keys in the ring.
@@ -83,6 +91,111 @@ impl ClusterKey {
     /// Always false: a ring holds at least one key.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The same ring in sealed mode (`msgc_server { cluster_crypto = seal }`) or not: sealed,
+    /// the transport encrypts every datagram's messages ([`ClusterKey::seal_to`]) instead of
+    /// only authenticating them.
+    pub fn sealing(mut self, seal: bool) -> ClusterKey {
+        self.1 = seal;
+        self
+    }
+
+    /// Whether the transport seals datagrams under this key.
+    pub fn seals(&self) -> bool {
+        self.1
+    }
+
+    /// The ChaCha20-Poly1305 key of the datagrams `sender` (in its incarnation `incarnation`)
+    /// sends to `to`, under ring key `k`: every such stream has its own key, and packet numbers
+    /// never repeat within one (they count from 1 per incarnation and destination), so a nonce
+    /// of the packet number is never used twice under one key. Incarnations are the start's
+    /// millisecond clock above the process id: a stream key could only repeat if the same
+    /// process id started again in the same millisecond of a clock set back.
+    fn stream_key(k: &[u8; 32], sender: &str, incarnation: u64, to: &str) -> chacha20poly1305::Key {
+        let mut h = blake3::Hasher::new_derive_key("cohort group transport 2026 sealed stream v1");
+        h.update(k);
+        h.update(&(sender.len() as u64).to_be_bytes());
+        h.update(sender.as_bytes());
+        h.update(&incarnation.to_be_bytes());
+        h.update(&(to.len() as u64).to_be_bytes());
+        h.update(to.as_bytes());
+        (*h.finalize().as_bytes()).into()
+    }
+
+    fn nonce(number: u64) -> chacha20poly1305::Nonce {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&number.to_be_bytes());
+        n.into()
+    }
+
+    /// Seals datagram `buf` (header then messages) on its way to member `to`: encrypts the
+    /// messages in place under the stream key of (`sender`, `incarnation`, `to`) with the packet
+    /// number as nonce, the header and the destination's name as associated data, and appends
+    /// the [`SEAL_TAG_LEN`]-byte tag.
+    pub fn seal_to(
+        &self,
+        buf: &mut Vec<u8>,
+        header_len: usize,
+        sender: &str,
+        incarnation: u64,
+        number: u64,
+        to: &str,
+    ) {
+        use chacha20poly1305::aead::AeadInPlace;
+        use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+        let cipher =
+            ChaCha20Poly1305::new(&Self::stream_key(self.signing(), sender, incarnation, to));
+        let mut aad = Vec::with_capacity(header_len + 1 + to.len());
+        aad.extend_from_slice(&buf[..header_len]);
+        aad.push(0xff);
+        aad.extend_from_slice(to.as_bytes());
+        let (_, messages) = buf.split_at_mut(header_len);
+        // Encryption cannot fail for a datagram (the length limit is 2^38 bytes).
+        if let Ok(tag) = cipher.encrypt_in_place_detached(&Self::nonce(number), &aad, messages) {
+            buf.extend_from_slice(&tag);
+        }
+    }
+
+    /// Opens sealed datagram `datagram` (header, sealed messages, tag) addressed to `me`, under
+    /// any key of the ring: the header then the messages in clear, or `None` when no key
+    /// authenticates it (nothing in it may then be trusted).
+    pub fn open_to(
+        &self,
+        datagram: &[u8],
+        header_len: usize,
+        sender: &str,
+        incarnation: u64,
+        number: u64,
+        me: &str,
+    ) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::AeadInPlace;
+        use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Tag};
+        let body_end = datagram.len().checked_sub(SEAL_TAG_LEN)?;
+        if body_end < header_len {
+            return None;
+        }
+        let tag = Tag::from_slice(&datagram[body_end..]);
+        let mut aad = Vec::with_capacity(header_len + 1 + me.len());
+        aad.extend_from_slice(&datagram[..header_len]);
+        aad.push(0xff);
+        aad.extend_from_slice(me.as_bytes());
+        // One copy, decrypted in place; a key that fails restores it for the next one.
+        let mut plain = datagram[..body_end].to_vec();
+        for (i, k) in self.0.iter().enumerate() {
+            if i > 0 {
+                plain.copy_from_slice(&datagram[..body_end]);
+            }
+            let cipher = ChaCha20Poly1305::new(&Self::stream_key(k, sender, incarnation, me));
+            let (_, messages) = plain.split_at_mut(header_len);
+            if cipher
+                .decrypt_in_place_detached(&Self::nonce(number), &aad, messages, tag)
+                .is_ok()
+            {
+                return Some(plain);
+            }
+        }
+        None
     }
 
     fn signing(&self) -> &[u8; 32] {
@@ -210,6 +323,62 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealing_round_trips_and_refuses_any_change() {
+        let key = ClusterKey::from_material(b"sealed cluster key material").sealing(true);
+        assert!(key.seals());
+        let header = b"header bytes".to_vec();
+        let secret = b"replicated key in clear? never";
+        let mut buf = header.clone();
+        buf.extend_from_slice(secret);
+        key.seal_to(&mut buf, header.len(), "node1", 7, 42, "node2");
+        assert_eq!(buf.len(), header.len() + secret.len() + SEAL_TAG_LEN);
+        assert!(!buf.windows(secret.len()).any(|w| w == secret), "encrypted");
+        let open = |b: &[u8], sender: &str, inc: u64, n: u64, me: &str| {
+            key.open_to(b, header.len(), sender, inc, n, me)
+        };
+        let plain = open(&buf, "node1", 7, 42, "node2").expect("opens");
+        assert_eq!(&plain[header.len()..], secret);
+        assert_eq!(&plain[..header.len()], &header[..]);
+        // Another destination, sender, incarnation or number: another key or nonce.
+        assert!(open(&buf, "node1", 7, 42, "node3").is_none());
+        assert!(open(&buf, "node9", 7, 42, "node2").is_none());
+        assert!(open(&buf, "node1", 8, 42, "node2").is_none());
+        assert!(open(&buf, "node1", 7, 43, "node2").is_none());
+        // Any flipped bit: header (associated data), ciphertext or tag.
+        for at in [0, header.len() + 3, buf.len() - 1] {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x10;
+            assert!(open(&bad, "node1", 7, 42, "node2").is_none(), "bit at {at}");
+        }
+        assert!(
+            open(&buf[..10], "node1", 7, 42, "node2").is_none(),
+            "truncated"
+        );
+        // Two datagrams with the same messages differ on the wire (a nonce per packet number).
+        let mut again = header.clone();
+        again.extend_from_slice(secret);
+        key.seal_to(&mut again, header.len(), "node1", 7, 43, "node2");
+        assert_ne!(again, buf);
+    }
+
+    #[test]
+    fn a_sealed_ring_opens_under_any_key_and_seals_under_the_first() {
+        let old = ClusterKey::from_material(b"the old key material").sealing(true);
+        let new = ClusterKey::from_material(b"the new key material").sealing(true);
+        let ring = ClusterKey::ring([new.clone(), old.clone()]).expect("ring");
+        assert!(ring.seals());
+        let mut by_old = b"hdr".to_vec();
+        by_old.extend_from_slice(b"payload");
+        old.seal_to(&mut by_old, 3, "a", 1, 1, "b");
+        assert!(ring.open_to(&by_old, 3, "a", 1, 1, "b").is_some());
+        let mut by_ring = b"hdr".to_vec();
+        by_ring.extend_from_slice(b"payload");
+        ring.seal_to(&mut by_ring, 3, "a", 1, 1, "b");
+        assert!(new.open_to(&by_ring, 3, "a", 1, 1, "b").is_some());
+        assert!(old.open_to(&by_ring, 3, "a", 1, 1, "b").is_none());
+    }
 
     #[test]
     fn a_keyring_signs_with_its_first_key_and_accepts_any() {

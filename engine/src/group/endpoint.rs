@@ -837,8 +837,10 @@ impl Endpoint {
             sender: self.me.clone(),
             view: first_view,
             number: *number,
-            mac: self.key.is_some(),
+            mac: self.key.as_ref().is_some_and(|k| !k.seals()),
+            seal: self.key.as_ref().is_some_and(ClusterKey::seals),
         };
+        let number = *number;
         let mut buf = Vec::with_capacity(self.cfg.mtu);
         repr.emit(&mut buf);
         let limit = self.cfg.mtu - if self.key.is_some() { MAC_LEN } else { 0 };
@@ -851,9 +853,23 @@ impl Endpoint {
             buf.extend_from_slice(&m.bytes);
             count += 1;
         }
-        if let Some(k) = &self.key {
-            let mac = k.mac_to(&buf, &name);
-            buf.extend_from_slice(&mac);
+        match &self.key {
+            Some(k) if k.seals() => {
+                let header = repr.header_len();
+                k.seal_to(
+                    &mut buf,
+                    header,
+                    &self.me.name,
+                    self.me.incarnation,
+                    number,
+                    &name,
+                );
+            }
+            Some(k) => {
+                let mac = k.mac_to(&buf, &name);
+                buf.extend_from_slice(&mac);
+            }
+            None => {}
         }
         self.counters.datagrams_sent += 1;
         self.counters.messages_sent += count;
@@ -887,15 +903,40 @@ impl Endpoint {
             self.counters.dropped_foreign_cluster += 1;
             return;
         }
-        match (&self.key, packet.mac()) {
-            (Some(k), Some(tag)) if k.verify_to(packet.authenticated(), &self.me.name, tag) => {}
-            (None, None) => {}
+        // Sealed: the messages in clear (header kept, flags cleared), once the tag checks.
+        let opened: Vec<u8>;
+        let packet = match (&self.key, packet.mac()) {
+            (Some(k), None) if k.seals() && packet.is_sealed() => {
+                let Some(mut plain) = k.open_to(
+                    bytes,
+                    packet.header_len(),
+                    packet.sender_name(),
+                    packet.incarnation(),
+                    packet.number(),
+                    &self.me.name,
+                ) else {
+                    trace!(%from, "bad seal");
+                    self.counters.dropped_bad_mac += 1;
+                    return;
+                };
+                plain[1] = 0;
+                opened = plain;
+                Packet::new_unchecked(&opened[..])
+            }
+            (Some(k), Some(tag))
+                if !k.seals()
+                    && !packet.is_sealed()
+                    && k.verify_to(packet.authenticated(), &self.me.name, tag) =>
+            {
+                packet
+            }
+            (None, None) if !packet.is_sealed() => packet,
             _ => {
                 trace!(%from, "bad MAC");
                 self.counters.dropped_bad_mac += 1;
                 return;
             }
-        }
+        };
         let repr = match Repr::parse(&packet) {
             Ok(r) => r,
             Err(_) => {

@@ -5,7 +5,7 @@
 //! ```text
 //! offset  size  field
 //!      0     1  version (1)
-//!      1     1  flags (bit 0: a MAC trails the datagram)
+//!      1     1  flags (bit 0: a MAC trails the datagram; bit 1: the datagram is sealed)
 //!      2     4  cluster id
 //!      6     8  sender incarnation
 //!     14     8  sender's view id: epoch
@@ -17,11 +17,14 @@
 //!   39+n     …  messages, each: kind (1) | body length (2) | body
 //!    end    32  MAC (only with flag bit 0): keyed BLAKE3 of every byte before it, then 0xff
 //!               and the destination's node name (covered, not sent: see `ClusterKey::mac_to`)
+//!    end    16  sealed (flag bit 1, `cluster_crypto = seal`): the messages are encrypted with
+//!               ChaCha20-Poly1305 and this is its tag; the header, then 0xff and the
+//!               destination's name, are the associated data (see `ClusterKey::seal_to`)
 //! ```
 //! All integers are big-endian. Every length is checked before it is used; a datagram that fails a
 //! check is an error carrying the offset, never a panic.
 
-use crate::group::auth::MAC_LEN;
+use crate::group::auth::{MAC_LEN, SEAL_TAG_LEN};
 use crate::group::member::{MAX_NAME_LEN, MemberId};
 use crate::group::view::ViewId;
 
@@ -29,6 +32,8 @@ use crate::group::view::ViewId;
 pub const VERSION: u8 = 1;
 /// Flag bit: a MAC trails the datagram.
 pub const FLAG_MAC: u8 = 0x01;
+/// Flag bit: the messages are sealed and an AEAD tag trails the datagram.
+pub const FLAG_SEAL: u8 = 0x02;
 /// Header bytes before the sender name.
 pub const HEADER_FIXED_LEN: usize = 39;
 /// Bytes before each message body.
@@ -117,7 +122,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
                 offset: field::NAME_LEN,
             });
         }
-        let need = HEADER_FIXED_LEN + n + if self.has_mac() { MAC_LEN } else { 0 };
+        let need = HEADER_FIXED_LEN + n + self.trailer_len();
         if b.len() < need {
             return Err(WireError::Truncated { len: b.len(), need });
         }
@@ -141,6 +146,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether a MAC trails the datagram.
     pub fn has_mac(&self) -> bool {
         self.flags() & FLAG_MAC != 0
+    }
+    /// Whether the messages are sealed (an AEAD tag trails the datagram).
+    pub fn is_sealed(&self) -> bool {
+        self.flags() & FLAG_SEAL != 0
+    }
+    /// Bytes of MAC and tag after the messages.
+    pub fn trailer_len(&self) -> usize {
+        (if self.has_mac() { MAC_LEN } else { 0 }) + if self.is_sealed() { SEAL_TAG_LEN } else { 0 }
     }
     /// The cluster id.
     pub fn cluster_id(&self) -> u32 {
@@ -173,8 +186,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         core::str::from_utf8(&b[field::NAME..self.header_len()]).unwrap_or("")
     }
     fn mac_start(&self) -> usize {
-        let len = self.buffer.as_ref().len();
-        if self.has_mac() { len - MAC_LEN } else { len }
+        self.buffer.as_ref().len() - self.trailer_len()
     }
     /// The bytes of the messages.
     pub fn payload(&self) -> &[u8] {
@@ -187,7 +199,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The MAC, if the datagram carries one.
     pub fn mac(&self) -> Option<&[u8]> {
         self.has_mac()
-            .then(|| &self.buffer.as_ref()[self.mac_start()..])
+            .then(|| &self.buffer.as_ref()[self.mac_start()..self.mac_start() + MAC_LEN])
     }
     /// The messages, each parsed on demand.
     pub fn messages(&self) -> Messages<'_> {
@@ -212,6 +224,8 @@ pub struct Repr {
     pub number: u64,
     /// Whether a MAC trails the datagram.
     pub mac: bool,
+    /// Whether the messages are sealed.
+    pub seal: bool,
 }
 
 impl Repr {
@@ -224,6 +238,7 @@ impl Repr {
             view: p.view_id(),
             number: p.number(),
             mac: p.has_mac(),
+            seal: p.is_sealed(),
         })
     }
 
@@ -236,7 +251,7 @@ impl Repr {
     /// is created).
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
-        out.push(if self.mac { FLAG_MAC } else { 0 });
+        out.push(if self.mac { FLAG_MAC } else { 0 } | if self.seal { FLAG_SEAL } else { 0 });
         out.extend_from_slice(&self.cluster_id.to_be_bytes());
         out.extend_from_slice(&self.sender.incarnation.to_be_bytes());
         out.extend_from_slice(&self.view.epoch.to_be_bytes());
@@ -988,6 +1003,7 @@ mod tests {
             },
             number: 5,
             mac: false,
+            seal: false,
         }
     }
 

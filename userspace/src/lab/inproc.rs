@@ -35,6 +35,18 @@ pub fn start(lab: &Lab, i: usize, extra: &str, groups: &[&str]) -> InProc {
 
 /// [`start`] with `cluster_opts` inside the node's `cluster { }` scope.
 pub fn start_with(lab: &Lab, i: usize, cluster_opts: &str, extra: &str, groups: &[&str]) -> InProc {
+    start_with_msgc(lab, i, cluster_opts, "", extra, groups)
+}
+
+/// [`start_with`] with `msgc_opts` inside the node's `msgc_server { }` scope too.
+pub fn start_with_msgc(
+    lab: &Lab,
+    i: usize,
+    cluster_opts: &str,
+    msgc_opts: &str,
+    extra: &str,
+    groups: &[&str],
+) -> InProc {
     let peers: String = lab
         .hosts
         .iter()
@@ -42,7 +54,7 @@ pub fn start_with(lab: &Lab, i: usize, cluster_opts: &str, extra: &str, groups: 
         .map(|(j, h)| format!("node{} = \"{}\"\n", j + 1, h.addr))
         .collect();
     let text = format!(
-        "cluster {{ nodename = \"node{}\"\n{cluster_opts}\n}}\nmsgc_server {{ peers = [\n{peers}] }}\nControl_Listener {{ }}\n{extra}\n",
+        "cluster {{ nodename = \"node{}\"\n{cluster_opts}\n}}\nmsgc_server {{ peers = [\n{peers}]\n{msgc_opts}\n}}\nControl_Listener {{ }}\n{extra}\n",
         i + 1
     );
     let cfg = cohort_engine::config::load_str(Path::new("inproc.conf"), &text)

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cohort_engine::config::model::ClusterCrypto;
 use cohort_engine::config::{self, Config};
 use cohort_engine::duravip::{LocalConfig, Params};
 use cohort_engine::group::{ClusterKey, GroupConfig, MemberId, Time};
@@ -75,12 +76,21 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
         identity::IdentityError::NoAddress(_) => PlanError::at("cluster.nodeaddr", e.to_string()),
     })?;
     let group = group_config(cfg).map_err(|e| PlanError::at("msgc_server.peers", e.to_string()))?;
-    let key = ClusterKey::load_ring(&group.cluster_key).map_err(|e| {
-        PlanError::at(
-            "msgc_server.cluster_key",
-            format!("cannot read the cluster key: {e}"),
-        )
-    })?;
+    let seal = cfg.msgc_server.cluster_crypto == ClusterCrypto::Seal;
+    let key = ClusterKey::load_ring(&group.cluster_key)
+        .map_err(|e| {
+            PlanError::at(
+                "msgc_server.cluster_key",
+                format!("cannot read the cluster key: {e}"),
+            )
+        })?
+        .map(|k| k.sealing(seal));
+    if seal && key.is_none() {
+        return Err(PlanError::at(
+            "msgc_server.cluster_crypto",
+            "cluster_crypto = seal needs a cluster_key to derive its keys from".to_string(),
+        ));
+    }
     let console_key = console_key(cfg, key.as_ref())?;
     if let Some(sec) = &cfg.security {
         crate::privileges::lookup(sec)
