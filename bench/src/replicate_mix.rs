@@ -537,7 +537,13 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 a.seconds, rate
             );
             if tty {
-                eprint!("\r{line}");
+                let done = (t / a.seconds).clamp(0.0, 1.0);
+                let filled = (done * 30.0).round() as usize;
+                eprint!(
+                    "\r[{}{}] {line}",
+                    "#".repeat(filled),
+                    ".".repeat(30 - filled)
+                );
             } else {
                 eprintln!("{line}");
             }

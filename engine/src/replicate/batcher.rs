@@ -21,7 +21,7 @@ pub struct Batcher {
     max_pending: usize,
     /// Net delta, or newest cache write, per key; `order` keeps first-seen order for the wire.
     /// foldhash: the map is probed once per update, and SipHash showed in profiles.
-    pending: HashMap<Key, Op, foldhash::fast::RandomState>,
+    pending: HashMap<Key, Op, foldhash::quality::RandomState>,
     order: Vec<Key>,
     /// Updates pushed since the last drain (before coalescing).
     buffered: usize,

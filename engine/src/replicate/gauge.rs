@@ -14,7 +14,7 @@ use dashmap::DashMap;
 /// is never printed.
 #[derive(Debug)]
 pub struct GaugeTable<K: Eq + Hash> {
-    gauges: DashMap<K, i64, foldhash::fast::RandomState>,
+    gauges: DashMap<K, i64, foldhash::quality::RandomState>,
 }
 
 impl<K: Eq + Hash + Clone + Ord> Default for GaugeTable<K> {

@@ -166,7 +166,7 @@ impl Sums {
 struct Contribution {
     /// CIDR keys (`Key::Net`), or table keys (`Key::Text`, `Key::Series`).
     cidr: bool,
-    own: HashMap<Key, i64, foldhash::fast::RandomState>,
+    own: HashMap<Key, i64, foldhash::quality::RandomState>,
 }
 
 impl Contribution {
@@ -718,7 +718,7 @@ pub struct Replicator {
     /// Other live members' contributions, per object.
     members: BTreeMap<MemberId, BTreeMap<String, Contribution>>,
     /// This node's contribution as announced so far (sum objects), for snapshots.
-    sent: BTreeMap<String, HashMap<Key, i64, foldhash::fast::RandomState>>,
+    sent: BTreeMap<String, HashMap<Key, i64, foldhash::quality::RandomState>>,
     outbox: VecDeque<Transmit>,
     outbox_limit: usize,
     mtu: usize,
