@@ -115,7 +115,7 @@ struct Target {
 }
 
 fn objects_of(endpoint: &Endpoint) -> Result<Vec<(String, String)>, String> {
-    let mut client = Client::connect(endpoint).map_err(|e| format!("--target {endpoint}: {e}"))?;
+    let mut client = connect(endpoint).map_err(|e| format!("--target {e}"))?;
     let answer = client
         .run("cluster shared list", true)
         .map_err(|e| format!("--target {endpoint}: {e}"))?;
@@ -150,6 +150,14 @@ pub fn run(a: &Args, targets_arg: &str) -> Result<(), Box<dyn std::error::Error>
     }
     if a.config.is_some() {
         return Err("--target runs on the cluster's own objects; --config is for the lab".into());
+    }
+    if a.keys > 131_071 {
+        return Err(format!(
+            "--keys {} with --target: at most 131071 (the benchmark's CIDR keys are the addresses \
+             of 198.18.0.0/15 but its last, the probe's)",
+            a.keys
+        )
+        .into());
     }
     let listed = objects_of(&endpoints[0])?;
     let mut refused = Vec::new();
@@ -220,18 +228,29 @@ pub fn run(a: &Args, targets_arg: &str) -> Result<(), Box<dyn std::error::Error>
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut workers = Vec::new();
+    // Every connection first: a console that cannot be reached stops the run before any load.
+    let mut clients = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         for t in 0..a.threads.max(1) {
-            let mut client = Client::connect(endpoint)?;
+            clients.push((i, t, endpoint.clone(), connect(endpoint)?));
+        }
+    }
+    for (i, t, endpoint, client) in clients {
+        {
+            let mut client = client;
             let (stop, targets, wheel, keys) =
                 (stop.clone(), targets.clone(), wheel.clone(), keys.clone());
             workers.push(std::thread::spawn(move || -> Result<(), String> {
                 let mut rng = SplitMix((i as u64) << 32 | t as u64 | 1 << 63);
                 let mut turn = [0usize; 3];
-                // What this connection added: (object, key) -> amount (caches: 1 per key).
+                // (object, key) of each line sent, in order; the answers come in that order.
+                let (sent, answered) = std::sync::mpsc::channel::<(usize, u64)>();
+                // The answers are handed over on the client's reader thread.
+                let answered = std::sync::Mutex::new(answered);
+                // What this connection added, counted from the answers: (object, key) -> amount.
                 let mut added: HashMap<(usize, u64), u64> = HashMap::new();
                 let mut seq = 0u64;
-                let mut counts = vec![0u64; targets.len()];
+                let mut refused = 0u64;
                 let lines = std::iter::from_fn(|| {
                     if seq.is_multiple_of(256) && stop.load(Ordering::Relaxed) {
                         return None;
@@ -245,22 +264,39 @@ pub fn run(a: &Args, targets_arg: &str) -> Result<(), Box<dyn std::error::Error>
                     let at = of_class[*slot % of_class.len()];
                     *slot = slot.wrapping_add(1);
                     let k = keys.draw(rng.next());
-                    *added.entry((at, k)).or_default() += 1;
-                    counts[at] += 1;
+                    let _ = sent.send((at, k));
                     Some(update_line(class, &targets[at].name, &key(class, k), seq))
                 });
-                let mut refused = 0u64;
-                client
-                    .stream_lines(lines, false, |r| {
-                        if r.status != Status::Ok {
-                            refused += 1;
-                        }
-                    })
-                    .map_err(|e| e.to_string())?;
-                for (t, c) in targets.iter().zip(&counts) {
-                    t.updates.fetch_add(*c, Ordering::Relaxed);
+                let streamed = client.stream_lines(lines, false, |r| {
+                    let Some(line) = answered.lock().ok().and_then(|a| a.try_recv().ok()) else {
+                        return;
+                    };
+                    if r.status == Status::Ok {
+                        *added.entry(line).or_default() += 1;
+                    } else {
+                        refused += 1;
+                    }
+                });
+                for ((at, _), n) in &added {
+                    targets[*at].updates.fetch_add(*n, Ordering::Relaxed);
                 }
-                // Take everything back.
+                // Take everything back, on a fresh connection if this one broke. Lines written
+                // but never answered before a break cannot be known: they are reported.
+                let unanswered = answered.lock().map_or(0, |a| a.try_iter().count());
+                let mut problems = Vec::new();
+                if let Err(e) = &streamed {
+                    problems.push(format!(
+                        "{endpoint}: the stream broke ({e}); {unanswered} updates unanswered, \
+                         perhaps applied and not taken back"
+                    ));
+                    match connect(&endpoint) {
+                        Ok(c) => client = c,
+                        Err(e) => {
+                            problems.push(format!("{endpoint}: cannot take back: {e}"));
+                            return Err(problems.join("; "));
+                        }
+                    }
+                }
                 let undo: Vec<String> = added
                     .iter()
                     .map(|((at, k), amount)| {
@@ -268,89 +304,52 @@ pub fn run(a: &Args, targets_arg: &str) -> Result<(), Box<dyn std::error::Error>
                         undo_lines(t.class, &t.name, &key(t.class, *k), *amount)
                     })
                     .collect();
-                for r in client.pipeline(&undo, false).map_err(|e| e.to_string())? {
-                    if r.status != Status::Ok {
-                        return Err(format!(
-                            "taking back an update was refused: {}",
-                            String::from_utf8_lossy(&r.body)
-                        ));
+                match client.pipeline(&undo, false) {
+                    Ok(answers) => {
+                        let failed = answers.iter().filter(|r| r.status != Status::Ok).count();
+                        if failed > 0 {
+                            problems.push(format!("{endpoint}: {failed} take-backs were refused"));
+                        }
                     }
+                    Err(e) => problems.push(format!("{endpoint}: taking back failed: {e}")),
                 }
                 if refused > 0 {
-                    return Err(format!("{refused} updates were refused"));
+                    problems.push(format!("{endpoint}: {refused} updates were refused"));
                 }
-                Ok(())
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(problems.join("; "))
+                }
             }));
         }
     }
 
-    // Probes through the consoles: the first writes, the others read their global view.
-    let mut first = Client::connect(&endpoints[0])?;
-    let mut readers: Vec<Client> = endpoints[1..]
-        .iter()
-        .map(Client::connect)
-        .collect::<Result<_, _>>()?;
+    // Probes through the consoles: the first writes, the others read their global view. Whatever
+    // happens here, the load stops and everything is taken back before an error is returned.
     let mut lags: Vec<Histogram<u64>> = targets
         .iter()
         .map(|_| Histogram::new_with_bounds(1, 60_000_000, 3))
         .collect::<Result<_, _>>()?;
+    // Probe writes answered Ok, per object (what the take-back subtracts).
     let mut probes: Vec<i64> = vec![0; targets.len()];
-    let deadline = start + Duration::from_secs_f64(a.seconds);
-    let mut turn = 0usize;
-    let mut last_tick = Instant::now();
-    while Instant::now() < deadline && !crate::replicate_mix::interrupted() {
-        let at = turn % targets.len();
-        turn += 1;
-        let t = &targets[at];
-        probes[at] += 1;
-        let seq = probes[at];
-        let write = match t.class {
-            Class::Cidr => format!("cluster shared cidr incr {} {}", t.name, probe_key(t.class)),
-            Class::Gauge => format!(
-                "cluster shared gauge incr {} {}",
-                t.name,
-                probe_key(t.class)
-            ),
-            Class::Cache => format!(
-                "cluster shared cache set {} {} {seq} 60",
-                t.name,
-                probe_key(t.class)
-            ),
-        };
-        let t0 = Instant::now();
-        first.run(&write, false)?;
-        let mut pending: Vec<usize> = (0..readers.len()).collect();
-        while !pending.is_empty() && t0.elapsed() < Duration::from_secs(5) {
-            let mut still = Vec::new();
-            for j in pending {
-                let seen = answer_number(
-                    &readers[j]
-                        .run(&probe_read_line(t.class, &t.name), false)?
-                        .body,
-                );
-                if seen >= seq {
-                    let _ = lags[at].record(t0.elapsed().as_micros().max(1) as u64);
-                } else {
-                    still.push(j);
-                }
-            }
-            pending = still;
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-        if last_tick.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "replicate --target: {:5.1} / {:.0} s",
-                start.elapsed().as_secs_f64(),
-                a.seconds
-            );
-            last_tick = Instant::now();
-        }
-    }
+    let mut first: Option<Client> = None;
+    let probed = probe_phase(
+        a,
+        &endpoints,
+        &targets,
+        &mut lags,
+        &mut probes,
+        &mut first,
+        start,
+    );
     let interrupted = crate::replicate_mix::interrupted();
     stop.store(true, Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     let mut failures = Vec::new();
+    if let Err(e) = &probed {
+        failures.push(format!("probes: {e}"));
+    }
     for w in workers {
         match w.join() {
             Ok(Ok(())) => {}
@@ -359,13 +358,23 @@ pub fn run(a: &Args, targets_arg: &str) -> Result<(), Box<dyn std::error::Error>
         }
     }
     // The probes go too.
+    let mut first = match first {
+        Some(c) => Some(c),
+        None => connect(&endpoints[0]).ok(),
+    };
     for (t, n) in targets.iter().zip(&probes) {
         let undo = match t.class {
             Class::Cache => undo_lines(t.class, &t.name, &probe_key(t.class), 0),
             _ if *n > 0 => undo_lines(t.class, &t.name, &probe_key(t.class), *n as u64),
             _ => continue,
         };
-        first.run(&undo, false)?;
+        let done = first
+            .as_mut()
+            .map(|c| c.run(&undo, false))
+            .is_some_and(|r| r.is_ok_and(|r| r.status == Status::Ok));
+        if !done {
+            failures.push(format!("the probe of {} was not taken back", t.name));
+        }
     }
 
     println!(
@@ -419,6 +428,90 @@ pub fn run(a: &Args, targets_arg: &str) -> Result<(), Box<dyn std::error::Error>
     }
     if !failures.is_empty() {
         return Err(failures.join("; ").into());
+    }
+    Ok(())
+}
+
+/// A console connection that gives up after 10 s of silence (a stopped node answers nothing).
+fn connect(endpoint: &Endpoint) -> Result<Client, String> {
+    let mut c = Client::connect(endpoint).map_err(|e| format!("{endpoint}: {e}"))?;
+    c.set_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    Ok(c)
+}
+
+/// node1 bumps one object's probe key every 10 ms, in rotation, and the other consoles read it
+/// back until they see it (or 5 s pass); until the deadline or Ctrl-C.
+fn probe_phase(
+    a: &Args,
+    endpoints: &[Endpoint],
+    targets: &[Target],
+    lags: &mut [Histogram<u64>],
+    probes: &mut [i64],
+    first_out: &mut Option<Client>,
+    start: Instant,
+) -> Result<(), String> {
+    let first = first_out.insert(connect(&endpoints[0])?);
+    let mut readers: Vec<Client> = endpoints[1..]
+        .iter()
+        .map(connect)
+        .collect::<Result<_, _>>()?;
+    let deadline = start + Duration::from_secs_f64(a.seconds);
+    let mut turn = 0usize;
+    let mut last_tick = Instant::now();
+    while Instant::now() < deadline && !crate::replicate_mix::interrupted() {
+        let at = turn % targets.len();
+        turn += 1;
+        let t = &targets[at];
+        let seq = probes[at] + 1;
+        let write = match t.class {
+            Class::Cidr => format!("cluster shared cidr incr {} {}", t.name, probe_key(t.class)),
+            Class::Gauge => format!(
+                "cluster shared gauge incr {} {}",
+                t.name,
+                probe_key(t.class)
+            ),
+            Class::Cache => format!(
+                "cluster shared cache set {} {} {seq} 60",
+                t.name,
+                probe_key(t.class)
+            ),
+        };
+        let t0 = Instant::now();
+        let answer = first.run(&write, false).map_err(|e| e.to_string())?;
+        if answer.status != Status::Ok {
+            return Err(format!(
+                "the probe write was refused: {}",
+                String::from_utf8_lossy(&answer.body)
+            ));
+        }
+        probes[at] = seq;
+        let mut pending: Vec<usize> = (0..readers.len()).collect();
+        while !pending.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            let mut still = Vec::new();
+            for j in pending {
+                let body = readers[j]
+                    .run(&probe_read_line(t.class, &t.name), false)
+                    .map_err(|e| e.to_string())?
+                    .body;
+                if answer_number(&body) >= seq {
+                    let _ = lags[at].record(t0.elapsed().as_micros().max(1) as u64);
+                } else {
+                    still.push(j);
+                }
+            }
+            pending = still;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "replicate --target: {:5.1} / {:.0} s",
+                start.elapsed().as_secs_f64(),
+                a.seconds
+            );
+            last_tick = Instant::now();
+        }
     }
     Ok(())
 }

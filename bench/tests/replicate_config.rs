@@ -195,6 +195,14 @@ fn a_target_run_leaves_no_key_of_its_own() {
         .expect("cohort-bench runs");
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be taken back"));
+    // So is a key space that would reach the probe's address.
+    let refused = Command::new(bench)
+        .args(["replicate", "--keys", "200000", "--target"])
+        .arg(sockets.join(","))
+        .output()
+        .expect("cohort-bench runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at most 131071"));
 
     let ours = |i: usize| -> Vec<String> {
         ["inbound_cidr", "outbound_domains", "cache"]

@@ -239,8 +239,9 @@ struct Tree {
     family: Family,
     /// Sentinel root (`0.0.0.0/0`, `::/0`): never frozen; its counter is the `/0` count.
     root: Node,
-    /// Index entries (node pointers) and stride sums.
-    table: Table,
+    /// Index entries (node pointers) and stride sums; shared with the deferred index cleanups of
+    /// retired nodes (see `replace_frozen`), which may run after the tree is gone.
+    table: std::sync::Arc<Table>,
     strides: &'static [u8],
     host: u8,
 }
@@ -264,10 +265,12 @@ impl Tree {
             root: Node::new(0, 0, 0),
             // Blocking resizes: an incremental one moves entries only on writes, and a
             // table read far more than written would keep probing the old, full one.
-            table: papaya::HashMap::builder()
-                .hasher(foldhash::quality::RandomState::default())
-                .resize_mode(papaya::ResizeMode::Blocking)
-                .build(),
+            table: std::sync::Arc::new(
+                papaya::HashMap::builder()
+                    .hasher(foldhash::quality::RandomState::default())
+                    .resize_mode(papaya::ResizeMode::Blocking)
+                    .build(),
+            ),
             strides,
             host,
         }
@@ -457,11 +460,22 @@ impl Tree {
             .is_ok()
         {
             let ptr = current.as_raw() as usize as u64;
-            let _ = table.remove_if(&(frozen.key, u16::from(frozen.len)), |_, named| {
-                named.load(Ordering::Relaxed) == ptr
+            let entry = (frozen.key, u16::from(frozen.len));
+            let names_it =
+                move |_: &(u128, u16), named: &AtomicU64| named.load(Ordering::Relaxed) == ptr;
+            let _ = table.remove_if(&entry, names_it);
+            // A publish that began before this unlink may still put the node in the index (its
+            // compute saw the node unfrozen and inserts after). Once every thread pinned now
+            // has unpinned, no such publish is left: remove the entry again then, and free the
+            // node only after the readers that may have read that entry unpin in turn.
+            let late = std::sync::Arc::clone(&self.table);
+            guard.defer(move || {
+                let again = epoch::pin();
+                let _ = late.pin().remove_if(&entry, names_it);
+                // SAFETY: unlinked from the tree, out of the index for good, and no thread can
+                // reach it but those pinned now, which `defer_destroy` waits for.
+                unsafe { again.defer_destroy(Shared::from(ptr as usize as *const Node)) };
             });
-            // SAFETY: unreachable from the tree and from the index now; pinned readers keep it.
-            unsafe { guard.defer_destroy(current) };
             removed
         } else {
             if !replacement.is_null() {
@@ -719,12 +733,16 @@ impl CidrTree {
     }
 
     /// Removes, while other threads use the tree, every childless node whose own count is zero
-    /// (over and over, so a branch point left childless goes too) and every stride sum at zero.
+    /// (children first, so a branch point left childless goes in the same pass; at most two
+    /// passes) and every stride sum at zero.
     /// Counts are unchanged. Returns the number of tree nodes removed.
     pub fn prune(&self) -> usize {
         let guard = &epoch::pin();
         let mut removed = 0;
-        loop {
+        // A pass removes a chain bottom-up already; a second takes what the first freed up by
+        // racing writers. No more: under steady churn every pass finds new zero nodes, and the
+        // caller (the replicator's compaction, under its lock) must return.
+        for _ in 0..2 {
             let pass: usize = self
                 .trees
                 .iter()
