@@ -48,10 +48,13 @@
 //!
 //! # Reclamation
 //!
-//! A node that has been unlinked or replaced is retired with crossbeam-epoch's `defer_destroy` by
-//! the one thread whose CAS unlinked it, after its index entry is gone. Every operation runs
-//! pinned before it reads the index, so a node is freed only after every thread that could have
-//! loaded a pointer to it has unpinned. Only the node itself is freed; its children are shared
+//! A node that has been unlinked or replaced is retired by the one thread whose CAS unlinked it,
+//! in two grace periods of crossbeam-epoch. That thread removes its index entry, then defers a
+//! second removal: a publish that began before the unlink may still insert the node (its
+//! compute saw it unfrozen), and once every thread pinned at the unlink has unpinned no such
+//! publish is left. Only then is the node handed to `defer_destroy`, which waits for the readers
+//! that may have read the entry. Every operation runs pinned before it reads the index, so a
+//! node is freed only after every thread that could have loaded a pointer to it has unpinned. Only the node itself is freed; its children are shared
 //! with the copy that replaced it. The table reclaims its own entries (papaya's `seize`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
