@@ -66,7 +66,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use papaya::{Compute, Operation};
 
 /// Set in a counter word when it has been frozen (at zero) for removal.
-const FROZEN: u64 = 1 << 63;
+pub(crate) const FROZEN: u64 = 1 << 63;
 /// Counts are stored biased so that signed additions never touch the frozen bit.
 const BIAS: u64 = 1 << 62;
 /// Tag on a child slot of a frozen node.
@@ -83,16 +83,16 @@ const SUM: u16 = 1 << 8;
 
 type Table = papaya::HashMap<(u128, u16), AtomicU64, foldhash::quality::RandomState>;
 
-fn pack(count: i64) -> u64 {
+pub(crate) fn pack(count: i64) -> u64 {
     BIAS.wrapping_add(count as u64)
 }
 
-fn unpack(word: u64) -> i64 {
+pub(crate) fn unpack(word: u64) -> i64 {
     (word & !FROZEN).wrapping_sub(BIAS) as i64
 }
 
 /// Adds `delta` to a counter word unless it is frozen; `false` means the addition did not happen.
-fn try_add_word(word: &AtomicU64, delta: i64) -> bool {
+pub(crate) fn try_add_word(word: &AtomicU64, delta: i64) -> bool {
     let mut seen = word.load(Ordering::Relaxed);
     loop {
         if seen & FROZEN != 0 {
@@ -111,7 +111,7 @@ fn try_add_word(word: &AtomicU64, delta: i64) -> bool {
 }
 
 /// Freezes a counter word that holds exactly zero.
-fn freeze_zero(word: &AtomicU64) -> bool {
+pub(crate) fn freeze_zero(word: &AtomicU64) -> bool {
     word.compare_exchange(
         pack(0),
         pack(0) | FROZEN,

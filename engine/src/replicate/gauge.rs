@@ -5,73 +5,120 @@
 //! The same table, keyed differently, carries throttle usage and series counts.
 
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use dashmap::DashMap;
+use super::cidr::{FROZEN, freeze_zero, pack, try_add_word, unpack};
 
-/// Concurrent key → signed gauge map (sharded locks from dashmap; no global lock).
+type Table<K> = papaya::HashMap<K, AtomicU64, foldhash::quality::RandomState>;
+
+/// Concurrent key → signed gauge map, lock-free: a [`papaya`] table of counter words, each
+/// added to with a CAS.
 ///
 /// A key whose gauge returns to zero stays in the map until [`GaugeTable::retain_nonzero`]; it
-/// is never printed.
+/// is never printed. Removing a gauge first *freezes* its word (the frozen bit, by CAS), so an
+/// addition racing the removal fails on the frozen word, finishes the removal and adds to a fresh
+/// gauge: nothing is lost, nothing waits.
 #[derive(Debug)]
 pub struct GaugeTable<K: Eq + Hash> {
-    gauges: DashMap<K, i64, foldhash::quality::RandomState>,
+    gauges: Table<K>,
 }
 
-impl<K: Eq + Hash + Clone + Ord> Default for GaugeTable<K> {
+impl<K: Eq + Hash + Clone + Ord + Send + Sync> Default for GaugeTable<K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Eq + Hash + Clone + Ord> GaugeTable<K> {
+impl<K: Eq + Hash + Clone + Ord + Send + Sync> GaugeTable<K> {
     /// An empty table.
     pub fn new() -> Self {
         GaugeTable {
-            gauges: DashMap::default(),
+            // Blocking resizes: an incremental one moves entries only on writes (see cidr.rs).
+            gauges: papaya::HashMap::builder()
+                .hasher(foldhash::quality::RandomState::default())
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
         }
     }
 
     /// Adds `delta` to `key`'s gauge (creating it at zero) and returns the new value.
     pub fn add(&self, key: &K, delta: i64) -> i64 {
-        if let Some(mut gauge) = self.gauges.get_mut(key) {
-            *gauge += delta;
-            return *gauge;
+        let table = self.gauges.pin();
+        loop {
+            let word = match table.get(key) {
+                Some(w) => w,
+                None => table.get_or_insert_with(key.clone(), || AtomicU64::new(pack(0))),
+            };
+            if try_add_word(word, delta) {
+                return unpack(word.load(Ordering::Acquire));
+            }
+            // Frozen for removal: finish it and add to a fresh gauge.
+            let _ = table.remove_if(key, |_, now| std::ptr::eq(now, word));
         }
-        let mut gauge = self.gauges.entry(key.clone()).or_insert(0);
-        *gauge += delta;
-        *gauge
     }
 
     /// The gauge of `key` (zero when absent).
     pub fn get(&self, key: &K) -> i64 {
-        self.gauges.get(key).map(|g| *g).unwrap_or(0)
+        self.gauges
+            .pin()
+            .get(key)
+            .map_or(0, |w| unpack(w.load(Ordering::Acquire)))
     }
 
     /// Sets `key`'s gauge to `value`, returning the previous value.
     pub fn set(&self, key: &K, value: i64) -> i64 {
-        self.gauges.insert(key.clone(), value).unwrap_or(0)
+        let table = self.gauges.pin();
+        loop {
+            let word = match table.get(key) {
+                Some(w) => w,
+                None => table.get_or_insert_with(key.clone(), || AtomicU64::new(pack(0))),
+            };
+            let seen = word.load(Ordering::Acquire);
+            if seen & FROZEN != 0 {
+                let _ = table.remove_if(key, |_, now| std::ptr::eq(now, word));
+                continue;
+            }
+            if word
+                .compare_exchange(seen, pack(value), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return unpack(seen);
+            }
+        }
     }
 
     /// Non-zero gauges sorted by key.
     pub fn entries(&self) -> Vec<(K, i64)> {
-        let mut out: Vec<(K, i64)> = self
-            .gauges
+        let table = self.gauges.pin();
+        let mut out: Vec<(K, i64)> = table
             .iter()
-            .filter(|e| *e.value() != 0)
-            .map(|e| (e.key().clone(), *e.value()))
+            .map(|(k, w)| (k.clone(), unpack(w.load(Ordering::Acquire))))
+            .filter(|(_, v)| *v != 0)
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
-    /// Drops zero gauges (bounded memory for tables whose keys come and go).
+    /// Drops zero gauges (bounded memory for tables whose keys come and go): each is frozen at
+    /// exactly zero, then removed.
     pub fn retain_nonzero(&self) {
-        self.gauges.retain(|_, v| *v != 0);
+        let table = self.gauges.pin();
+        for (key, word) in table.iter() {
+            if freeze_zero(word) {
+                let _ = table.remove_if(key, |_, now| std::ptr::eq(now, word));
+            }
+        }
     }
 
-    /// Drops every gauge whose key fails `keep`.
+    /// Drops every gauge whose key fails `keep` (an addition racing it lands in a fresh gauge).
     pub fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
-        self.gauges.retain(|k, _| keep(k));
+        let table = self.gauges.pin();
+        for (key, word) in table.iter() {
+            if !keep(key) {
+                word.fetch_or(FROZEN, Ordering::AcqRel);
+                let _ = table.remove_if(key, |_, now| std::ptr::eq(now, word));
+            }
+        }
     }
 
     /// Number of keys held, zeros included.
@@ -89,6 +136,7 @@ impl<K: Eq + Hash + Clone + Ord> GaugeTable<K> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn renders_the_outbound_domain_sample_byte_for_byte() {
@@ -145,5 +193,45 @@ mod tests {
         table.retain_nonzero();
         assert_eq!(table.get(&"gone".to_string()), 0);
         assert_eq!(table.len(), 17);
+    }
+
+    /// Removals of zero gauges race additions to the same keys: no addition is lost.
+    #[test]
+    fn adds_racing_removals_lose_nothing() {
+        let table = Arc::new(GaugeTable::<u32>::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pruner = {
+            let (table, stop) = (Arc::clone(&table), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    table.retain_nonzero();
+                }
+            })
+        };
+        let writers: Vec<_> = (0..3u32)
+            .map(|t| {
+                let table = Arc::clone(&table);
+                std::thread::spawn(move || {
+                    // Pairs that cancel keep sending gauges back to zero; one in eight stays.
+                    for i in 0..30_000u32 {
+                        let key = (i * 7 + t) % 16;
+                        table.add(&key, 1);
+                        if i % 8 != 0 {
+                            table.add(&key, -1);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        pruner.join().unwrap();
+        let total: i64 = table.entries().iter().map(|(_, v)| v).sum();
+        assert_eq!(total, 3 * 30_000 / 8);
+        table.set(&3, 5);
+        table.retain(|k| *k != 3);
+        assert_eq!(table.get(&3), 0);
     }
 }
