@@ -39,7 +39,7 @@ use crate::report::Report;
 
 /// The load's object types, as `--mix` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Class {
+pub(crate) enum Class {
     Cidr,
     Gauge,
     Throttle,
@@ -56,7 +56,7 @@ const CLASSES: [Class; 5] = [
 ];
 
 impl Class {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Class::Cidr => "cidr",
             Class::Gauge => "gauge",
@@ -86,7 +86,7 @@ const THROTTLE_NAMES: u64 = 900;
 const SERIES: &str = "bench";
 
 /// `--mix cidr=60,gauge=30,throttle=10`: weights per class; an error names the bad part.
-fn parse_mix(text: &str) -> Result<BTreeMap<Class, u32>, String> {
+pub(crate) fn parse_mix(text: &str) -> Result<BTreeMap<Class, u32>, String> {
     let mut mix = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, weight) = part
@@ -215,23 +215,42 @@ fn probe_read(objects: &Objects, class: Class, object: &str, monitor: Option<Mon
             .and_then(|v| String::from_utf8(v).ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)),
-        Class::Series => monitor.map_or(Ok(0), |m| {
-            objects.series_count(
+        Class::Series => Ok(monitor.map_or(0, |m| {
+            series_total(
+                objects,
                 object,
-                SERIES,
                 &SeriesItem::Text(PROBE.into()),
                 m,
-                0,
-                m.windows.saturating_sub(1),
                 View::Global,
-                wall(),
             )
-        }),
+        })),
     };
     r.unwrap_or(0)
 }
 
 use cohort_engine::replicate::Monitor;
+
+/// Events of the load's series for `item` in `view`, over every window of `monitor`.
+fn series_total(
+    objects: &Objects,
+    object: &str,
+    item: &SeriesItem,
+    monitor: Monitor,
+    view: View,
+) -> i64 {
+    objects
+        .series_count(
+            object,
+            SERIES,
+            item,
+            monitor,
+            0,
+            monitor.windows.saturating_sub(1),
+            view,
+            wall(),
+        )
+        .unwrap_or(0)
+}
 
 /// One object under load.
 struct Target {
@@ -814,17 +833,7 @@ fn check(nodes: &[inproc::InProc], t: &Target, keys: u64) -> Result<bool, String
             for item in sample(64).map(|k| format!("i{k}")) {
                 let item = SeriesItem::Text(item);
                 compare(&format!("{item:?}"), &|o, v| {
-                    o.series_count(
-                        &t.name,
-                        SERIES,
-                        &item,
-                        m,
-                        0,
-                        m.windows.saturating_sub(1),
-                        v,
-                        wall(),
-                    )
-                    .unwrap_or(0)
+                    series_total(o, &t.name, &item, m, v)
                 })?;
             }
             Ok(true)

@@ -184,28 +184,22 @@ pub fn run(a: &Args, targets_arg: &str) -> Result<(), Box<dyn std::error::Error>
             .map(|c| (c, 1))
             .collect(),
         Some(text) => {
+            use crate::replicate_mix::Class as Mixed;
             let mut mix = Vec::new();
-            for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (name, weight) = part
-                    .split_once('=')
-                    .ok_or_else(|| format!("--mix: '{part}' is not TYPE=WEIGHT"))?;
-                let class = match name.trim() {
-                    "cidr" => Class::Cidr,
-                    "gauge" => Class::Gauge,
-                    "cache" => Class::Cache,
-                    "throttle" | "series" => {
+            for (mixed, weight) in crate::replicate_mix::parse_mix(text)? {
+                let name = mixed.name();
+                let class = match mixed {
+                    Mixed::Cidr => Class::Cidr,
+                    Mixed::Gauge => Class::Gauge,
+                    Mixed::Cache => Class::Cache,
+                    Mixed::Throttle | Mixed::Series => {
                         return Err(format!(
                             "--mix {name} with --target: {name} counts cannot be taken back, and \
                              the run must leave the cluster as it found it"
                         )
                         .into());
                     }
-                    other => return Err(format!("--mix: unknown type '{other}'").into()),
                 };
-                let weight: u32 = weight
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("--mix: weight '{weight}' is not a whole number"))?;
                 if weight > 0 && !targets.iter().any(|t| t.class == class) {
                     return Err(format!("--mix {name}: the cluster has no such object").into());
                 }

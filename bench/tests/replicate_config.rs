@@ -9,11 +9,10 @@ use std::process::Command;
 
 #[test]
 fn an_operators_configuration_is_benchmarked_object_by_object() {
-    if !cohort::lab::is_root() {
-        eprintln!("SKIP an_operators_configuration_is_benchmarked_object_by_object: needs root");
+    let Some(bench) = bench_as_root("an_operators_configuration_is_benchmarked_object_by_object")
+    else {
         return;
-    }
-    let bench = Path::new(env!("CARGO_BIN_EXE_cohort-bench"));
+    };
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/every-object.conf");
     let dir = tempfile::tempdir().expect("a scratch directory");
     let page = dir.path().join("replicate.html");
@@ -91,11 +90,9 @@ fn an_operators_configuration_is_benchmarked_object_by_object() {
 /// second over time, the latency distribution).
 #[test]
 fn the_transport_report_parses() {
-    if !cohort::lab::is_root() {
-        eprintln!("SKIP the_transport_report_parses: needs root");
+    let Some(bench) = bench_as_root("the_transport_report_parses") else {
         return;
-    }
-    let bench = Path::new(env!("CARGO_BIN_EXE_cohort-bench"));
+    };
     let dir = tempfile::tempdir().expect("a scratch directory");
     let page = dir.path().join("transport.html");
     let out = Command::new(bench)
@@ -129,11 +126,9 @@ fn svg_count(html: &str) -> usize {
 /// node (its CIDR block, its gauge and cache keys), once the nodes' compaction has run.
 #[test]
 fn a_target_run_leaves_no_key_of_its_own() {
-    if !cohort::lab::is_root() {
-        eprintln!("SKIP a_target_run_leaves_no_key_of_its_own: needs root");
+    let Some(bench) = bench_as_root("a_target_run_leaves_no_key_of_its_own") else {
         return;
-    }
-    let bench = Path::new(env!("CARGO_BIN_EXE_cohort-bench"));
+    };
     let cohortd = bench.with_file_name("cohortd");
     if !cohortd.exists() {
         eprintln!(
@@ -265,4 +260,13 @@ fn succeeded(out: &std::process::Output) -> (String, serde_json::Value) {
         .and_then(|l| serde_json::from_str(l).ok())
         .expect("one JSON object");
     (stdout, json)
+}
+
+/// The benchmark binary, or `None` (with a SKIP line naming `test`) when not root.
+fn bench_as_root(test: &str) -> Option<&'static Path> {
+    if !cohort::lab::is_root() {
+        eprintln!("SKIP {test}: needs root");
+        return None;
+    }
+    Some(Path::new(env!("CARGO_BIN_EXE_cohort-bench")))
 }
