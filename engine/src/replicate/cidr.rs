@@ -1058,25 +1058,30 @@ mod tests {
     fn prune_while_writers_add_keeps_exact_sums() {
         let tree = Arc::new(CidrTree::new());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // What the pruner removed so far: the writers go on (bounded) until it has met zero
+        // nodes, so that a slow scheduler cannot let them finish before it ever ran.
+        let pruned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let pruner = {
-            let (tree, stop) = (Arc::clone(&tree), Arc::clone(&stop));
+            let (tree, stop, pruned) = (Arc::clone(&tree), Arc::clone(&stop), Arc::clone(&pruned));
             std::thread::spawn(move || {
-                let mut removed = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    removed += tree.prune();
+                    pruned.fetch_add(tree.prune(), Ordering::Relaxed);
                 }
-                removed
             })
         };
         let threads = 6;
         let ops = 10_000;
+        let max_ops = 2_000_000;
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let tree = Arc::clone(&tree);
+                let (tree, pruned) = (Arc::clone(&tree), Arc::clone(&pruned));
                 std::thread::spawn(move || {
                     let mut rng = SplitMix(t as u64 * 104_729 + 3);
                     let mut mine: HashMap<IpNet, i64> = HashMap::new();
-                    for _ in 0..ops {
+                    for done in 0..max_ops {
+                        if done >= ops && pruned.load(Ordering::Relaxed) > 0 {
+                            break;
+                        }
                         // Pairs that cancel, so that counts keep going back to zero.
                         let net = random_net(&mut rng);
                         let delta = (rng.next() % 3) as i64 + 1;
@@ -1101,8 +1106,11 @@ mod tests {
             mine_all.push(mine);
         }
         stop.store(true, Ordering::Relaxed);
-        let removed = pruner.join().unwrap();
-        assert!(removed > 0, "the pruner met zero nodes");
+        pruner.join().unwrap();
+        assert!(
+            pruned.load(Ordering::Relaxed) > 0,
+            "the pruner met zero nodes"
+        );
         assert_exact(&tree, &expected);
         // Everything withdrawn: every node goes.
         for mine in mine_all {
