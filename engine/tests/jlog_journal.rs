@@ -533,3 +533,35 @@ fn an_idle_writer_gives_the_segment_lock_back() {
         ]
     );
 }
+
+#[test]
+fn backlog_counts_unread_records_across_segments_without_moving_the_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let j = small(&tmp.path().join("j"), 64);
+    j.add_subscriber("s", Position::Begin).expect("add");
+    let mut r = j.reader("s").expect("reader");
+    assert_eq!(r.backlog().expect("backlog").records, 0);
+    assert_eq!(r.backlog().expect("backlog").oldest, None);
+    let mut w = j.writer(WriterOptions::default()).expect("writer");
+    // Three records per segment: seven records make segments 0, 1 and 2.
+    for i in 0..7 {
+        w.append(format!("record-{i:02}").as_bytes())
+            .expect("append");
+    }
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    let b = r.backlog().expect("backlog");
+    assert_eq!(b.records, 7);
+    let oldest = b.oldest.expect("an unread record has a time");
+    assert!(oldest <= before && before - oldest < std::time::Duration::from_secs(60));
+    // Two read and checkpointed: five left; backlog moved nothing.
+    let (iv, _) = r.next_batch().expect("batch");
+    r.checkpoint(JlogId::new(iv.first.log, 2))
+        .expect("checkpoint");
+    let cp = r.current_checkpoint().expect("checkpoint");
+    assert_eq!(r.backlog().expect("backlog").records, 5);
+    assert_eq!(r.current_checkpoint().expect("checkpoint"), cp);
+    assert_eq!(read_all(&j, "s").len(), 5);
+    assert_eq!(r.backlog().expect("backlog").records, 0);
+}

@@ -7,7 +7,10 @@
 //! counter as `cohort_*_total` (dropped datagrams by reason as a label), the UDP driver's and the
 //! XDP program's counters, DuraVIP (`cohort_duravip_addresses_owned`, and per configured address
 //! `cohort_duravip_owned{address}` 1 on its holder), replication (messages and updates in and
-//! out, snapshots, dropped), the log service's counters, and uptime.
+//! out, snapshots, dropped, and the lag histogram `cohort_replication_lag_seconds`), the failure
+//! detector's view of each peer (round-trip time, suspicion, silence) and its local health, the
+//! cluster journals' backlog and lag per subscriber, on a manager the log pull's counters and
+//! shipping lag per node, the log service's counters, and uptime.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -83,6 +86,22 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// A histogram family: cumulative `_bucket{le}` samples, `_sum` and `_count`.
+fn histogram(out: &mut String, name: &str, help: &str, h: &cohort_engine::replicate::LagHistogram) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (le, c) in h.cumulative() {
+        let le = if le.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            le.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.sum_nanos as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
 /// One unlabelled counter, `cohort_{name}_total`.
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     family(
@@ -144,6 +163,56 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "Seconds since the view was installed.",
         &one(s.view_installed.elapsed().as_secs_f64()),
+    );
+    family(
+        &mut out,
+        "cohort_local_health",
+        "gauge",
+        "The failure detector's local health score (0 = healthy; each point stretches timeouts).",
+        &one(s.local_health),
+    );
+    let peer = |p: &crate::node::shared::PeerStatus| {
+        format!("{{peer=\"{}\"}}", label_value(&p.member.name))
+    };
+    family(
+        &mut out,
+        "cohort_peer_rtt_seconds",
+        "gauge",
+        "Smoothed round-trip time of probes to each view member (RFC 6298 weights).",
+        &s.peers
+            .iter()
+            .filter_map(|p| Some((peer(p), p.rtt.smoothed?.as_secs_f64())))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "cohort_peer_rtt_last_seconds",
+        "gauge",
+        "Latest round-trip time of a probe to each view member.",
+        &s.peers
+            .iter()
+            .filter_map(|p| Some((peer(p), p.rtt.last?.as_secs_f64())))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "cohort_peer_suspected",
+        "gauge",
+        "1 while the failure detector suspects the view member (silent for the suspicion timeout).",
+        &s.peers
+            .iter()
+            .map(|p| (peer(p), if p.suspected || p.failed { 1.0 } else { 0.0 }))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "cohort_peer_silence_seconds",
+        "gauge",
+        "Seconds since each view member was last heard from.",
+        &s.peers
+            .iter()
+            .map(|p| (peer(p), p.silent_for.as_secs_f64()))
+            .collect::<Vec<_>>(),
     );
     let c = &s.counters;
     let counters: [(&str, &str, u64); 15] = [
@@ -337,6 +406,13 @@ pub fn render(shared: &Shared) -> String {
         ] {
             counter(&mut out, name, help, v);
         }
+        histogram(
+            &mut out,
+            "cohort_replication_lag_seconds",
+            "Replication lag of the messages applied here: from the oldest update in a message, \
+             on its sender's clock, to its application on this node.",
+            &st.lag,
+        );
         family(
             &mut out,
             "cohort_replication_outbox_messages",
@@ -351,6 +427,100 @@ pub fn render(shared: &Shared) -> String {
         .into_iter()
         .map(|(k, v)| (format!("{{counter=\"{}\"}}", label_value(&k)), v as f64))
         .collect();
+    let backlogs = shared.journals.backlogs();
+    let now = crate::node::shared::wall();
+    let labels = |log: &str, sub: &str| {
+        format!(
+            "{{log=\"{}\",subscriber=\"{}\"}}",
+            label_value(log),
+            label_value(sub)
+        )
+    };
+    family(
+        &mut out,
+        "cohort_journal_backlog_records",
+        "gauge",
+        "Records of each cluster journal its subscriber has not read (the manager's subscriber: \
+         records not shipped yet).",
+        &backlogs
+            .iter()
+            .map(|(l, sub, b)| (labels(l, sub), b.records as f64))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "cohort_journal_lag_seconds",
+        "gauge",
+        "Age of the oldest record of each cluster journal its subscriber has not read (0 when \
+         caught up): the log-shipping lag for the manager's subscriber.",
+        &backlogs
+            .iter()
+            .map(|(l, sub, b)| {
+                let age = b
+                    .oldest
+                    .map_or(0.0, |t| now.saturating_sub(t).as_secs_f64());
+                (labels(l, sub), age)
+            })
+            .collect::<Vec<_>>(),
+    );
+    if let Some(p) = shared.pull_stats.get() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, v) in [
+            (
+                "logship_records_written",
+                "Records the manager's log pull wrote to its log files.",
+                p.records_written.load(Relaxed),
+            ),
+            (
+                "logship_records_skipped",
+                "Records the manager's log pull had written before (not written twice).",
+                p.records_skipped.load(Relaxed),
+            ),
+            (
+                "logship_batches",
+                "Batches the manager's log pull made durable and acknowledged.",
+                p.batches.load(Relaxed),
+            ),
+            (
+                "logship_connect_failures",
+                "Connections to a node's log service that failed.",
+                p.connect_failures.load(Relaxed),
+            ),
+            (
+                "logship_auth_failures",
+                "Log service handshakes that failed the cluster key.",
+                p.auth_failures.load(Relaxed),
+            ),
+        ] {
+            counter(&mut out, name, help, v);
+        }
+        let lags: Vec<(String, f64)> = p
+            .lag
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|((node, log), v)| {
+                        (
+                            format!(
+                                "{{node=\"{}\",log=\"{}\"}}",
+                                label_value(node),
+                                label_value(log)
+                            ),
+                            *v,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        family(
+            &mut out,
+            "cohort_logship_lag_seconds",
+            "gauge",
+            "Per node and log, from the append of the last record of the latest batch on the \
+             node to that batch being durable at the manager.",
+            &lags,
+        );
+    }
     family(
         &mut out,
         "cohort_logsvc_events_total",

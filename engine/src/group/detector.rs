@@ -35,6 +35,44 @@ struct Peer {
     last_delivered: Time,
     suspected_at: Option<Time>,
     failed: bool,
+    rtt: Rtt,
+}
+
+/// Round-trip times measured to one member (probes echoed at once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rtt {
+    /// The latest sample.
+    pub last: Option<Duration>,
+    /// Smoothed as TCP does (RFC 6298: 7/8 of the old value, 1/8 of the sample).
+    pub smoothed: Option<Duration>,
+    /// Samples taken since the member entered the view.
+    pub samples: u64,
+}
+
+impl Rtt {
+    fn sample(&mut self, rtt: Duration) {
+        self.last = Some(rtt);
+        self.smoothed = Some(match self.smoothed {
+            None => rtt,
+            Some(s) => (s * 7 + rtt) / 8,
+        });
+        self.samples += 1;
+    }
+}
+
+/// What the detector knows of one watched member, for the console and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerHealth {
+    /// The member.
+    pub member: MemberId,
+    /// When it was last heard from.
+    pub last_heard: Time,
+    /// Suspected (silent for the suspicion timeout) and not heard from since.
+    pub suspected: bool,
+    /// Declared failed.
+    pub failed: bool,
+    /// Round-trip times to it.
+    pub rtt: Rtt,
 }
 
 /// The failure detector of one member.
@@ -72,7 +110,29 @@ impl Detector {
             last_delivered: now,
             suspected_at: None,
             failed: false,
+            rtt: Rtt::default(),
         });
+    }
+
+    /// A probe to `m` came back after `rtt`.
+    pub fn rtt_sample(&mut self, m: &MemberId, rtt: Duration) {
+        if let Some(p) = self.peers.get_mut(m) {
+            p.rtt.sample(rtt);
+        }
+    }
+
+    /// Every watched member, in member order.
+    pub fn peer_health(&self) -> Vec<PeerHealth> {
+        self.peers
+            .iter()
+            .map(|(m, p)| PeerHealth {
+                member: m.clone(),
+                last_heard: p.last_heard,
+                suspected: p.suspected_at.is_some() && !p.failed,
+                failed: p.failed,
+                rtt: p.rtt,
+            })
+            .collect()
     }
 
     /// Stops watching every member for which `keep` is false.
@@ -223,6 +283,27 @@ mod tests {
         assert!(d.is_failed(&m));
         d.heard(&m, ms(850));
         assert!(!d.is_failed(&m));
+    }
+
+    #[test]
+    fn round_trips_are_smoothed_and_suspicion_shows() {
+        let mut d = Detector::new(Duration::from_millis(200), Duration::from_millis(600));
+        let m = MemberId::new("b", 1);
+        d.watch(&m, ms(0));
+        d.rtt_sample(&m, Duration::from_micros(800));
+        d.rtt_sample(&m, Duration::from_micros(1600));
+        let h = &d.peer_health()[0];
+        assert_eq!(h.rtt.last, Some(Duration::from_micros(1600)));
+        assert_eq!(h.rtt.smoothed, Some(Duration::from_micros(900)));
+        assert_eq!(h.rtt.samples, 2);
+        assert!(!h.suspected);
+        d.check(ms(600));
+        assert!(d.peer_health()[0].suspected);
+        d.check(ms(800));
+        let h = &d.peer_health()[0];
+        assert!(h.failed && !h.suspected);
+        d.rtt_sample(&MemberId::new("c", 1), Duration::from_millis(1));
+        assert_eq!(d.peer_health().len(), 1, "only watched members");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tracing::{debug, info, trace};
 use crate::group::auth::{ClusterKey, MAC_LEN, ReplayWindow};
 use crate::group::config::GroupConfig;
 use crate::group::delivery::{Delivered, Received, ViewStreams};
-use crate::group::detector::{Detector, Verdict};
+use crate::group::detector::{Detector, PeerHealth, Verdict};
 use crate::group::fragment::Fragmenter;
 use crate::group::groups::{GroupTable, valid_group_name};
 use crate::group::heartbeat::HeartbeatMonitor;
@@ -22,7 +22,7 @@ use crate::group::member::{MAX_NAME_LEN, MemberId};
 use crate::group::membership::{Coordination, FlushReport, Participation, Proposal};
 use crate::group::time::Time;
 use crate::group::view::{View, ViewId};
-use crate::group::wire::{self, Item, Message, Order, Packet, Repr};
+use crate::group::wire::{self, Item, Message, NO_ASK, Order, Packet, ProbeTiming, Repr};
 
 /// Most items one NACK asks for, and one retransmission answers.
 const NACK_BATCH: u64 = 256;
@@ -290,6 +290,8 @@ pub struct Endpoint {
     /// The last packet number sent to each destination.
     packet_numbers: BTreeMap<String, u64>,
     indirect_rotor: usize,
+    /// The view member the next probe asks to echo it (round-trip times, one member per probe).
+    rtt_rotor: usize,
     counters: Counters,
 }
 
@@ -365,6 +367,7 @@ impl Endpoint {
             last_acks: now,
             packet_numbers: BTreeMap::new(),
             indirect_rotor: 0,
+            rtt_rotor: 0,
             counters: Counters::default(),
             known: BTreeMap::new(),
             peers,
@@ -399,6 +402,12 @@ impl Endpoint {
     /// What was counted so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Every member this one watches (the view's others): when last heard, suspicion, and the
+    /// round-trip times of the probes it echoed (each probe asks one member in turn to echo it).
+    pub fn peer_health(&self) -> Vec<PeerHealth> {
+        self.detector.peer_health()
     }
 
     /// Local health (0 = healthy; each point stretches timeouts by one more base timeout).
@@ -1013,13 +1022,20 @@ impl Endpoint {
                 reply,
                 heartbeat,
                 acks,
+                timing,
             } => {
                 self.heartbeat.observe(from, heartbeat, now);
                 if same_view && let Some(j) = self.member_index(from) {
                     self.streams.on_acks(j, &acks);
                 }
-                if reply && self.view.contains(from) {
-                    let probe = self.probe(false);
+                // An echo of one of this member's own stamps: a round trip on this clock.
+                if timing.echo != 0 && timing.echo <= now.as_nanos() {
+                    self.detector
+                        .rtt_sample(from, now.since(Time::from_nanos(timing.echo)));
+                }
+                let asked = same_view && usize::from(timing.ask) == self.my_index;
+                if (reply || asked) && self.view.contains(from) {
+                    let probe = self.probe(now, false, NO_ASK, timing.stamp);
                     self.send_to(&from.clone(), probe);
                 }
             }
@@ -1112,12 +1128,34 @@ impl Endpoint {
         }
     }
 
-    fn probe(&self, reply: bool) -> Message {
+    /// A probe sent at `now`, asking view member `ask` to echo it at once ([`NO_ASK`]: none),
+    /// echoing `echo` (a stamp of the receiver's; 0: none).
+    fn probe(&self, now: Time, reply: bool, ask: u16, echo: u64) -> Message {
         Message::Probe {
             reply,
             heartbeat: self.heartbeat.count(),
             acks: self.streams.received(),
+            timing: ProbeTiming {
+                stamp: now.as_nanos().max(1),
+                ask,
+                echo,
+            },
         }
+    }
+
+    /// The view member the next periodic probe asks to echo it: each other member in turn, so
+    /// every member's round-trip time is sampled once per `n - 1` probe intervals at the cost of
+    /// one answer per interval, whatever the view's size.
+    fn next_rtt_ask(&mut self) -> u16 {
+        let n = self.view.members.len();
+        if n < 2 {
+            return NO_ASK;
+        }
+        self.rtt_rotor = (self.rtt_rotor + 1) % n;
+        if self.rtt_rotor == self.my_index {
+            self.rtt_rotor = (self.rtt_rotor + 1) % n;
+        }
+        u16::try_from(self.rtt_rotor).unwrap_or(NO_ASK)
     }
 
     // ---------------------------------------------------------------- view change
@@ -1629,7 +1667,7 @@ impl Endpoint {
     fn ack_on_volume(&mut self, now: Time) {
         let threshold = (self.cfg.max_unstable_bytes / ACK_VOLUME_SHARE).max(1);
         if self.unacked_bytes >= threshold && self.participation.is_none() {
-            let probe = self.probe(false);
+            let probe = self.probe(now, false, NO_ASK, 0);
             self.broadcast(probe);
             self.unacked_bytes = 0;
             self.last_acks = now;
@@ -1736,7 +1774,7 @@ impl Endpoint {
         } else if self.acks_due && now.since(self.last_acks) >= self.cfg.probe_interval / 2 {
             // Acknowledgements free the senders' windows; between probes they go out at most
             // twice per probe interval, and only when new data arrived.
-            let probe = self.probe(false);
+            let probe = self.probe(now, false, NO_ASK, 0);
             self.broadcast(probe);
             self.last_acks = now;
             self.acks_due = false;
@@ -1744,7 +1782,7 @@ impl Endpoint {
         }
         for v in self.detector.check(now) {
             match v {
-                Verdict::Suspect(m) => self.on_suspect(&m),
+                Verdict::Suspect(m) => self.on_suspect(now, &m),
                 Verdict::Failed(m) => {
                     debug!(member = %self.me, view = ?self.view.id, failed = %m, "member failed")
                 }
@@ -1779,7 +1817,8 @@ impl Endpoint {
     }
 
     fn send_probes(&mut self, now: Time) {
-        let probe = self.probe(false);
+        let ask = self.next_rtt_ask();
+        let probe = self.probe(now, false, ask, 0);
         self.broadcast(probe);
         // A stuck node, or one in the middle of a view change, does not look for new members.
         if self.participation.is_some() || self.heartbeat.self_stuck(now) {
@@ -1808,9 +1847,9 @@ impl Endpoint {
         }
     }
 
-    fn on_suspect(&mut self, m: &MemberId) {
+    fn on_suspect(&mut self, now: Time, m: &MemberId) {
         debug!(member = %self.me, view = ?self.view.id, suspect = %m, "suspecting");
-        let probe = self.probe(true);
+        let probe = self.probe(now, true, NO_ASK, 0);
         self.send_to(m, probe);
         let others: Vec<MemberId> = self
             .view
@@ -1958,6 +1997,23 @@ mod tests {
 
     /// The three reloads of a key rotation, one member at a time: no datagram is refused and the
     /// view never changes; adding or removing the key is refused and changes nothing.
+    #[test]
+    fn every_member_measures_the_round_trip_to_every_other() {
+        let (mut eps, mut now) = cluster(4, None);
+        // 3 s at the default probe interval: each member asked every other one several times.
+        run(&mut eps, &mut now, 300);
+        for ep in &eps {
+            let peers = ep.peer_health();
+            assert_eq!(peers.len(), 3);
+            for p in peers {
+                assert!(p.rtt.samples >= 2, "{} -> {}: {:?}", ep.me, p.member, p.rtt);
+                // This network delivers within the step: the round trip is on one clock reading.
+                assert_eq!(p.rtt.last, Some(Duration::ZERO));
+                assert!(!p.suspected && !p.failed);
+            }
+        }
+    }
+
     #[test]
     fn a_keyring_rotates_without_a_view_change() {
         let old = ClusterKey::from_material(b"old key material, long");

@@ -403,6 +403,30 @@ pub struct OldViewCut {
     pub holders: Vec<u16>,
 }
 
+/// [`ProbeTiming::ask`] when no member is asked to echo.
+pub const NO_ASK: u16 = u16::MAX;
+
+/// The round-trip fields of a probe (flag bit 1; a probe without them decodes as the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTiming {
+    /// The sender's clock (nanoseconds) when it sent the probe.
+    pub stamp: u64,
+    /// View index of the member that should answer at once, echoing `stamp`.
+    pub ask: u16,
+    /// The `stamp` of the probe this one answers; 0 for none.
+    pub echo: u64,
+}
+
+impl Default for ProbeTiming {
+    fn default() -> Self {
+        ProbeTiming {
+            stamp: 0,
+            ask: NO_ASK,
+            echo: 0,
+        }
+    }
+}
+
 /// The messages a datagram carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -424,6 +448,10 @@ pub enum Message {
         /// Per view member index: the highest sequence received contiguously (own index: sent).
         /// Empty when the receiver is not in the sender's view.
         acks: Vec<u64>,
+        /// Round-trip timing: the sender's clock when it sent this probe, the view index of the
+        /// member asked to echo it at once ([`NO_ASK`] for none), and the `stamp` of the probe
+        /// this one answers (0 when it answers none).
+        timing: ProbeTiming,
     },
     /// Retransmit `origin`'s items `from..=to` of the header's view.
     Nack {
@@ -739,11 +767,29 @@ impl Message {
                 };
                 Message::Data { origin, seq, item }
             }
-            kind::PROBE => Message::Probe {
-                reply: r.u8("probe flags")? & 1 != 0,
-                heartbeat: r.u64("heartbeat")?,
-                acks: r.u64s("ack vector")?,
-            },
+            kind::PROBE => {
+                let flags = r.u8("probe flags")?;
+                if flags & !3 != 0 {
+                    return Err(r.err("probe flags"));
+                }
+                let heartbeat = r.u64("heartbeat")?;
+                let acks = r.u64s("ack vector")?;
+                let timing = if flags & 2 != 0 {
+                    ProbeTiming {
+                        stamp: r.u64("probe stamp")?,
+                        ask: r.u16("probe ask")?,
+                        echo: r.u64("probe echo")?,
+                    }
+                } else {
+                    ProbeTiming::default()
+                };
+                Message::Probe {
+                    reply: flags & 1 != 0,
+                    heartbeat,
+                    acks,
+                    timing,
+                }
+            }
             kind::NACK => {
                 let origin = r.u16("nack origin")?;
                 let from = r.u64("nack from")?;
@@ -878,10 +924,17 @@ impl Message {
                 reply,
                 heartbeat,
                 acks,
+                timing,
             } => {
-                w.u8(u8::from(*reply));
+                let timed = *timing != ProbeTiming::default();
+                w.u8(u8::from(*reply) | (u8::from(timed) << 1));
                 w.u64(*heartbeat);
                 w.u64s(acks);
+                if timed {
+                    w.u64(timing.stamp);
+                    w.u16(timing.ask);
+                    w.u64(timing.echo);
+                }
                 kind::PROBE
             }
             Message::Nack { origin, from, to } => {
@@ -1033,6 +1086,17 @@ mod tests {
                 reply: true,
                 heartbeat: 4,
                 acks: vec![1, 2, 3],
+                timing: ProbeTiming::default(),
+            },
+            Message::Probe {
+                reply: false,
+                heartbeat: 5,
+                acks: vec![4],
+                timing: ProbeTiming {
+                    stamp: 7,
+                    ask: 2,
+                    echo: 6,
+                },
             },
             Message::Nack {
                 origin: 1,
@@ -1230,11 +1294,13 @@ mod tests {
         #[test]
         fn data_round_trips(origin in any::<u16>(), seq in 1u64.., agreed in any::<bool>(),
                             group in "[a-z_]{0,64}", payload in proptest::collection::vec(any::<u8>(), 0..300),
-                            acks in proptest::collection::vec(any::<u64>(), 0..20)) {
+                            acks in proptest::collection::vec(any::<u64>(), 0..20),
+                            stamp in any::<u64>(), ask in any::<u16>(), echo in any::<u64>()) {
             let msgs = vec![
                 Message::Data { origin, seq, item: Item::App {
                     group, order: if agreed { Order::Agreed } else { Order::Fifo }, payload } },
-                Message::Probe { reply: agreed, heartbeat: seq, acks },
+                Message::Probe { reply: agreed, heartbeat: seq, acks,
+                    timing: ProbeTiming { stamp, ask, echo } },
             ];
             let mut buf = Vec::new();
             header().emit(&mut buf);

@@ -44,7 +44,7 @@ pub use error::{JlogError, Result};
 pub use index::IndexState;
 pub use journal::{Journal, JournalOptions, RepairReport, SegmentInfo};
 pub use metastore::{Metastore, Safety};
-pub use reader::{Interval, Reader, Record};
+pub use reader::{Backlog, Interval, Reader, Record};
 pub use repair::SegmentRepair;
 pub use subscriber::Position;
 pub use writer::{AppendBackend, Writer, WriterOptions, WriterStats};

@@ -29,6 +29,15 @@ pub struct Interval {
     pub count: u32,
 }
 
+/// What a subscriber has not read yet (see [`Reader::backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Records after the checkpoint.
+    pub records: u64,
+    /// Write time (since the Unix epoch, seconds truncated to 32 bits as stored) of the first.
+    pub oldest: Option<std::time::Duration>,
+}
+
 /// One record read from a journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -153,6 +162,37 @@ impl Reader {
             last: finish,
             count,
         })
+    }
+
+    /// What this subscriber has not read yet: the records after its checkpoint in every
+    /// segment, and the write time of the first of them. Unlike [`Reader::read_interval`] it
+    /// never moves the checkpoint, so a monitor may call it beside the reading subscriber.
+    pub fn backlog(&mut self) -> Result<Backlog> {
+        let cp = self.current_checkpoint()?;
+        let mut out = Backlog::default();
+        for log in list_segments(self.journal.path())? {
+            if log < cp.log {
+                continue;
+            }
+            let Some(state) = resync_index(self.journal.files(), log)? else {
+                continue;
+            };
+            let read = if log == cp.log {
+                cp.marker.min(state.count)
+            } else {
+                0
+            };
+            let pending = state.count - read;
+            if pending > 0 && out.oldest.is_none() {
+                let r = self.read_message(JlogId::new(log, read + 1))?;
+                out.oldest = Some(
+                    std::time::Duration::from_secs(u64::from(r.tv_sec))
+                        + std::time::Duration::from_micros(u64::from(r.tv_usec)),
+                );
+            }
+            out.records += u64::from(pending);
+        }
+        Ok(out)
     }
 
     /// Reads one record (`jlog_ctx_read_message`).

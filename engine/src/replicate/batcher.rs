@@ -85,6 +85,11 @@ impl Batcher {
         }
     }
 
+    /// When the oldest buffered update was pushed; `None` when nothing is buffered.
+    pub fn oldest(&self) -> Option<Duration> {
+        self.since
+    }
+
     /// Updates buffered since the last drain, before coalescing.
     pub fn buffered(&self) -> usize {
         self.buffered

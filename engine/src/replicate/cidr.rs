@@ -1078,10 +1078,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut rng = SplitMix(t as u64 * 104_729 + 3);
                     let mut mine: HashMap<IpNet, i64> = HashMap::new();
-                    for done in 0..max_ops {
-                        if done >= ops && pruned.load(Ordering::Relaxed) > 0 {
-                            break;
-                        }
+                    for _ in 0..ops {
                         // Pairs that cancel, so that counts keep going back to zero.
                         let net = random_net(&mut rng);
                         let delta = (rng.next() % 3) as i64 + 1;
@@ -1091,6 +1088,20 @@ mod tests {
                         } else {
                             tree.add(net, -delta);
                         }
+                    }
+                    // Pairs that cancel inside a bounded space (the tree does not grow) until
+                    // the pruner has met zero nodes while writers run (bounded).
+                    for _ in 0..max_ops {
+                        if pruned.load(Ordering::Relaxed) > 0 {
+                            break;
+                        }
+                        let r = rng.next();
+                        let net = IpNet::V4(
+                            Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0xff)), 32)
+                                .unwrap(),
+                        );
+                        tree.add(net, 1);
+                        tree.add(net, -1);
                     }
                     mine
                 })

@@ -59,7 +59,7 @@ pub mod wire;
 pub use member::MemberId;
 pub use object::{Monitor, ObjectKind, ObjectSettings, SettingsError, Shape};
 pub use replica::{
-    DEFAULT_MTU, DEFAULT_OUTBOX_LIMIT, Destination, ObjectStats, Objects, Reconfigured,
-    ReplicateError, Replicator, Rows, Stats, Transmit, View,
+    DEFAULT_MTU, DEFAULT_OUTBOX_LIMIT, Destination, LAG_BUCKETS, LagHistogram, ObjectStats,
+    Objects, Reconfigured, ReplicateError, Replicator, Rows, Stats, Transmit, View,
 };
 pub use update::{Key, Op, SeriesItem, Update};

@@ -683,6 +683,58 @@ pub struct Stats {
     pub ignored: u64,
     /// Snapshots sent.
     pub snapshots_out: u64,
+    /// Replication lag of the stamped messages applied: from the oldest update in a message,
+    /// on its sender's clock, to its application here.
+    pub lag: LagHistogram,
+}
+
+/// Upper bounds, in seconds, of the [`LagHistogram`] buckets (Prometheus `le`; `+Inf` follows).
+pub const LAG_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket histogram of replication lags (the Prometheus shape: cumulative buckets are
+/// computed when read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LagHistogram {
+    /// Per [`LAG_BUCKETS`] bound, samples at most that bound and above the previous one; the
+    /// last slot holds the samples above every bound.
+    pub counts: [u64; LAG_BUCKETS.len() + 1],
+    /// Sum of the samples, in nanoseconds.
+    pub sum_nanos: u64,
+    /// Samples.
+    pub count: u64,
+}
+
+impl LagHistogram {
+    /// Adds one sample.
+    pub fn observe(&mut self, lag: Duration) {
+        let secs = lag.as_secs_f64();
+        let at = LAG_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LAG_BUCKETS.len());
+        self.counts[at] += 1;
+        self.sum_nanos = self
+            .sum_nanos
+            .saturating_add(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX));
+        self.count += 1;
+    }
+
+    /// `(le, cumulative count)` per bucket, `+Inf` last (as `f64::INFINITY`).
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        LAG_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts)
+            .map(|(le, c)| {
+                total += c;
+                (le, total)
+            })
+            .collect()
+    }
 }
 
 /// What [`Replicator::reconfigure`] did, by object name.
@@ -1056,6 +1108,12 @@ impl Replicator {
             }
         };
         self.stats.messages_in += 1;
+        if let Some(stamp) = message.stamp {
+            // A sender's clock ahead of this one shows as no lag, never as a negative one.
+            self.stats
+                .lag
+                .observe(now.saturating_sub(Duration::from_micros(stamp)));
+        }
         let objects = Arc::clone(&self.objects);
         // One pin for the whole message rather than two per update.
         let guard = cidr::pin();
@@ -1203,8 +1261,10 @@ impl Replicator {
                 if pending.poll_timeout().is_none() || (!all && !pending.is_due(now)) {
                     continue;
                 }
-                pending.drain()
+                let oldest = pending.oldest();
+                (pending.drain(), oldest)
             };
+            let (batch, oldest) = batch;
             let name = &obj.settings.name;
             if let Some(sent) = self.sent.get_mut(name) {
                 for update in &batch {
@@ -1233,6 +1293,9 @@ impl Replicator {
             } else {
                 &mut cluster
             };
+            if let Some(oldest) = oldest {
+                packer.stamp(oldest);
+            }
             packer.begin(name, false);
             for update in batch {
                 packer.push(update);
@@ -1453,6 +1516,56 @@ mod tests {
             o.series_add("metrics", "my_series", ip, 1, now),
             Err(ReplicateError::NotReplicated { .. })
         ));
+    }
+
+    #[test]
+    fn receivers_measure_the_lag_from_the_oldest_update() {
+        let settings = || {
+            vec![ObjectSettings::new(
+                "outbound_domains",
+                ObjectKind::OutboundDomains,
+            )]
+        };
+        let (a, b) = (MemberId::new("a"), MemberId::new("b"));
+        let mut ra = Replicator::new(a.clone(), settings(), 1400, false).unwrap();
+        let mut rb = Replicator::new(b.clone(), settings(), 1400, false).unwrap();
+        let t0 = Duration::from_secs(1_800_000_000);
+        for r in [&mut ra, &mut rb] {
+            r.handle_view(t0, &[a.clone(), b.clone()]);
+            while r.poll_transmit().is_some() {}
+        }
+        // Two updates 4 ms apart, sent 60 ms after the first.
+        let o = ra.objects();
+        o.gauge_add("outbound_domains", "x", 1, t0).unwrap();
+        o.gauge_add("outbound_domains", "y", 1, t0 + Duration::from_millis(4))
+            .unwrap();
+        ra.flush(t0 + Duration::from_millis(60));
+        let t = ra.poll_transmit().expect("the batch");
+        let m = crate::replicate::wire::Message::parse_bytes(&t.payload).unwrap();
+        assert_eq!(
+            m.stamp,
+            Some(t0.as_micros() as u64),
+            "the oldest update's time"
+        );
+        // Applied 80 ms after the first update: one sample of 80 ms.
+        rb.handle_message(t0 + Duration::from_millis(80), &a, &t.payload)
+            .unwrap();
+        let lag = rb.stats().lag;
+        assert_eq!(lag.count, 1);
+        assert_eq!(lag.sum_nanos, 80_000_000);
+        let cumulative = lag.cumulative();
+        let le = |bound: f64| cumulative.iter().find(|(b, _)| *b == bound).unwrap().1;
+        assert_eq!((le(0.05), le(0.1), le(f64::INFINITY)), (0, 1, 1));
+        // A sender's clock ahead of the receiver's counts as no lag.
+        ra.objects()
+            .gauge_add("outbound_domains", "z", 1, t0 + Duration::from_secs(10))
+            .unwrap();
+        ra.flush(t0 + Duration::from_secs(10));
+        let t = ra.poll_transmit().unwrap();
+        rb.handle_message(t0 + Duration::from_secs(1), &a, &t.payload)
+            .unwrap();
+        let lag = rb.stats().lag;
+        assert_eq!((lag.count, lag.counts[0]), (2, 1));
     }
 
     #[test]

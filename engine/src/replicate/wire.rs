@@ -4,7 +4,10 @@
 //! FIFO order per sender). Layout, all integers big-endian or LEB128 varints:
 //!
 //! ```text
-//! message  := magic "CR" | version u8 (= 1) | reserved u8 (= 0) | sections u16 | section*
+//! message  := magic "CR" | version u8 (= 1) | flags u8 | sections u16 | [stamp u64] | section*
+//!             flags bit 0 STAMPED: `stamp` is present, the wall-clock time (microseconds since
+//!             the Unix epoch) of the oldest update in the message, for receivers' replication
+//!             lag; other bits must be zero
 //! section  := name_len u8 | name (UTF-8, 1..=255) | flags u8 | updates u16 | update*
 //!             flags bit 0 RESET: drop the sender's contribution to this object first (the first
 //!             section of a snapshot); bit 1 REQUEST: the sender (re)created this object (a
@@ -35,8 +38,12 @@ use super::update::{Key, Op, SeriesItem, Update};
 pub const MAGIC: [u8; 2] = *b"CR";
 /// The only version this code emits and accepts.
 pub const VERSION: u8 = 1;
-/// Bytes before the first section.
+/// Bytes of the fixed header (an unstamped message's sections start here).
 pub const HEADER_LEN: usize = 6;
+/// Bytes of the optional stamp after the fixed header.
+pub const STAMP_LEN: usize = 8;
+/// Header flag: the stamp follows the fixed header.
+pub const HEADER_STAMPED: u8 = 1;
 /// Largest string key or cache value.
 pub const MAX_TEXT: usize = 65_535;
 /// Section flag: the receiver drops the sender's contribution before applying the section.
@@ -115,13 +122,38 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if data[2] != VERSION {
             return Err(WireError::Version { version: data[2] });
         }
-        if data[3] != 0 {
+        if data[3] & !HEADER_STAMPED != 0 {
             return Err(WireError::Malformed {
                 offset: 3,
-                what: "reserved byte is not zero",
+                what: "unknown header flag",
+            });
+        }
+        if data[3] & HEADER_STAMPED != 0 && data.len() < HEADER_LEN + STAMP_LEN {
+            return Err(WireError::Truncated {
+                offset: data.len(),
+                what: "stamp",
             });
         }
         Ok(())
+    }
+
+    /// The stamp: wall-clock microseconds of the oldest update in the message, if present.
+    pub fn stamp(&self) -> Option<u64> {
+        let d = self.buffer.as_ref();
+        (d[3] & HEADER_STAMPED != 0).then(|| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&d[HEADER_LEN..HEADER_LEN + STAMP_LEN]);
+            u64::from_be_bytes(b)
+        })
+    }
+
+    fn sections_at(&self) -> usize {
+        HEADER_LEN
+            + if self.buffer.as_ref()[3] & HEADER_STAMPED != 0 {
+                STAMP_LEN
+            } else {
+                0
+            }
     }
 
     /// Protocol version byte.
@@ -135,9 +167,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
         u16::from_be_bytes([d[4], d[5]])
     }
 
-    /// The bytes after the header.
+    /// The bytes after the header (and the stamp).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..]
+        &self.buffer.as_ref()[self.sections_at()..]
     }
 
     /// The whole buffer.
@@ -147,11 +179,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set_header(&mut self, sections: u16) {
+    fn set_header(&mut self, flags: u8, sections: u16) {
         let d = self.buffer.as_mut();
         d[0..2].copy_from_slice(&MAGIC);
         d[2] = VERSION;
-        d[3] = 0;
+        d[3] = flags;
         d[4..6].copy_from_slice(&sections.to_be_bytes());
     }
 }
@@ -172,6 +204,9 @@ pub struct Section {
 /// A parsed replication message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
+    /// Wall-clock microseconds since the Unix epoch of the oldest update in the message (the
+    /// STAMPED header flag); receivers measure replication lag against it.
+    pub stamp: Option<u64>,
     /// Sections in order.
     pub sections: Vec<Section>,
 }
@@ -507,7 +542,7 @@ impl Message {
         packet.check()?;
         let mut reader = Reader {
             data: packet.buffer.as_ref(),
-            pos: HEADER_LEN,
+            pos: packet.sections_at(),
         };
         let count = packet.section_count();
         let mut sections = Vec::new();
@@ -555,7 +590,10 @@ impl Message {
                 what: "bytes after the last section",
             });
         }
-        Ok(Message { sections })
+        Ok(Message {
+            stamp: packet.stamp(),
+            sections,
+        })
     }
 
     /// Parses raw bytes (header check included).
@@ -566,6 +604,7 @@ impl Message {
     /// Encoded size in bytes.
     pub fn buffer_len(&self) -> usize {
         HEADER_LEN
+            + self.stamp.map_or(0, |_| STAMP_LEN)
             + self
                 .sections
                 .iter()
@@ -602,8 +641,16 @@ impl Message {
             });
         }
         packet.buffer.as_mut()[..bytes.len()].copy_from_slice(&bytes);
-        packet.set_header(self.sections.len() as u16);
+        packet.set_header(self.flags(), self.sections.len() as u16);
         Ok(bytes.len())
+    }
+
+    fn flags(&self) -> u8 {
+        if self.stamp.is_some() {
+            HEADER_STAMPED
+        } else {
+            0
+        }
     }
 
     /// The encoded message.
@@ -617,8 +664,11 @@ impl Message {
         let mut out = Vec::with_capacity(self.buffer_len());
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
-        out.push(0);
+        out.push(self.flags());
         out.extend_from_slice(&(self.sections.len() as u16).to_be_bytes());
+        if let Some(stamp) = self.stamp {
+            out.extend_from_slice(&stamp.to_be_bytes());
+        }
         for s in &self.sections {
             out.push(s.object.len() as u8);
             out.extend_from_slice(s.object.as_bytes());
@@ -640,6 +690,7 @@ impl Message {
     #[doc(hidden)]
     pub fn example() -> Message {
         Message {
+            stamp: None,
             sections: vec![
                 Section {
                     object: "c".into(),
@@ -701,6 +752,8 @@ pub struct Packer {
     current: Message,
     current_len: usize,
     current_updates: usize,
+    /// The stamp of the object being packed (see [`Packer::stamp`]).
+    object_stamp: Option<u64>,
     object: String,
     updates: usize,
     /// Per object: updates pushed and the bytes their sections and updates take.
@@ -723,8 +776,9 @@ impl Packer {
             mtu,
             done: Vec::new(),
             current: Message::default(),
-            current_len: HEADER_LEN,
+            current_len: HEADER_LEN + STAMP_LEN,
             current_updates: 0,
+            object_stamp: None,
             object: String::new(),
             updates: 0,
             tallies: Vec::new(),
@@ -751,6 +805,13 @@ impl Packer {
         &self.tallies
     }
 
+    /// The sections begun from now on hold updates made since `oldest` (wall-clock time since
+    /// the Unix epoch): each message carries the oldest stamp of its sections. Room for the stamp
+    /// is kept in every message, so stamping never changes how updates are split.
+    pub fn stamp(&mut self, oldest: std::time::Duration) {
+        self.object_stamp = Some(u64::try_from(oldest.as_micros()).unwrap_or(u64::MAX));
+    }
+
     /// Starts a section for `object`; `reset` marks the first section of a snapshot. Object
     /// names longer than 255 bytes are not encodable and are rejected by the caller's settings.
     pub fn begin(&mut self, object: &str, reset: bool) {
@@ -769,6 +830,9 @@ impl Packer {
             request: false,
             updates: Vec::new(),
         });
+        if let Some(at) = self.object_stamp {
+            self.current.stamp = Some(self.current.stamp.map_or(at, |s| s.min(at)));
+        }
         self.current_len += need;
         self.tally(need, 0);
     }
@@ -810,7 +874,7 @@ impl Packer {
 
     fn flush(&mut self) {
         let message = std::mem::take(&mut self.current);
-        self.current_len = HEADER_LEN;
+        self.current_len = HEADER_LEN + STAMP_LEN;
         self.current_updates = 0;
         let (sections, empty): (Vec<Section>, Vec<Section>) = message
             .sections
@@ -827,7 +891,8 @@ impl Packer {
             return;
         }
         // Counts were bounded on the way in; an unencodable name is dropped with its updates.
-        if let Ok(bytes) = (Message { sections }).to_bytes() {
+        let stamp = message.stamp;
+        if let Ok(bytes) = (Message { stamp, sections }).to_bytes() {
             self.done.push(bytes);
         }
     }
@@ -938,7 +1003,12 @@ mod tests {
                 }),
             0..5,
         )
-        .prop_map(|sections| Message { sections })
+        .prop_flat_map(|sections| {
+            proptest::option::of(any::<u64>()).prop_map(move |stamp| Message {
+                stamp,
+                sections: sections.clone(),
+            })
+        })
     }
 
     proptest! {
@@ -1003,8 +1073,12 @@ mod tests {
             a in proptest::collection::vec(arb_update(), 1..100),
             b in proptest::collection::vec(arb_update(), 1..100),
             mtu in 200usize..1500,
+            stamped in any::<bool>(),
         ) {
             let mut packer = Packer::new(mtu);
+            if stamped {
+                packer.stamp(std::time::Duration::from_secs(1_800_000_000));
+            }
             packer.begin("inbound_cidr", false);
             for u in &a {
                 packer.push(u.clone());
@@ -1020,13 +1094,54 @@ mod tests {
             prop_assert_eq!(tallies[1].updates, b.len() as u64);
             let wire: usize = messages.iter().map(Vec::len).sum();
             let counted: u64 = tallies.iter().map(|t| t.bytes).sum();
-            prop_assert_eq!(counted + (HEADER_LEN * messages.len()) as u64, wire as u64);
+            let header = HEADER_LEN + if stamped { STAMP_LEN } else { 0 };
+            prop_assert_eq!(counted + (header * messages.len()) as u64, wire as u64);
+            for m in &messages {
+                let parsed = Message::parse_bytes(m).expect("parses");
+                prop_assert_eq!(parsed.stamp, stamped.then_some(1_800_000_000_000_000));
+            }
         }
+    }
+
+    #[test]
+    fn a_stamp_follows_the_header_and_is_checked() {
+        let message = Message {
+            stamp: Some(0x0102_0304_0506_0708),
+            ..Message::example()
+        };
+        let bytes = message.to_bytes().unwrap();
+        assert_eq!(&bytes[..HEADER_LEN], &[b'C', b'R', 1, HEADER_STAMPED, 0, 2]);
+        assert_eq!(
+            &bytes[HEADER_LEN..HEADER_LEN + 8],
+            &[1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(
+            &bytes[HEADER_LEN + 8..],
+            &Message::example().to_bytes().unwrap()[HEADER_LEN..]
+        );
+        assert_eq!(Message::parse_bytes(&bytes), Ok(message));
+        assert_eq!(
+            Message::parse_bytes(&bytes[..HEADER_LEN + 7]),
+            Err(WireError::Truncated {
+                offset: HEADER_LEN + 7,
+                what: "stamp"
+            })
+        );
+        let mut unknown = bytes.clone();
+        unknown[3] = 2;
+        assert_eq!(
+            Message::parse_bytes(&unknown),
+            Err(WireError::Malformed {
+                offset: 3,
+                what: "unknown header flag"
+            })
+        );
     }
 
     #[test]
     fn errors_carry_the_offset() {
         let message = Message {
+            stamp: None,
             sections: vec![Section {
                 object: "inbound_cidr".into(),
                 reset: false,

@@ -272,6 +272,26 @@ impl Journals {
         Logs { logs }
     }
 
+    /// Per served journal and subscriber, what it has not read yet (for the metrics): unread
+    /// records and the append time of the oldest. The manager's subscriber's backlog is the
+    /// node's log-shipping lag.
+    pub fn backlogs(&self) -> Vec<(String, String, cohort_engine::jlog::Backlog)> {
+        let mut out = Vec::new();
+        for (name, path) in self.served() {
+            let Ok(j) = Journal::open(&path) else {
+                continue;
+            };
+            let mut subs = j.subscribers().unwrap_or_default();
+            subs.sort();
+            for sub in subs {
+                if let Ok(b) = j.reader(&sub).and_then(|mut r| r.backlog()) {
+                    out.push((name.clone(), sub, b));
+                }
+            }
+        }
+        out
+    }
+
     /// The counters `cluster counters` adds for the log service.
     pub fn counters(&self) -> Vec<(String, u64)> {
         let s = &self.stats;

@@ -29,6 +29,9 @@ pub struct PullStats {
     pub records_written: AtomicU64,
     pub records_skipped: AtomicU64,
     pub batches: AtomicU64,
+    /// Per (node, log): the shipping lag of the last batch written, from the append of its last
+    /// record on the node (the record's own time) to the batch being durable here, in seconds.
+    pub lag: std::sync::Mutex<BTreeMap<(String, String), f64>>,
 }
 
 /// Which subscriber names the manager `me` pulls node `node`'s logs with, in order of preference.
@@ -76,6 +79,7 @@ impl Puller {
     ) -> Result<Puller, String> {
         let sink = Sink::new(&logs)?;
         let stats = Arc::new(PullStats::default());
+        let _ = shared.pull_stats.set(stats.clone());
         let st = stats.clone();
         let worker = Worker::spawn("logmove", move |stop| {
             supervise(&Arc::new(Ctx {
@@ -224,6 +228,14 @@ fn pull(ctx: &Ctx, node: &str, addr: SocketAddr, subcluster: &str) -> Result<(),
                     .records_skipped
                     .fetch_add(w.skipped, Ordering::Relaxed);
                 ctx.stats.batches.fetch_add(1, Ordering::Relaxed);
+                if let Some(r) = records.last() {
+                    let appended = Duration::from_secs(u64::from(r.tv_sec))
+                        + Duration::from_micros(u64::from(r.tv_usec));
+                    let lag = crate::node::shared::wall().saturating_sub(appended);
+                    if let Ok(mut l) = ctx.stats.lag.lock() {
+                        l.insert((node.to_owned(), log.clone()), lag.as_secs_f64());
+                    }
+                }
                 // Durable now: the node may move its checkpoint.
                 fs.send(&Message::Ack { log, last })?;
             }

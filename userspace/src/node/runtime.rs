@@ -158,6 +158,8 @@ impl Node {
             xdp: None,
             arp: Default::default(),
             xdp_arrivals_fed: 0,
+            peers: Vec::new(),
+            local_health: 0,
         };
         Ok(Node {
             shared: Arc::new(Shared {
@@ -176,6 +178,7 @@ impl Node {
                     crate::logsvc::Journals::start(&cfg)
                 }),
                 cluster_key: Arc::new(std::sync::RwLock::new(plan.key.clone())),
+                pull_stats: std::sync::OnceLock::new(),
             }),
             node,
             io,

@@ -46,6 +46,21 @@ pub struct NodeStatus {
     pub arp: cohort_engine::console::status::ArpTable,
     /// Peer arrivals stamped by the XDP program and given to the failure detector.
     pub xdp_arrivals_fed: u64,
+    /// The failure detector's view of every other view member.
+    pub peers: Vec<PeerStatus>,
+    /// The failure detector's local health score (0 = healthy).
+    pub local_health: u32,
+}
+
+/// One view member as this node's failure detector sees it.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    pub member: MemberId,
+    /// Time since it was last heard from.
+    pub silent_for: Duration,
+    pub suspected: bool,
+    pub failed: bool,
+    pub rtt: cohort_engine::group::detector::Rtt,
 }
 
 /// A request from a console thread, carried out by the loop.
@@ -121,6 +136,8 @@ pub struct Shared {
     /// The keyring in force (`cluster_key`), which the log service reads at every handshake; a
     /// reload replaces it.
     pub cluster_key: Arc<std::sync::RwLock<Option<cohort_engine::group::ClusterKey>>>,
+    /// On a manager, the log pull's counters and shipping lags (set when the pull starts).
+    pub pull_stats: std::sync::OnceLock<Arc<crate::logsvc::puller::PullStats>>,
 }
 
 impl Shared {

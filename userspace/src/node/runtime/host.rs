@@ -128,6 +128,20 @@ impl Node {
         }
         if let Ok(mut s) = self.shared.status.lock() {
             s.counters = self.node.endpoint().counters().clone();
+            s.local_health = self.node.endpoint().local_health();
+            s.peers = self
+                .node
+                .endpoint()
+                .peer_health()
+                .into_iter()
+                .map(|p| crate::node::shared::PeerStatus {
+                    silent_for: now.since(p.last_heard),
+                    member: p.member,
+                    suspected: p.suspected,
+                    failed: p.failed,
+                    rtt: p.rtt,
+                })
+                .collect();
             s.io = self.io.stats();
             if refresh {
                 s.arp = self.node.arp().table(Duration::from_nanos(now.as_nanos()));
