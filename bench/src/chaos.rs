@@ -235,6 +235,25 @@ fn one_view(c: &Consoles, live: &[usize], bound: Duration) -> Option<Duration> {
     None
 }
 
+/// The DuraVIP and view lines of `nodes`' logs (the last 12 of each), printed with a one-owner
+/// failure to show where the second owner came from.
+fn duravip_log(c: &Cluster<'_>, nodes: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    for &i in nodes {
+        let text = std::fs::read_to_string(c.log(i)).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("DuraVIP") || l.contains("duravip") || l.contains("view installed")
+            })
+            .collect();
+        for l in &lines[lines.len().saturating_sub(12)..] {
+            out.push(format!("  {}: {l}", c.name(i)));
+        }
+    }
+    out
+}
+
 /// Records delivered to the manager, by record text.
 fn at_manager(out: &Path) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
@@ -298,6 +317,7 @@ pub fn run(a: &Args) -> Res<()> {
     let mut injected: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut heals: Vec<f64> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
+    let mut evidence: Vec<String> = Vec::new();
     let mut double_owner_samples = 0u64;
     let mut last_doubled: Vec<usize> = Vec::new();
     let mut samples = 0u64;
@@ -391,6 +411,13 @@ pub fn run(a: &Args) -> Res<()> {
                             injected_at.elapsed().as_secs_f64(),
                             c.name(victim)
                         ));
+                        if evidence.len() < 200 {
+                            let mut nodes: Vec<usize> =
+                                doubled.iter().flat_map(|&k| owners[k].clone()).collect();
+                            nodes.sort_unstable();
+                            nodes.dedup();
+                            evidence.extend(duravip_log(&c, &nodes));
+                        }
                     }
                     last_doubled = doubled;
                 } else {
@@ -514,6 +541,9 @@ pub fn run(a: &Args) -> Res<()> {
     println!("DuraVIP moves: {} answered, {} not", w.moves.0, w.moves.1);
     for f in &failures {
         println!("FAILED: {f}");
+    }
+    for l in &evidence {
+        println!("{l}");
     }
     if a.json {
         println!(

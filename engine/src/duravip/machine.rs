@@ -77,6 +77,13 @@ pub struct Params {
     /// `duravip_quorum = majority` (Cohort extension): in a view of fewer members than this, the
     /// node is fenced: it releases every address and claims none. `None`: never fenced.
     pub quorum: Option<usize>,
+    /// With `duravip_quorum`: how long a new owner waits before plumbing an address that a member
+    /// which left the view held (`2 x suspect_timeout + probe_interval`). That member may be alive
+    /// (dropped from a view change as silent, cut off); by then it has installed a view of its own
+    /// (fenced) or has released on its view change lasting `2 x suspect_timeout`
+    /// ([`DuravipMachine::suspend`]). Zero without a quorum: at once.
+    #[serde(serialize_with = "crate::config::model::secs")]
+    pub takeover_delay: Duration,
 }
 
 impl Params {
@@ -92,17 +99,25 @@ impl Params {
                 .unwrap_or(usize::MAX)
                 .clamp(1, super::wire::MAX_ADDRESSES),
             quorum: None,
+            takeover_delay: Duration::ZERO,
         }
     }
 
     /// [`Params::from_cluster`] with the quorum of `duravip_quorum` over the configured peers
     /// (`msgc_server { peers }`, this node included; a node without peers is never fenced).
     pub fn from_config(cfg: &crate::config::Config) -> Params {
+        let quorum = cfg
+            .cluster
+            .duravip_quorum
+            .threshold(cfg.msgc_server.peers.len().max(1));
+        let m = &cfg.msgc_server;
         Params {
-            quorum: cfg
-                .cluster
-                .duravip_quorum
-                .threshold(cfg.msgc_server.peers.len().max(1)),
+            quorum,
+            takeover_delay: if quorum.is_some() {
+                m.suspect_timeout * 2 + m.probe_interval
+            } else {
+                Duration::ZERO
+            },
             ..Params::from_cluster(&cfg.cluster)
         }
     }
@@ -178,6 +193,11 @@ pub struct DuravipMachine {
     fenced: bool,
     debug: bool,
     held: BTreeSet<IpAddr>,
+    /// `Params::takeover_delay`: addresses a member that left the view held, and until when
+    /// this node does not plumb them.
+    hold: BTreeMap<IpAddr, Time>,
+    /// Addresses in `held` whose acquire waits for `hold` (never plumbed so far).
+    deferred: BTreeSet<IpAddr>,
     view: Option<ViewState>,
     actions: VecDeque<Action>,
     /// The addresses with an action in `actions` (at most one each).
@@ -200,6 +220,8 @@ impl DuravipMachine {
             fenced: false,
             debug: false,
             held: BTreeSet::new(),
+            hold: BTreeMap::new(),
+            deferred: BTreeSet::new(),
             view: None,
             actions: VecDeque::new(),
             pending: BTreeSet::new(),
@@ -239,6 +261,7 @@ impl DuravipMachine {
         };
         let n = view.members.len();
         tracing::debug!(node = %self.me.name, view = view.id, members = n, "duravip view installed");
+        self.hold_departed(now, &view.members);
         self.view = Some(ViewState {
             id: view.id,
             members: view.members,
@@ -279,8 +302,91 @@ impl DuravipMachine {
         }
         self.fenced = fenced;
         if fenced {
-            for ip in std::mem::take(&mut self.held) {
+            self.release_held();
+        }
+    }
+
+    /// `duravip_quorum`: this node's view change has lasted so long (`2 x suspect_timeout`, see
+    /// [`crate::node::ClusterNode`]) that the others may have installed a view without it. It
+    /// releases every address at once and claims none until its next view, whose size decides
+    /// the fence again. Nothing without a quorum.
+    pub fn suspend(&mut self) {
+        if self.params.quorum.is_none() || self.fenced {
+            return;
+        }
+        tracing::warn!(
+            node = %self.me.name,
+            released = self.held.len(),
+            "duravip fenced: the view change outlasted twice the suspicion timeout"
+        );
+        self.fenced = true;
+        self.release_held();
+    }
+
+    /// Releases everything held (what was never plumbed needs no action).
+    fn release_held(&mut self) {
+        for ip in std::mem::take(&mut self.held) {
+            if !self.deferred.remove(&ip) {
                 self.push_action(Action::Release { ip });
+            }
+        }
+    }
+
+    /// With a takeover delay: what the members of the old view that are not in `members` held
+    /// (or were given) is plumbed here no sooner than `now + takeover_delay`.
+    fn hold_departed(&mut self, now: Time, members: &[Member]) {
+        let Some(old) = &self.view else { return };
+        if self.params.takeover_delay.is_zero() {
+            return;
+        }
+        let until = now + self.params.takeover_delay;
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for (i, m) in old.members.iter().enumerate() {
+            if members.contains(m) {
+                continue;
+            }
+            match &old.table {
+                Some(t) => ips.extend(
+                    t.entries
+                        .iter()
+                        .filter(|(_, e)| e.holders.contains(&i) || e.owner == Some(i))
+                        .map(|(ip, _)| *ip),
+                ),
+                None => ips.extend(
+                    old.announcements[i]
+                        .iter()
+                        .flat_map(|a| a.held.iter().copied()),
+                ),
+            }
+        }
+        for ip in ips {
+            let t = self.hold.entry(ip).or_insert(until);
+            *t = (*t).max(until);
+        }
+    }
+
+    /// Plumbs the deferred addresses whose hold has passed and whose hand-off is complete in the
+    /// current table (after a merge the departed member may be back and still hold one: it is
+    /// plumbed here once its RELEASED is delivered, by [`Self::reconcile`]).
+    fn plumb_deferred(&mut self, now: Time) {
+        self.hold.retain(|_, t| *t > now);
+        let Some(v) = &self.view else { return };
+        let Some(t) = &v.table else { return };
+        let due: Vec<IpAddr> = self
+            .deferred
+            .iter()
+            .copied()
+            .filter(|ip| !self.hold.contains_key(ip))
+            .filter(|ip| {
+                t.entries
+                    .get(ip)
+                    .is_some_and(|e| e.owner == Some(v.me) && e.settled())
+            })
+            .collect();
+        for ip in due {
+            self.deferred.remove(&ip);
+            if self.held.contains(&ip) && !self.fenced {
+                self.push_acquire(ip);
             }
         }
     }
@@ -377,6 +483,7 @@ impl DuravipMachine {
 
     /// Runs the timers that are due: the leader's MATURE and balancing rounds, re-announcements.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.plumb_deferred(now);
         let Some(v) = self.view.as_mut() else {
             return;
         };
@@ -417,10 +524,18 @@ impl DuravipMachine {
     /// When [`DuravipMachine::handle_timeout`] should next be called, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        let v = self.view.as_ref()?;
+        let deferred = self
+            .deferred
+            .iter()
+            .filter_map(|ip| self.hold.get(ip))
+            .min()
+            .copied();
+        let Some(v) = self.view.as_ref() else {
+            return deferred;
+        };
         let mature = (v.me == 0 && !v.mature && !v.mature_sent)
             .then(|| v.installed + self.params.mature_time);
-        [mature, v.next_balance, v.next_broadcast]
+        [mature, v.next_balance, v.next_broadcast, deferred]
             .into_iter()
             .flatten()
             .min()
@@ -559,9 +674,9 @@ impl DuravipMachine {
 
     /// Leaving the cluster (SIGTERM): release everything; the peers take over on the next view.
     pub fn shutdown(&mut self) {
-        for ip in std::mem::take(&mut self.held) {
-            self.push_action(Action::Release { ip });
-        }
+        self.release_held();
+        self.hold.clear();
+        self.deferred.clear();
         self.view = None;
         self.transmits.clear();
     }
@@ -746,6 +861,15 @@ impl DuravipMachine {
         }
     }
 
+    fn push_acquire(&mut self, ip: IpAddr) {
+        let action = Action::Acquire {
+            ip,
+            network: self.config.network(ip),
+            interface: self.config.placement.get(&ip).map(|p| p.interface.clone()),
+        };
+        self.push_action(action);
+    }
+
     fn push_action(&mut self, action: Action) {
         let ip = action.ip();
         // An acquire and a release of one address that were not carried out yet cancel out.
@@ -842,7 +966,7 @@ impl DuravipMachine {
     /// Completes the hand-offs the table allows, then makes this node's holdings match its
     /// table: acquire what it owns and holds in the table, release (and report released) what it
     /// holds but does not own.
-    fn reconcile(&mut self, _now: Time) {
+    fn reconcile(&mut self, now: Time) {
         let Some(v) = self.view.as_mut() else {
             return;
         };
@@ -859,7 +983,7 @@ impl DuravipMachine {
             // released locally stays listed until its RELEASED is delivered, and another holder
             // may still have the address plumbed (seed 5 of the DuraVIP harness: a withdrawal
             // right after a merge made the new owner plumb while the old one still held it).
-            if e.owner == Some(me) && e.settled() && !self.held.contains(ip) {
+            if e.owner == Some(me) && e.settled() && !self.held.contains(ip) && !self.fenced {
                 // The single-holder invariant at the place it can break: in this view's agreed
                 // table, this node is the only holder of what it acquires.
                 debug_assert!(
@@ -882,23 +1006,29 @@ impl DuravipMachine {
             if debug {
                 tracing::info!(node = %self.me.name, view = id, %ip, "duravip release");
             }
-            self.push_action(Action::Release { ip: *ip });
+            // A deferred address was never plumbed: only its RELEASED is due.
+            if !self.deferred.remove(ip) {
+                self.push_action(Action::Release { ip: *ip });
+            }
         }
         for ip in acquire {
             self.held.insert(ip);
+            if self.hold.get(&ip).is_some_and(|t| *t > now) {
+                // Held in the table (nobody else may take it), plumbed once the member that
+                // left with it has surely released it.
+                tracing::info!(node = %self.me.name, view = id, %ip, "duravip acquire deferred: a member that left the view held it");
+                self.deferred.insert(ip);
+                continue;
+            }
             if debug {
                 tracing::info!(node = %self.me.name, view = id, %ip, "duravip acquire");
             }
-            let placement = self.config.placement.get(&ip);
-            self.push_action(Action::Acquire {
-                ip,
-                network: self.config.network(ip),
-                interface: placement.map(|p| p.interface.clone()),
-            });
+            self.push_acquire(ip);
         }
         if !release.is_empty() {
             self.transmit(id, Message::Released(release));
         }
+        self.plumb_deferred(now);
     }
 }
 
@@ -924,6 +1054,7 @@ mod tests {
             broadcast_interval: None,
             balance_set_size: 1,
             quorum: None,
+            takeover_delay: Duration::ZERO,
         };
         let me = Member::new("a", 1);
         let mut m = DuravipMachine::new(me.clone(), LocalConfig::default(), params);
@@ -1059,6 +1190,78 @@ mod tests {
             Err(DuravipError::UnknownNode { .. })
         ));
         m.shutdown();
+        assert_eq!(m.poll_action(), Some(Action::Release { ip }));
+        assert!(m.held().is_empty());
+    }
+
+    /// `duravip_quorum`: an address held by a member that left the view (crashed, or alive but
+    /// left out of a view change) is the new owner's in the table at once, plumbed only after
+    /// the takeover delay; a suspended node releases what it holds.
+    #[test]
+    fn a_departed_members_address_is_plumbed_after_the_takeover_delay() {
+        use crate::duravip::announce::{AddrConfig, Services};
+        let (a, b) = (Member::new("a", 1), Member::new("b", 2));
+        let ip: IpAddr = "10.1.1.1".parse().expect("ip");
+        let addr = AddrConfig {
+            ip,
+            bindings: ["b".to_owned()].into(),
+            services: Services::MULTIVIP,
+            preference: None,
+            follows: None,
+        };
+        let config = LocalConfig {
+            addresses: vec![addr.clone()],
+            placement: BTreeMap::new(),
+        };
+        let params = Params {
+            quorum: Some(1),
+            takeover_delay: Duration::from_secs(2),
+            ..Params::default()
+        };
+        let mut m = DuravipMachine::new(a.clone(), config, params);
+        let state = |view_id: u64, held: Vec<IpAddr>| {
+            Repr {
+                view_id,
+                message: Message::State(Announcement {
+                    mature: true,
+                    withdrawn: false,
+                    addresses: vec![addr.clone()],
+                    held,
+                }),
+            }
+            .to_bytes()
+            .expect("fits")
+        };
+        let t = Time::from_secs;
+        m.handle_view(
+            t(1),
+            View {
+                id: 1,
+                members: vec![a.clone(), b.clone()],
+            },
+        )
+        .expect("view");
+        while m.poll_transmit().is_some() {}
+        m.handle_message(t(1), &a, &state(1, vec![])).expect("a");
+        m.handle_message(t(1), &b, &state(1, vec![ip])).expect("b");
+        assert_eq!(m.poll_action(), None, "b holds it and keeps it");
+        m.handle_view(
+            t(2),
+            View {
+                id: 2,
+                members: vec![a.clone()],
+            },
+        )
+        .expect("view");
+        while m.poll_transmit().is_some() {}
+        m.handle_message(t(2), &a, &state(2, vec![])).expect("a");
+        assert!(m.held().contains(&ip), "a owns it in the table at once");
+        assert_eq!(m.poll_action(), None, "but does not plumb it yet");
+        assert_eq!(m.poll_timeout(), Some(t(4)));
+        m.handle_timeout(t(4));
+        assert!(matches!(m.poll_action(), Some(Action::Acquire { ip: got, .. }) if got == ip));
+        m.suspend();
+        assert!(m.fenced());
         assert_eq!(m.poll_action(), Some(Action::Release { ip }));
         assert!(m.held().is_empty());
     }

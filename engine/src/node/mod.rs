@@ -600,6 +600,16 @@ impl ClusterNode {
         while let Some(ev) = self.endpoint.poll_event() {
             self.on_event(now, ev);
         }
+        // duravip_quorum: a proposal this node has been flushing for twice the suspicion timeout
+        // has likely been replaced by one without it (a coordinator drops members silent for its
+        // flush timeout, one suspicion timeout when healthy); the view the others then install
+        // gives this node's addresses away after `Params::takeover_delay`, so it releases them
+        // now (a no-op without quorum).
+        if let Some(since) = self.endpoint.changing_view_since()
+            && now.since(since) >= self.group_cfg.suspect_timeout * 2
+        {
+            self.duravip.suspend();
+        }
         self.take_duravip();
         self.take_replication();
         if self.actions.is_empty() {

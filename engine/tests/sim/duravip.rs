@@ -137,6 +137,7 @@ pub fn random(rng: &mut ChaCha8Rng, n: usize) -> (Vec<LocalConfig>, Params) {
             .then(|| Duration::from_secs(rng.random_range(3..=10))),
         balance_set_size: rng.random_range(1..=4),
         quorum: None,
+        takeover_delay: Duration::ZERO,
     };
     (locals, params)
 }

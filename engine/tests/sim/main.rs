@@ -508,6 +508,7 @@ fn ten_thousand_addresses_through_the_transport() {
         broadcast_interval: None,
         balance_set_size: ADDRESSES as usize,
         quorum: None,
+        takeover_delay: Duration::ZERO,
     };
     let mut w = World::new(7, N, sim_config(), None);
     w.duravip = Some((vec![local; N], params));

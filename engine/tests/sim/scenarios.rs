@@ -41,6 +41,7 @@ fn params(set: usize) -> Params {
         broadcast_interval: None,
         balance_set_size: set,
         quorum: None,
+        takeover_delay: Duration::ZERO,
     }
 }
 
@@ -320,6 +321,7 @@ fn five_hundred_addresses_over_sixteen_members() {
         broadcast_interval: None,
         balance_set_size: 8,
         quorum: None,
+        takeover_delay: Duration::ZERO,
     };
     let mut w = world(8, 16, &addrs(512), p);
     let all: Vec<usize> = (0..16).collect();
