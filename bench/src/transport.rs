@@ -11,7 +11,7 @@ use cohort_engine::group::Order;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Members of the cluster (one sender, the others receive).
     #[arg(long, default_value_t = 3)]
@@ -22,7 +22,9 @@ pub struct Args {
     /// Messages sent.
     #[arg(long, default_value_t = 200_000)]
     pub count: u64,
-    /// agreed (total order, the default) or fifo.
+    /// agreed (total order, the default), safe (agreed, delivered once every member holds the
+    /// message) or fifo; a comma-separated list runs each in turn on fresh nodes and prints each
+    /// one's p99 against the first's (`--order agreed,safe`).
     #[arg(long, default_value = "agreed")]
     pub order: String,
     /// Offered load in messages per second; 0 sends as fast as the transport takes them
@@ -43,10 +45,38 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if !a.order.contains(',') {
+        return run_one(a).map(|_| ());
+    }
+    let mut results: Vec<(String, f64)> = Vec::new();
+    for order in a.order.split(',').map(str::trim) {
+        let mut one = a.clone();
+        one.order = order.to_owned();
+        one.report = a
+            .report
+            .as_ref()
+            .map(|p| p.with_extension(format!("{order}.html")));
+        results.push((order.to_owned(), run_one(&one)?));
+        println!();
+    }
+    let (first, base) = results[0].clone();
+    println!("p99 against {first}'s in this run:");
+    for (order, p99) in &results {
+        println!(
+            "  {order:>8}: p99 {p99:.3} ms, {:.2}x",
+            p99 / base.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// One order: the run, its table, and its p99 latency in milliseconds.
+fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
     let order = match a.order.as_str() {
         "agreed" => Order::Agreed,
         "fifo" => Order::Fifo,
-        o => return Err(format!("--order {o}: expected agreed or fifo").into()),
+        "safe" => Order::Safe,
+        o => return Err(format!("--order {o}: expected agreed, safe or fifo").into()),
     };
     if a.nodes < 2 {
         return Err("--nodes must be at least 2".into());
@@ -297,5 +327,5 @@ pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    Ok(())
+    Ok(p99)
 }

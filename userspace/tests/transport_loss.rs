@@ -62,7 +62,7 @@ fn every_message_in_order_under_20_percent_loss() {
                     assert_eq!(d.sender.name, "node1");
                     fifo_seen.push(d.payload);
                 }
-                Order::Agreed => agreed_seen.push(d.payload),
+                Order::Agreed | Order::Safe => agreed_seen.push(d.payload),
             }
         }
         let want: Vec<Vec<u8>> = (0..FIFO)

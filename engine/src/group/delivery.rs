@@ -8,6 +8,11 @@
 //! So every member delivers agreed items in the order of the leader's stream, and each sender's items
 //! in the order they were sent.
 //!
+//! A safe item ([`crate::group::Order::Safe`]) is agreed and also waits, at its place in the
+//! agreed order (holding up what follows it), until it is stable: every member holds it, as the
+//! acknowledgement vectors show (a sender holds what it sent, so receiving an item also raises its
+//! sender's own acknowledgement). Receivers acknowledge safe items at once (see the endpoint).
+//!
 //! At a view change the flush fixes a cut (per sender, the last item to deliver in the view);
 //! [`ViewStreams::deliver_to_cut`] delivers exactly up to it, first in the normal order and then,
 //! for what the leader never sequenced, sender by sender: the same on every member holding the same
@@ -184,6 +189,9 @@ impl ViewStreams {
         }
         let c = s.contiguous;
         self.acks[self.me][origin] = c;
+        // Its sender holds every item of its own stream up to this one.
+        let own = &mut self.acks[origin][origin];
+        *own = (*own).max(seq);
         Received::New
     }
 
@@ -289,9 +297,20 @@ impl ViewStreams {
     /// [`Item::Sequence`] entries are appended to this member's stream and returned with their
     /// numbers, for the caller to send.
     pub fn deliver(&mut self, sequence: bool) -> (Vec<Delivered>, Vec<(u64, Item)>) {
+        self.deliver_gated(sequence, true)
+    }
+
+    /// [`ViewStreams::deliver`]; `gate_safe` false delivers safe items without waiting for their
+    /// stability (after a flush, every surviving member holds everything up to the cut).
+    fn deliver_gated(
+        &mut self,
+        sequence: bool,
+        gate_safe: bool,
+    ) -> (Vec<Delivered>, Vec<(u64, Item)>) {
         #[cfg(debug_assertions)]
         let before: Vec<u64> = self.streams.iter().map(|s| s.delivered).collect();
-        let r = self.deliver_inner(sequence);
+        self.collect();
+        let r = self.deliver_inner(sequence, gate_safe);
         #[cfg(debug_assertions)]
         for (s, b) in self.streams.iter().zip(before) {
             debug_assert!(s.delivered >= b, "delivery cursors never go back");
@@ -305,7 +324,11 @@ impl ViewStreams {
         r
     }
 
-    fn deliver_inner(&mut self, sequence: bool) -> (Vec<Delivered>, Vec<(u64, Item)>) {
+    fn deliver_inner(
+        &mut self,
+        sequence: bool,
+        gate_safe: bool,
+    ) -> (Vec<Delivered>, Vec<(u64, Item)>) {
         let mut out = Vec::new();
         let mut new_own = Vec::new();
         let leader_seq = sequence && self.me == 0;
@@ -339,6 +362,9 @@ impl ViewStreams {
                             if so.delivered + 1 != seq
                                 || so.contiguous < seq
                                 || !so.items.contains_key(&seq)
+                                || (gate_safe
+                                    && so.stable < seq
+                                    && so.items.get(&seq).is_some_and(Item::is_safe))
                             {
                                 break;
                             }
@@ -365,6 +391,11 @@ impl ViewStreams {
                                 new_own.push((s, entry));
                                 progress = true;
                             }
+                            break;
+                        }
+                        it if gate_safe && it.is_safe() && self.streams[i].stable < next => {
+                            // The leader's own safe item, at its place in the order: not yet
+                            // held by every member.
                             break;
                         }
                         _ => {
@@ -397,7 +428,7 @@ impl ViewStreams {
         for (s, c) in self.streams.iter_mut().zip(cut) {
             s.contiguous = s.contiguous.min(*c);
         }
-        let (mut out, _) = self.deliver(false);
+        let (mut out, _) = self.deliver_gated(false, false);
         for (i, c) in cut.iter().enumerate().take(self.streams.len()) {
             while self.streams[i].delivered < *c {
                 let next = self.streams[i].delivered + 1;
@@ -449,6 +480,41 @@ mod tests {
         assert_eq!(v.receive(1, 1, app(Order::Fifo, 1)), Received::Duplicate);
         assert_eq!(tags(&v.deliver(true).0), vec![1, 2]);
         assert_eq!(v.receive(1, 40, app(Order::Fifo, 1)), Received::Full);
+    }
+
+    #[test]
+    fn safe_items_wait_for_every_member_and_hold_up_the_order() {
+        // Member 1 of three; member 2 sends a safe item then an agreed one.
+        let mut v = ViewStreams::new(3, 1, 16, 1 << 20);
+        v.receive(2, 1, app(Order::Safe, 1));
+        v.receive(2, 2, app(Order::Agreed, 2));
+        let seq = |seq| Item::Sequence { origin: 2, seq };
+        v.receive(0, 1, seq(1));
+        v.receive(0, 2, seq(2));
+        assert!(
+            v.deliver(false).0.is_empty(),
+            "the leader's acknowledgement is missing: the safe item and what follows wait"
+        );
+        // The leader holds member 2's first item: it is stable (the sender holds its own).
+        v.on_acks(0, &[2, 0, 1]);
+        assert_eq!(tags(&v.deliver(false).0), vec![1, 2]);
+    }
+
+    #[test]
+    fn the_leaders_own_safe_item_waits_too_and_a_cut_delivers_it() {
+        // Member 1 of three: the leader's own safe item, then a FIFO one behind it.
+        let mut v = ViewStreams::new(3, 1, 16, 1 << 20);
+        v.receive(0, 1, app(Order::Safe, 7));
+        v.receive(0, 2, app(Order::Fifo, 8));
+        assert!(
+            v.deliver(false).0.is_empty(),
+            "the leader and this member hold it; member 2 has not said so"
+        );
+        let mut w = v.clone();
+        v.on_acks(2, &[1, 0, 0]);
+        assert_eq!(tags(&v.deliver(false).0), vec![7, 8]);
+        // A flush instead delivers everything up to the cut: every survivor holds it.
+        assert_eq!(tags(&w.deliver_to_cut(&[2, 0, 0])), vec![7, 8]);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub enum Event {
         payload: Vec<u8>,
         /// The view it is delivered in (the same on every member delivering it).
         view: ViewId,
+        /// Its place in the sender's stream in that view (a large message's last piece's).
+        seq: u64,
     },
     /// The graceful leave finished: the driver may stop.
     LeftCluster,
@@ -286,6 +288,8 @@ pub struct Endpoint {
     next_probe: Time,
     last_merge: Time,
     acks_due: bool,
+    /// A safe item arrived: acknowledge at once, since its delivery waits for every member's.
+    safe_acks_due: bool,
     last_acks: Time,
     /// The last packet number sent to each destination.
     packet_numbers: BTreeMap<String, u64>,
@@ -364,6 +368,7 @@ impl Endpoint {
             next_probe: now,
             last_merge: now,
             acks_due: false,
+            safe_acks_due: false,
             last_acks: now,
             packet_numbers: BTreeMap::new(),
             indirect_rotor: 0,
@@ -394,6 +399,14 @@ impl Endpoint {
         self.participation.is_some()
     }
 
+    /// When this member answered the proposal it is flushing for, if a view change is under way
+    /// (a newer proposal it follows starts the count again). A coordinator drops members that stay
+    /// silent for its flush timeout, so past the suspicion timeout the others may have installed a
+    /// view without this member.
+    pub fn changing_view_since(&self) -> Option<Time> {
+        self.participation.as_ref().map(|p| p.started)
+    }
+
     /// The members of a named group, oldest first.
     pub fn group_members(&self, group: &str) -> &[MemberId] {
         self.groups.members(group)
@@ -408,6 +421,13 @@ impl Endpoint {
     /// round-trip times of the probes it echoed (each probe asks one member in turn to echo it).
     pub fn peer_health(&self) -> Vec<PeerHealth> {
         self.detector.peer_health()
+    }
+
+    /// The items of `m`'s stream in the current view this member holds without a gap (none when
+    /// `m` is not in the view): the simulator checks safe delivery against it.
+    pub fn received_from(&self, m: &MemberId) -> Option<u64> {
+        let i = self.view.index_of(m)?;
+        self.streams.received().get(i).copied()
     }
 
     /// Local health (0 = healthy; each point stretches timeouts by one more base timeout).
@@ -1009,9 +1029,11 @@ impl Endpoint {
                     return;
                 }
                 let w = item.weight();
+                let safe = item.is_safe();
                 match self.streams.receive(usize::from(origin), seq, item) {
                     Received::New => {
                         self.acks_due = true;
+                        self.safe_acks_due |= safe;
                         self.unacked_bytes += w;
                     }
                     Received::Full => self.counters.dropped_queue_full += 1,
@@ -1666,7 +1688,8 @@ impl Endpoint {
     /// sender of a large message gets its window back without waiting for a probe.
     fn ack_on_volume(&mut self, now: Time) {
         let threshold = (self.cfg.max_unstable_bytes / ACK_VOLUME_SHARE).max(1);
-        if self.unacked_bytes >= threshold && self.participation.is_none() {
+        let safe = std::mem::take(&mut self.safe_acks_due);
+        if (safe || self.unacked_bytes >= threshold) && self.participation.is_none() {
             let probe = self.probe(now, false, NO_ASK, 0);
             self.broadcast(probe);
             self.unacked_bytes = 0;
@@ -1692,6 +1715,7 @@ impl Endpoint {
                             order,
                             payload,
                             view: self.view.id,
+                            seq: d.seq,
                         });
                     }
                 }
@@ -2012,6 +2036,45 @@ mod tests {
                 assert!(!p.suspected && !p.failed);
             }
         }
+    }
+
+    #[test]
+    fn safe_messages_share_the_agreed_order_on_every_member() {
+        let (mut eps, mut now) = cluster(3, None);
+        for ep in eps.iter_mut() {
+            ep.join("g").expect("join");
+        }
+        run(&mut eps, &mut now, 10);
+        for ep in eps.iter_mut() {
+            while ep.poll_event().is_some() {}
+        }
+        for k in 0..30u8 {
+            let (from, order) = match k % 3 {
+                0 => (1, Order::Safe),
+                1 => (2, Order::Agreed),
+                _ => (0, Order::Safe),
+            };
+            eps[from].send("g", &[k], order).expect("room");
+        }
+        run(&mut eps, &mut now, 10);
+        let orders: Vec<Vec<(u8, Order)>> = eps
+            .iter_mut()
+            .map(|ep| {
+                std::iter::from_fn(|| ep.poll_event())
+                    .filter_map(|e| match e {
+                        Event::Message { payload, order, .. } => Some((payload[0], order)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(orders[0].len(), 30, "{:?}", orders[0]);
+        assert_eq!(orders[0], orders[1]);
+        assert_eq!(orders[0], orders[2]);
+        assert_eq!(
+            orders[0].iter().filter(|(_, o)| *o == Order::Safe).count(),
+            20
+        );
     }
 
     #[test]

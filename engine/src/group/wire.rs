@@ -308,6 +308,9 @@ pub enum Order {
     Fifo,
     /// Agreed (total) order: every member delivers agreed messages in the same order; also FIFO.
     Agreed,
+    /// Safe (Spread's SAFE_MESS): agreed, and delivered only once every member of the view holds
+    /// the message; at a view change, after the flush, when every surviving member holds it.
+    Safe,
 }
 
 /// One element of a sender's reliable stream within a view.
@@ -374,11 +377,23 @@ impl Item {
         matches!(
             self,
             Item::App {
-                order: Order::Agreed,
+                order: Order::Agreed | Order::Safe,
                 ..
             } | Item::Join(_)
                 | Item::Leave(_)
-        ) || matches!(self, Item::Fragment(f) if f.order == Order::Agreed && f.is_last())
+        ) || matches!(self, Item::Fragment(f) if f.order != Order::Fifo && f.is_last())
+    }
+
+    /// Whether this is a safe message (or its last piece): it also waits until every member of
+    /// the view holds it.
+    pub fn is_safe(&self) -> bool {
+        matches!(
+            self,
+            Item::App {
+                order: Order::Safe,
+                ..
+            }
+        ) || matches!(self, Item::Fragment(f) if f.order == Order::Safe && f.is_last())
     }
 
     /// Bytes counted against the flow-control window.
@@ -546,6 +561,15 @@ mod item_kind {
     pub const JOIN: u8 = 3;
     pub const LEAVE: u8 = 4;
     pub const FRAGMENT: u8 = 5;
+    pub const SAFE: u8 = 6;
+}
+
+fn order_kind(order: Order) -> u8 {
+    match order {
+        Order::Fifo => item_kind::FIFO,
+        Order::Agreed => item_kind::AGREED,
+        Order::Safe => item_kind::SAFE,
+    }
 }
 
 /// Longest list the wire carries (members, ack vectors, cuts).
@@ -633,6 +657,7 @@ impl<'a> Reader<'a> {
         let order = match self.u8("fragment order")? {
             item_kind::FIFO => Order::Fifo,
             item_kind::AGREED => Order::Agreed,
+            item_kind::SAFE => Order::Safe,
             _ => {
                 self.pos -= 1;
                 return Err(self.err("fragment order"));
@@ -739,14 +764,14 @@ impl Message {
                     return Err(r.err("data sequence"));
                 }
                 let item = match r.u8("item kind")? {
-                    k @ (item_kind::FIFO | item_kind::AGREED) => {
+                    k @ (item_kind::FIFO | item_kind::AGREED | item_kind::SAFE) => {
                         let group = r.string(MAX_GROUP_LEN, "group name")?;
                         Item::App {
                             group,
-                            order: if k == item_kind::FIFO {
-                                Order::Fifo
-                            } else {
-                                Order::Agreed
+                            order: match k {
+                                item_kind::FIFO => Order::Fifo,
+                                item_kind::AGREED => Order::Agreed,
+                                _ => Order::Safe,
                             },
                             payload: r.rest().to_vec(),
                         }
@@ -885,10 +910,7 @@ impl Message {
                         order,
                         payload,
                     } => {
-                        w.u8(match order {
-                            Order::Fifo => item_kind::FIFO,
-                            Order::Agreed => item_kind::AGREED,
-                        });
+                        w.u8(order_kind(*order));
                         w.string(group);
                         w.0.extend_from_slice(payload);
                     }
@@ -907,10 +929,7 @@ impl Message {
                     }
                     Item::Fragment(f) => {
                         w.u8(item_kind::FRAGMENT);
-                        w.u8(match f.order {
-                            Order::Fifo => item_kind::FIFO,
-                            Order::Agreed => item_kind::AGREED,
-                        });
+                        w.u8(order_kind(f.order));
                         w.string(&f.group);
                         w.u32(f.total);
                         w.u32(f.count);
@@ -1275,11 +1294,11 @@ mod tests {
         }
 
         #[test]
-        fn fragments_round_trip_or_are_refused(order in any::<bool>(), group in "[a-z_]{0,64}",
+        fn fragments_round_trip_or_are_refused(order in 0u8..3, group in "[a-z_]{0,64}",
                                               total in any::<u32>(), count in any::<u32>(), index in any::<u32>(),
                                               bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
             let m = Message::Data { origin: 1, seq: 1, item: Item::Fragment(Fragment {
-                group, order: if order { Order::Agreed } else { Order::Fifo }, total, count, index,
+                group, order: [Order::Fifo, Order::Agreed, Order::Safe][usize::from(order)], total, count, index,
                 bytes: bytes.clone().into() }) };
             let mut buf = Vec::new();
             m.emit(&mut buf);
@@ -1292,13 +1311,13 @@ mod tests {
         }
 
         #[test]
-        fn data_round_trips(origin in any::<u16>(), seq in 1u64.., agreed in any::<bool>(),
+        fn data_round_trips(origin in any::<u16>(), seq in 1u64.., agreed in any::<bool>(), order in 0u8..3,
                             group in "[a-z_]{0,64}", payload in proptest::collection::vec(any::<u8>(), 0..300),
                             acks in proptest::collection::vec(any::<u64>(), 0..20),
                             stamp in any::<u64>(), ask in any::<u16>(), echo in any::<u64>()) {
             let msgs = vec![
                 Message::Data { origin, seq, item: Item::App {
-                    group, order: if agreed { Order::Agreed } else { Order::Fifo }, payload } },
+                    group, order: [Order::Fifo, Order::Agreed, Order::Safe][usize::from(order)], payload } },
                 Message::Probe { reply: agreed, heartbeat: seq, acks,
                     timing: ProbeTiming { stamp, ask, echo } },
             ];

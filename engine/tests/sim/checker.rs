@@ -260,7 +260,8 @@ impl Checker {
         st.last_from.insert(sender.clone(), id.2);
         st.last_in_view_from.insert(sender.clone(), id.2);
         st.all.push(id);
-        if order == Order::Agreed {
+        // Safe messages are agreed too: one total order with the agreed ones.
+        if order != Order::Fifo {
             st.agreed.push(id);
             if !in_flush {
                 let k = st.agreed.len() - 1;

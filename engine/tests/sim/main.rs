@@ -4,8 +4,10 @@
 //! reordering, partitions and heals, crashes and restarts (new incarnations), graceful leaves, clock
 //! drift, a slow node (stalls, with or without kernel arrival stamps) and a stuck process (its
 //! transport answers, its heartbeats stop). After every call into an endpoint the checker verifies
-//! view agreement, growing view ids, reliable FIFO and agreed order, virtual synchrony and that no
-//! message comes from a non-member; each seed then checks that one view forms within a bound once
+//! view agreement, growing view ids, reliable FIFO and agreed order (safe messages are a third of
+//! the agreed ones and share their order), virtual synchrony, that no message comes from a
+//! non-member, and that a safe message delivered outside a flush is held by every running member
+//! still in its view; each seed then checks that one view forms within a bound once
 //! faults stop, and the slow-node scenarios check that no healthy member is ever removed. Seeds of
 //! the `Lasting` kind hold one partition (sides, one-sided cuts, or both) and check that every
 //! member's view is what it reaches both ways within `partitions::LIVENESS_BOUND`, and holds.

@@ -320,6 +320,43 @@ impl World {
     /// After any call into node i's machine: carries out its actions (checking that no member
     /// acquires an address another member of its view holds), hands its events to the checker
     /// and arms its timer. Anything the machine refused on the cluster group fails the seed.
+    /// SAFE delivery: a safe message node `i` delivers outside a flush is held, at that instant,
+    /// by every other running member of its view still in that view (a member's holdings in a
+    /// view never shrink, so "now" covers the moment of delivery).
+    fn check_safe(&self, i: usize, events: &[Event]) -> Result<(), String> {
+        let last_view_change = events
+            .iter()
+            .rposition(|e| matches!(e, Event::ViewChanged(_)));
+        for (k, e) in events.iter().enumerate() {
+            let Event::Message {
+                order: Order::Safe,
+                sender,
+                view,
+                seq,
+                ..
+            } = e
+            else {
+                continue;
+            };
+            if last_view_change.is_some_and(|v| k < v) {
+                continue; // delivered by the flush: every survivor holds it by then
+            }
+            for (j, other) in self.nodes.iter().enumerate() {
+                let Some(ep) = other.ep() else { continue };
+                if j == i || ep.view().id != *view {
+                    continue;
+                }
+                let held = ep.received_from(sender).unwrap_or(0);
+                if held < *seq {
+                    return Err(format!(
+                        "SAFE: n{i} delivered {sender}'s item {seq} in {view:?} while n{j} holds only up to {held}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn after_call(&mut self, i: usize) -> Result<(), String> {
         let now = self.now;
         let Some(cn) = self.nodes[i].cn.as_mut() else {
@@ -395,6 +432,8 @@ impl World {
                 self.view_log.push((now, i, v.clone()));
             }
         }
+        self.check_safe(i, &events)
+            .map_err(|e| format!("t={:.3}s {e}", now as f64 / SEC as f64))?;
         self.checker
             .batch(&me, &events)
             .map_err(|e| format!("t={:.3}s {e}", now as f64 / SEC as f64))?;
@@ -675,10 +714,13 @@ impl World {
                         }
                     }
                 }
-                let order = if self.rng.random_bool(self.agreed_share) {
-                    Order::Agreed
-                } else {
+                // A third of the totally ordered messages are safe.
+                let order = if !self.rng.random_bool(self.agreed_share) {
                     Order::Fifo
+                } else if self.rng.random_bool(1.0 / 3.0) {
+                    Order::Safe
+                } else {
+                    Order::Agreed
                 };
                 crate::replication::update(self, i)?;
                 let len = self.message_len();
