@@ -186,26 +186,42 @@ fn freeze_manager_until_sent(c: &Cluster<'_>, i: usize) -> Vec<String> {
     panic!("{} never had a batch in flight to the manager", c.name(i));
 }
 
-#[test]
-fn three_nodes_to_the_manager_exactly_once_across_kills() {
-    let Some(lab) = Lab::new("three_nodes_to_the_manager_exactly_once_across_kills", 4) else {
-        return;
-    };
-    let mut c = support::cluster::cluster(&lab, "")
-        .with_cluster_options("  log_active_interval = 0.02\n  log_idle_interval = 0.5");
+/// Three nodes and a manager on `configure`'s journals and the cluster key, with quick log
+/// intervals (and `more` inside `cluster { }`), `edit` applied to every configuration, started
+/// and formed; returns the cluster and the manager's output directory.
+fn logging_cluster<'a>(
+    lab: &'a Lab,
+    more: &str,
+    edit: impl Fn(String) -> String,
+) -> (Cluster<'a>, PathBuf) {
+    let mut c = support::cluster::cluster(lab, "").with_cluster_options(&format!(
+        "  log_active_interval = 0.02\n  log_idle_interval = 0.5\n{more}"
+    ));
     let key = c.dir.path().join("cluster.key");
     std::fs::write(&key, b"the logmove test's cluster key, long enough").expect("key");
     let out = c.dir.path().join("out");
     configure(&c, &key, &out, 4);
+    for i in 0..4 {
+        c.edit_config(i, &edit);
+    }
     for i in 0..NODES {
         c.start(i);
     }
     c.start_manager(MANAGER);
     // A node's `cluster membership` lists the nodes (the manager is in the transport's view but
-    // not in the nodes' groups); the pull below shows the manager is there.
+    // not in the nodes' groups).
     for i in 0..NODES {
         c.wait_members(i, &[0, 1, 2]);
     }
+    (c, out)
+}
+
+#[test]
+fn three_nodes_to_the_manager_exactly_once_across_kills() {
+    let Some(lab) = Lab::new("three_nodes_to_the_manager_exactly_once_across_kills", 4) else {
+        return;
+    };
+    let (mut c, out) = logging_cluster(&lab, "", |t| t);
 
     let stop = Arc::new(AtomicBool::new(false));
     let appenders: Vec<_> = (0..NODES)
@@ -473,26 +489,11 @@ fn metrics_show_peers_replication_lag_and_log_shipping() {
     let Some(lab) = Lab::new("metrics_show_peers_replication_lag_and_log_shipping", 4) else {
         return;
     };
-    let mut c = support::cluster::cluster(&lab, "").with_cluster_options(
-        "  log_active_interval = 0.02\n  log_idle_interval = 0.5\n  \
-         Replicate \"outbound_domains\" { max_delay = 0.05 }",
+    let (c, _out) = logging_cluster(
+        &lab,
+        "  Replicate \"outbound_domains\" { max_delay = 0.05 }",
+        |t| t + "Metrics_Listener { Listen \"127.0.0.1:9464\" {} }\n",
     );
-    let key = c.dir.path().join("cluster.key");
-    std::fs::write(&key, b"the metrics test's cluster key, long enough").expect("key");
-    let out = c.dir.path().join("out");
-    configure(&c, &key, &out, 4);
-    for i in 0..4 {
-        c.edit_config(i, |t| {
-            t + "Metrics_Listener { Listen \"127.0.0.1:9464\" {} }\n"
-        });
-    }
-    for i in 0..NODES {
-        c.start(i);
-    }
-    c.start_manager(MANAGER);
-    for i in 0..NODES {
-        c.wait_members(i, &[0, 1, 2]);
-    }
     // Replicated updates on every node, journal records on every node.
     for i in 0..NODES {
         let mut cl =
@@ -630,4 +631,65 @@ fn promtool_check(body: &str) {
         }
         Err(e) => eprintln!("SKIP promtool check: {e} (bash ci/setup installs it)"),
     }
+}
+
+/// `cluster jobs` on the manager lists one log pull per node; `cluster abort` stops one (its
+/// node's new records stay on the node while the pull is paused, the others' keep arriving);
+/// an unknown id is refused.
+#[test]
+fn the_manager_lists_its_pulls_as_jobs_and_aborts_one() {
+    let Some(lab) = Lab::new("the_manager_lists_its_pulls_as_jobs_and_aborts_one", 4) else {
+        return;
+    };
+    let (c, out) = logging_cluster(&lab, "", |t| t);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let jobs = loop {
+        let (_, text) = c.ctl(MANAGER, "cluster jobs", true);
+        let jobs: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| text.into());
+        let pulls = jobs["jobs"]
+            .as_array()
+            .map_or(0, |j| j.iter().filter(|j| j["kind"] == "log pull").count());
+        if pulls == NODES {
+            break jobs;
+        }
+        assert!(Instant::now() < deadline, "no 3 pulls listed: {jobs}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let victim = c.name(1);
+    let id = jobs["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["what"].as_str().is_some_and(|w| w.contains(&victim)))
+        .and_then(|j| j["id"].as_u64())
+        .expect("the pull of node2");
+    let (ok, text) = c.ctl(MANAGER, &format!("cluster abort {id}"), false);
+    assert!(ok && text.contains(&format!("aborted job {id}")), "{text}");
+    let (_, listed) = c.ctl(MANAGER, "cluster jobs", false);
+    assert!(listed.starts_with("2 jobs"), "{listed}");
+    assert!(!listed.contains(&victim), "{listed}");
+    let (ok, text) = c.ctl(MANAGER, "cluster abort 999999", false);
+    assert!(!ok && text.contains("no job with id 999999"), "{text}");
+    // Records appended now: node1's arrive, node2's wait for the paused pull.
+    for i in [0, 1] {
+        let (ok, text) = c.ctl(
+            i,
+            &format!("log append mainlog after-abort {}", c.name(i)),
+            false,
+        );
+        assert!(ok, "{text}");
+    }
+    let arrived = |who: &str| {
+        outputs(&out)
+            .values()
+            .flatten()
+            .any(|l| l.contains(&format!("after-abort {who}")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !arrived(&c.name(0)) {
+        assert!(Instant::now() < deadline, "node1's record never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!arrived(&victim), "the aborted pull is paused");
 }

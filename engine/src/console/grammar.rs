@@ -60,6 +60,8 @@ pub enum ClusterCommand {
     Abort {
         id: u64,
     },
+    /// `cluster jobs` (Cohort extension): what `abort` can stop.
+    Jobs,
     ArpShow,
     DuravipShow,
     DuravipShowTables,
@@ -128,9 +130,11 @@ impl Command {
     /// Which processes accept this command.
     pub fn scope(&self) -> Scope {
         match self {
-            Command::Help | Command::Version | Command::ConfigReload | Command::Listen { .. } => {
-                Scope::Both
-            }
+            Command::Help
+            | Command::Version
+            | Command::ConfigReload
+            | Command::Listen { .. }
+            | Command::Cluster(ClusterCommand::Jobs | ClusterCommand::Abort { .. }) => Scope::Both,
             Command::Cluster(_) | Command::LogAppend { .. } => Scope::Node,
             Command::Manager(_) => Scope::Manager,
         }
@@ -164,6 +168,7 @@ impl fmt::Display for ClusterCommand {
             C::Nodeaddr => f.write_str("nodeaddr"),
             C::Reset => f.write_str("reset"),
             C::Abort { id } => write!(f, "abort {id}"),
+            C::Jobs => write!(f, "jobs"),
             C::ArpShow => f.write_str("arp show"),
             C::DuravipShow => f.write_str("duravip show"),
             C::DuravipShowTables => f.write_str("duravip show tables"),
@@ -470,10 +475,16 @@ fn manager(m: ManagerCommand) -> Command {
 
 static FORMS: &[Form] = &[
     form!(
-        Node,
+        Both,
         "Abort the job with the specified id.",
         [K("cluster"), K("abort"), A(Arg::JobId)],
         |c| cluster(ClusterCommand::Abort { id: c.id() })
+    ),
+    form!(
+        Both,
+        "List the jobs cluster abort can stop: the manager's log pulls and DuraVIP moves in progress.",
+        [K("cluster"), K("jobs")],
+        |_| cluster(ClusterCommand::Jobs)
     ),
     form!(
         Node,
@@ -1532,6 +1543,7 @@ mod tests {
             ("cluster nodeaddr", cluster(C::Nodeaddr)),
             ("cluster reset", cluster(C::Reset)),
             ("cluster abort 17", cluster(C::Abort { id: 17 })),
+            ("cluster jobs", cluster(C::Jobs)),
             ("cluster arp show", cluster(C::ArpShow)),
             ("cluster duravip show", cluster(C::DuravipShow)),
             ("cluster duravip show tables", cluster(C::DuravipShowTables)),

@@ -139,6 +139,27 @@ pub struct LogInfo {
     pub subscribers: Vec<Subscriber>,
 }
 
+/// One job of `cluster jobs`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobInfo {
+    /// What `cluster abort` takes.
+    pub id: u64,
+    /// `log pull` or `duravip move`.
+    pub kind: String,
+    /// What it does, and how far it got.
+    pub what: String,
+    /// Seconds since it started.
+    pub running_secs: f64,
+    /// An abort was asked for and the job has not stopped yet.
+    pub aborting: bool,
+}
+
+/// `cluster jobs` (Cohort extension): the jobs `cluster abort <id>` can stop.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Jobs {
+    pub jobs: Vec<JobInfo>,
+}
+
 /// `cluster show logs`: every published journal.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Logs {

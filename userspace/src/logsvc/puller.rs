@@ -118,11 +118,28 @@ fn nodes(shared: &Shared) -> BTreeMap<String, (SocketAddr, String)> {
 }
 
 fn supervise(ctx: &Arc<Ctx>) {
-    let mut workers: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+    let mut workers: BTreeMap<String, JoinHandle<bool>> = BTreeMap::new();
+    // Nodes whose pull `cluster abort` stopped, and until when.
+    let mut paused: BTreeMap<String, std::time::Instant> = BTreeMap::new();
     while !ctx.stop.load(Ordering::Relaxed) {
-        workers.retain(|_, h| !h.is_finished());
+        let finished: Vec<String> = workers
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in finished {
+            if let Some(h) = workers.remove(&name)
+                && h.join().unwrap_or(false)
+            {
+                paused.insert(
+                    name,
+                    std::time::Instant::now() + crate::node::jobs::PULL_PAUSE,
+                );
+            }
+        }
+        paused.retain(|_, until| *until > std::time::Instant::now());
         for name in nodes(&ctx.shared).into_keys() {
-            if workers.contains_key(&name) {
+            if workers.contains_key(&name) || paused.contains_key(&name) {
                 continue;
             }
             let (c, n) = (ctx.clone(), name.clone());
@@ -141,15 +158,17 @@ fn supervise(ctx: &Arc<Ctx>) {
     }
 }
 
-/// Pulls from one node while it is in the view, reconnecting after failures.
-fn work(ctx: &Ctx, node: &str) {
+/// Pulls from one node while it is in the view, reconnecting after failures; a job of
+/// `cluster jobs` meanwhile. Returns whether `cluster abort` stopped it.
+fn work(ctx: &Ctx, node: &str) -> bool {
+    let job = ctx.shared.jobs.start_pull(node);
     let mut backoff = Duration::from_millis(50);
     while !ctx.stop.load(Ordering::Relaxed) {
         let Some((addr, subcluster)) = nodes(&ctx.shared).remove(node) else {
-            return;
+            return false;
         };
-        match pull(ctx, node, addr, &subcluster) {
-            Ok(()) => return,
+        match pull(ctx, node, addr, &subcluster, &job) {
+            Ok(()) => return job.aborted(),
             Err(e) => {
                 match &e {
                     StreamError::Closed { .. } => tracing::info!(node, "{e}"),
@@ -160,10 +179,17 @@ fn work(ctx: &Ctx, node: &str) {
             }
         }
     }
+    false
 }
 
 /// One connection's pull; `Ok` when the manager stops or the node leaves the view.
-fn pull(ctx: &Ctx, node: &str, addr: SocketAddr, subcluster: &str) -> Result<(), StreamError> {
+fn pull(
+    ctx: &Ctx,
+    node: &str,
+    addr: SocketAddr,
+    subcluster: &str,
+    job: &crate::node::jobs::PullJob,
+) -> Result<(), StreamError> {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|source| {
         ctx.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
         StreamError::Io { peer: addr, source }
@@ -188,6 +214,10 @@ fn pull(ctx: &Ctx, node: &str, addr: SocketAddr, subcluster: &str) -> Result<(),
     }
     let mut idle = 0u32;
     while !ctx.stop.load(Ordering::Relaxed) {
+        if job.aborted() {
+            tracing::warn!(node, job = job.id(), "log pull aborted (cluster abort)");
+            return Ok(());
+        }
         let Some(m) = fs.recv(Duration::from_millis(200))? else {
             idle += 1;
             // Every few seconds of silence, check the node is still in the view.
@@ -224,6 +254,7 @@ fn pull(ctx: &Ctx, node: &str, addr: SocketAddr, subcluster: &str) -> Result<(),
                 ctx.stats
                     .records_written
                     .fetch_add(w.records, Ordering::Relaxed);
+                job.add_records(w.records);
                 ctx.stats
                     .records_skipped
                     .fetch_add(w.skipped, Ordering::Relaxed);

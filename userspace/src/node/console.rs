@@ -404,7 +404,49 @@ impl NodeConsole {
     /// move travels in agreed order and the old owner releases first), `refused: why` when the
     /// node machine refuses it (pinned, unknown node, hand-off in progress, ...), or `requested`
     /// when it is accepted but not carried out within 5 s.
+    /// `cluster abort <id>`: a log pull stops (and pauses); a move is undone by moving back.
+    fn abort(&self, id: u64) -> Result<String, String> {
+        match self.shared.jobs.abort(id)? {
+            super::jobs::Aborted::Pull { node } => {
+                let t0 = Instant::now();
+                while self.shared.jobs.contains(id) && t0.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(format!(
+                    "aborted job {id}: the pull of {node}'s logs stopped; it resumes in {} s\n",
+                    super::jobs::PULL_PAUSE.as_secs()
+                ))
+            }
+            super::jobs::Aborted::Move { ip, from, to } => {
+                let back = self.move_once(ip, &from, false).map_err(|e| {
+                    format!("aborted job {id} ({ip} from {from} to {to}); moving it back: {e}\n")
+                })?;
+                Ok(format!(
+                    "aborted job {id} ({ip} from {from} to {to}); moving it back: {back}\n"
+                ))
+            }
+        }
+    }
+
     fn duravip_move(&self, ip: std::net::IpAddr, to: &str) -> Result<String, String> {
+        self.move_once(ip, to, true)
+    }
+
+    /// Moves `ip` to `to`, waiting up to 5 s for the hand-off; with `as_job`, listed by
+    /// `cluster jobs` until the new owner holds it.
+    fn move_once(&self, ip: std::net::IpAddr, to: &str, as_job: bool) -> Result<String, String> {
+        let from = self
+            .shared
+            .status
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.duravip
+                    .as_ref()
+                    .and_then(|d| d.entries.iter().find(|e| e.ip == ip))
+                    .and_then(|e| e.owner.clone())
+            })
+            .unwrap_or_else(|| "nobody".to_owned());
         let (tx, rx) = std::sync::mpsc::channel();
         self.shared.request(Request::DuravipMove {
             ip,
@@ -416,6 +458,7 @@ impl NodeConsole {
             Ok(Err(why)) => return Err(format!("refused: {ip} to {to}: {why}")),
             Err(_) => return Err(format!("{ip}: the node did not answer within 5 s")),
         }
+        let job = as_job.then(|| self.shared.jobs.start_move(ip, &from, to));
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(5) {
             let owner = self.shared.status.lock().ok().and_then(|s| {
@@ -427,13 +470,21 @@ impl NodeConsole {
             if let Some((Some(o), false)) = owner
                 && o == to
             {
+                if let Some(id) = job {
+                    self.shared.jobs.finish(id);
+                }
                 return Ok(format!("done: {ip} moved to {to}"));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(format!(
-            "requested: {ip} to {to} (accepted, not carried out within 5 s; see cluster duravip show)"
-        ))
+        Ok(match job {
+            Some(id) => format!(
+                "requested: {ip} to {to} (accepted, not carried out within 5 s; job {id} in cluster jobs)"
+            ),
+            None => format!(
+                "requested: {ip} to {to} (accepted, not carried out within 5 s; see cluster duravip show)"
+            ),
+        })
     }
 }
 
@@ -579,10 +630,8 @@ impl ConsoleHandler for NodeConsole {
                     self.shared.request(Request::Reset);
                     Ok("cluster membership reset requested\n".into())
                 }
-                // Jobs are the manager's log pulls; this node has none running to abort.
-                ClusterCommand::Abort { id } => {
-                    Err(format!("no job with id {id} is running on this node"))
-                }
+                ClusterCommand::Jobs => Ok(render(&self.shared.jobs.list(), json)),
+                ClusterCommand::Abort { id } => self.abort(*id),
                 other => Err(format!("'{other}' is not available on this node yet")),
             },
             other => Err(format!("'{other}' is not a node command")),

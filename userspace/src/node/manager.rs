@@ -516,7 +516,10 @@ impl ConsoleHandler for ManagerConsole {
                     })
                 }
             },
-            Command::ConfigReload => self.node.handle(cmd, json),
+            Command::ConfigReload
+            | Command::Cluster(ClusterCommand::Jobs | ClusterCommand::Abort { .. }) => {
+                self.node.handle(cmd, json)
+            }
             other => Err(format!("'{other}' is not a manager command")),
         }
     }

@@ -5,6 +5,7 @@ pub mod console;
 pub mod control;
 pub mod control_cache;
 pub mod identity;
+pub mod jobs;
 pub mod manager;
 pub mod paniclog;
 pub mod priority;

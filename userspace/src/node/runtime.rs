@@ -179,6 +179,7 @@ impl Node {
                 }),
                 cluster_key: Arc::new(std::sync::RwLock::new(plan.key.clone())),
                 pull_stats: std::sync::OnceLock::new(),
+                jobs: Arc::default(),
             }),
             node,
             io,

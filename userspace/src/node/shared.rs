@@ -136,6 +136,8 @@ pub struct Shared {
     /// The keyring in force (`cluster_key`), which the log service reads at every handshake; a
     /// reload replaces it.
     pub cluster_key: Arc<std::sync::RwLock<Option<cohort_engine::group::ClusterKey>>>,
+    /// `cluster jobs`: the manager's log pulls and the DuraVIP moves in progress.
+    pub jobs: Arc<super::jobs::Jobs>,
     /// On a manager, the log pull's counters and shipping lags (set when the pull starts).
     pub pull_stats: std::sync::OnceLock<Arc<crate::logsvc::puller::PullStats>>,
 }

@@ -147,6 +147,7 @@ impl Node {
                 s.arp = self.node.arp().table(Duration::from_nanos(now.as_nanos()));
             }
             if let Some(dv) = dv {
+                self.shared.jobs.settle_moves(&dv);
                 s.duravip = Some(dv);
                 s.dataplane = self.dataplane.as_ref().map(|d| {
                     let mut st = d.stats.clone();
