@@ -494,19 +494,20 @@ pub fn render(shared: &Shared) -> String {
         ] {
             counter(&mut out, name, help, v);
         }
-        let lags: Vec<(String, f64)> = p
+        let lags: Vec<(String, f64, f64)> = p
             .lag
             .lock()
             .map(|l| {
                 l.iter()
-                    .map(|((node, log), v)| {
+                    .map(|((node, log), (lag, at))| {
                         (
                             format!(
                                 "{{node=\"{}\",log=\"{}\"}}",
                                 label_value(node),
                                 label_value(log)
                             ),
-                            *v,
+                            *lag,
+                            at.elapsed().as_secs_f64(),
                         )
                     })
                     .collect()
@@ -518,7 +519,21 @@ pub fn render(shared: &Shared) -> String {
             "gauge",
             "Per node and log, from the append of the last record of the latest batch on the \
              node to that batch being durable at the manager.",
-            &lags,
+            &lags
+                .iter()
+                .map(|(l, lag, _)| (l.clone(), *lag))
+                .collect::<Vec<_>>(),
+        );
+        family(
+            &mut out,
+            "cohort_logship_last_batch_age_seconds",
+            "gauge",
+            "Per node and log, seconds since the latest batch was made durable (grows while a \
+             pull is stalled or paused).",
+            &lags
+                .iter()
+                .map(|(l, _, age)| (l.clone(), *age))
+                .collect::<Vec<_>>(),
         );
     }
     family(

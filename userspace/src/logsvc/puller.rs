@@ -30,8 +30,9 @@ pub struct PullStats {
     pub records_skipped: AtomicU64,
     pub batches: AtomicU64,
     /// Per (node, log): the shipping lag of the last batch written, from the append of its last
-    /// record on the node (the record's own time) to the batch being durable here, in seconds.
-    pub lag: std::sync::Mutex<BTreeMap<(String, String), f64>>,
+    /// record on the node (the record's own time) to the batch being durable here, in seconds,
+    /// and when that was (to show a stalled pull ageing). A node's entries go when its pull ends.
+    pub lag: std::sync::Mutex<BTreeMap<(String, String), (f64, std::time::Instant)>>,
 }
 
 /// Which subscriber names the manager `me` pulls node `node`'s logs with, in order of preference.
@@ -158,12 +159,31 @@ fn supervise(ctx: &Arc<Ctx>) {
     }
 }
 
+/// Removes a node's shipping lags when its pull ends (a node that left shows none).
+struct ForgetLag<'a> {
+    ctx: &'a Ctx,
+    node: &'a str,
+}
+
+impl Drop for ForgetLag<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.ctx.stats.lag.lock() {
+            l.retain(|(n, _), _| n != self.node);
+        }
+    }
+}
+
 /// Pulls from one node while it is in the view, reconnecting after failures; a job of
 /// `cluster jobs` meanwhile. Returns whether `cluster abort` stopped it.
 fn work(ctx: &Ctx, node: &str) -> bool {
     let job = ctx.shared.jobs.start_pull(node);
+    let _forget = ForgetLag { ctx, node };
     let mut backoff = Duration::from_millis(50);
     while !ctx.stop.load(Ordering::Relaxed) {
+        // Aborted while not connected (the node refuses or does not answer): stop here too.
+        if job.aborted() {
+            return true;
+        }
         let Some((addr, subcluster)) = nodes(&ctx.shared).remove(node) else {
             return false;
         };
@@ -264,7 +284,10 @@ fn pull(
                         + Duration::from_micros(u64::from(r.tv_usec));
                     let lag = crate::node::shared::wall().saturating_sub(appended);
                     if let Ok(mut l) = ctx.stats.lag.lock() {
-                        l.insert((node.to_owned(), log.clone()), lag.as_secs_f64());
+                        l.insert(
+                            (node.to_owned(), log.clone()),
+                            (lag.as_secs_f64(), std::time::Instant::now()),
+                        );
                     }
                 }
                 // Durable now: the node may move its checkpoint.

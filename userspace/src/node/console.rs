@@ -400,11 +400,8 @@ impl NodeConsole {
         Err("the reload did not finish within 5 s".into())
     }
 
-    /// One move and its outcome: `done` once this node's table names `to` as the owner (the
-    /// move travels in agreed order and the old owner releases first), `refused: why` when the
-    /// node machine refuses it (pinned, unknown node, hand-off in progress, ...), or `requested`
-    /// when it is accepted but not carried out within 5 s.
-    /// `cluster abort <id>`: a log pull stops (and pauses); a move is undone by moving back.
+    /// `cluster abort <id>`: a log pull stops (and pauses); a move is undone by moving the
+    /// address back once it has arrived (the event loop does it: see `Jobs::settle_moves`).
     fn abort(&self, id: u64) -> Result<String, String> {
         match self.shared.jobs.abort(id)? {
             super::jobs::Aborted::Pull { node } => {
@@ -412,22 +409,27 @@ impl NodeConsole {
                 while self.shared.jobs.contains(id) && t0.elapsed() < Duration::from_secs(5) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Ok(format!(
-                    "aborted job {id}: the pull of {node}'s logs stopped; it resumes in {} s\n",
-                    super::jobs::PULL_PAUSE.as_secs()
-                ))
+                Ok(if self.shared.jobs.contains(id) {
+                    format!(
+                        "abort of job {id} requested: the pull of {node}'s logs has not stopped yet (see cluster jobs)\n"
+                    )
+                } else {
+                    format!(
+                        "aborted job {id}: the pull of {node}'s logs stopped; it resumes in {} s\n",
+                        super::jobs::PULL_PAUSE.as_secs()
+                    )
+                })
             }
-            super::jobs::Aborted::Move { ip, from, to } => {
-                let back = self.move_once(ip, &from, false).map_err(|e| {
-                    format!("aborted job {id} ({ip} from {from} to {to}); moving it back: {e}\n")
-                })?;
-                Ok(format!(
-                    "aborted job {id} ({ip} from {from} to {to}); moving it back: {back}\n"
-                ))
-            }
+            super::jobs::Aborted::Move { ip, from, to } => Ok(format!(
+                "abort of job {id} requested: {ip} goes back from {to} to {from} once its move is carried out (see cluster jobs)\n"
+            )),
         }
     }
 
+    /// One move and its outcome: `done` once this node's table names `to` as the owner (the
+    /// move travels in agreed order and the old owner releases first), `refused: why` when the
+    /// node machine refuses it (pinned, unknown node, hand-off in progress, ...), or `requested`
+    /// when it is accepted but not carried out within 5 s.
     fn duravip_move(&self, ip: std::net::IpAddr, to: &str) -> Result<String, String> {
         self.move_once(ip, to, true)
     }

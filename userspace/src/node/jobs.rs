@@ -7,7 +7,8 @@
 //!   acknowledged is pulled again then, exactly once as always;
 //! - a **DuraVIP move** (`cluster duravip move`), from the moment the cluster accepted it until the
 //!   new owner holds the address alone. Aborting it moves the address back to the node it came
-//!   from (a move like any other: refused if that node is gone).
+//!   from once it has arrived (a move like any other, made by the event loop: the job ends when the
+//!   address is back, or when that move is refused or its node is gone).
 //!
 //! The registry is shared by the console threads, the manager's pull threads and the event loop;
 //! finished jobs leave it.
@@ -33,6 +34,8 @@ enum Kind {
         ip: IpAddr,
         from: String,
         to: String,
+        /// `cluster abort`: the move back to `from` was sent (it is listed until carried out).
+        back_sent: bool,
     },
 }
 
@@ -139,34 +142,71 @@ impl Jobs {
             ip,
             from: from.to_owned(),
             to: to.to_owned(),
+            back_sent: false,
         })
         .0
     }
 
-    /// Ends the move jobs that `status` shows finished: the target holds the address with no
-    /// hand-off under way, or the address or the target left this node's view (nothing more
-    /// will happen for that job).
-    pub fn settle_moves(&self, status: &duravip::Status) {
-        self.settle(|ip, to| {
+    /// Follows the move jobs in `status` (the event loop calls it with each fresh status): a move
+    /// ends once its target holds the address with no hand-off under way, or when the address or
+    /// the target left this node's view; an aborted move that has arrived is sent back (returned
+    /// as `(ip, node)` moves for the caller to make, once each) and ends when it is back.
+    pub fn settle_moves(&self, status: &duravip::Status) -> Vec<(IpAddr, String)> {
+        self.settle(|ip, node| {
             let entry = status.entries.iter().find(|x| x.ip == ip)?;
-            let done = entry.owner.as_deref() == Some(to) && !entry.handoff;
-            let target_here = entry.members.iter().any(|m| m.name == to);
-            Some(!done && target_here)
-        });
+            let present = entry.members.iter().any(|m| m.name == node);
+            let at = entry.owner.as_deref() == Some(node) && !entry.handoff;
+            present.then_some(at)
+        })
     }
 
-    /// Keeps the move jobs for which `pending(ip, to)` is `Some(true)`.
-    fn settle(&self, pending: impl Fn(IpAddr, &str) -> Option<bool>) {
-        let Ok(mut l) = self.list.lock() else { return };
-        l.retain(|_, e| match &e.kind {
-            Kind::DuravipMove { ip, to, .. } => pending(*ip, to).unwrap_or(false),
-            Kind::LogPull { .. } => true,
+    /// `state(ip, node)`: `None` when `node` can no longer get `ip`, else whether it holds it
+    /// with the hand-off finished.
+    fn settle(&self, state: impl Fn(IpAddr, &str) -> Option<bool>) -> Vec<(IpAddr, String)> {
+        let mut back = Vec::new();
+        let Ok(mut l) = self.list.lock() else {
+            return back;
+        };
+        l.retain(|_, e| {
+            let aborted = e.abort.load(Ordering::Relaxed);
+            let Kind::DuravipMove {
+                ip,
+                from,
+                to,
+                back_sent,
+            } = &mut e.kind
+            else {
+                return true;
+            };
+            if *back_sent {
+                return state(*ip, from) == Some(false);
+            }
+            match state(*ip, to) {
+                None => false,
+                Some(false) => true,
+                Some(true) if aborted => {
+                    *back_sent = true;
+                    back.push((*ip, from.clone()));
+                    true
+                }
+                Some(true) => false,
+            }
         });
+        back
+    }
+
+    /// A move back that was refused: the job ends.
+    pub fn move_back_refused(&self, ip: IpAddr) {
+        if let Ok(mut l) = self.list.lock() {
+            l.retain(|_, e| {
+                !matches!(&e.kind, Kind::DuravipMove { ip: x, back_sent: true, .. } if *x == ip)
+            });
+        }
     }
 
     /// `cluster abort <id>`.
     pub fn abort(&self, id: u64) -> Result<Aborted, String> {
-        let mut l = self
+        let l = self
             .list
             .lock()
             .map_err(|_| "the job list is poisoned".to_owned())?;
@@ -178,14 +218,13 @@ impl Jobs {
                 e.abort.store(true, Ordering::Relaxed);
                 Ok(Aborted::Pull { node: node.clone() })
             }
-            Kind::DuravipMove { ip, from, to } => {
-                let r = Aborted::Move {
+            Kind::DuravipMove { ip, from, to, .. } => {
+                e.abort.store(true, Ordering::Relaxed);
+                Ok(Aborted::Move {
                     ip: *ip,
                     from: from.clone(),
                     to: to.clone(),
-                };
-                l.remove(&id);
-                Ok(r)
+                })
             }
         }
     }
@@ -218,9 +257,19 @@ impl Jobs {
                             e.progress.load(Ordering::Relaxed)
                         ),
                     ),
-                    Kind::DuravipMove { ip, from, to } => {
-                        ("duravip move", format!("{ip} from {from} to {to}"))
-                    }
+                    Kind::DuravipMove {
+                        ip,
+                        from,
+                        to,
+                        back_sent,
+                    } => (
+                        "duravip move",
+                        if *back_sent {
+                            format!("{ip} from {from} to {to}, aborted: moving back to {from}")
+                        } else {
+                            format!("{ip} from {from} to {to}")
+                        },
+                    ),
                 };
                 JobInfo {
                     id: *id,
@@ -268,8 +317,7 @@ mod tests {
                 to: "node3".into()
             })
         );
-        assert!(jobs.list().jobs.is_empty());
-        assert!(jobs.abort(mv).is_err(), "an id is aborted once");
+        assert!(jobs.list().jobs[0].aborting, "listed until it is back");
     }
 
     #[test]
@@ -281,14 +329,30 @@ mod tests {
         let c = jobs.start_move(ip(3), "node1", "node3");
         let pull = Arc::new(Jobs::default());
         let _p = pull.start_pull("node2");
-        // 1: still handing off; 2: done; 3: gone from the table.
-        jobs.settle(|at, _| match at {
-            x if x == ip(1) => Some(true),
-            x if x == ip(2) => Some(false),
+        // 1: still handing off; 2: arrived; 3: gone from the table.
+        let back = jobs.settle(|at, _| match at {
+            x if x == ip(1) => Some(false),
+            x if x == ip(2) => Some(true),
             _ => None,
         });
+        assert!(back.is_empty());
         assert!(jobs.contains(a) && !jobs.contains(b) && !jobs.contains(c));
-        pull.settle(|_, _| None);
+        assert!(pull.settle(|_, _| None).is_empty());
         assert_eq!(pull.list().jobs.len(), 1, "pulls are not moves");
+        // An aborted move: sent back once it has arrived, listed until it is back.
+        jobs.abort(a).expect("listed");
+        let at_target = |_: IpAddr, node: &str| Some(node == "node2");
+        assert_eq!(jobs.settle(at_target), vec![(ip(1), "node1".to_owned())]);
+        assert!(jobs.settle(at_target).is_empty(), "sent back once");
+        assert!(jobs.list().jobs[0].what.ends_with("moving back to node1"));
+        assert!(jobs.contains(a));
+        jobs.settle(|_, node| Some(node == "node1"));
+        assert!(!jobs.contains(a), "back where it was");
+        // A refused move back ends the job.
+        let d = jobs.start_move(ip(4), "node1", "node2");
+        jobs.abort(d).expect("listed");
+        jobs.settle(at_target);
+        jobs.move_back_refused(ip(4));
+        assert!(!jobs.contains(d));
     }
 }

@@ -126,6 +126,7 @@ impl Node {
             self.duravip_dirty = false;
             self.last_status = Instant::now();
         }
+        let mut back = Vec::new();
         if let Ok(mut s) = self.shared.status.lock() {
             s.counters = self.node.endpoint().counters().clone();
             s.local_health = self.node.endpoint().local_health();
@@ -147,7 +148,7 @@ impl Node {
                 s.arp = self.node.arp().table(Duration::from_nanos(now.as_nanos()));
             }
             if let Some(dv) = dv {
-                self.shared.jobs.settle_moves(&dv);
+                back = self.shared.jobs.settle_moves(&dv);
                 s.duravip = Some(dv);
                 s.dataplane = self.dataplane.as_ref().map(|d| {
                     let mut st = d.stats.clone();
@@ -157,6 +158,23 @@ impl Node {
                 // Taken before the program's counters, so it never exceeds the packets stamped.
                 s.xdp_arrivals_fed = self.xdp_arrivals_fed;
                 s.xdp = self.dataplane.as_ref().map(|d| d.xdp_stats());
+            }
+        }
+        // Aborted moves that have arrived go back where they came from.
+        for (ip, node) in back {
+            let cmd = cohort_engine::node::Command::DuravipMove {
+                ip,
+                node: node.clone(),
+            };
+            match self.node.handle_command(now, cmd) {
+                Ok(()) => {
+                    tracing::info!(%ip, to = %node, "aborted move: moving the address back");
+                    self.duravip_dirty = true;
+                }
+                Err(e) => {
+                    tracing::warn!(%ip, to = %node, error = %e, "aborted move: cannot move it back");
+                    self.shared.jobs.move_back_refused(ip);
+                }
             }
         }
     }
