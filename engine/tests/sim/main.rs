@@ -376,7 +376,7 @@ fn seed_count() -> u64 {
     std::env::var("COHORT_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        // A release build runs 5,000 (CI asks for 2,500); a debug build runs fewer by default.
+        // A release build runs 5,000 (CI asks for 2,000); a debug build runs fewer by default.
         .unwrap_or(if cfg!(debug_assertions) { 2000 } else { 5000 })
 }
 
