@@ -2,6 +2,8 @@
 //! runs nothing and says so; `Security { user group }` runs the node as that user with only the
 //! three capabilities it needs (root only: it skips without).
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -230,27 +232,5 @@ fn metrics_are_served_in_the_prometheus_format() {
     ] {
         assert!(body.contains(name), "{name} in\n{body}");
     }
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(mut p) => {
-            p.stdin
-                .take()
-                .expect("stdin")
-                .write_all(body.as_bytes())
-                .expect("write");
-            let out = p.wait_with_output().expect("promtool runs");
-            assert!(
-                out.status.success(),
-                "promtool: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Err(e) => eprintln!("SKIP promtool check: {e} (bash ci/setup installs it)"),
-    }
+    support::promtool_check(body);
 }

@@ -603,33 +603,7 @@ fn metrics_show_peers_replication_lag_and_log_shipping() {
         );
     }
     for b in &bodies {
-        promtool_check(b);
-    }
-}
-
-fn promtool_check(body: &str) {
-    match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(mut p) => {
-            p.stdin
-                .take()
-                .expect("stdin")
-                .write_all(body.as_bytes())
-                .expect("write");
-            let out = p.wait_with_output().expect("promtool runs");
-            assert!(
-                out.status.success(),
-                "promtool: {}{}\n{body}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Err(e) => eprintln!("SKIP promtool check: {e} (bash ci/setup installs it)"),
+        support::promtool_check(b);
     }
 }
 
