@@ -291,6 +291,100 @@ fn duravip_bindings_listeners_and_case_insensitive_names() {
 }
 
 #[test]
+fn cluster_outbound_throttles_are_read_where_momentum_defines_them() {
+    let text = r#"
+        cluster { Replicate "OBTM" {} }
+        cluster_outbound_throttle_messages = "1000/60"
+        cluster_outbound_throttle_connections = "5"
+        Domain "AOL.com" {
+          cluster_outbound_throttle_messages = "100"
+          max_outbound_connections = 4
+        }
+        Binding_Group "east" {
+          Binding "b1" { Bind_Address = "10.2.1.1" }
+          cluster_outbound_throttle_messages = "10/60"
+          Domain "yahoo.com" { cluster_outbound_throttle_messages = "3/10" }
+        }
+    "#;
+    let loaded = config::load_str(Path::new("n.conf"), text).expect("valid");
+    type Row<'a> = (bool, Option<&'a str>, Option<&'a str>, u64, u64);
+    let got: Vec<Row<'_>> = loaded
+        .config
+        .outbound_throttles
+        .iter()
+        .map(|t| {
+            (
+                t.connections,
+                t.binding_group.as_deref(),
+                t.domain.as_deref(),
+                t.limit,
+                t.period,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (false, None, None, 1000, 60),
+            (false, None, Some("AOL.com"), 100, 1),
+            (false, Some("east"), None, 10, 60),
+            (false, Some("east"), Some("yahoo.com"), 3, 10),
+        ],
+        "the connections throttle needs Replicate \"OBTC\", which is absent"
+    );
+    let ignored: Vec<(&str, &str)> = loaded
+        .ignored
+        .iter()
+        .map(|i| (i.path.as_str(), i.reason.as_str()))
+        .collect();
+    assert_eq!(
+        ignored,
+        [
+            (
+                "Domain \"AOL.com\".max_outbound_connections",
+                "belongs to the MTA, not to Cohort"
+            ),
+            (
+                "cluster_outbound_throttle_connections",
+                "not enforced: it needs Replicate \"OBTC\" {} in the cluster scope"
+            ),
+        ]
+    );
+    // The stanzas print back as written.
+    let printed = config::render(&loaded.config);
+    assert!(
+        printed.contains("cluster_outbound_throttle_messages = \"10/60\""),
+        "{printed}"
+    );
+    let again = config::load_str(Path::new("again.conf"), &printed).expect("reloads");
+    assert_eq!(
+        again.config.outbound_throttles,
+        loaded.config.outbound_throttles
+    );
+
+    for (bad, at) in [
+        (
+            "cluster { Replicate \"OBTM\" {} }\ncluster_outbound_throttle_messages = \"ten\"",
+            "2:38",
+        ),
+        (
+            "cluster { Replicate \"OBTM\" {} }\nDomain \"a.org\" {\n cluster_outbound_throttle_messages = \"1/0\"\n}",
+            "3:39",
+        ),
+        (
+            "cluster { Replicate \"OBTM\" {} }\ncluster_outbound_throttle_messages = 1\ncluster_outbound_throttle_messages = 2",
+            "3:1",
+        ),
+    ] {
+        let e = config::load_str(Path::new("b.conf"), bad).expect_err(bad);
+        assert!(
+            e.to_string().starts_with(&format!("b.conf:{at}")),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn mta_options_are_kept_and_reported_once() {
     let text = r#"
         Threads { SwapIn = 20 }

@@ -20,7 +20,8 @@ fn shared_show(
 }
 use cohort_engine::replicate::throttle::ThrottleSpec;
 use cohort_engine::replicate::{
-    Destination, MemberId, Monitor, ObjectKind, ObjectSettings, Replicator, Rows, SeriesItem, View,
+    Destination, MemberId, Monitor, ObjectKind, ObjectSettings, Outbound, Replicator, Rows,
+    SeriesItem, ThrottleKind, View,
 };
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -75,8 +76,18 @@ impl Cluster {
     }
 
     fn spawn(&mut self, name: &str) -> MemberId {
+        self.spawn_with(name, settings(), Outbound::default())
+    }
+
+    fn spawn_with(
+        &mut self,
+        name: &str,
+        settings: Vec<ObjectSettings>,
+        outbound: Outbound,
+    ) -> MemberId {
         let id = MemberId::new(name);
-        let r = Replicator::new(id.clone(), settings(), 1400, false).unwrap();
+        let mut r = Replicator::new(id.clone(), settings, 1400, false).unwrap();
+        r.set_outbound(outbound);
         self.nodes.insert(id.clone(), r);
         id
     }
@@ -812,6 +823,142 @@ proptest! {
     fn every_global_view_is_the_sum_of_the_live_local_states(actions in proptest::collection::vec(action(), 0..160)) {
         run(&actions)?;
     }
+}
+
+/// `cluster_outbound_throttle_messages` through `OBTM`: the stanza that applies to a binding and
+/// a domain is one bucket cluster-wide, created on first use at the configured rate; outbound
+/// connections are counted only by the objects whose `binding_group` is the binding's.
+#[test]
+fn outbound_throttles_and_binding_groups_through_the_replicator() {
+    let objects = || {
+        let mut east = ObjectSettings::new("outbound_cidr_east", ObjectKind::OutboundCidr);
+        east.binding_group = Some("east".into());
+        vec![
+            ObjectSettings::new("OBTM", ObjectKind::Obtm),
+            ObjectSettings::new("OBTC", ObjectKind::Obtc),
+            ObjectSettings::new("outbound_cidr", ObjectKind::OutboundCidr),
+            east,
+            ObjectSettings::new("outbound_domains", ObjectKind::OutboundDomains),
+            ObjectSettings::new(
+                "outbound_binding_domains",
+                ObjectKind::OutboundBindingDomains,
+            ),
+        ]
+    };
+    let outbound = Outbound::default()
+        .with_binding("b1", "east")
+        .with_binding("b2", "east")
+        .with_binding("w1", "west")
+        .with_throttle(
+            ThrottleKind::Messages,
+            Some("east"),
+            None,
+            ThrottleSpec::parse("10/60", Some(0.5)).unwrap(),
+        );
+    let mut c = Cluster::new();
+    let a = c.spawn_with("#1#a", objects(), outbound.clone());
+    let b = c.spawn_with("#2#b", objects(), outbound);
+    c.install(vec![a.clone(), b.clone()]);
+    c.deliver_all();
+    let (oa, ob) = (c.nodes[&a].objects().clone(), c.nodes[&b].objects().clone());
+    assert_eq!(
+        oa.outbound_throttle("OBTM", "b1", "aol.com").unwrap(),
+        Some("east::*".to_string())
+    );
+    assert_eq!(oa.outbound_throttle("OBTM", "w1", "aol.com").unwrap(), None);
+    assert_eq!(oa.outbound_throttle("OBTC", "b1", "aol.com").unwrap(), None);
+    assert!(oa.outbound_throttle("outbound_cidr", "b1", "x").is_err());
+    // Two nodes, two bindings of the group, two domains: one bucket of 10 per minute.
+    let mut admitted = 0;
+    for round in 0..10 {
+        for (o, binding) in [(&oa, "b1"), (&ob, "b2")] {
+            let domain = if round % 2 == 0 {
+                "aol.com"
+            } else {
+                "gmail.com"
+            };
+            if !o.outbound_check("OBTM", binding, domain, c.now).unwrap() {
+                o.outbound_inc("OBTM", binding, domain, 1, c.now).unwrap();
+                admitted += 1;
+            }
+        }
+        c.flush(&a);
+        c.flush(&b);
+        c.deliver_all();
+    }
+    assert!((8..=10).contains(&admitted), "{admitted} admitted");
+    assert_eq!(ob.throttle_usage("OBTM", "east::*").unwrap(), admitted);
+    assert!(oa.outbound_tarpit("OBTM", "b1", "aol.com", c.now).unwrap() > Duration::ZERO);
+    // No throttle applies to the west group: never over budget, nothing counted.
+    assert!(!oa.outbound_check("OBTM", "w1", "aol.com", c.now).unwrap());
+    assert!(!oa.outbound_inc("OBTM", "w1", "aol.com", 5, c.now).unwrap());
+    assert_eq!(
+        oa.outbound_tarpit("OBTM", "w1", "aol.com", c.now).unwrap(),
+        Duration::ZERO
+    );
+
+    // Connections: the east object counts only east bindings.
+    let peer = ip("192.0.2.7");
+    let (counted, _) = oa
+        .outbound_connection("b1", "AOL.com", peer, 1, c.now)
+        .unwrap();
+    assert_eq!(
+        counted,
+        [
+            "outbound_binding_domains",
+            "outbound_cidr",
+            "outbound_cidr_east",
+            "outbound_domains"
+        ]
+    );
+    let (counted, _) = ob
+        .outbound_connection("w1", "aol.com", peer, 1, c.now)
+        .unwrap();
+    assert_eq!(
+        counted,
+        [
+            "outbound_binding_domains",
+            "outbound_cidr",
+            "outbound_domains"
+        ]
+    );
+    c.tick(Duration::from_secs(1));
+    c.deliver_all();
+    let host = IpNet::from(peer);
+    for o in [&oa, &ob] {
+        assert_eq!(
+            o.cidr_count("outbound_cidr", host, View::Global).unwrap(),
+            2
+        );
+        assert_eq!(
+            o.cidr_count("outbound_cidr_east", host, View::Global)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            o.gauge_get("outbound_domains", "aol.com", View::Global)
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            o.gauge_get("outbound_binding_domains", "b1::aol.com", View::Global)
+                .unwrap(),
+            1
+        );
+    }
+    oa.outbound_connection("b1", "aol.com", peer, -1, c.now)
+        .unwrap();
+    c.tick(Duration::from_secs(1));
+    c.deliver_all();
+    assert_eq!(
+        ob.cidr_count("outbound_cidr_east", host, View::Global)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ob.cidr_count("outbound_cidr", host, View::Global).unwrap(),
+        1
+    );
 }
 
 #[test]

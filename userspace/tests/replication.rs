@@ -467,3 +467,105 @@ fn kill_nine_takes_exactly_its_contribution() {
         "{shown}"
     );
 }
+
+/// `cluster_outbound_throttle_messages` on two `cohortd` processes: the group's stanza is one
+/// bucket across both nodes through `OBTM`, a reload's new rate applies in place, and an
+/// `outbound_cidr` scope with `binding_group` counts only that group's bindings.
+#[test]
+fn outbound_throttles_and_binding_groups_over_the_console() {
+    let Some(lab) = Lab::new("outbound_throttles_and_binding_groups_over_the_console", 2) else {
+        return;
+    };
+    let groups = "Binding_Group \"east\" {\n  Binding \"b1\" {}\n  Binding \"b2\" {}\n  \
+                  cluster_outbound_throttle_messages = \"5/100000000\"\n}\n\
+                  Binding_Group \"west\" { Binding \"w1\" {} }\n";
+    let mut c = support::cluster::cluster(&lab, groups).with_cluster_options(
+        "Replicate \"OBTM\" { max_delay = 0.05 }\n\
+         Replicate \"outbound_cidr\" { binding_group = \"east\" max_delay = 0.05 }",
+    );
+    c.start_all();
+    for i in 0..2 {
+        c.wait_members(i, &[0, 1]);
+    }
+    assert_eq!(
+        ask(&c, 0, "cluster shared outbound which OBTM b2 aol.com").as_deref(),
+        Some("east::*")
+    );
+    assert_eq!(
+        ask(&c, 0, "cluster shared outbound which OBTM w1 aol.com").as_deref(),
+        Some("none")
+    );
+    run_all(
+        &c,
+        0,
+        &["cluster shared outbound inc OBTM b1 aol.com 3".to_owned()],
+    );
+    run_all(
+        &c,
+        1,
+        &["cluster shared outbound inc OBTM b2 gmail.com 3".to_owned()],
+    );
+    wait_answer(&c, 0, "cluster shared throttle check OBTM east::*", "true");
+    wait_answer(
+        &c,
+        1,
+        "cluster shared outbound check OBTM b1 yahoo.com",
+        "true",
+    );
+    assert_eq!(
+        ask(&c, 1, "cluster shared outbound check OBTM w1 yahoo.com").as_deref(),
+        Some("false"),
+        "no stanza applies to the west group"
+    );
+    // A reload raises the rate: the usage so far (6) is now within budget.
+    for i in 0..2 {
+        c.edit_config(i, |t| t.replace("\"5/100000000\"", "\"100/100000000\""));
+        let (ok, reply) = c.ctl(i, "config reload", false);
+        assert!(ok, "{reply}");
+        assert!(reply.contains("cluster_outbound_throttle_*"), "{reply}");
+    }
+    wait_answer(
+        &c,
+        0,
+        "cluster shared outbound check OBTM b1 aol.com",
+        "false",
+    );
+    // The usage survived the reload: 94 more reach the new limit (100).
+    run_all(
+        &c,
+        1,
+        &["cluster shared outbound inc OBTM b2 aol.com 94".to_owned()],
+    );
+    wait_answer(
+        &c,
+        0,
+        "cluster shared outbound check OBTM b1 aol.com",
+        "true",
+    );
+    // Connections: the east-only outbound_cidr counts b1's, not w1's.
+    run_all(
+        &c,
+        0,
+        &[
+            "cluster shared outbound open b1 aol.com 192.0.2.7".to_owned(),
+            "cluster shared outbound open w1 aol.com 192.0.2.8".to_owned(),
+        ],
+    );
+    wait_answer(
+        &c,
+        1,
+        "cluster shared cidr count outbound_cidr 192.0.2.0/24",
+        "1",
+    );
+    run_all(
+        &c,
+        1,
+        &["cluster shared outbound close b1 aol.com 192.0.2.7".to_owned()],
+    );
+    wait_answer(
+        &c,
+        0,
+        "cluster shared cidr count outbound_cidr 192.0.2.0/24",
+        "0",
+    );
+}

@@ -299,6 +299,7 @@ pub fn from_items(items: &[Item]) -> Result<Loaded, ConfigError> {
         cfg.eccluster_listener = c;
     }
     validate_duravip(&cfg, items)?;
+    outbound_throttles(items, &mut cfg, &mut ctx)?;
     Ok(Loaded {
         config: cfg,
         ignored: ctx.ignored,
@@ -711,6 +712,136 @@ fn binding_group(
         Some(g) => g.extra.extend(extra),
         None => cfg.binding_groups.push(BindingGroup { name: group, extra }),
     }
+    Ok(())
+}
+
+const OUTBOUND_THROTTLES: [&str; 2] = [
+    "cluster_outbound_throttle_messages",
+    "cluster_outbound_throttle_connections",
+];
+
+/// Reads `cluster_outbound_throttle_messages` / `_connections` where Momentum defines them: the
+/// global scope, `Domain "d"`, `Binding_Group "g"` and `Domain "d"` inside it. The stanzas were
+/// kept as MTA items by the main pass; the throttle options in them are Cohort's now (an
+/// `OBTM` / `OBTC` object enforces them), so they leave the ignored list. Without the object
+/// they are listed as ignored with the reason.
+fn is_outbound_throttle(it: &Item) -> bool {
+    matches!(&it.kind, ItemKind::Option { key, .. }
+        if OUTBOUND_THROTTLES.iter().any(|o| key.eq_ignore_ascii_case(o)))
+}
+
+fn outbound_throttles(items: &[Item], cfg: &mut Config, ctx: &mut Ctx) -> Result<(), ConfigError> {
+    // (item, path for the ignored list, group, domain)
+    let mut found: Found<'_> = Vec::new();
+    // Domain scopes holding a throttle: (the scope's item, its path), to list their other items.
+    let mut domains: Vec<(&Item, String)> = Vec::new();
+    let is_throttle = is_outbound_throttle;
+    type Found<'a> = Vec<(&'a Item, String, Option<String>, Option<String>)>;
+    fn domain_scope<'a>(
+        it: &'a Item,
+        s: &'a Scope,
+        path: String,
+        group: Option<&String>,
+        found: &mut Found<'a>,
+        domains: &mut Vec<(&'a Item, String)>,
+    ) {
+        let Some(d) = &s.name else { return };
+        let before = found.len();
+        for inner in s.items.iter().filter(|i| is_outbound_throttle(i)) {
+            let inner_path = format!("{path}.{}", item_label(inner));
+            found.push((inner, inner_path, group.cloned(), Some(d.clone())));
+        }
+        if found.len() > before {
+            domains.push((it, path));
+        }
+    }
+    for it in items {
+        match &it.kind {
+            ItemKind::Option { .. } if is_throttle(it) => {
+                found.push((it, item_label(it), None, None));
+            }
+            ItemKind::Scope(s) if s.kind.eq_ignore_ascii_case("domain") => {
+                domain_scope(it, s, item_label(it), None, &mut found, &mut domains);
+            }
+            ItemKind::Scope(s) if s.kind.eq_ignore_ascii_case("binding_group") => {
+                let Some(g) = &s.name else { continue };
+                for inner in &s.items {
+                    let path = format!("Binding_Group \"{g}\".{}", item_label(inner));
+                    match &inner.kind {
+                        ItemKind::Option { .. } if is_throttle(inner) => {
+                            found.push((inner, path, Some(g.clone()), None));
+                        }
+                        ItemKind::Scope(d) if d.kind.eq_ignore_ascii_case("domain") => {
+                            domain_scope(inner, d, path, Some(g), &mut found, &mut domains);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // A Domain stanza holding a throttle is Cohort's in part: its other items are listed one by one.
+    for (scope_item, path) in domains {
+        ctx.ignored.retain(|i| i.path != path);
+        if let ItemKind::Scope(s) = &scope_item.kind {
+            for inner in s.items.iter().filter(|i| !is_throttle(i)) {
+                let _ = ctx.ignore(inner, format!("{path}.{}", item_label(inner)), MTA);
+            }
+        }
+    }
+    let mut seen: HashMap<(bool, Option<String>, Option<String>), Loc> = HashMap::new();
+    for (it, path, binding_group, domain) in found {
+        let ItemKind::Option { key, value } = &it.kind else {
+            continue;
+        };
+        let connections = key.eq_ignore_ascii_case(OUTBOUND_THROTTLES[1]);
+        let Value::Scalar { text, .. } = value else {
+            return Err(ConfigError::new(
+                value.loc(),
+                format!("{key} takes \"N\" or \"N/SECONDS\""),
+            ));
+        };
+        let spec = crate::replicate::throttle::ThrottleSpec::parse(text, None)
+            .map_err(|e| ConfigError::new(value.loc(), format!("{key}: {e}")))?;
+        let stanza = (connections, binding_group.clone(), domain.clone());
+        if let Some(first) = seen.get(&stanza) {
+            return Err(ConfigError::new(
+                &it.loc,
+                format!("second {key} for the same scope (the first is at {first})"),
+            ));
+        }
+        seen.insert(stanza, it.loc.clone());
+        let (kind, object) = if connections {
+            (ReplicateKind::Obtc, "OBTC")
+        } else {
+            (ReplicateKind::Obtm, "OBTM")
+        };
+        ctx.ignored.retain(|i| i.path != path);
+        if !cfg.cluster.replicate.iter().any(|r| r.kind == kind) {
+            let _ = ctx.ignore(
+                it,
+                path,
+                format!("not enforced: it needs Replicate \"{object}\" {{}} in the cluster scope"),
+            );
+            continue;
+        }
+        cfg.outbound_throttles.push(OutboundThrottle {
+            connections,
+            binding_group,
+            domain,
+            limit: spec.limit,
+            period: spec.period,
+        });
+    }
+    // One order whatever the file's (printing the configuration moves stanzas).
+    cfg.outbound_throttles.sort_by(|a, b| {
+        (a.connections, &a.binding_group, &a.domain).cmp(&(
+            b.connections,
+            &b.binding_group,
+            &b.domain,
+        ))
+    });
     Ok(())
 }
 

@@ -46,8 +46,27 @@ pub struct Config {
     /// Cohort extension: `Metrics_Listener { Listen "ADDR:PORT" {} }`, the Prometheus endpoint
     /// (`/metrics`); off when absent.
     pub metrics_listener: Option<MetricsListener>,
+    /// `cluster_outbound_throttle_messages` / `_connections` stanzas (global, `Domain`,
+    /// `Binding_Group`, `Domain` inside `Binding_Group`) that an `OBTM` / `OBTC` object enforces.
+    /// The options stay in the stanzas' `extra` as written, for printing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outbound_throttles: Vec<OutboundThrottle>,
     /// Top-level items that belong to the MTA, kept as written.
     pub extra: Vec<Extra>,
+}
+
+/// One `cluster_outbound_throttle_messages = "N/SECS"` (or `_connections`): at most `limit`
+/// messages (connections) per `period` seconds across the cluster, for the stanza it is in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboundThrottle {
+    /// `cluster_outbound_throttle_connections` (else `_messages`).
+    pub connections: bool,
+    /// The `Binding_Group` it is in, if any.
+    pub binding_group: Option<String>,
+    /// The `Domain` it is in, if any.
+    pub domain: Option<String>,
+    pub limit: u64,
+    pub period: u64,
 }
 
 /// An option or scope Cohort does not use, kept in canonical text so that printing the

@@ -1080,7 +1080,7 @@ pub const REPLICATE: &[Opt<Replicate>] = &[
         "outbound_cidr and outbound_domains only",
         Applies,
         false,
-        "The binding group the object tracks.",
+        "Only outbound connections on this Binding_Group's bindings are counted (cluster shared outbound open/close).",
         |r| opt_s(r.binding_group.as_deref()),
         |r, k, v| {
             r.binding_group = Some(nonempty(k, v)?);

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::shared_ops::{self, SharedOp, keyword_is};
+use super::shared_ops::{self, OutboundQuestion, SharedOp, keyword_is};
 
 /// Which process accepts a command: a node (`cohortd`), the manager (`cohortd --manager`, Momentum's
 /// eccmgr) or both. Momentum's `cluster ...` commands "do not execute when issued from within the
@@ -298,6 +298,10 @@ pub enum Arg {
     Amount,
     /// A key of a replicated object (a domain, a throttle or series name, a cache key, ...).
     Key,
+    /// A `Binding`'s name (outbound events).
+    Binding,
+    /// A destination domain (outbound events).
+    Domain,
     /// A cache value: one word, kept as typed.
     Value,
     /// A series name (`connect`, `delivery`, ... or a named audit series).
@@ -326,6 +330,8 @@ impl Arg {
             Arg::Net => "<net>",
             Arg::Amount => "<n>",
             Arg::Key => "<key>",
+            Arg::Binding => "<binding>",
+            Arg::Domain => "<domain>",
             Arg::Value => "<value>",
             Arg::Series => "<series>",
             Arg::Item => "<item>",
@@ -366,6 +372,8 @@ impl Arg {
             | Arg::Object
             | Arg::Command
             | Arg::Key
+            | Arg::Binding
+            | Arg::Domain
             | Arg::Value
             | Arg::Series
             | Arg::Item
@@ -467,6 +475,15 @@ fn cluster(c: ClusterCommand) -> Command {
 
 fn shared_op(c: &mut Captured, op: impl FnOnce(&mut Captured) -> SharedOp) -> Command {
     cluster(ClusterCommand::SharedOp(op(c)))
+}
+
+fn outbound_ask(c: &mut Captured, what: OutboundQuestion) -> SharedOp {
+    SharedOp::OutboundAsk {
+        what,
+        object: c.name(),
+        binding: c.name(),
+        domain: c.name(),
+    }
 }
 
 fn manager(m: ManagerCommand) -> Command {
@@ -938,6 +955,125 @@ static FORMS: &[Form] = &[
         |c| shared_op(c, |c| SharedOp::ThrottleTarpit {
             object: c.name(),
             name: c.name()
+        })
+    ),
+    form!(
+        Node,
+        "Whether a message (OBTM) or connection (OBTC) on a binding to a domain is over its configured cluster_outbound_throttle_* (true/false).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("outbound"),
+            K("check"),
+            A(Arg::Object),
+            A(Arg::Binding),
+            A(Arg::Domain)
+        ],
+        |c| shared_op(c, |c| outbound_ask(c, OutboundQuestion::Check))
+    ),
+    form!(
+        Node,
+        "Seconds to delay a message (OBTM) or connection (OBTC) on a binding to a domain (0 within budget).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("outbound"),
+            K("tarpit"),
+            A(Arg::Object),
+            A(Arg::Binding),
+            A(Arg::Domain)
+        ],
+        |c| shared_op(c, |c| outbound_ask(c, OutboundQuestion::Tarpit))
+    ),
+    form!(
+        Node,
+        "Which configured throttle applies to a binding and a domain (its name, or none).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("outbound"),
+            K("which"),
+            A(Arg::Object),
+            A(Arg::Binding),
+            A(Arg::Domain)
+        ],
+        |c| shared_op(c, |c| outbound_ask(c, OutboundQuestion::Which))
+    ),
+    form!(
+        Node,
+        "Count one message (OBTM) or connection (OBTC) on a binding to a domain against its throttle.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("outbound"),
+            K("inc"),
+            A(Arg::Object),
+            A(Arg::Binding),
+            A(Arg::Domain)
+        ],
+        |c| shared_op(c, |c| SharedOp::OutboundInc {
+            object: c.name(),
+            binding: c.name(),
+            domain: c.name(),
+            n: 1
+        })
+    ),
+    form!(
+        Node,
+        "Count n messages (OBTM) or connections (OBTC) on a binding to a domain against its throttle.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("outbound"),
+            K("inc"),
+            A(Arg::Object),
+            A(Arg::Binding),
+            A(Arg::Domain),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::OutboundInc {
+            object: c.name(),
+            binding: c.name(),
+            domain: c.name(),
+            n: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "An outbound connection opened on a binding to a domain at an address (counted by outbound_cidr, outbound_domains, outbound_binding_domains).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("outbound"),
+            K("open"),
+            A(Arg::Binding),
+            A(Arg::Domain),
+            A(Arg::Ip)
+        ],
+        |c| shared_op(c, |c| SharedOp::OutboundConnection {
+            binding: c.name(),
+            domain: c.name(),
+            address: c.ip(),
+            delta: 1
+        })
+    ),
+    form!(
+        Node,
+        "An outbound connection closed (the counts of outbound open, taken back).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("outbound"),
+            K("close"),
+            A(Arg::Binding),
+            A(Arg::Domain),
+            A(Arg::Ip)
+        ],
+        |c| shared_op(c, |c| SharedOp::OutboundConnection {
+            binding: c.name(),
+            domain: c.name(),
+            address: c.ip(),
+            delta: -1
         })
     ),
     form!(
@@ -1492,6 +1628,8 @@ mod tests {
                 Word::Arg(Arg::Net) => "10.1.0.0/16".to_owned(),
                 Word::Arg(Arg::Amount) => "42".to_owned(),
                 Word::Arg(Arg::Key) => "example.com".to_owned(),
+                Word::Arg(Arg::Binding) => "b1".to_owned(),
+                Word::Arg(Arg::Domain) => "aol.com".to_owned(),
                 Word::Arg(Arg::Value) => "Some-Value".to_owned(),
                 Word::Arg(Arg::Series) => "connect".to_owned(),
                 Word::Arg(Arg::Item) => "192.0.2.7".to_owned(),

@@ -10,6 +10,11 @@
 //! cluster shared throttle inc <object> <key> [<n>]
 //! cluster shared throttle check <object> <key>              "true" when over budget
 //! cluster shared throttle tarpit <object> <key>             seconds to delay, 0 within budget
+//! cluster shared outbound check|tarpit|which <object> <binding> <domain>
+//!                                                           OBTM/OBTC: the configured throttle
+//! cluster shared outbound inc <object> <binding> <domain> [<n>]
+//! cluster shared outbound open|close <binding> <domain> <address>
+//!                                                           outbound_cidr/_domains/_binding_domains
 //! cluster shared cache set <object> <key> <value> [<ttl>]
 //! cluster shared cache get <object> <key>
 //! cluster shared series add <object> <series> <item> [<n>]  item: an address, a block or a word
@@ -68,6 +73,30 @@ pub enum SharedOp {
     ThrottleCheck { object: String, name: String },
     /// `throttle tarpit`: how long to delay the event, zero when within budget.
     ThrottleTarpit { object: String, name: String },
+    /// `outbound check|tarpit|which`: the `cluster_outbound_throttle_*` stanza that applies to a
+    /// message (`OBTM`) or connection (`OBTC`) on `binding` to `domain`: over budget, how long
+    /// to delay, or the throttle's name.
+    OutboundAsk {
+        what: OutboundQuestion,
+        object: String,
+        binding: String,
+        domain: String,
+    },
+    /// `outbound inc`: counts `n` messages (connections) against the applicable throttle.
+    OutboundInc {
+        object: String,
+        binding: String,
+        domain: String,
+        n: i64,
+    },
+    /// `outbound open|close`: an outbound connection on `binding` to `domain` at `address`
+    /// (`delta` 1 or -1), counted in the outbound objects that count that binding.
+    OutboundConnection {
+        binding: String,
+        domain: String,
+        address: IpAddr,
+        delta: i64,
+    },
     /// `cache set`: `ttl` seconds to live, 0 = never expires.
     CacheSet {
         object: String,
@@ -91,6 +120,27 @@ pub enum SharedOp {
         item: String,
         local: bool,
     },
+}
+
+/// What `cluster shared outbound` asks of the applicable throttle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboundQuestion {
+    /// `check`: over budget (`true` / `false`; `false` when no throttle applies).
+    Check,
+    /// `tarpit`: seconds to delay (0 within budget or when none applies).
+    Tarpit,
+    /// `which`: the throttle's name, or `none`.
+    Which,
+}
+
+impl OutboundQuestion {
+    fn word(self) -> &'static str {
+        match self {
+            OutboundQuestion::Check => "check",
+            OutboundQuestion::Tarpit => "tarpit",
+            OutboundQuestion::Which => "which",
+        }
+    }
 }
 
 /// A netblock, or an address as its host prefix.
@@ -174,6 +224,27 @@ impl fmt::Display for SharedOp {
             }
             S::ThrottleCheck { object, name } => write!(f, "throttle check {object} {name}"),
             S::ThrottleTarpit { object, name } => write!(f, "throttle tarpit {object} {name}"),
+            S::OutboundAsk {
+                what,
+                object,
+                binding,
+                domain,
+            } => write!(f, "outbound {} {object} {binding} {domain}", what.word()),
+            S::OutboundInc {
+                object,
+                binding,
+                domain,
+                n,
+            } => write!(f, "outbound inc {object} {binding} {domain}{}", amount(*n)),
+            S::OutboundConnection {
+                binding,
+                domain,
+                address,
+                delta,
+            } => {
+                let verb = if *delta < 0 { "close" } else { "open" };
+                write!(f, "outbound {verb} {binding} {domain} {address}")
+            }
             S::CacheSet {
                 object,
                 key,
@@ -366,6 +437,31 @@ mod tests {
             }
         );
         assert_eq!(format!("cluster shared {got}"), line);
+    }
+
+    #[test]
+    fn outbound_operations_parse_and_print_back() {
+        for line in [
+            "cluster shared outbound check OBTM b1 aol.com",
+            "cluster shared outbound tarpit OBTC b1 aol.com",
+            "cluster shared outbound which OBTM b1 aol.com",
+            "cluster shared outbound inc OBTM b1 aol.com",
+            "cluster shared outbound inc OBTM b1 aol.com 3",
+            "cluster shared outbound open b1 aol.com 192.0.2.7",
+            "cluster shared outbound close b1 aol.com 2001:db8::7",
+        ] {
+            assert_eq!(format!("cluster shared {}", op(line)), line);
+        }
+        assert_eq!(
+            op("cluster shared outbound close b1 aol.com 192.0.2.7"),
+            SharedOp::OutboundConnection {
+                binding: "b1".into(),
+                domain: "aol.com".into(),
+                address: "192.0.2.7".parse().unwrap(),
+                delta: -1
+            }
+        );
+        assert!(parse("cluster shared outbound open b1 aol.com not-an-address").is_err());
     }
 
     #[test]

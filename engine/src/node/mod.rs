@@ -107,6 +107,8 @@ pub struct Reconfig {
     pub heartbeats_per_sec: u32,
     /// The keyring (`cluster_key`): rotated in place.
     pub key: Option<ClusterKey>,
+    /// Bindings' groups and the `cluster_outbound_throttle_*` stanzas.
+    pub outbound: crate::replicate::Outbound,
 }
 
 /// The group only managers join: replication that Momentum sends to the eccmgr alone
@@ -486,10 +488,17 @@ impl ClusterNode {
             return Err(e.into());
         }
         let wall = self.wall(now);
-        let done = match self.replicator.lock() {
-            Ok(mut rep) => rep.reconfigure(wall, r.replicate),
+        let done = {
             // A poisoned lock: an application thread panicked while updating.
-            Err(p) => p.into_inner().reconfigure(wall, r.replicate),
+            let mut rep = self
+                .replicator
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let done = rep.reconfigure(wall, r.replicate);
+            if done.is_ok() {
+                rep.set_outbound(r.outbound);
+            }
+            done
         };
         let done = match done {
             Ok(d) => d,

@@ -6,6 +6,7 @@
 //! - [`cidr`]: the concurrent CIDR tree (`inbound_cidr`, `outbound_cidr`);
 //! - [`gauge`]: gauge tables (`outbound_domains`, `outbound_binding_domains`);
 //! - [`throttle`]: cluster-wide X-per-Y throttles (`shared_named_throttles`, `OBTM`, `OBTC`);
+//! - [`outbound`]: bindings' groups and the `cluster_outbound_throttle_*` stanzas;
 //! - [`cache`]: last-writer-wins caches with TTL and LRU (`type = "cache"`);
 //! - [`series`]: windowed series (`metrics`, `audit_series`, `eccmgr_metrics`);
 //! - [`batcher`]: coalescing and the `max_pending` / `max_delay` flush rule;
@@ -49,6 +50,7 @@ pub mod cidr;
 pub mod gauge;
 pub mod member;
 pub mod object;
+pub mod outbound;
 pub mod replica;
 pub mod report;
 pub mod series;
@@ -58,6 +60,7 @@ pub mod wire;
 
 pub use member::MemberId;
 pub use object::{Monitor, ObjectKind, ObjectSettings, SettingsError, Shape};
+pub use outbound::{Outbound, ThrottleKind};
 pub use replica::{
     DEFAULT_MTU, DEFAULT_OUTBOX_LIMIT, Destination, LAG_BUCKETS, LagHistogram, ObjectStats,
     Objects, Reconfigured, ReplicateError, Replicator, Rows, Stats, Transmit, View,

@@ -18,6 +18,7 @@
 //! last writer wins instead of by sum and converge on the newest write of every key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use super::cidr::{self, CidrTree};
 use super::gauge::GaugeTable;
 use super::member::MemberId;
 use super::object::{Monitor, ObjectKind, ObjectSettings, SettingsError, Shape};
+use super::outbound::{Outbound, ThrottleKind};
 use super::series;
 use super::throttle::{DEFAULT_CAPACITY, ThrottleError, ThrottleSpec, Throttles};
 use super::update::{Key, Op, SeriesItem, Update};
@@ -360,6 +362,17 @@ pub struct Objects {
     objects: BTreeMap<String, Arc<Object>>,
     /// Shared with the handles of earlier configurations, so cache versions keep growing.
     lamport: Arc<AtomicU64>,
+    /// Bindings' groups and the `cluster_outbound_throttle_*` stanzas.
+    outbound: Arc<Outbound>,
+}
+
+/// Which configured throttles an object enforces: OBTM the messages', OBTC the connections'.
+fn outbound_kind(kind: ObjectKind) -> Option<ThrottleKind> {
+    match kind {
+        ObjectKind::Obtm => Some(ThrottleKind::Messages),
+        ObjectKind::Obtc => Some(ThrottleKind::Connections),
+        _ => None,
+    }
 }
 
 impl Objects {
@@ -456,7 +469,15 @@ impl Objects {
     }
 
     fn throttle_roll(&self, obj: &Object, name: &str, now: Duration) -> Result<(), ReplicateError> {
-        let (throttles, _) = obj.throttles()?;
+        let (throttles, global) = obj.throttles()?;
+        // A throttle the configuration defines (`cluster_outbound_throttle_*` for OBTM and
+        // OBTC) exists from its first use, at the configured rate (a reload's new rate too).
+        if let Some(spec) =
+            outbound_kind(obj.settings.kind).and_then(|kind| self.outbound.named(kind, name))
+        {
+            let usage = global.get(&Key::Text(name.to_string()));
+            lock(throttles).create(name, spec, now, usage)?;
+        }
         let withdraw = lock(throttles).roll(name, now)?;
         if withdraw != 0 {
             obj.local_add(Key::Text(name.to_string()), withdraw, now);
@@ -512,6 +533,114 @@ impl Objects {
     pub fn throttle_usage(&self, object: &str, name: &str) -> Result<i64, ReplicateError> {
         let (_, global) = self.get(object)?.throttles()?;
         Ok(global.get(&Key::Text(name.to_string())))
+    }
+
+    /// The configured outbound throttle of `OBTM` / `OBTC` object `object` that applies to a
+    /// message (connection) on `binding` to `domain` (see [`super::outbound`]), if any.
+    pub fn outbound_throttle(
+        &self,
+        object: &str,
+        binding: &str,
+        domain: &str,
+    ) -> Result<Option<String>, ReplicateError> {
+        let obj = self.get(object)?;
+        obj.throttles()?;
+        let Some(kind) = outbound_kind(obj.settings.kind) else {
+            return Err(obj.wrong("OBTM or OBTC"));
+        };
+        Ok(self
+            .outbound
+            .throttle(kind, binding, domain)
+            .map(|(name, _)| name))
+    }
+
+    /// Whether a message (`OBTM`) or connection (`OBTC`) on `binding` to `domain` is over its
+    /// configured cluster-wide throttle; `false` when no throttle applies.
+    pub fn outbound_check(
+        &self,
+        object: &str,
+        binding: &str,
+        domain: &str,
+        now: Duration,
+    ) -> Result<bool, ReplicateError> {
+        match self.outbound_throttle(object, binding, domain)? {
+            Some(name) => self.throttle_check(object, &name, now),
+            None => Ok(false),
+        }
+    }
+
+    /// Counts `n` messages (connections) on `binding` to `domain` against their configured
+    /// throttle; nothing when none applies. Returns whether the object's batch became due.
+    pub fn outbound_inc(
+        &self,
+        object: &str,
+        binding: &str,
+        domain: &str,
+        n: i64,
+        now: Duration,
+    ) -> Result<bool, ReplicateError> {
+        match self.outbound_throttle(object, binding, domain)? {
+            Some(name) => self.throttle_inc(object, &name, n, now),
+            None => Ok(false),
+        }
+    }
+
+    /// How long to delay a message (connection) on `binding` to `domain`: zero within budget or
+    /// when no throttle applies.
+    pub fn outbound_tarpit(
+        &self,
+        object: &str,
+        binding: &str,
+        domain: &str,
+        now: Duration,
+    ) -> Result<Duration, ReplicateError> {
+        match self.outbound_throttle(object, binding, domain)? {
+            Some(name) => self.throttle_tarpit(object, &name, now),
+            None => Ok(Duration::ZERO),
+        }
+    }
+
+    /// An outbound connection on `binding` to `domain` at `peer` opened (`delta` 1) or closed
+    /// (-1): counted in every `outbound_cidr` object (the peer's address) and `outbound_domains`
+    /// object (the domain) whose `binding_group` is absent or is the binding's group, and in
+    /// every `outbound_binding_domains` object (`binding::domain`). Returns the names of the
+    /// objects counted and whether a batch became due.
+    pub fn outbound_connection(
+        &self,
+        binding: &str,
+        domain: &str,
+        peer: IpAddr,
+        delta: i64,
+        now: Duration,
+    ) -> Result<(Vec<String>, bool), ReplicateError> {
+        check_len(domain.len())?;
+        let domain = domain.to_ascii_lowercase();
+        let mut counted = Vec::new();
+        let mut due = false;
+        for obj in self.objects.values() {
+            let s = &obj.settings;
+            let key = match s.kind {
+                ObjectKind::OutboundCidr
+                    if self.outbound.counts(s.binding_group.as_deref(), binding) =>
+                {
+                    Key::Net(IpNet::from(peer))
+                }
+                ObjectKind::OutboundDomains
+                    if self.outbound.counts(s.binding_group.as_deref(), binding) =>
+                {
+                    Key::Text(domain.clone())
+                }
+                ObjectKind::OutboundBindingDomains => {
+                    let key = super::throttle::outbound_name(Some(binding), &domain);
+                    check_len(key.len())?;
+                    Key::Text(key)
+                }
+                _ => continue,
+            };
+            due |= obj.local_add(key, delta, now);
+            counted.push(s.name.clone());
+        }
+        Ok((counted, due))
     }
 
     /// `ec_cluster_cache_set`: writes `key` = `value` with `ttl` seconds to live (0 = never; see
@@ -808,6 +937,7 @@ impl Replicator {
                 me,
                 objects,
                 lamport: Arc::new(AtomicU64::new(0)),
+                outbound: Arc::new(Outbound::default()),
             }),
             view: Vec::new(),
             members: BTreeMap::new(),
@@ -825,6 +955,21 @@ impl Replicator {
     /// again after one to see added objects.
     pub fn objects(&self) -> &Arc<Objects> {
         &self.objects
+    }
+
+    /// Sets the bindings' groups and the outbound throttles (from the configuration, at start
+    /// and on every reload). No object is replaced: a throttle's new rate applies from its next
+    /// use, with the usage counted so far. Replaces the application handle, as a reload does.
+    pub fn set_outbound(&mut self, outbound: Outbound) {
+        if *self.objects.outbound == outbound {
+            return;
+        }
+        self.objects = Arc::new(Objects {
+            me: self.objects.me.clone(),
+            objects: self.objects.objects.clone(),
+            lamport: Arc::clone(&self.objects.lamport),
+            outbound: Arc::new(outbound),
+        });
     }
 
     /// Applies a reloaded configuration's objects. An object whose settings differ only in
@@ -912,6 +1057,7 @@ impl Replicator {
             me: self.objects.me.clone(),
             objects,
             lamport: Arc::clone(&self.objects.lamport),
+            outbound: Arc::clone(&self.objects.outbound),
         });
         self.queue(cluster, Destination::Cluster);
         self.queue(manager, Destination::Manager);

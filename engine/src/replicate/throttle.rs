@@ -144,7 +144,11 @@ impl Throttles {
         known_usage: i64,
     ) -> Result<(), ThrottleError> {
         if let Some(state) = self.states.get_mut(name) {
-            state.spec = spec;
+            if state.spec != spec {
+                // A new rate (a reload): the allowance follows it at once.
+                state.spec = spec;
+                state.recompute(known_usage);
+            }
             return Ok(());
         }
         if self.states.len() >= self.capacity {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cohort_engine::console::duravip::DuravipTables;
 use cohort_engine::console::render::render;
-use cohort_engine::console::shared_ops::SharedUpdate;
+use cohort_engine::console::shared_ops::{OutboundQuestion, SharedUpdate};
 use cohort_engine::console::status::{
     ArpTable, ClusterInfo, Counters, Member, Membership, NodeAddr, NodeType,
 };
@@ -238,6 +238,21 @@ impl NodeConsole {
         let view = |local: bool| if local { View::Local } else { View::Global };
         let e = |e: replicate::ReplicateError| e.to_string();
         let due = |due: bool| Ok(self.updated(due, json).into_owned());
+        let exceeded = |over: bool| {
+            Ok(if json {
+                format!("{{\"exceeded\":{over}}}\n")
+            } else {
+                format!("{over}\n")
+            })
+        };
+        let seconds = |wait: Duration| {
+            let secs = wait.as_secs_f64();
+            Ok(if json {
+                format!("{{\"seconds\":{secs}}}\n")
+            } else {
+                format!("{secs}\n")
+            })
+        };
         let number = |n: i64| {
             Ok(if json {
                 format!("{{\"value\":{n}}}\n")
@@ -290,21 +305,59 @@ impl NodeConsole {
                 due(objects.throttle_inc(object, name, *n, now).map_err(e)?)
             }
             SharedOp::ThrottleCheck { object, name } => {
-                let over = objects.throttle_check(object, name, now).map_err(e)?;
-                Ok(if json {
-                    format!("{{\"exceeded\":{over}}}\n")
-                } else {
-                    format!("{over}\n")
-                })
+                exceeded(objects.throttle_check(object, name, now).map_err(e)?)
             }
             SharedOp::ThrottleTarpit { object, name } => {
-                let wait = objects.throttle_tarpit(object, name, now).map_err(e)?;
-                let secs = wait.as_secs_f64();
-                Ok(if json {
-                    format!("{{\"seconds\":{secs}}}\n")
-                } else {
-                    format!("{secs}\n")
-                })
+                seconds(objects.throttle_tarpit(object, name, now).map_err(e)?)
+            }
+            SharedOp::OutboundAsk {
+                what,
+                object,
+                binding,
+                domain,
+            } => match what {
+                OutboundQuestion::Check => exceeded(
+                    objects
+                        .outbound_check(object, binding, domain, now)
+                        .map_err(e)?,
+                ),
+                OutboundQuestion::Tarpit => seconds(
+                    objects
+                        .outbound_tarpit(object, binding, domain, now)
+                        .map_err(e)?,
+                ),
+                OutboundQuestion::Which => {
+                    let name = objects
+                        .outbound_throttle(object, binding, domain)
+                        .map_err(e)?;
+                    Ok(match (name, json) {
+                        (Some(n), true) => {
+                            format!("{{\"throttle\":{}}}\n", serde_json::Value::from(n))
+                        }
+                        (None, true) => "{\"throttle\":null}\n".to_string(),
+                        (Some(n), false) => format!("{n}\n"),
+                        (None, false) => "none\n".to_string(),
+                    })
+                }
+            },
+            SharedOp::OutboundInc {
+                object,
+                binding,
+                domain,
+                n,
+            } => due(objects
+                .outbound_inc(object, binding, domain, *n, now)
+                .map_err(e)?),
+            SharedOp::OutboundConnection {
+                binding,
+                domain,
+                address,
+                delta,
+            } => {
+                let (_, d) = objects
+                    .outbound_connection(binding, domain, *address, *delta, now)
+                    .map_err(e)?;
+                due(d)
             }
             SharedOp::CacheSet {
                 object,

@@ -135,6 +135,22 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
             .push("msgc_server.cluster_key (adding or removing the key)".into());
     }
     replicate(&old.cluster.replicate, &new.cluster.replicate, &mut d);
+    if old.outbound_throttles != new.outbound_throttles {
+        d.applied.push(format!(
+            "cluster_outbound_throttle_*: {} -> {} stanzas",
+            old.outbound_throttles.len(),
+            new.outbound_throttles.len()
+        ));
+    }
+    let groups = |c: &Config| {
+        c.bindings
+            .iter()
+            .filter_map(|b| Some((b.name.clone(), b.binding_group.clone()?)))
+            .collect::<Vec<_>>()
+    };
+    if groups(old) != groups(new) {
+        d.applied.push("Binding_Group members".into());
+    }
     if old.cluster.topology != new.cluster.topology {
         d.applied.push(format!(
             "Topology: {} -> {} blocks",

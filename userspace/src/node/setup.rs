@@ -50,6 +50,8 @@ pub struct Plan {
     pub duravip: LocalConfig,
     pub duravip_params: Params,
     pub replicate: Vec<ObjectSettings>,
+    /// Bindings' groups and the `cluster_outbound_throttle_*` stanzas.
+    pub outbound: cohort_engine::replicate::Outbound,
     /// Bytes of each replication message (room left for the transport's framing).
     pub replication_mtu: usize,
     /// `arp_cache_interval`, when this node collects (a node with `Topology` interfaces).
@@ -174,6 +176,7 @@ pub fn plan(cfg: &Config, manager: bool) -> Result<Plan, PlanError> {
         },
         duravip_params: Params::from_config(cfg),
         replicate,
+        outbound: cohort_engine::replicate::Outbound::from_config(cfg),
         // Leave room in each transport message for its framing and the channel byte.
         replication_mtu: (cfg.msgc_server.mtu as usize).saturating_sub(256).max(512),
         arp_every,
@@ -193,13 +196,15 @@ impl Plan {
 
     /// The replicated objects, empty.
     pub fn replicator(&self) -> Result<Replicator, PlanError> {
-        Replicator::new(
+        let mut r = Replicator::new(
             replication_member(&self.me()),
             self.replicate.clone(),
             self.replication_mtu,
             self.manager,
         )
-        .map_err(|e| PlanError::at("cluster.Replicate", format!("replication: {e}")))
+        .map_err(|e| PlanError::at("cluster.Replicate", format!("replication: {e}")))?;
+        r.set_outbound(self.outbound.clone());
+        Ok(r)
     }
 
     /// What the node machine is built from.
@@ -235,6 +240,7 @@ impl Plan {
             suspect_timeout: self.group.suspect_timeout,
             heartbeats_per_sec: self.group.heartbeats_per_sec,
             key: self.key.clone(),
+            outbound: self.outbound.clone(),
         }
     }
 }
