@@ -293,7 +293,11 @@ fn duravip_bindings_listeners_and_case_insensitive_names() {
 #[test]
 fn cluster_outbound_throttles_are_read_where_momentum_defines_them() {
     let text = r#"
-        cluster { Replicate "OBTM" {} }
+        cluster {
+          Replicate "OBTM" {}
+          Replicate "outbound_cidr" { binding_group = "esat" }
+        }
+        Domain "/.*\\.example$/" { cluster_outbound_throttle_messages = "1" }
         cluster_outbound_throttle_messages = "1000/60"
         cluster_outbound_throttle_connections = "5"
         Domain "AOL.com" {
@@ -341,12 +345,24 @@ fn cluster_outbound_throttles_are_read_where_momentum_defines_them() {
         ignored,
         [
             (
+                "Domain \"/.*\\.example$/\"",
+                "belongs to the MTA, not to Cohort"
+            ),
+            (
                 "Domain \"AOL.com\".max_outbound_connections",
                 "belongs to the MTA, not to Cohort"
             ),
             (
+                "Domain \"/.*\\.example$/\".cluster_outbound_throttle_messages",
+                "not enforced: regex Domain stanzas are not supported for cluster throttles"
+            ),
+            (
                 "cluster_outbound_throttle_connections",
                 "not enforced: it needs Replicate \"OBTC\" {} in the cluster scope"
+            ),
+            (
+                "cluster.Replicate \"outbound_cidr\".binding_group",
+                "no Binding_Group \"esat\": the object counts no binding"
             ),
         ]
     );
@@ -374,6 +390,10 @@ fn cluster_outbound_throttles_are_read_where_momentum_defines_them() {
         (
             "cluster { Replicate \"OBTM\" {} }\ncluster_outbound_throttle_messages = 1\ncluster_outbound_throttle_messages = 2",
             "3:1",
+        ),
+        (
+            "cluster { Replicate \"OBTM\" {} }\nDomain \"a.org\" { cluster_outbound_throttle_messages = 1 }\nDomain \"A.org\" { cluster_outbound_throttle_messages = 2 }",
+            "3:18",
         ),
     ] {
         let e = config::load_str(Path::new("b.conf"), bad).expect_err(bad);

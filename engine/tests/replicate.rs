@@ -961,6 +961,79 @@ fn outbound_throttles_and_binding_groups_through_the_replicator() {
     );
 }
 
+/// Gauge caches (`ec_gauge_cache_*`): a replicated cache's increments reach every node through
+/// the object with `parameters = "gauge_cache"`; entries age on every node from their last
+/// change anywhere, and when one expires or is evicted each node withdraws its contribution.
+#[test]
+fn gauge_caches_replicate_expire_and_evict() {
+    let objects = || {
+        let mut metrics = ObjectSettings::new("metrics", ObjectKind::Metrics);
+        metrics.parameters = vec!["gauge_cache".into()];
+        metrics.max_delay = Duration::from_millis(100);
+        vec![metrics]
+    };
+    let mut c = Cluster::new();
+    let a = c.spawn_with("#1#a", objects(), Outbound::default());
+    let b = c.spawn_with("#2#b", objects(), Outbound::default());
+    c.install(vec![a.clone(), b.clone()]);
+    c.deliver_all();
+    let (oa, ob) = (c.nodes[&a].objects().clone(), c.nodes[&b].objects().clone());
+    let ttl = Duration::from_secs(10);
+    for o in [&oa, &ob] {
+        o.gauge_cache_init("senders", 2, ttl, true).unwrap();
+        o.gauge_cache_init("local", 10, Duration::ZERO, false)
+            .unwrap();
+    }
+    assert!(oa.gauge_cache_add("nope", "k", 1, c.now).is_err());
+    oa.gauge_cache_add("senders", "alice", 3, c.now).unwrap();
+    ob.gauge_cache_add("senders", "alice", 2, c.now).unwrap();
+    oa.gauge_cache_add("local", "alice", 7, c.now).unwrap();
+    c.tick(Duration::from_secs(1));
+    c.deliver_all();
+    for o in [&oa, &ob] {
+        assert_eq!(o.gauge_cache_get("senders", "alice", c.now).unwrap(), 5);
+    }
+    assert_eq!(oa.gauge_cache_get("local", "alice", c.now).unwrap(), 7);
+    assert_eq!(
+        ob.gauge_cache_get("local", "alice", c.now).unwrap(),
+        0,
+        "local stays local"
+    );
+    // Full (2 entries): a third key drops the least recently changed, on both nodes.
+    ob.gauge_cache_add("senders", "bob", 1, c.now).unwrap();
+    c.tick(Duration::from_secs(1));
+    c.deliver_all();
+    oa.gauge_cache_add("senders", "carol", 1, c.now).unwrap();
+    c.tick(Duration::from_secs(1));
+    c.deliver_all();
+    c.tick(Duration::from_secs(1));
+    c.deliver_all();
+    for o in [&oa, &ob] {
+        assert_eq!(o.gauge_cache_get("senders", "alice", c.now).unwrap(), 0);
+        assert_eq!(o.gauge_cache_get("senders", "bob", c.now).unwrap(), 1);
+        assert_eq!(o.gauge_cache_get("senders", "carol", c.now).unwrap(), 1);
+    }
+    let sums = |r: &Replicator, now| match r.rows("metrics", None, now).unwrap() {
+        Rows::Table(rows) => rows.into_iter().map(|(_, v)| v).sum::<i64>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        sums(&c.nodes[&a], c.now),
+        2,
+        "alice's 5 withdrawn by both nodes"
+    );
+    // No change for the TTL: everything expires and is withdrawn everywhere.
+    for _ in 0..12 {
+        c.tick(Duration::from_secs(1));
+        c.deliver_all();
+    }
+    for o in [&oa, &ob] {
+        assert_eq!(o.gauge_cache_get("senders", "carol", c.now).unwrap(), 0);
+    }
+    assert_eq!(sums(&c.nodes[&b], c.now), 0);
+    assert_eq!(oa.gauge_caches()[1].2, 0, "no entry left in senders");
+}
+
 #[test]
 fn caches_without_snapshot_show_joiners_only_new_writes() {
     let mut plain = ObjectSettings::new("plain", ObjectKind::Cache);

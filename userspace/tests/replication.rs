@@ -470,10 +470,11 @@ fn kill_nine_takes_exactly_its_contribution() {
 
 /// `cluster_outbound_throttle_messages` on two `cohortd` processes: the group's stanza is one
 /// bucket across both nodes through `OBTM`, a reload's new rate applies in place, and an
-/// `outbound_cidr` scope with `binding_group` counts only that group's bindings.
+/// `outbound_cidr` scope with `binding_group` counts only that group's bindings; a replicated
+/// gauge cache sums both nodes' increments and a local one stays local.
 #[test]
-fn outbound_throttles_and_binding_groups_over_the_console() {
-    let Some(lab) = Lab::new("outbound_throttles_and_binding_groups_over_the_console", 2) else {
+fn outbound_throttles_binding_groups_and_gauge_caches_over_the_console() {
+    let Some(lab) = Lab::new("outbound_throttles_binding_groups_and_gauge_caches", 2) else {
         return;
     };
     let groups = "Binding_Group \"east\" {\n  Binding \"b1\" {}\n  Binding \"b2\" {}\n  \
@@ -481,7 +482,8 @@ fn outbound_throttles_and_binding_groups_over_the_console() {
                   Binding_Group \"west\" { Binding \"w1\" {} }\n";
     let mut c = support::cluster::cluster(&lab, groups).with_cluster_options(
         "Replicate \"OBTM\" { max_delay = 0.05 }\n\
-         Replicate \"outbound_cidr\" { binding_group = \"east\" max_delay = 0.05 }",
+         Replicate \"outbound_cidr\" { binding_group = \"east\" max_delay = 0.05 }\n\
+         Replicate \"metrics\" { parameters = \"gauge_cache\" max_delay = 0.05 }",
     );
     c.start_all();
     for i in 0..2 {

@@ -300,6 +300,7 @@ pub fn from_items(items: &[Item]) -> Result<Loaded, ConfigError> {
     }
     validate_duravip(&cfg, items)?;
     outbound_throttles(items, &mut cfg, &mut ctx)?;
+    unknown_binding_groups(items, &cfg, &mut ctx);
     Ok(Loaded {
         config: cfg,
         ignored: ctx.ignored,
@@ -725,6 +726,55 @@ const OUTBOUND_THROTTLES: [&str; 2] = [
 /// kept as MTA items by the main pass; the throttle options in them are Cohort's now (an
 /// `OBTM` / `OBTC` object enforces them), so they leave the ignored list. Without the object
 /// they are listed as ignored with the reason.
+/// A `Replicate` scope whose `binding_group` names no `Binding_Group` counts no binding: listed
+/// (with its location) so that a misspelt group does not go unnoticed.
+fn unknown_binding_groups(items: &[Item], cfg: &Config, ctx: &mut Ctx) {
+    let known = |g: &str| {
+        cfg.binding_groups
+            .iter()
+            .any(|b| b.name.eq_ignore_ascii_case(g))
+    };
+    let scopes = |items: &'_ [Item], kind: &str| -> Vec<(Option<String>, Vec<Item>)> {
+        items
+            .iter()
+            .filter_map(|it| match &it.kind {
+                ItemKind::Scope(s) if s.kind.eq_ignore_ascii_case(kind) => {
+                    Some((s.name.clone(), s.items.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for (_, cluster_items) in scopes(items, "cluster") {
+        for (name, r_items) in scopes(&cluster_items, "replicate") {
+            for it in &r_items {
+                let ItemKind::Option { key, value } = &it.kind else {
+                    continue;
+                };
+                let Value::Scalar { text, loc, .. } = value else {
+                    continue;
+                };
+                if !key.eq_ignore_ascii_case("binding_group") || known(text) {
+                    continue;
+                }
+                let path = format!(
+                    "cluster.Replicate \"{}\".binding_group",
+                    name.clone().unwrap_or_default()
+                );
+                if !ctx.ignored.iter().any(|i| i.path == path) {
+                    ctx.ignored.push(Ignored {
+                        loc: loc.clone(),
+                        path,
+                        reason: format!(
+                            "no Binding_Group \"{text}\": the object counts no binding"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
 fn is_outbound_throttle(it: &Item) -> bool {
     matches!(&it.kind, ItemKind::Option { key, .. }
         if OUTBOUND_THROTTLES.iter().any(|o| key.eq_ignore_ascii_case(o)))
@@ -746,6 +796,10 @@ fn outbound_throttles(items: &[Item], cfg: &mut Config, ctx: &mut Ctx) -> Result
         domains: &mut Vec<(&'a Item, String)>,
     ) {
         let Some(d) = &s.name else { return };
+        if d.len() > 1 && d.starts_with('/') && d.ends_with('/') {
+            // A regex stanza: its throttle is listed as not enforced (see below).
+            return;
+        }
         let before = found.len();
         for inner in s.items.iter().filter(|i| is_outbound_throttle(i)) {
             let inner_path = format!("{path}.{}", item_label(inner));
@@ -790,6 +844,40 @@ fn outbound_throttles(items: &[Item], cfg: &mut Config, ctx: &mut Ctx) -> Result
             }
         }
     }
+    // Regex Domain stanzas (Momentum's `Domain "/.../"`) are not matched by Cohort.
+    for it in items {
+        let regex_domains = |s: &Scope| {
+            s.kind.eq_ignore_ascii_case("domain")
+                && s.name
+                    .as_deref()
+                    .is_some_and(|d| d.len() > 1 && d.starts_with('/') && d.ends_with('/'))
+        };
+        let mut check = |scope_item: &Item, s: &Scope, prefix: String| {
+            for inner in s.items.iter().filter(|i| is_outbound_throttle(i)) {
+                let path = format!("{prefix}{}.{}", item_label(scope_item), item_label(inner));
+                let _ = ctx.ignore(
+                    inner,
+                    path,
+                    "not enforced: regex Domain stanzas are not supported for cluster throttles",
+                );
+            }
+        };
+        match &it.kind {
+            ItemKind::Scope(s) if regex_domains(s) => check(it, s, String::new()),
+            ItemKind::Scope(g) if g.kind.eq_ignore_ascii_case("binding_group") => {
+                for inner in &g.items {
+                    if let ItemKind::Scope(d) = &inner.kind
+                        && regex_domains(d)
+                    {
+                        let prefix =
+                            format!("Binding_Group \"{}\".", g.name.clone().unwrap_or_default());
+                        check(inner, d, prefix);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     let mut seen: HashMap<(bool, Option<String>, Option<String>), Loc> = HashMap::new();
     for (it, path, binding_group, domain) in found {
         let ItemKind::Option { key, value } = &it.kind else {
@@ -804,7 +892,8 @@ fn outbound_throttles(items: &[Item], cfg: &mut Config, ctx: &mut Ctx) -> Result
         };
         let spec = crate::replicate::throttle::ThrottleSpec::parse(text, None)
             .map_err(|e| ConfigError::new(value.loc(), format!("{key}: {e}")))?;
-        let stanza = (connections, binding_group.clone(), domain.clone());
+        let lower = |o: &Option<String>| o.as_deref().map(str::to_ascii_lowercase);
+        let stanza = (connections, lower(&binding_group), lower(&domain));
         if let Some(first) = seen.get(&stanza) {
             return Err(ConfigError::new(
                 &it.loc,

@@ -300,6 +300,8 @@ pub enum Arg {
     Key,
     /// A `Binding`'s name (outbound events).
     Binding,
+    /// A gauge cache's name.
+    Cache,
     /// A destination domain (outbound events).
     Domain,
     /// A cache value: one word, kept as typed.
@@ -331,6 +333,7 @@ impl Arg {
             Arg::Amount => "<n>",
             Arg::Key => "<key>",
             Arg::Binding => "<binding>",
+            Arg::Cache => "<cache>",
             Arg::Domain => "<domain>",
             Arg::Value => "<value>",
             Arg::Series => "<series>",
@@ -373,6 +376,7 @@ impl Arg {
             | Arg::Command
             | Arg::Key
             | Arg::Binding
+            | Arg::Cache
             | Arg::Domain
             | Arg::Value
             | Arg::Series
@@ -475,6 +479,18 @@ fn cluster(c: ClusterCommand) -> Command {
 
 fn shared_op(c: &mut Captured, op: impl FnOnce(&mut Captured) -> SharedOp) -> Command {
     cluster(ClusterCommand::SharedOp(op(c)))
+}
+
+fn gauge_cache_init(c: &mut Captured, replicate: bool) -> SharedOp {
+    let cache = c.name();
+    let max = c.amount().unsigned_abs();
+    let ttl = crate::replicate::cache::parse_ttl(&c.name()).expect("the <ttl> slot checked it");
+    SharedOp::GaugeCacheInit {
+        cache,
+        max,
+        ttl,
+        replicate,
+    }
 }
 
 fn outbound_ask(c: &mut Captured, what: OutboundQuestion) -> SharedOp {
@@ -1078,6 +1094,109 @@ static FORMS: &[Form] = &[
     ),
     form!(
         Node,
+        "Define a gauge cache: at most <n> entries, each dropped <ttl> after its last change (0 never), on this node only.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge_cache"),
+            K("init"),
+            A(Arg::Cache),
+            A(Arg::Amount),
+            A(Arg::Ttl)
+        ],
+        |c| shared_op(c, |c| gauge_cache_init(c, false))
+    ),
+    form!(
+        Node,
+        "Define a gauge cache replicated across the cluster (needs a Replicate scope with parameters = \"gauge_cache\").",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge_cache"),
+            K("init"),
+            A(Arg::Cache),
+            A(Arg::Amount),
+            A(Arg::Ttl),
+            K("replicate")
+        ],
+        |c| shared_op(c, |c| gauge_cache_init(c, true))
+    ),
+    form!(
+        Node,
+        "Add n to a gauge cache entry (created if absent).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge_cache"),
+            K("add"),
+            A(Arg::Cache),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeCacheAdd {
+            cache: c.name(),
+            key: c.name(),
+            delta: c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "Subtract n from a gauge cache entry (created if absent).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge_cache"),
+            K("sub"),
+            A(Arg::Cache),
+            A(Arg::Key),
+            A(Arg::Amount)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeCacheAdd {
+            cache: c.name(),
+            key: c.name(),
+            delta: -c.amount()
+        })
+    ),
+    form!(
+        Node,
+        "A gauge cache entry's value (cluster-wide for a replicated cache; 0 when absent).",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge_cache"),
+            K("show"),
+            A(Arg::Cache),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeCacheShow {
+            cache: c.name(),
+            key: c.name()
+        })
+    ),
+    form!(
+        Node,
+        "Forget a gauge cache entry on this node.",
+        [
+            K("cluster"),
+            K("shared"),
+            K("gauge_cache"),
+            K("delete"),
+            A(Arg::Cache),
+            A(Arg::Key)
+        ],
+        |c| shared_op(c, |c| SharedOp::GaugeCacheDelete {
+            cache: c.name(),
+            key: c.name()
+        })
+    ),
+    form!(
+        Node,
+        "The gauge caches defined on this node.",
+        [K("cluster"), K("shared"), K("gauge_cache"), K("list")],
+        |c| shared_op(c, |_| SharedOp::GaugeCacheList)
+    ),
+    form!(
+        Node,
         "Write a cache key (never expires).",
         [
             K("cluster"),
@@ -1629,6 +1748,7 @@ mod tests {
                 Word::Arg(Arg::Amount) => "42".to_owned(),
                 Word::Arg(Arg::Key) => "example.com".to_owned(),
                 Word::Arg(Arg::Binding) => "b1".to_owned(),
+                Word::Arg(Arg::Cache) => "senders".to_owned(),
                 Word::Arg(Arg::Domain) => "aol.com".to_owned(),
                 Word::Arg(Arg::Value) => "Some-Value".to_owned(),
                 Word::Arg(Arg::Series) => "connect".to_owned(),

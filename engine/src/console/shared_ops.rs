@@ -15,6 +15,10 @@
 //! cluster shared outbound inc <object> <binding> <domain> [<n>]
 //! cluster shared outbound open|close <binding> <domain> <address>
 //!                                                           outbound_cidr/_domains/_binding_domains
+//! cluster shared gauge_cache init <cache> <max> <ttl> [replicate]
+//! cluster shared gauge_cache add|sub <cache> <key> <n>       ec_gauge_cache_inc / _dec
+//! cluster shared gauge_cache show|delete <cache> <key>
+//! cluster shared gauge_cache list
 //! cluster shared cache set <object> <key> <value> [<ttl>]
 //! cluster shared cache get <object> <key>
 //! cluster shared series add <object> <series> <item> [<n>]  item: an address, a block or a word
@@ -97,6 +101,26 @@ pub enum SharedOp {
         address: IpAddr,
         delta: i64,
     },
+    /// `gauge_cache init`: at most `max` entries, each dropped `ttl` seconds after its last
+    /// change (0: never), replicated when `replicate`.
+    GaugeCacheInit {
+        cache: String,
+        max: u64,
+        ttl: u32,
+        replicate: bool,
+    },
+    /// `gauge_cache add` (positive `delta`) or `gauge_cache sub` (negative).
+    GaugeCacheAdd {
+        cache: String,
+        key: String,
+        delta: i64,
+    },
+    /// `gauge_cache show`: the entry's value (0 when absent).
+    GaugeCacheShow { cache: String, key: String },
+    /// `gauge_cache delete`: forgets the entry on this node.
+    GaugeCacheDelete { cache: String, key: String },
+    /// `gauge_cache list`: the caches defined on this node.
+    GaugeCacheList,
     /// `cache set`: `ttl` seconds to live, 0 = never expires.
     CacheSet {
         object: String,
@@ -245,6 +269,26 @@ impl fmt::Display for SharedOp {
                 let verb = if *delta < 0 { "close" } else { "open" };
                 write!(f, "outbound {verb} {binding} {domain} {address}")
             }
+            S::GaugeCacheInit {
+                cache,
+                max,
+                ttl,
+                replicate,
+            } => {
+                let r = if *replicate { " replicate" } else { "" };
+                write!(f, "gauge_cache init {cache} {max} {ttl}{r}")
+            }
+            S::GaugeCacheAdd { cache, key, delta } => {
+                let verb = if *delta < 0 { "sub" } else { "add" };
+                write!(
+                    f,
+                    "gauge_cache {verb} {cache} {key} {}",
+                    delta.unsigned_abs()
+                )
+            }
+            S::GaugeCacheShow { cache, key } => write!(f, "gauge_cache show {cache} {key}"),
+            S::GaugeCacheDelete { cache, key } => write!(f, "gauge_cache delete {cache} {key}"),
+            S::GaugeCacheList => f.write_str("gauge_cache list"),
             S::CacheSet {
                 object,
                 key,
@@ -437,6 +481,31 @@ mod tests {
             }
         );
         assert_eq!(format!("cluster shared {got}"), line);
+    }
+
+    #[test]
+    fn gauge_cache_operations_parse_and_print_back() {
+        for line in [
+            "cluster shared gauge_cache init senders 1000 300",
+            "cluster shared gauge_cache init senders 1000 0 replicate",
+            "cluster shared gauge_cache add senders alice@example.com 2",
+            "cluster shared gauge_cache sub senders alice@example.com 1",
+            "cluster shared gauge_cache show senders bob",
+            "cluster shared gauge_cache delete senders bob",
+            "cluster shared gauge_cache list",
+        ] {
+            assert_eq!(format!("cluster shared {}", op(line)), line);
+        }
+        assert_eq!(
+            op("cluster shared gauge_cache init s 10 5M replicate"),
+            SharedOp::GaugeCacheInit {
+                cache: "s".into(),
+                max: 10,
+                ttl: 300,
+                replicate: true
+            }
+        );
+        assert!(parse("cluster shared gauge_cache add s k").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! - [`cidr`]: the concurrent CIDR tree (`inbound_cidr`, `outbound_cidr`);
 //! - [`gauge`]: gauge tables (`outbound_domains`, `outbound_binding_domains`);
+//! - [`gauge_cache`]: gauge caches (`ec_gauge_cache_*`, replicated with `parameters = "gauge_cache"`);
 //! - [`throttle`]: cluster-wide X-per-Y throttles (`shared_named_throttles`, `OBTM`, `OBTC`);
 //! - [`outbound`]: bindings' groups and the `cluster_outbound_throttle_*` stanzas;
 //! - [`cache`]: last-writer-wins caches with TTL and LRU (`type = "cache"`);
@@ -48,6 +49,7 @@ pub mod batcher;
 pub mod cache;
 pub mod cidr;
 pub mod gauge;
+pub mod gauge_cache;
 pub mod member;
 pub mod object;
 pub mod outbound;

@@ -10,8 +10,9 @@
 //! `Binding_Group "G" { Domain "D" {} }` (with `G` the group of `B`), then `Binding_Group "G"`,
 //! then a top-level `Domain "D"`, then the global scope. The first stanza that defines it is the
 //! throttle, and every binding and domain that falls back to the same stanza shares its bucket
-//! ("by reference"): the throttle's name is the stanza's (`G::D`, `G::*`, `D`, `*`). Domains
-//! match case-insensitively and exactly (Momentum's regex `Domain` stanzas are not supported).
+//! ("by reference"): the throttle's name is the stanza's (`G::D`, `G::*`, `D`, `*`, in lower
+//! case). Binding, group and domain names match case-insensitively, as the configuration's
+//! names do; domains match exactly (Momentum's regex `Domain` stanzas are not supported).
 
 use std::collections::BTreeMap;
 
@@ -33,8 +34,15 @@ type Stanza = (Option<String>, Option<String>);
 /// Bindings' groups and the configured outbound throttles (see the module documentation).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outbound {
+    /// Binding -> its group, both in lower case.
     groups: BTreeMap<String, String>,
     throttles: BTreeMap<(ThrottleKind, Stanza), ThrottleSpec>,
+    /// Each throttle's name -> its rate, per kind (what a use by name looks up).
+    names: BTreeMap<(ThrottleKind, String), ThrottleSpec>,
+}
+
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
 }
 
 impl Outbound {
@@ -43,7 +51,7 @@ impl Outbound {
         let mut o = Outbound::default();
         for b in &cfg.bindings {
             if let Some(g) = &b.binding_group {
-                o.groups.insert(b.name.clone(), g.clone());
+                o = o.with_binding(&b.name, g);
             }
         }
         for t in &cfg.outbound_throttles {
@@ -57,18 +65,14 @@ impl Outbound {
                 period: t.period,
                 epsilon: super::throttle::DEFAULT_EPSILON,
             };
-            let stanza = (
-                t.binding_group.clone(),
-                t.domain.as_deref().map(str::to_ascii_lowercase),
-            );
-            o.throttles.insert((kind, stanza), spec);
+            o = o.with_throttle(kind, t.binding_group.as_deref(), t.domain.as_deref(), spec);
         }
         o
     }
 
     /// Adds binding `binding` to group `group` (for tests and programs that build it by hand).
     pub fn with_binding(mut self, binding: &str, group: &str) -> Outbound {
-        self.groups.insert(binding.to_string(), group.to_string());
+        self.groups.insert(lower(binding), lower(group));
         self
     }
 
@@ -80,23 +84,24 @@ impl Outbound {
         domain: Option<&str>,
         spec: ThrottleSpec,
     ) -> Outbound {
-        let stanza = (
-            binding_group.map(str::to_string),
-            domain.map(str::to_ascii_lowercase),
-        );
+        let stanza = (binding_group.map(lower), domain.map(lower));
+        self.names.insert((kind, stanza_name(&stanza)), spec);
         self.throttles.insert((kind, stanza), spec);
         self
     }
 
     /// The `Binding_Group` of `binding`, if it is in one.
     pub fn group_of(&self, binding: &str) -> Option<&str> {
-        self.groups.get(binding).map(String::as_str)
+        self.groups.get(&lower(binding)).map(String::as_str)
     }
 
     /// Whether a `Replicate` scope with `binding_group` counts events on `binding`: every
     /// binding when the scope names no group, else only that group's bindings.
     pub fn counts(&self, binding_group: Option<&str>, binding: &str) -> bool {
-        binding_group.is_none_or(|g| self.group_of(binding) == Some(g))
+        binding_group.is_none_or(|g| {
+            self.group_of(binding)
+                .is_some_and(|b| b.eq_ignore_ascii_case(g))
+        })
     }
 
     /// The throttle of `kind` that applies to `binding` and `domain`: its name (shared by every
@@ -108,7 +113,7 @@ impl Outbound {
         domain: &str,
     ) -> Option<(String, ThrottleSpec)> {
         let group = self.group_of(binding).map(str::to_string);
-        let domain = domain.to_ascii_lowercase();
+        let domain = lower(domain);
         let candidates = [
             (group.clone(), Some(domain.clone())),
             (group, None),
@@ -123,10 +128,7 @@ impl Outbound {
 
     /// The throttle of `kind` named `name` (as [`Outbound::throttle`] names them), if configured.
     pub fn named(&self, kind: ThrottleKind, name: &str) -> Option<ThrottleSpec> {
-        self.throttles
-            .iter()
-            .find(|((k, stanza), _)| *k == kind && stanza_name(stanza) == name)
-            .map(|(_, spec)| *spec)
+        self.names.get(&(kind, name.to_string())).copied()
     }
 
     /// Whether no throttle of `kind` is configured.
@@ -156,7 +158,7 @@ mod tests {
     fn the_most_specific_stanza_applies_and_is_shared_by_reference() {
         let o = Outbound::default()
             .with_binding("b1", "east")
-            .with_binding("b2", "east")
+            .with_binding("B2", "East")
             .with_binding("w1", "west")
             .with_throttle(
                 ThrottleKind::Messages,
@@ -192,6 +194,10 @@ mod tests {
         assert_eq!(o.named(ThrottleKind::Connections, "east::*"), None);
         assert!(o.counts(None, "anything"));
         assert!(o.counts(Some("east"), "b2"));
+        assert!(
+            o.counts(Some("EAST"), "B1"),
+            "names match case-insensitively"
+        );
         assert!(!o.counts(Some("east"), "w1"));
         assert!(!o.counts(Some("east"), "nogroup"));
     }

@@ -29,6 +29,7 @@ use super::batcher::Batcher;
 use super::cache::{CacheEntry, CacheStore};
 use super::cidr::{self, CidrTree};
 use super::gauge::GaugeTable;
+use super::gauge_cache::{self, GaugeCacheDef, GaugeCacheError, GaugeCaches};
 use super::member::MemberId;
 use super::object::{Monitor, ObjectKind, ObjectSettings, SettingsError, Shape};
 use super::outbound::{Outbound, ThrottleKind};
@@ -76,6 +77,9 @@ pub enum ReplicateError {
     /// Throttle misuse.
     #[error(transparent)]
     Throttle(#[from] ThrottleError),
+    /// Gauge cache misuse.
+    #[error(transparent)]
+    GaugeCache(#[from] GaugeCacheError),
     /// Bad settings.
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -364,6 +368,15 @@ pub struct Objects {
     lamport: Arc<AtomicU64>,
     /// Bindings' groups and the `cluster_outbound_throttle_*` stanzas.
     outbound: Arc<Outbound>,
+    /// Gauge caches' definitions and entries (kept across reloads).
+    gauge_caches: Arc<Mutex<GaugeCaches>>,
+}
+
+/// Whether an object carries replicated gauge caches (`parameters = "gauge_cache"`).
+fn carries_gauge_caches(s: &ObjectSettings) -> bool {
+    s.kind.shape() == Shape::Series
+        && !s.manager_only
+        && s.parameters.iter().any(|p| p == "gauge_cache")
 }
 
 /// Which configured throttles an object enforces: OBTM the messages', OBTC the connections'.
@@ -535,6 +548,126 @@ impl Objects {
         Ok(global.get(&Key::Text(name.to_string())))
     }
 
+    /// The object that carries replicated gauge caches: the first (by name) series object
+    /// whose `parameters` hold `gauge_cache` and that goes to the nodes (not the manager alone).
+    fn gauge_carrier(&self) -> Option<&Object> {
+        self.objects
+            .values()
+            .find(|o| carries_gauge_caches(&o.settings))
+            .map(|o| &**o)
+    }
+
+    /// Withdraws this node's contribution to replicated gauge cache entries (`cache@key`).
+    fn gauge_withdraw(&self, carrier: &Object, keys: gauge_cache::Withdraw, now: Duration) -> bool {
+        let mut due = false;
+        if let State::Sums { local, .. } = &carrier.state {
+            for k in keys {
+                let key = Key::Text(k);
+                let own = local.get(&key);
+                if own != 0 {
+                    due |= carrier.local_add(key, -own, now);
+                }
+            }
+        }
+        due
+    }
+
+    /// `ec_gauge_cache_init` / `msys.gauge_cache.define`: defines gauge cache `name` holding at
+    /// most `max` entries, each dropped `ttl` after its last change (zero: never), replicated
+    /// through the object whose `parameters` hold `gauge_cache` when `replicate`. Idempotent.
+    pub fn gauge_cache_init(
+        &self,
+        name: &str,
+        max: usize,
+        ttl: Duration,
+        replicate: bool,
+    ) -> Result<(), ReplicateError> {
+        check_len(name.len() + 1)?;
+        if replicate && self.gauge_carrier().is_none() {
+            return Err(GaugeCacheError::NotReplicated(name.to_string()).into());
+        }
+        let def = GaugeCacheDef {
+            max,
+            ttl,
+            replicated: replicate,
+        };
+        lock(&self.gauge_caches).init(name, def)?;
+        Ok(())
+    }
+
+    /// `ec_gauge_cache_inc` / `_dec`: adds `delta` to `key` of gauge cache `name`, creating it
+    /// (and dropping the least recently changed entry when the cache is full). Returns whether
+    /// the carrying object's batch became due.
+    pub fn gauge_cache_add(
+        &self,
+        name: &str,
+        key: &str,
+        delta: i64,
+        now: Duration,
+    ) -> Result<bool, ReplicateError> {
+        let text = gauge_cache::replicated_key(name, key);
+        check_len(text.len())?;
+        let mut caches = lock(&self.gauge_caches);
+        let def = caches.def(name)?;
+        let carrier = match def.replicated {
+            true => Some(
+                self.gauge_carrier()
+                    .ok_or_else(|| GaugeCacheError::NotReplicated(name.to_string()))?,
+            ),
+            false => None,
+        };
+        let withdraw = caches.touch(name, key, delta, now)?;
+        let Some(carrier) = carrier else {
+            return Ok(false);
+        };
+        let due = self.gauge_withdraw(carrier, withdraw, now);
+        Ok(carrier.local_add(Key::Text(text), delta, now) || due)
+    }
+
+    /// `ec_gauge_cache_get`: the value of `key` in gauge cache `name` (for a replicated cache,
+    /// the sum over the live members); 0 when absent or expired.
+    pub fn gauge_cache_get(
+        &self,
+        name: &str,
+        key: &str,
+        now: Duration,
+    ) -> Result<i64, ReplicateError> {
+        let caches = lock(&self.gauge_caches);
+        let def = caches.def(name)?;
+        let Some(value) = caches.get(name, key, now)? else {
+            return Ok(0);
+        };
+        if !def.replicated {
+            return Ok(value);
+        }
+        let carrier = self
+            .gauge_carrier()
+            .ok_or_else(|| GaugeCacheError::NotReplicated(name.to_string()))?;
+        let (_, global) = carrier.sums("series")?;
+        Ok(global.get(&Key::Text(gauge_cache::replicated_key(name, key))))
+    }
+
+    /// `msys.gauge_cache.remove_item`: forgets `key` of gauge cache `name` on this node (for a
+    /// replicated cache, this node's contribution is withdrawn; other nodes keep theirs until
+    /// the entry expires or is evicted there). Returns whether a batch became due.
+    pub fn gauge_cache_remove(
+        &self,
+        name: &str,
+        key: &str,
+        now: Duration,
+    ) -> Result<bool, ReplicateError> {
+        let withdraw = lock(&self.gauge_caches).remove(name, key)?;
+        Ok(match self.gauge_carrier() {
+            Some(carrier) => self.gauge_withdraw(carrier, withdraw, now),
+            None => false,
+        })
+    }
+
+    /// The gauge caches defined on this node: name, definition, entries.
+    pub fn gauge_caches(&self) -> Vec<(String, GaugeCacheDef, usize)> {
+        lock(&self.gauge_caches).list()
+    }
+
     /// The configured outbound throttle of `OBTM` / `OBTC` object `object` that applies to a
     /// message (connection) on `binding` to `domain` (see [`super::outbound`]), if any.
     pub fn outbound_throttle(
@@ -615,8 +748,8 @@ impl Objects {
     ) -> Result<(Vec<String>, bool), ReplicateError> {
         check_len(domain.len())?;
         let domain = domain.to_ascii_lowercase();
-        let mut counted = Vec::new();
-        let mut due = false;
+        // Every key first, so that a refused one leaves no count behind.
+        let mut keyed = Vec::new();
         for obj in self.objects.values() {
             let s = &obj.settings;
             let key = match s.kind {
@@ -637,8 +770,13 @@ impl Objects {
                 }
                 _ => continue,
             };
+            keyed.push((obj, key));
+        }
+        let mut counted = Vec::new();
+        let mut due = false;
+        for (obj, key) in keyed {
             due |= obj.local_add(key, delta, now);
-            counted.push(s.name.clone());
+            counted.push(obj.settings.name.clone());
         }
         Ok((counted, due))
     }
@@ -938,6 +1076,7 @@ impl Replicator {
                 objects,
                 lamport: Arc::new(AtomicU64::new(0)),
                 outbound: Arc::new(Outbound::default()),
+                gauge_caches: Arc::default(),
             }),
             view: Vec::new(),
             members: BTreeMap::new(),
@@ -969,6 +1108,7 @@ impl Replicator {
             objects: self.objects.objects.clone(),
             lamport: Arc::clone(&self.objects.lamport),
             outbound: Arc::new(outbound),
+            gauge_caches: Arc::clone(&self.objects.gauge_caches),
         });
     }
 
@@ -1058,6 +1198,7 @@ impl Replicator {
             objects,
             lamport: Arc::clone(&self.objects.lamport),
             outbound: Arc::clone(&self.objects.outbound),
+            gauge_caches: Arc::clone(&self.objects.gauge_caches),
         });
         self.queue(cluster, Destination::Cluster);
         self.queue(manager, Destination::Manager);
@@ -1264,6 +1405,9 @@ impl Replicator {
         // One pin for the whole message rather than two per update.
         let guard = cidr::pin();
         let mut requested: Vec<Arc<Object>> = Vec::new();
+        // Changes to replicated gauge cache entries: they age the entries here too.
+        let mut gauge_changes: Vec<(String, i64)> = Vec::new();
+        let carrier_name = objects.gauge_carrier().map(|o| o.settings.name.clone());
         for section in message.sections {
             let Some(obj) = objects.objects.get(&section.object) else {
                 self.stats.ignored += 1;
@@ -1302,12 +1446,22 @@ impl Replicator {
                         }
                         sums.own.clear();
                     }
+                    let carrier = carrier_name.as_deref() == Some(section.object.as_str());
                     for update in section.updates {
                         match update.op {
                             Op::Add(delta) if sums.add(&update.key, delta) => {
                                 global.add_with(&update.key, delta, &guard);
                                 self.stats.updates_in += 1;
                                 applied += 1;
+                                // A change that brings the sender's contribution to zero
+                                // is (most likely) its withdrawal of an entry it dropped: it
+                                // neither creates the entry here nor makes it younger.
+                                if carrier
+                                    && let Key::Text(t) = &update.key
+                                    && sums.own.get(&update.key).is_some_and(|v| *v != 0)
+                                {
+                                    gauge_changes.push((t.clone(), delta));
+                                }
                             }
                             _ => self.stats.ignored += 1,
                         }
@@ -1346,6 +1500,24 @@ impl Replicator {
             }
         }
         drop(guard);
+        if !gauge_changes.is_empty() {
+            let withdraw = {
+                let mut caches = lock(&objects.gauge_caches);
+                let mut withdraw = Vec::new();
+                for (text, delta) in gauge_changes {
+                    if let Some((cache, key)) = gauge_cache::split_key(&text)
+                        && caches.def(cache).is_ok_and(|d| d.replicated)
+                        && let Ok(w) = caches.touch(cache, key, delta, now)
+                    {
+                        withdraw.extend(w);
+                    }
+                }
+                withdraw
+            };
+            if let Some(carrier) = objects.gauge_carrier() {
+                objects.gauge_withdraw(carrier, withdraw, now);
+            }
+        }
         if !requested.is_empty() {
             self.flush(now);
             let mut cluster = Packer::new(self.mtu);
@@ -1385,6 +1557,10 @@ impl Replicator {
             }
         }
         self.expire_series(now);
+        let withdraw = lock(&self.objects.gauge_caches).expire(now);
+        if let Some(carrier) = self.objects.gauge_carrier() {
+            self.objects.gauge_withdraw(carrier, withdraw, now);
+        }
         self.send_due(now, false);
     }
 
@@ -1494,6 +1670,7 @@ impl Replicator {
                 [lock(&o.pending).poll_timeout(), roll]
             })
             .flatten()
+            .chain(lock(&self.objects.gauge_caches).next_expiry())
             .min()
     }
 

@@ -41,9 +41,9 @@ pub enum ThrottleError {
     Full(usize),
 }
 
-/// The throttle name of an `OBTM` / `OBTC` scope: `binding::domain`, `binding_group::domain`,
-/// or the domain alone in the global scope. Throttles that fall back to one configuration stanza
-/// share its name, hence one bucket cluster-wide, as Momentum shares them "by reference".
+/// `binding::domain` (the key of an `outbound_binding_domains` gauge), or the domain alone.
+/// (OBTM / OBTC throttles are named after their configuration stanza: see
+/// [`super::outbound`].)
 pub fn outbound_name(scope: Option<&str>, domain: &str) -> String {
     match scope {
         Some(scope) => format!("{scope}::{domain}"),
@@ -145,8 +145,10 @@ impl Throttles {
     ) -> Result<(), ThrottleError> {
         if let Some(state) = self.states.get_mut(name) {
             if state.spec != spec {
-                // A new rate (a reload): the allowance follows it at once.
+                // A new rate (a reload): the allowance follows it at once. A new period
+                // starts counting its window from now, with the usage counted so far.
                 state.spec = spec;
+                state.window = spec.window(now);
                 state.recompute(known_usage);
             }
             return Ok(());

@@ -359,6 +359,57 @@ impl NodeConsole {
                     .map_err(e)?;
                 due(d)
             }
+            SharedOp::GaugeCacheInit {
+                cache,
+                max,
+                ttl,
+                replicate,
+            } => {
+                let max = usize::try_from(*max).unwrap_or(usize::MAX);
+                let ttl = Duration::from_secs(u64::from(*ttl));
+                objects
+                    .gauge_cache_init(cache, max, ttl, *replicate)
+                    .map_err(e)?;
+                due(false)
+            }
+            SharedOp::GaugeCacheAdd { cache, key, delta } => due(objects
+                .gauge_cache_add(cache, key, *delta, now)
+                .map_err(e)?),
+            SharedOp::GaugeCacheShow { cache, key } => {
+                number(objects.gauge_cache_get(cache, key, now).map_err(e)?)
+            }
+            SharedOp::GaugeCacheDelete { cache, key } => {
+                due(objects.gauge_cache_remove(cache, key, now).map_err(e)?)
+            }
+            SharedOp::GaugeCacheList => {
+                let caches = objects.gauge_caches();
+                Ok(if json {
+                    let rows: Vec<serde_json::Value> = caches
+                        .iter()
+                        .map(|(name, d, entries)| {
+                            serde_json::json!({
+                                "name": name, "max": d.max, "ttl": d.ttl.as_secs(),
+                                "replicated": d.replicated, "entries": entries,
+                            })
+                        })
+                        .collect();
+                    format!("{}\n", serde_json::Value::Array(rows))
+                } else {
+                    let mut out = format!(
+                        "{:<24} {:>10} {:>8} {:>10} {:>10}\n",
+                        "gauge cache", "max", "ttl", "replicated", "entries"
+                    );
+                    for (name, d, entries) in &caches {
+                        out.push_str(&format!(
+                            "{name:<24} {:>10} {:>8} {:>10} {entries:>10}\n",
+                            d.max,
+                            d.ttl.as_secs(),
+                            if d.replicated { "yes" } else { "no" }
+                        ));
+                    }
+                    out
+                })
+            }
             SharedOp::CacheSet {
                 object,
                 key,

@@ -137,8 +137,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     replicate(&old.cluster.replicate, &new.cluster.replicate, &mut d);
     if old.outbound_throttles != new.outbound_throttles {
         d.applied.push(format!(
-            "cluster_outbound_throttle_*: {} -> {} stanzas",
-            old.outbound_throttles.len(),
+            "cluster_outbound_throttle_*: {} stanzas changed",
             new.outbound_throttles.len()
         ));
     }
@@ -146,7 +145,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         c.bindings
             .iter()
             .filter_map(|b| Some((b.name.clone(), b.binding_group.clone()?)))
-            .collect::<Vec<_>>()
+            .collect::<std::collections::BTreeSet<_>>()
     };
     if groups(old) != groups(new) {
         d.applied.push("Binding_Group members".into());
