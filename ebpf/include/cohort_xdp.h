@@ -17,6 +17,12 @@ struct cohort_vip {
 	__u16 flags;   /* reserved, 0 */
 };
 
+/* vips6: IPv6 address (16 bytes, network order) -> what to answer neighbour solicitations for it
+ * with (the same struct as vips). */
+struct cohort_in6 {
+	__u8 addr[16];
+};
+
 /* lease[0]: the program answers only while bpf_ktime_get_ns() < expires_ns (CLOCK_MONOTONIC).
  * Userspace renews it; if the daemon hangs, requests for the addresses in `vips` are dropped, so
  * neither XDP nor the kernel (which still has them plumbed) claims them for this node, and so is
@@ -45,8 +51,10 @@ enum cohort_stat {
 	COHORT_STAT_ARP_LEASE_EXPIRED = 1, /* requests for an owned VIP dropped: lease expired */
 	COHORT_STAT_ARP_PASSED = 2,      /* other ARP passed to the kernel */
 	COHORT_STAT_TRANSPORT_STAMPED = 3, /* transport packets stamped in peers */
-	COHORT_STAT_INGRESS_FENCED = 4,  /* IPv4 packets to a VIP dropped: lease expired */
-	COHORT_STAT_MAX = 5,
+	COHORT_STAT_INGRESS_FENCED = 4,  /* IPv4/IPv6 packets to a VIP dropped: lease expired */
+	COHORT_STAT_NDP_REPLIED = 5,     /* neighbour solicitations answered with XDP_TX */
+	COHORT_STAT_NDP_LEASE_EXPIRED = 6, /* solicitations for an owned VIP dropped: lease expired */
+	COHORT_STAT_MAX = 7,
 };
 
 #endif

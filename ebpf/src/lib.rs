@@ -26,6 +26,7 @@ pub const HEADER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include/cohort_xd
 /// Map names in the object.
 pub mod maps {
     pub const VIPS: &str = "vips";
+    pub const VIPS6: &str = "vips6";
     pub const LEASE: &str = "lease";
     pub const CONFIG: &str = "config";
     pub const PEERS: &str = "peers";

@@ -132,7 +132,13 @@ pub fn duravip(data: &[u8]) {
     {
         assert_eq!(Repr::parse_bytes(&bytes).expect("re-encoded"), r);
     }
-    let _ = crate::duravip::arpcache::decode_report(data);
+    use crate::duravip::arpcache::{decode_report, encode_reports};
+    if let Ok(hosts) = decode_report(data)
+        && !hosts.is_empty()
+    {
+        // One report holds one family within its bound: it encodes back to the same bytes.
+        assert_eq!(encode_reports(&hosts), vec![data.to_vec()]);
+    }
 }
 
 /// Log shipping: a stream of frames through an unkeyed and a keyed session (each frame decoded or
@@ -441,6 +447,19 @@ fn duravip_seeds() -> Vec<Vec<u8>> {
     while let Some(b) = m.poll_transmit() {
         out.push(b);
     }
+    // ARP-cache reports of both families (versions 1 and 2).
+    use crate::duravip::arpcache::{Neighbour, encode_reports};
+    let hosts = [
+        Neighbour {
+            ip: std::net::IpAddr::from([10, 9, 0, 7]),
+            mac: [2, 0, 0, 0, 0, 7],
+        },
+        Neighbour {
+            ip: "fd00::7".parse().expect("an address"),
+            mac: [2, 0, 0, 0, 0, 8],
+        },
+    ];
+    out.extend(encode_reports(&hosts));
     out
 }
 

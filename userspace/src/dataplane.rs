@@ -125,9 +125,22 @@ pub enum DataPlaneError {
 
 /// A pending announcement: `remaining` more frames for `ip`, the next at `at`.
 struct Announce {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     at: Instant,
     remaining: u32,
+}
+
+/// The name of interface `index`, if there is one.
+fn interface_name(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    let c = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(c.to_string_lossy().into_owned())
 }
 
 pub struct DataPlane {
@@ -138,7 +151,7 @@ pub struct DataPlane {
     xdp: BTreeMap<String, FastPath>,
     arp: BTreeMap<String, ArpSocket>,
     /// Hosts of the shared ARP cache, for targeted announcements.
-    hosts: Vec<(Ipv4Addr, [u8; 6])>,
+    hosts: Vec<(IpAddr, [u8; 6])>,
     announces: Vec<Announce>,
     missing_since: BTreeMap<IpAddr, Instant>,
     next_check: Instant,
@@ -330,7 +343,7 @@ impl DataPlane {
 
     /// The hosts targeted announcements go to (`arp_all_hosts = false`): the shared ARP cache.
     /// Each announcement goes to those in the address's `Topology` network.
-    pub fn set_hosts(&mut self, hosts: Vec<(Ipv4Addr, [u8; 6])>) {
+    pub fn set_hosts(&mut self, hosts: Vec<(IpAddr, [u8; 6])>) {
         self.hosts = hosts;
     }
 
@@ -407,20 +420,22 @@ impl DataPlane {
         self.owned.insert(ip);
         self.missing_since.remove(&ip);
         self.stats.acquired += 1;
-        if let IpAddr::V4(v4) = ip {
-            if let Some(fp) = self.xdp.get_mut(&p.iface)
-                && let Err(e) = fp.insert_vip(v4)
-            {
+        if let Some(fp) = self.xdp.get_mut(&p.iface) {
+            let added = match ip {
+                IpAddr::V4(v4) => fp.insert_vip(v4),
+                IpAddr::V6(v6) => fp.insert_vip6(v6),
+            };
+            if let Err(e) = added {
                 tracing::warn!(%ip, error = %e, "cannot add the address to the XDP map");
                 self.stats.errors += 1;
             }
-            if self.settings.garp_count > 0 {
-                self.announces.push(Announce {
-                    ip: v4,
-                    at: now,
-                    remaining: self.settings.garp_count,
-                });
-            }
+        }
+        if self.settings.garp_count > 0 {
+            self.announces.push(Announce {
+                ip,
+                at: now,
+                remaining: self.settings.garp_count,
+            });
         }
         tracing::info!(%ip, iface = %p.iface, "DuraVIP acquired");
         self.hooks
@@ -431,13 +446,17 @@ impl DataPlane {
         let Some(p) = self.placements.get(&ip).cloned() else {
             return;
         };
-        if let (IpAddr::V4(v4), Some(fp)) = (ip, self.xdp.get_mut(&p.iface))
-            && let Err(e) = fp.remove_vip(v4)
-        {
-            tracing::warn!(%ip, error = %e, "cannot remove the address from the XDP map");
-            self.stats.errors += 1;
+        if let Some(fp) = self.xdp.get_mut(&p.iface) {
+            let removed = match ip {
+                IpAddr::V4(v4) => fp.remove_vip(v4),
+                IpAddr::V6(v6) => fp.remove_vip6(v6),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(%ip, error = %e, "cannot remove the address from the XDP map");
+                self.stats.errors += 1;
+            }
         }
-        self.announces.retain(|a| IpAddr::V4(a.ip) != ip);
+        self.announces.retain(|a| a.ip != ip);
         if let Err(e) = self.plumber.remove(&p.iface, p.ip, p.prefix) {
             tracing::error!(%ip, iface = %p.iface, error = %e, "cannot unplumb DuraVIP");
             self.stats.errors += 1;
@@ -454,8 +473,8 @@ impl DataPlane {
         );
     }
 
-    fn announce_once(&mut self, ip: Ipv4Addr) {
-        let Some(p) = self.placements.get(&IpAddr::V4(ip)) else {
+    fn announce_once(&mut self, ip: IpAddr) {
+        let Some(p) = self.placements.get(&ip) else {
             return;
         };
         let Some(sock) = self.arp.get(&p.iface) else {
@@ -468,13 +487,22 @@ impl DataPlane {
                 return;
             }
         };
+        // A gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6), to all or to
+        // each host of the shared cache in the address's network.
         let frames: Vec<Vec<u8>> = if self.settings.arp_all_hosts {
-            vec![garp::gratuitous(mac, ip)]
+            vec![match ip {
+                IpAddr::V4(v4) => garp::gratuitous(mac, v4),
+                IpAddr::V6(v6) => garp::advert_all(mac, v6),
+            }]
         } else {
             self.hosts
                 .iter()
-                .filter(|(hip, _)| p.network.contains(&IpAddr::V4(*hip)) && *hip != ip)
-                .map(|(hip, hmac)| garp::targeted(mac, ip, *hmac, *hip))
+                .filter(|(hip, _)| p.network.contains(hip) && *hip != ip)
+                .filter_map(|(hip, hmac)| match (ip, hip) {
+                    (IpAddr::V4(v4), IpAddr::V4(h)) => Some(garp::targeted(mac, v4, *hmac, *h)),
+                    (IpAddr::V6(v6), IpAddr::V6(h)) => Some(garp::advert_to(mac, v6, *hmac, *h)),
+                    _ => None,
+                })
                 .collect()
         };
         for f in frames {
@@ -559,7 +587,7 @@ impl DataPlane {
                 self.next_lease = now + self.settings.xdp_lease / 3;
             }
         }
-        let due: Vec<Ipv4Addr> = self
+        let due: Vec<IpAddr> = self
             .announces
             .iter()
             .filter(|a| a.at <= now)
@@ -577,17 +605,7 @@ impl DataPlane {
         if let (Some(at), Some(every)) = (self.next_refresh, self.settings.garp_refresh)
             && now >= at
         {
-            let owned: Vec<Ipv4Addr> = self
-                .owned
-                .iter()
-                .filter_map(|ip| {
-                    if let IpAddr::V4(v) = ip {
-                        Some(*v)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
+            let owned: Vec<IpAddr> = self.owned.iter().copied().collect();
             for ip in owned {
                 self.announce_once(ip);
             }
@@ -654,6 +672,23 @@ impl DataPlane {
         out
     }
 
+    /// The kernel's IPv6 neighbours on this node's interfaces: (interface name, address, MAC).
+    pub fn neighbours6(&self) -> Result<Vec<(String, std::net::Ipv6Addr, [u8; 6])>, PlumbError> {
+        let mut names = BTreeMap::new();
+        Ok(self
+            .plumber
+            .neighbours6()?
+            .into_iter()
+            .filter_map(|(index, ip, mac)| {
+                let name = names
+                    .entry(index)
+                    .or_insert_with(|| interface_name(index))
+                    .clone()?;
+                Some((name, ip, mac))
+            })
+            .collect())
+    }
+
     /// XDP counters summed over interfaces.
     pub fn xdp_stats(&self) -> XdpStats {
         let mut s = XdpStats::default();
@@ -664,6 +699,8 @@ impl DataPlane {
                 s.arp_passed += x.arp_passed;
                 s.transport_stamped += x.transport_stamped;
                 s.ingress_fenced += x.ingress_fenced;
+                s.ndp_replied += x.ndp_replied;
+                s.ndp_lease_expired += x.ndp_lease_expired;
             }
         }
         s

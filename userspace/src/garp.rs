@@ -1,12 +1,16 @@
 //! ARP announcements for DuraVIP acquisitions, sent through an AF_PACKET socket with frames built
 //! by smoltcp: a broadcast gratuitous ARP (`arp_all_hosts = true`), or an ARP reply sent to each
-//! host of the cluster's shared ARP cache (`arp_all_hosts = false`).
+//! host of the cluster's shared ARP cache (`arp_all_hosts = false`). For an IPv6 address the same
+//! two shapes are unsolicited neighbour advertisements (override flag, target link-layer address):
+//! to all nodes (`ff02::1`), or to each IPv6 host of the cache.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr,
+    EthernetRepr, IPV6_LINK_LOCAL_ALL_NODES, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Packet,
+    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,50 @@ pub fn targeted(mac: [u8; 6], ip: Ipv4Addr, host_mac: [u8; 6], host_ip: Ipv4Addr
             target_protocol_addr: host_ip,
         },
     )
+}
+
+/// An unsolicited neighbour advertisement that `ip` is at `mac` (override set, solicited not),
+/// to `dst` at `eth_dst`.
+fn advert(mac: [u8; 6], ip: Ipv6Addr, eth_dst: [u8; 6], dst: Ipv6Addr) -> Vec<u8> {
+    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::OVERRIDE,
+        target_addr: ip,
+        lladdr: Some(RawHardwareAddress::from(EthernetAddress(mac))),
+    });
+    let ip6 = Ipv6Repr {
+        src_addr: ip,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress(eth_dst),
+        ethertype: EthernetProtocol::Ipv6,
+    };
+    let mut buf = vec![0u8; eth.buffer_len() + ip6.buffer_len() + icmp.buffer_len()];
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv6Packet::new_unchecked(f.payload_mut());
+    ip6.emit(&mut p);
+    icmp.emit(
+        &ip,
+        &dst,
+        &mut Icmpv6Packet::new_unchecked(p.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
+    buf
+}
+
+/// The unsolicited neighbour advertisement to all nodes announcing that `ip` is at `mac`.
+pub fn advert_all(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
+    advert(mac, ip, [0x33, 0x33, 0, 0, 0, 1], IPV6_LINK_LOCAL_ALL_NODES)
+}
+
+/// The neighbour advertisement telling one host (`host_ip` at `host_mac`) that `ip` is at `mac`.
+pub fn advert_to(mac: [u8; 6], ip: Ipv6Addr, host_mac: [u8; 6], host_ip: Ipv6Addr) -> Vec<u8> {
+    advert(mac, ip, host_mac, host_ip)
 }
 
 /// A raw socket bound to one interface, in the network namespace of the thread that opened it.
@@ -119,7 +167,11 @@ pub fn send_frame(fd: &std::os::fd::OwnedFd, ifindex: i32, frame: &[u8]) -> std:
     // SAFETY: sockaddr_ll is plain old data.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+    // The frame's own EtherType (ARP, or IPv6 for a neighbour advertisement).
+    sll.sll_protocol = match frame.get(12..14) {
+        Some(t) => u16::from_be_bytes([t[0], t[1]]).to_be(),
+        None => (libc::ETH_P_ARP as u16).to_be(),
+    };
     sll.sll_ifindex = ifindex;
     sll.sll_halen = 6;
     sll.sll_addr[..6].copy_from_slice(&frame[..6]);
@@ -166,6 +218,44 @@ mod tests {
                 target_protocol_addr: ip,
             }
         );
+    }
+
+    #[test]
+    fn neighbour_advertisements_parse_with_a_valid_checksum() {
+        let mac = [2, 0, 0, 0, 0, 9];
+        let ip: Ipv6Addr = "fd00::7".parse().unwrap();
+        let host: Ipv6Addr = "fd00::1".parse().unwrap();
+        for (f, eth_dst, dst) in [
+            (
+                advert_all(mac, ip),
+                [0x33, 0x33, 0, 0, 0, 1],
+                IPV6_LINK_LOCAL_ALL_NODES,
+            ),
+            (
+                advert_to(mac, ip, [2, 0, 0, 0, 0, 1], host),
+                [2, 0, 0, 0, 0, 1],
+                host,
+            ),
+        ] {
+            let eth = EthernetFrame::new_checked(&f[..]).expect("eth");
+            assert_eq!(eth.dst_addr(), EthernetAddress(eth_dst));
+            assert_eq!(eth.ethertype(), EthernetProtocol::Ipv6);
+            let p = Ipv6Packet::new_checked(eth.payload()).expect("ipv6");
+            let r = Ipv6Repr::parse(&p).expect("ipv6 repr");
+            assert_eq!((r.src_addr, r.dst_addr, r.hop_limit), (ip, dst, 255));
+            let icmp = Icmpv6Packet::new_checked(p.payload()).expect("icmpv6");
+            assert!(icmp.verify_checksum(&ip, &dst), "checksum");
+            let repr = Icmpv6Repr::parse(&ip, &dst, &icmp, &ChecksumCapabilities::default())
+                .expect("icmpv6 repr");
+            assert_eq!(
+                repr,
+                Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                    flags: NdiscNeighborFlags::OVERRIDE,
+                    target_addr: ip,
+                    lladdr: Some(RawHardwareAddress::from(EthernetAddress(mac))),
+                })
+            );
+        }
     }
 
     #[test]

@@ -323,8 +323,22 @@ pub fn render(shared: &Shared) -> String {
             &mut out,
             "cohort_xdp_ingress_fenced_total",
             "counter",
-            "IPv4 packets to an owned DuraVIP dropped because the XDP lease lapsed.",
+            "IPv4 and IPv6 packets to an owned DuraVIP dropped because the XDP lease lapsed.",
             &one(x.ingress_fenced as f64),
+        );
+        family(
+            &mut out,
+            "cohort_xdp_ndp_replied_total",
+            "counter",
+            "IPv6 neighbour solicitations the XDP program answered.",
+            &one(x.ndp_replied as f64),
+        );
+        family(
+            &mut out,
+            "cohort_xdp_ndp_lease_expired_total",
+            "counter",
+            "IPv6 neighbour solicitations dropped because the XDP lease lapsed.",
+            &one(x.ndp_lease_expired as f64),
         );
     }
     if let Some(d) = &s.duravip {

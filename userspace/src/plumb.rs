@@ -5,11 +5,11 @@
 use std::net::IpAddr;
 
 use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{Ifa, IfaF, RtAddrFamily, RtScope, Rtm};
+use neli::consts::rtnl::{Ifa, IfaF, Nda, Nud, RtAddrFamily, RtScope, Rtm, Rtn};
 use neli::consts::socket::NlFamily;
 use neli::nl::{NlPayload, Nlmsghdr};
 use neli::router::synchronous::NlRouter;
-use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, RtattrBuilder};
+use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ndmsg, NdmsgBuilder, RtattrBuilder};
 use neli::types::{Buffer, RtBuffer};
 use neli::utils::Groups;
 
@@ -97,10 +97,16 @@ impl Plumber {
                     .map_err(nl)?,
             );
         }
+        // An IPv6 DuraVIP is usable at once and never marked "dadfailed" because the previous
+        // owner still had it for a moment: no duplicate address detection (as keepalived).
+        let flags = match ip {
+            IpAddr::V4(_) => IfaF::PERMANENT,
+            IpAddr::V6(_) => IfaF::PERMANENT | IfaF::NODAD,
+        };
         IfaddrmsgBuilder::default()
             .ifa_family(family)
             .ifa_prefixlen(prefix)
-            .ifa_flags(IfaF::PERMANENT)
+            .ifa_flags(flags)
             .ifa_scope(RtScope::Universe)
             .ifa_index(index)
             .rtattrs(attrs)
@@ -154,6 +160,49 @@ impl Plumber {
         self.check(ip, prefix)?;
         let m = Self::msg(ip, prefix, ifindex(iface)?)?;
         self.request(Rtm::Deladdr, NlmF::empty(), m, libc::EADDRNOTAVAIL)
+    }
+
+    /// The kernel's IPv6 neighbour table: (interface index, address, MAC) of every entry whose
+    /// MAC is known (reachable, stale, delay, probe or permanent).
+    pub fn neighbours6(&self) -> Result<Vec<(u32, std::net::Ipv6Addr, [u8; 6])>, PlumbError> {
+        let req = NdmsgBuilder::default()
+            .ndm_family(RtAddrFamily::Inet6)
+            .ndm_index(0)
+            .ndm_state(Nud::empty())
+            .ndm_type(Rtn::Unspec)
+            .build()
+            .map_err(nl)?;
+        let recv = self
+            .rtnl
+            .send::<Rtm, Ndmsg, Rtm, Ndmsg>(Rtm::Getneigh, NlmF::DUMP, NlPayload::Payload(req))
+            .map_err(nl)?;
+        let known = Nud::REACHABLE | Nud::STALE | Nud::DELAY | Nud::PROBE | Nud::PERMANENT;
+        let mut out = Vec::new();
+        for r in recv {
+            let h: Nlmsghdr<Rtm, Ndmsg> = r.map_err(nl)?;
+            let NlPayload::Payload(p) = h.nl_payload() else {
+                continue;
+            };
+            if *p.ndm_family() != RtAddrFamily::Inet6 || !p.ndm_state().intersects(known) {
+                continue;
+            }
+            let handle = p.rtattrs().get_attr_handle();
+            let (Ok(dst), Ok(ll)) = (
+                handle.get_attr_payload_as_with_len_borrowed::<&[u8]>(Nda::Dst),
+                handle.get_attr_payload_as_with_len_borrowed::<&[u8]>(Nda::Lladdr),
+            ) else {
+                continue;
+            };
+            let (Ok(dst), Ok(mac)) = (<[u8; 16]>::try_from(dst), <[u8; 6]>::try_from(ll)) else {
+                continue;
+            };
+            if mac == [0; 6] {
+                continue;
+            }
+            let index = u32::try_from(*p.ndm_index()).unwrap_or(0);
+            out.push((index, std::net::Ipv6Addr::from(dst), mac));
+        }
+        Ok(out)
     }
 
     /// The addresses on `iface`, with their prefix lengths.

@@ -11,11 +11,12 @@
 //!
 //! The reports are independent facts merged by "newest report wins", so they need no total order:
 //! the daemon sends them FIFO on the cluster group. Everything here is sans-IO: the daemon reads
-//! `/proc/net/arp` and gives the text to [`parse_proc_net_arp`].
+//! `/proc/net/arp` (IPv4) and gives the text to [`parse_proc_net_arp`], and the kernel's IPv6
+//! neighbour table over rtnetlink, and reports both: hosts of both families share the cache.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -59,15 +60,21 @@ pub struct ArpTable {
 
 /// Most hosts the cache keeps; when full, the host reported least recently makes room.
 pub const MAX_HOSTS: usize = 4096;
-/// Most hosts in one report message (10 bytes each, so a report fits the default 1400-byte MTU).
+/// Most IPv4 hosts in one report message (10 bytes each, so a report fits the default 1400-byte
+/// MTU).
 pub const MAX_PER_MESSAGE: usize = 100;
-/// Version byte of the report encoding.
+/// Most IPv6 hosts in one report message (22 bytes each).
+pub const MAX_PER_MESSAGE_V6: usize = 60;
+/// Version byte of a report of IPv4 hosts (the first encoding, unchanged).
 const VERSION: u8 = 1;
+/// Version byte of a report of IPv6 hosts. A node from before it refuses such a report (and
+/// logs it), and keeps every IPv4 host.
+const VERSION_V6: u8 = 2;
 
-/// One host: its IPv4 address and its MAC.
+/// One host: its address and its MAC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Neighbour {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: [u8; 6],
 }
 
@@ -144,7 +151,10 @@ pub fn parse_proc_net_arp(
         if flags & ATF_COM == 0 || mac == [0; 6] || !keep(device, ip) {
             continue;
         }
-        out.push(Neighbour { ip, mac });
+        out.push(Neighbour {
+            ip: IpAddr::V4(ip),
+            mac,
+        });
     }
     Ok(out)
 }
@@ -162,23 +172,47 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-/// The report messages for `hosts`: `[version, count]` then `count` times 4 address bytes and 6
-/// MAC bytes, at most [`MAX_PER_MESSAGE`] hosts each.
+/// The report messages for `hosts`: `[1, count]` then `count` times 4 address bytes and 6 MAC
+/// bytes for the IPv4 hosts, at most [`MAX_PER_MESSAGE`] each; `[2, count]` then `count` times
+/// 16 address bytes and 6 MAC bytes for the IPv6 hosts, at most [`MAX_PER_MESSAGE_V6`] each.
 pub fn encode_reports(hosts: &[Neighbour]) -> Vec<Vec<u8>> {
-    hosts
-        .chunks(MAX_PER_MESSAGE)
-        .map(|chunk| {
-            let mut b = Vec::with_capacity(2 + 10 * chunk.len());
-            b.push(VERSION);
-            // Bounded by MAX_PER_MESSAGE (100), so it fits.
-            b.push(chunk.len() as u8);
-            for h in chunk {
-                b.extend_from_slice(&h.ip.octets());
-                b.extend_from_slice(&h.mac);
-            }
-            b
+    let v4: Vec<(Ipv4Addr, [u8; 6])> = hosts
+        .iter()
+        .filter_map(|h| match h.ip {
+            IpAddr::V4(a) => Some((a, h.mac)),
+            IpAddr::V6(_) => None,
         })
-        .collect()
+        .collect();
+    let v6: Vec<(Ipv6Addr, [u8; 6])> = hosts
+        .iter()
+        .filter_map(|h| match h.ip {
+            IpAddr::V6(a) => Some((a, h.mac)),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for chunk in v4.chunks(MAX_PER_MESSAGE) {
+        let mut b = Vec::with_capacity(2 + 10 * chunk.len());
+        b.push(VERSION);
+        // Bounded by MAX_PER_MESSAGE (100), so it fits.
+        b.push(chunk.len() as u8);
+        for (ip, mac) in chunk {
+            b.extend_from_slice(&ip.octets());
+            b.extend_from_slice(mac);
+        }
+        out.push(b);
+    }
+    for chunk in v6.chunks(MAX_PER_MESSAGE_V6) {
+        let mut b = Vec::with_capacity(2 + 22 * chunk.len());
+        b.push(VERSION_V6);
+        b.push(chunk.len() as u8);
+        for (ip, mac) in chunk {
+            b.extend_from_slice(&ip.octets());
+            b.extend_from_slice(mac);
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Decodes one report message.
@@ -188,25 +222,35 @@ pub fn decode_report(bytes: &[u8]) -> Result<Vec<Neighbour>, ReportError> {
         what: what.to_owned(),
     };
     let (&version, rest) = bytes.split_first().ok_or_else(|| err(0, "empty"))?;
-    if version != VERSION {
-        return Err(err(0, "unknown version"));
-    }
+    let (addr_len, max) = match version {
+        VERSION => (4, MAX_PER_MESSAGE),
+        VERSION_V6 => (16, MAX_PER_MESSAGE_V6),
+        _ => return Err(err(0, "unknown version")),
+    };
+    let entry = addr_len + 6;
     let (&count, body) = rest.split_first().ok_or_else(|| err(1, "no host count"))?;
     let count = usize::from(count);
-    if count > MAX_PER_MESSAGE {
+    if count > max {
         return Err(err(1, "more hosts than a report may carry"));
     }
-    if body.len() != 10 * count {
+    if body.len() != entry * count {
         return Err(err(
-            2 + body.len().min(10 * count),
+            2 + body.len().min(entry * count),
             "length does not match the host count",
         ));
     }
     Ok(body
-        .chunks_exact(10)
-        .map(|c| Neighbour {
-            ip: Ipv4Addr::new(c[0], c[1], c[2], c[3]),
-            mac: [c[4], c[5], c[6], c[7], c[8], c[9]],
+        .chunks_exact(entry)
+        .map(|c| {
+            let (a, m) = c.split_at(addr_len);
+            let ip = match <[u8; 16]>::try_from(a) {
+                Ok(a16) => IpAddr::V6(Ipv6Addr::from(a16)),
+                Err(_) => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            };
+            Neighbour {
+                ip,
+                mac: [m[0], m[1], m[2], m[3], m[4], m[5]],
+            }
         })
         .collect())
 }
@@ -216,7 +260,7 @@ pub fn decode_report(bytes: &[u8]) -> Result<Vec<Neighbour>, ReportError> {
 pub struct SharedArpCache {
     /// How long a host stays without a new report.
     pub ttl: Duration,
-    hosts: BTreeMap<Ipv4Addr, ([u8; 6], Duration)>,
+    hosts: BTreeMap<IpAddr, ([u8; 6], Duration)>,
 }
 
 impl SharedArpCache {
@@ -277,7 +321,7 @@ impl SharedArpCache {
                 (
                     *seen,
                     ArpEntry {
-                        ip: (*ip).into(),
+                        ip: *ip,
                         mac: MacAddr(*mac),
                         age_secs: now.saturating_sub(*seen).as_secs(),
                     },
@@ -308,11 +352,11 @@ IP address       HW type     Flags       HW address            Mask     Device
     fn report_golden_bytes() {
         let hosts = vec![
             Neighbour {
-                ip: Ipv4Addr::new(10, 7, 0, 9),
+                ip: IpAddr::V4(Ipv4Addr::new(10, 7, 0, 9)),
                 mac: [0x5a, 0x4e, 0x0b, 0x11, 0x22, 0x33],
             },
             Neighbour {
-                ip: Ipv4Addr::new(192, 168, 1, 1),
+                ip: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1)),
                 mac: [0, 0, 0x5e, 0, 1, 0x0c],
             },
         ];
@@ -331,11 +375,11 @@ IP address       HW type     Flags       HW address            Mask     Device
             got,
             vec![
                 Neighbour {
-                    ip: Ipv4Addr::new(10, 7, 0, 9),
+                    ip: IpAddr::V4(Ipv4Addr::new(10, 7, 0, 9)),
                     mac: [0x5a, 0x4e, 0x0b, 0x11, 0x22, 0x33]
                 },
                 Neighbour {
-                    ip: Ipv4Addr::new(10, 7, 0, 3),
+                    ip: IpAddr::V4(Ipv4Addr::new(10, 7, 0, 3)),
                     mac: [2, 0, 0, 0, 0, 3]
                 },
             ]
@@ -370,7 +414,7 @@ IP address       HW type     Flags       HW address            Mask     Device
     fn reports_round_trip_in_bounded_chunks() {
         let hosts: Vec<Neighbour> = (0..300u32)
             .map(|i| Neighbour {
-                ip: Ipv4Addr::from(0x0a00_0000 + i),
+                ip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
                 mac: [2, 0, 0, 0, (i >> 8) as u8, i as u8],
             })
             .collect();
@@ -382,6 +426,65 @@ IP address       HW type     Flags       HW address            Mask     Device
             .flat_map(|r| decode_report(r).expect("decodes"))
             .collect();
         assert_eq!(back, hosts);
+    }
+
+    #[test]
+    fn ipv6_hosts_travel_in_reports_of_their_own() {
+        let v6: Ipv6Addr = "fd00::7".parse().unwrap();
+        let one = [Neighbour {
+            ip: IpAddr::V6(v6),
+            mac: [2, 0, 0, 0, 0, 7],
+        }];
+        // Golden bytes: version 2, one host, 16 address bytes, 6 MAC bytes.
+        let mut want = vec![2u8, 1];
+        want.extend_from_slice(&v6.octets());
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 7]);
+        assert_eq!(encode_reports(&one), vec![want]);
+        // A mixed set: IPv4 reports first, then IPv6 ones, each within its bound.
+        let mut hosts: Vec<Neighbour> = (0..150u32)
+            .map(|i| Neighbour {
+                ip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+                mac: [2, 0, 0, 0, 0, i as u8],
+            })
+            .collect();
+        hosts.extend((0..130u16).map(|i| Neighbour {
+            ip: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)),
+            mac: [2, 0, 0, 0, 1, i as u8],
+        }));
+        let reports = encode_reports(&hosts);
+        assert_eq!(reports.len(), 2 + 3);
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.len() <= 2 + 22 * MAX_PER_MESSAGE_V6)
+        );
+        assert!(
+            reports.iter().all(|r| r.len() <= 1400),
+            "each fits the default MTU"
+        );
+        let back: Vec<Neighbour> = reports
+            .iter()
+            .flat_map(|r| decode_report(r).expect("decodes"))
+            .collect();
+        assert_eq!(back, hosts);
+        assert_eq!(
+            decode_report(&[VERSION_V6, 61])
+                .expect_err("too many")
+                .offset,
+            1
+        );
+        assert_eq!(
+            decode_report(&[VERSION_V6, 1, 0, 0])
+                .expect_err("short")
+                .offset,
+            4
+        );
+        // The cache keeps both families, IPv4 first among equals.
+        let mut c = SharedArpCache::new(Duration::from_secs(60));
+        c.learn(Duration::from_secs(1), &[one[0], hosts[0]]);
+        let t = c.table(Duration::from_secs(2));
+        assert_eq!(t.entries.len(), 2);
+        assert_eq!(t.entries[1].ip, IpAddr::V6(v6));
     }
 
     #[test]
@@ -402,7 +505,7 @@ IP address       HW type     Flags       HW address            Mask     Device
     fn newest_report_wins_entries_expire_and_the_cache_is_bounded() {
         let s = Duration::from_secs;
         let h = |last: u8, mac: u8| Neighbour {
-            ip: Ipv4Addr::new(10, 0, 0, last),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
             mac: [2, 0, 0, 0, 0, mac],
         };
         let mut c = SharedArpCache::new(s(180));
@@ -426,7 +529,7 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert_eq!(c.hosts(), vec![h(2, 9)]);
         for i in 0..(MAX_HOSTS + 10) as u32 {
             let n = Neighbour {
-                ip: Ipv4Addr::from(0x0b00_0000 + i),
+                ip: IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)),
                 mac: [2; 6],
             };
             c.learn(s(200) + Duration::from_millis(u64::from(i)), &[n]);

@@ -149,6 +149,11 @@ impl NodeConsole {
                     "xdp_ingress_fenced".into(),
                     s.xdp.map_or(0, |x| x.ingress_fenced),
                 ),
+                ("xdp_ndp_replied".into(), s.xdp.map_or(0, |x| x.ndp_replied)),
+                (
+                    "xdp_ndp_lease_expired".into(),
+                    s.xdp.map_or(0, |x| x.ndp_lease_expired),
+                ),
                 ("xdp_arrivals_fed".into(), s.xdp_arrivals_fed),
                 (
                     "xdp_interfaces_attached".into(),

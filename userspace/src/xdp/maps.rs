@@ -9,6 +9,13 @@ pub struct Vip {
     pub flags: u16,
 }
 
+/// `struct cohort_in6`: the key of `vips6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct In6 {
+    pub addr: [u8; 16],
+}
+
 /// `struct cohort_lease`
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,6 +45,8 @@ pub struct Peer {
 // checked against the C header by the test below).
 unsafe impl aya::Pod for Vip {}
 // SAFETY: as above.
+unsafe impl aya::Pod for In6 {}
+// SAFETY: as above.
 unsafe impl aya::Pod for Lease {}
 // SAFETY: as above.
 unsafe impl aya::Pod for XdpConfig {}
@@ -50,7 +59,9 @@ pub const STAT_ARP_LEASE_EXPIRED: u32 = 1;
 pub const STAT_ARP_PASSED: u32 = 2;
 pub const STAT_TRANSPORT_STAMPED: u32 = 3;
 pub const STAT_INGRESS_FENCED: u32 = 4;
-pub const STAT_MAX: u32 = 5;
+pub const STAT_NDP_REPLIED: u32 = 5;
+pub const STAT_NDP_LEASE_EXPIRED: u32 = 6;
+pub const STAT_MAX: u32 = 7;
 
 #[cfg(test)]
 mod tests {
@@ -71,7 +82,8 @@ mod tests {
                  printf(\"%zu %zu\\n\", sizeof(struct cohort_lease), offsetof(struct cohort_lease, expires_ns));\n\
                  printf(\"%zu %zu %zu %zu\\n\", sizeof(struct cohort_config), offsetof(struct cohort_config, transport_port), offsetof(struct cohort_config, reserved), offsetof(struct cohort_config, reserved2));\n\
                  printf(\"%zu %zu %zu\\n\", sizeof(struct cohort_peer), offsetof(struct cohort_peer, last_ns), offsetof(struct cohort_peer, packets));\n\
-                 printf(\"%d %d %d %d %d %d\\n\", COHORT_STAT_ARP_REPLIED, COHORT_STAT_ARP_LEASE_EXPIRED, COHORT_STAT_ARP_PASSED, COHORT_STAT_TRANSPORT_STAMPED, COHORT_STAT_INGRESS_FENCED, COHORT_STAT_MAX);\n\
+                 printf(\"%zu %zu\\n\", sizeof(struct cohort_in6), offsetof(struct cohort_in6, addr));\n\
+                 printf(\"%d %d %d %d %d %d %d %d\\n\", COHORT_STAT_ARP_REPLIED, COHORT_STAT_ARP_LEASE_EXPIRED, COHORT_STAT_ARP_PASSED, COHORT_STAT_TRANSPORT_STAMPED, COHORT_STAT_INGRESS_FENCED, COHORT_STAT_NDP_REPLIED, COHORT_STAT_NDP_LEASE_EXPIRED, COHORT_STAT_MAX);\n\
                  return 0; }}\n",
                 cohort_ebpf::HEADER
             ),
@@ -91,7 +103,7 @@ mod tests {
         );
         let out = Command::new(&bin).output().expect("runs");
         let want = format!(
-            "{} {} {}\n{} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {} {}\n",
+            "{} {} {}\n{} {}\n{} {} {} {}\n{} {} {}\n{} {}\n{} {} {} {} {} {} {} {}\n",
             size_of::<Vip>(),
             offset_of!(Vip, mac),
             offset_of!(Vip, flags),
@@ -104,11 +116,15 @@ mod tests {
             size_of::<Peer>(),
             offset_of!(Peer, last_ns),
             offset_of!(Peer, packets),
+            size_of::<In6>(),
+            offset_of!(In6, addr),
             STAT_ARP_REPLIED,
             STAT_ARP_LEASE_EXPIRED,
             STAT_ARP_PASSED,
             STAT_TRANSPORT_STAMPED,
             STAT_INGRESS_FENCED,
+            STAT_NDP_REPLIED,
+            STAT_NDP_LEASE_EXPIRED,
             STAT_MAX
         );
         assert_eq!(String::from_utf8_lossy(&out.stdout), want);

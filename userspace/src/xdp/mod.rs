@@ -4,14 +4,14 @@
 
 pub mod maps;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
 
-use maps::{Lease, Peer, Vip, XdpConfig};
+use maps::{In6, Lease, Peer, Vip, XdpConfig};
 
 /// The `xdp` setting: how (and whether) to attach.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,8 +54,12 @@ pub struct XdpStats {
     pub arp_lease_expired: u64,
     pub arp_passed: u64,
     pub transport_stamped: u64,
-    /// IPv4 packets to an owned address dropped while the lease had lapsed.
+    /// IPv4 and IPv6 packets to an owned address dropped while the lease had lapsed.
     pub ingress_fenced: u64,
+    /// Neighbour solicitations for an owned IPv6 address answered.
+    pub ndp_replied: u64,
+    /// Neighbour solicitations dropped because the lease lapsed.
+    pub ndp_lease_expired: u64,
 }
 
 /// The attached program and its maps. Dropping it detaches the program (do so in the network
@@ -163,6 +167,22 @@ pub fn attach_pass_through(iface: &str) -> Result<Ebpf, XdpError> {
     Ok(ebpf)
 }
 
+/// A map removal where a key already absent is not an error.
+fn absent_is_fine(r: Result<(), aya::maps::MapError>, map: &'static str) -> Result<(), XdpError> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(XdpError::Map {
+            map,
+            why: e.to_string(),
+        }),
+    }
+}
+
 impl FastPath {
     /// Loads the program and attaches it to `iface` as `setting` asks.
     pub fn attach(iface: &str, setting: XdpSetting) -> Result<FastPath, XdpError> {
@@ -250,18 +270,53 @@ impl FastPath {
     /// Stops answering ARP for `ip`. Removing an address that is not there is not an error.
     pub fn remove_vip(&mut self, ip: Ipv4Addr) -> Result<(), XdpError> {
         let key = u32::from_ne_bytes(ip.octets());
-        match self.vips()?.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(XdpError::Map {
-                map: "vips",
-                why: e.to_string(),
-            }),
-        }
+        absent_is_fine(self.vips()?.remove(&key), "vips")
+    }
+
+    fn vips6(&mut self) -> Result<HashMap<&mut MapData, In6, Vip>, XdpError> {
+        let m = self
+            .ebpf
+            .map_mut(cohort_ebpf::maps::VIPS6)
+            .ok_or(XdpError::Map {
+                map: "vips6",
+                why: "missing".into(),
+            })?;
+        HashMap::try_from(m).map_err(|e| XdpError::Map {
+            map: "vips6",
+            why: e.to_string(),
+        })
+    }
+
+    /// Starts answering neighbour solicitations for `ip` with this interface's MAC (while the
+    /// lease is valid).
+    pub fn insert_vip6(&mut self, ip: Ipv6Addr) -> Result<(), XdpError> {
+        let v = Vip {
+            mac: self.mac,
+            flags: 0,
+        };
+        let key = In6 { addr: ip.octets() };
+        self.vips6()?.insert(key, v, 0).map_err(|e| XdpError::Map {
+            map: "vips6",
+            why: e.to_string(),
+        })
+    }
+
+    /// Stops answering for `ip`. Removing an address that is not there is not an error.
+    pub fn remove_vip6(&mut self, ip: Ipv6Addr) -> Result<(), XdpError> {
+        let key = In6 { addr: ip.octets() };
+        absent_is_fine(self.vips6()?.remove(&key), "vips6")
+    }
+
+    /// The IPv6 addresses the program currently answers for.
+    pub fn vip6_list(&mut self) -> Result<Vec<Ipv6Addr>, XdpError> {
+        let m = self.vips6()?;
+        let mut out: Vec<Ipv6Addr> = m
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| Ipv6Addr::from(k.addr))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// The addresses the program currently answers for.
@@ -372,6 +427,8 @@ impl FastPath {
             arp_passed: sum(maps::STAT_ARP_PASSED),
             transport_stamped: sum(maps::STAT_TRANSPORT_STAMPED),
             ingress_fenced: sum(maps::STAT_INGRESS_FENCED),
+            ndp_replied: sum(maps::STAT_NDP_REPLIED),
+            ndp_lease_expired: sum(maps::STAT_NDP_LEASE_EXPIRED),
         })
     }
 }

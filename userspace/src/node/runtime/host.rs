@@ -45,14 +45,34 @@ impl Node {
             }
         };
         let (scope, vips) = (&self.arp_scope, &self.vip_addrs);
-        let keep = |dev: &str, ip: std::net::Ipv4Addr| {
-            let ip = std::net::IpAddr::V4(ip);
+        let keep = |dev: &str, ip: std::net::IpAddr| {
             !vips.contains(&ip) && scope.iter().any(|(i, n)| i == dev && n.contains(&ip))
         };
-        match arpcache::parse_proc_net_arp(&text, keep) {
-            Ok(hosts) => self.node.handle_arp_report(now, &hosts),
-            Err(e) => tracing::warn!(error = %e, "cannot parse the kernel's ARP table"),
+        let mut hosts = match arpcache::parse_proc_net_arp(&text, |d, ip| keep(d, ip.into())) {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot parse the kernel's ARP table");
+                Vec::new()
+            }
+        };
+        // IPv6 hosts come from the neighbour table (rtnetlink), only where a Topology block is IPv6.
+        if scope.iter().any(|(_, n)| matches!(n, ipnet::IpNet::V6(_)))
+            && let Some(dp) = &self.dataplane
+        {
+            match dp.neighbours6() {
+                Ok(found) => hosts.extend(
+                    found
+                        .into_iter()
+                        .filter(|(dev, ip, _)| keep(dev, std::net::IpAddr::V6(*ip)))
+                        .map(|(_, ip, mac)| arpcache::Neighbour {
+                            ip: std::net::IpAddr::V6(ip),
+                            mac,
+                        }),
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot read the IPv6 neighbour table"),
+            }
         }
+        self.node.handle_arp_report(now, &hosts);
     }
 
     /// Gives the failure detector the transport arrivals the XDP program stamped since the last
