@@ -42,6 +42,11 @@ pub struct Args {
     /// (`cluster_crypto = seal`: messages also encrypted). Run it twice to compare.
     #[arg(long, default_value = "none")]
     pub crypto: String,
+    /// Which member sends: `first` (the first member of the view, which sequences agreed and
+    /// safe messages: agreed delivery is then one hop) or `other` (another member: agreed
+    /// delivery waits for the sequencer's order, a second hop, as for most senders of a cluster).
+    #[arg(long, default_value = "first")]
+    pub sender: String,
 }
 
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -99,17 +104,37 @@ fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
     for n in &nodes {
         n.wait_view(a.nodes, "bench");
     }
+    // The member that sequences: the first of the view.
+    let first = nodes[0]
+        .shared
+        .status
+        .lock()
+        .ok()
+        .and_then(|s| s.view.members.first().cloned());
+    let is_first = |n: &inproc::InProc| {
+        n.shared
+            .status
+            .lock()
+            .is_ok_and(|s| Some(&s.me) == first.as_ref())
+    };
+    let s_index = match a.sender.as_str() {
+        "first" => nodes.iter().position(is_first).unwrap_or(0),
+        "other" => nodes.iter().position(|n| !is_first(n)).unwrap_or(0),
+        o => return Err(format!("--sender {o}: expected first or other").into()),
+    };
+    let mut nodes = nodes;
+    let sender_node = nodes.remove(s_index);
     let epoch = Instant::now();
     let (count, nodes_n) = (a.count, a.nodes);
     // Receivers: every member but the sender counts and times what it gets.
     let mut handles = Vec::new();
-    let nice = nodes[0]
+    let nice = sender_node
         .shared
         .status
         .lock()
         .map_or(0, |s| s.config.msgc_server.loop_nice);
     let progress: Vec<Arc<AtomicU64>> = (1..a.nodes).map(|_| Arc::new(AtomicU64::new(0))).collect();
-    for (n, done) in nodes.iter().skip(1).zip(&progress) {
+    for (n, done) in nodes.iter().zip(&progress) {
         let rx = n.subscribe_fresh();
         let done = done.clone();
         handles.push(std::thread::spawn(move || {
@@ -136,7 +161,7 @@ fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
             (got, last, h)
         }));
     }
-    let sender = &nodes[0].shared;
+    let sender = &sender_node.shared;
     // The sender's own deliveries are read by no one: drop them rather than queue them.
     sender.unsubscribe();
     let start = epoch.elapsed();
@@ -219,8 +244,8 @@ fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
         "unpaced".to_owned()
     };
     println!(
-        "transport: {nodes_n} nodes in namespaces, one sender, {count} {} messages of {size} B, {offered}, crypto {}",
-        a.order, a.crypto
+        "transport: {nodes_n} nodes in namespaces, one sender (the {} member of the view), {count} {} messages of {size} B, {offered}, crypto {}",
+        a.sender, a.order, a.crypto
     );
     println!(
         "{:>14} {:>10} {:>10} {:>14} {:>14} {:>12}",
@@ -243,14 +268,14 @@ fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
     println!(
         "retransmissions by the sender {retransmissions}, NACKs sent by the receivers {nacks}"
     );
-    for n in nodes {
+    for n in nodes.into_iter().chain([sender_node]) {
         n.stop();
     }
     if a.json {
         println!(
             "{}",
             json!({
-                "scenario": "transport", "nodes": nodes_n, "crypto": a.crypto, "offered_rate": a.rate, "size": size, "count": count, "order": a.order,
+                "scenario": "transport", "nodes": nodes_n, "crypto": a.crypto, "offered_rate": a.rate, "size": size, "count": count, "order": a.order, "sender": a.sender,
                 "messages_per_sec": rate, "latency_p50_ms": p50, "latency_p99_ms": p99,
                 "datagrams_per_sec": datagrams as f64 / secs,
                 "messages_per_datagram": messages as f64 / datagrams.max(1) as f64,

@@ -24,9 +24,10 @@ struct cohort_in6 {
 };
 
 /* lease[0]: the program answers only while bpf_ktime_get_ns() < expires_ns (CLOCK_MONOTONIC).
- * Userspace renews it; if the daemon hangs, requests for the addresses in `vips` are dropped, so
- * neither XDP nor the kernel (which still has them plumbed) claims them for this node, and so is
- * every IPv4 packet to them (the ingress fence). Userspace re-arms it only once a view confirms
+ * Userspace renews it; if the daemon hangs, ARP requests for the addresses in `vips` and
+ * neighbour solicitations for those in `vips6` are dropped, so neither XDP nor the kernel (which
+ * still has them plumbed) claims them for this node, and so is every IPv4 or IPv6 packet to them
+ * (the ingress fence). Userspace re-arms it only once a view confirms
  * the node's ownership again. */
 struct cohort_lease {
 	__u64 expires_ns;

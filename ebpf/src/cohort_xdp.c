@@ -175,23 +175,28 @@ static __always_inline int handle_ndp(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_ICMPV6 || ip6->hop_limit != 255)
+	if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_ICMPV6)
 		return -1;
 	struct nd_msg *nd = (void *)(ip6 + 1);
 	if ((void *)nd + ND_MSG_SHORT > end || nd->type != ND_SOLICIT || nd->code != 0)
-		return -1;
-	__u16 plen = bpf_ntohs(ip6->payload_len);
-	if (plen != ND_MSG_SHORT && plen != sizeof(struct nd_msg))
 		return -1;
 	struct cohort_in6 target;
 	__builtin_memcpy(target.addr, nd->target, 16);
 	struct cohort_vip *vip = bpf_map_lookup_elem(&vips6, &target);
 	if (!vip)
 		return -1;
+	/* Every solicitation for an owned address, whatever its shape, is dropped once the lease has
+	 * lapsed: the kernel, which still has the address, must not answer it either. */
 	if (lease_lapsed()) {
 		count(COHORT_STAT_NDP_LEASE_EXPIRED);
 		return XDP_DROP;
 	}
+	/* Shapes answered here: no option (a DAD probe) or one 8-byte option (the source link-layer
+	 * address, or a DAD nonce), which the target link-layer address replaces. Anything else (and
+	 * an invalid hop limit) is left to the kernel while the lease is valid. */
+	__u16 plen = bpf_ntohs(ip6->payload_len);
+	if (ip6->hop_limit != 255 || (plen != ND_MSG_SHORT && plen != sizeof(struct nd_msg)))
+		return XDP_PASS;
 	__u8 mac[ETH_ALEN];
 	__builtin_memcpy(mac, vip->mac, ETH_ALEN);
 	/* A DAD probe comes from the unspecified address: the answer goes to all nodes. */

@@ -21,11 +21,18 @@ fn mac_text(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// The MAC of `ip` in `ns`'s IPv6 neighbour table, if it has one.
+/// The MAC of `ip` in `ns`'s IPv6 neighbour table, if it has one (the line of that address
+/// exactly: `ip neigh show ADDR` also prints other entries here).
 fn neigh6_mac(ns: &str, ip: Ipv6Addr) -> Option<String> {
-    let out = run(Command::new("ip").args(["-n", ns, "-6", "neigh", "show", &ip.to_string()]));
+    let out = run(Command::new("ip").args(["-n", ns, "-6", "neigh", "show", "dev", "eth0"]));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut words = text.split_whitespace();
+    let line = text.lines().find(|l| {
+        l.split_whitespace()
+            .next()
+            .and_then(|a| a.parse::<Ipv6Addr>().ok())
+            == Some(ip)
+    })?;
+    let mut words = line.split_whitespace();
     while let Some(w) = words.next() {
         if w == "lladdr" {
             return words.next().map(str::to_owned);
@@ -141,6 +148,8 @@ fn xdp_answers_neighbour_solicitations_under_lease() {
     let (client, owner) = (lab.hosts[0].clone(), lab.hosts[1].clone());
     let vip: Ipv6Addr = "fd00:c1::7".parse().unwrap();
     add6(&client.ns, "fd00:c1::1");
+    // The owner's own address in the block, so that it can reach the client at the end.
+    add6(&owner.ns, "fd00:c1::2");
     let cns = client.ns.clone();
     in_netns(&owner.ns.clone(), move || {
         let mut fp = FastPath::attach("eth0", XdpSetting::Auto).expect("attach");
@@ -186,6 +195,55 @@ fn xdp_answers_neighbour_solicitations_under_lease() {
             "the kernel answers"
         );
         plumber.remove("eth0", vip.into(), 128).expect("unplumb");
+
+        // Duplicate address detection: a client that tries to take the owned address hears the
+        // program's advertisement to all nodes and gives it up ("dadfailed"), whether its probe
+        // carries no option (the advertisement grows the frame) or a nonce (RFC 7527).
+        fp.insert_vip6(vip).expect("insert again");
+        fp.renew_lease(Duration::from_secs(30)).expect("lease");
+        for (enhanced, shape) in [("0", "no option"), ("1", "a nonce")] {
+            run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &cns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.eth0.enhanced_dad={enhanced}"),
+            ]));
+            let before = fp.stats().expect("stats").ndp_replied;
+            ip(
+                &cns,
+                &["-6", "addr", "add", &format!("{vip}/64"), "dev", "eth0"],
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let failed = loop {
+                let out =
+                    run(Command::new("ip").args(["-n", &cns, "-6", "addr", "show", "dev", "eth0"]));
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let line = text
+                    .lines()
+                    .find(|l| l.contains(&format!("{vip}/64")))
+                    .unwrap_or("")
+                    .to_owned();
+                if line.contains("dadfailed") || Instant::now() >= deadline {
+                    break line;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(
+                failed.contains("dadfailed"),
+                "DAD probe with {shape}: {failed}"
+            );
+            assert!(
+                fp.stats().expect("stats").ndp_replied > before,
+                "answered by XDP"
+            );
+            ip(
+                &cns,
+                &["-6", "addr", "del", &format!("{vip}/64"), "dev", "eth0"],
+            );
+        }
+        fp.remove_vip6(vip).expect("remove");
 
         // The owner's neighbour table, as the shared cache collects it, holds the client.
         let client_ip: Ipv6Addr = "fd00:c1::1".parse().unwrap();
@@ -305,21 +363,12 @@ fn ipv6_duravips_end_to_end() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The shared neighbour cache: the client talks to node1 alone; node3 lists it.
-    let client_ip = "fd00:c2::14";
+    // The shared neighbour cache: a fresh client address talks to node1 alone; node3 lists it.
+    let client_ip = "fd00:c2::99";
+    add6(&client, client_ip);
     let _ = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &client,
-            "ping",
-            "-6",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "fd00:c2::11",
-        ])
+        .args(["netns", "exec", &client, "ping", "-6", "-c", "1", "-W", "2"])
+        .args(["-I", client_ip, "fd00:c2::11"])
         .output();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -338,6 +387,22 @@ fn ipv6_duravips_end_to_end() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let got = neigh6_mac(&lab.hosts[2].ns, client_ip.parse().unwrap());
+    let all = run(Command::new("ip").args([
+        "-n",
+        &lab.hosts[2].ns,
+        "-6",
+        "neigh",
+        "show",
+        "dev",
+        "eth0",
+    ]));
+    assert_eq!(
+        got,
+        None,
+        "node3's kernel knows the client by itself: {}",
+        String::from_utf8_lossy(&all.stdout)
+    );
     let text = c.ctl_text(2, &["cluster", "arp", "show"]);
     assert!(
         text.lines()

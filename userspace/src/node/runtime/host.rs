@@ -40,8 +40,8 @@ impl Node {
         let text = match std::fs::read_to_string("/proc/net/arp") {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read /proc/net/arp; the shared ARP cache gets nothing from this node");
-                return;
+                tracing::warn!(error = %e, "cannot read /proc/net/arp; the shared ARP cache gets no IPv4 host from this node");
+                String::new()
             }
         };
         let (scope, vips) = (&self.arp_scope, &self.vip_addrs);
