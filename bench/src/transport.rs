@@ -47,6 +47,9 @@ pub struct Args {
     /// delivery waits for the sequencer's order, a second hop, as for most senders of a cluster).
     #[arg(long, default_value = "first")]
     pub sender: String,
+    /// The UDP driver of every node (`msgc_server { udp_driver }`): syscall or uring.
+    #[arg(long, default_value = "syscall")]
+    pub driver: String,
 }
 
 pub fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -97,6 +100,10 @@ fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
         "mac" => format!("cluster_key = \"{}\"", key.display()),
         "seal" => format!("cluster_key = \"{}\"\ncluster_crypto = seal", key.display()),
         o => return Err(format!("--crypto {o}: expected none, mac or seal").into()),
+    };
+    let msgc = match a.driver.as_str() {
+        "syscall" | "uring" => format!("{msgc}\nudp_driver = {}", a.driver),
+        o => return Err(format!("--driver {o}: expected syscall or uring").into()),
     };
     let nodes: Vec<_> = (0..a.nodes)
         .map(|i| inproc::start_with_msgc(&lab, i, "", &msgc, "", &["bench"]))
@@ -244,8 +251,8 @@ fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
         "unpaced".to_owned()
     };
     println!(
-        "transport: {nodes_n} nodes in namespaces, one sender (the {} member of the view), {count} {} messages of {size} B, {offered}, crypto {}",
-        a.sender, a.order, a.crypto
+        "transport: {nodes_n} nodes in namespaces, one sender (the {} member of the view), {count} {} messages of {size} B, {offered}, crypto {}, driver {}",
+        a.sender, a.order, a.crypto, a.driver
     );
     println!(
         "{:>14} {:>10} {:>10} {:>14} {:>14} {:>12}",
@@ -275,7 +282,7 @@ fn run_one(a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
         println!(
             "{}",
             json!({
-                "scenario": "transport", "nodes": nodes_n, "crypto": a.crypto, "offered_rate": a.rate, "size": size, "count": count, "order": a.order, "sender": a.sender,
+                "scenario": "transport", "nodes": nodes_n, "crypto": a.crypto, "offered_rate": a.rate, "size": size, "count": count, "order": a.order, "sender": a.sender, "driver": a.driver,
                 "messages_per_sec": rate, "latency_p50_ms": p50, "latency_p99_ms": p99,
                 "datagrams_per_sec": datagrams as f64 / secs,
                 "messages_per_datagram": messages as f64 / datagrams.max(1) as f64,

@@ -36,10 +36,21 @@ fn with_cluster_key(c: &Cluster<'_>, key: &std::path::Path, n: usize) {
 
 #[test]
 fn three_nodes_crash_restart_and_agree() {
-    let Some(lab) = Lab::new("three_nodes_crash_restart_and_agree", 3) else {
+    crash_restart_and_agree("syscall");
+}
+
+/// The same with the io_uring driver in every node's loop (`udp_driver = uring`).
+#[test]
+fn three_nodes_crash_restart_and_agree_over_io_uring() {
+    crash_restart_and_agree("uring");
+}
+
+fn crash_restart_and_agree(driver: &str) {
+    let Some(lab) = Lab::new(&format!("three_nodes_crash_restart_and_agree_{driver}"), 3) else {
         return;
     };
-    let mut c = support::cluster::cluster(&lab, "");
+    let mut c =
+        support::cluster::cluster(&lab, "").with_msgc_options(&format!("udp_driver = {driver}"));
     c.start_all();
     let v0 = c.wait_members(0, &[0, 1, 2]);
     let v1 = c.wait_members(1, &[0, 1, 2]);

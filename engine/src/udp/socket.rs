@@ -90,6 +90,42 @@ pub fn gro_segment_from_cmsgs(control: &[u8]) -> Option<usize> {
     })
 }
 
+/// The datagrams of one received buffer, handed to `sink` (their count is returned): with `gro`
+/// on, a coalesced buffer holds datagrams of the control message's segment size, the last
+/// possibly shorter; an empty datagram is one datagram.
+pub fn hand_datagrams(
+    from: SocketAddr,
+    data: &[u8],
+    control: &[u8],
+    gro: bool,
+    sink: &mut dyn FnMut(super::Received<'_>),
+) -> usize {
+    let kernel_ns = timestamp_from_cmsgs(control);
+    if data.is_empty() {
+        sink(super::Received {
+            from,
+            data,
+            kernel_ns,
+        });
+        return 1;
+    }
+    let segment = if gro {
+        gro_segment_from_cmsgs(control).unwrap_or(data.len())
+    } else {
+        data.len()
+    };
+    let mut n = 0;
+    for d in data.chunks(segment) {
+        n += 1;
+        sink(super::Received {
+            from,
+            data: d,
+            kernel_ns,
+        });
+    }
+    n
+}
+
 /// Orders a batch for segmentation offload: datagrams grouped by destination (each destination's
 /// datagrams keep their order), then cut into runs that one GSO send carries: the same
 /// destination, every datagram but the last of the run exactly as long as the first, at most

@@ -110,31 +110,9 @@ impl SyscallUdp {
             };
             let ctl = &self.controls[i][..h.msg_hdr.msg_controllen.min(CMSG_SPACE)];
             let data = &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + h.msg_len as usize];
-            let kernel_ns = socket::timestamp_from_cmsgs(ctl);
-            // A coalesced buffer holds datagrams of `segment` bytes, the last possibly shorter.
-            let segment = if self.gro {
-                socket::gro_segment_from_cmsgs(ctl).unwrap_or(data.len().max(1))
-            } else {
-                data.len().max(1)
-            };
-            for d in data.chunks(segment) {
-                self.stats.datagrams_received += 1;
-                handed += 1;
-                sink(Received {
-                    from,
-                    data: d,
-                    kernel_ns,
-                });
-            }
-            if data.is_empty() {
-                self.stats.datagrams_received += 1;
-                handed += 1;
-                sink(Received {
-                    from,
-                    data,
-                    kernel_ns,
-                });
-            }
+            let k = socket::hand_datagrams(from, data, ctl, self.gro, sink);
+            self.stats.datagrams_received += k as u64;
+            handed += k;
         }
         Ok(handed)
     }

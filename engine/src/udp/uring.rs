@@ -1,6 +1,10 @@
 //! The io_uring driver: one multishot `recvmsg` that keeps receiving into a ring of provided
-//! buffers (no system call per datagram, none per batch beyond the one wait), `sendmsg` SQEs
-//! submitted together, and a read on the waker's eventfd so a wait can be ended from elsewhere.
+//! buffers (no system call per datagram, none per batch beyond the one wait; with `UDP_GRO` a
+//! buffer may hold a run of coalesced datagrams, split here), `sendmsg` SQEs submitted together
+//! (a run of equal datagrams to one destination as one `UDP_SEGMENT` send, as the syscall driver
+//! does), the socket registered as a fixed file, a single-issuer ring whose completions are
+//! processed only when the driver enters the kernel (`DEFER_TASKRUN`, where the kernel has it),
+//! and a read on the waker's eventfd so a wait can be ended from elsewhere.
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode};
 
 use super::socket::{self, CMSG_SPACE};
@@ -106,11 +110,15 @@ impl Drop for BufRing {
     }
 }
 
-/// One datagram in flight to the kernel: its address and iovec must live until completion.
+/// One send in flight to the kernel (a datagram, or a run of them with `UDP_SEGMENT`): its
+/// address, iovecs and control message must live until completion.
 struct SendSlot {
     name: libc::sockaddr_storage,
-    iov: libc::iovec,
     hdr: libc::msghdr,
+    /// `cmsghdr` + the segment size, 8-aligned.
+    cmsg: [u64; 4],
+    /// Datagrams it carries.
+    datagrams: usize,
 }
 
 /// io_uring UDP driver.
@@ -127,6 +135,15 @@ pub struct UringUdp {
     /// Receive completions seen while waiting for sends, handed over at the next `recv`.
     pending: VecDeque<(u16, usize)>,
     send_slots: Vec<SendSlot>,
+    send_iovs: Vec<libc::iovec>,
+    /// Runs of equal datagrams go as one segmented send (turned off if the kernel refuses).
+    gso: bool,
+    /// The kernel coalesces received datagrams (`UDP_GRO`).
+    gro: bool,
+    /// The socket is registered as fixed file 0.
+    fixed: bool,
+    /// The ring waits for its issuer's first call to be enabled.
+    disabled: bool,
     stats: IoStats,
 }
 
@@ -140,10 +157,31 @@ impl UringUdp {
 
     /// A driver whose buffers hold datagrams up to `max_payload` bytes (longer ones are dropped).
     pub fn with_max_payload(sock: UdpSocket, max_payload: usize) -> io::Result<Self> {
-        // COOP_TASKRUN: completions are processed when we enter the kernel anyway; no IPI per send.
-        let ring = IoUring::builder()
-            .setup_coop_taskrun()
-            .build(RING_ENTRIES)?;
+        // One thread submits and reaps (the event loop): SINGLE_ISSUER with DEFER_TASKRUN runs
+        // completion work only when it enters the kernel asking for events (TASKRUN_FLAG tells
+        // it when some is waiting). Kernels before 6.1 refuse it: COOP_TASKRUN (no IPI per send).
+        // The ring starts disabled and is enabled by the first call that uses it, so the issuer is
+        // the thread that drives the driver, not the one that made it.
+        let (ring, disabled) = match IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_r_disabled()
+            .build(RING_ENTRIES)
+        {
+            Ok(r) => (r, true),
+            Err(_) => (
+                IoUring::builder()
+                    .setup_coop_taskrun()
+                    .build(RING_ENTRIES)?,
+                false,
+            ),
+        };
+        // The socket as fixed file 0: no file table lookup per operation.
+        let fixed = ring.submitter().register_files(&[sock.as_raw_fd()]).is_ok();
+        let gso = socket::set_udp_option(&sock, socket::UDP_SEGMENT, 0).is_ok();
+        let gro = max_payload >= super::MAX_DATAGRAM
+            && socket::set_udp_option(&sock, socket::UDP_GRO, 1).is_ok();
         let header = 16 + std::mem::size_of::<libc::sockaddr_storage>() + CMSG_SPACE;
         let buf_size = header + max_payload;
         // About 32 MiB of buffers, between 64 and 4096 of them (a power of two).
@@ -172,15 +210,55 @@ impl UringUdp {
             wake_armed: false,
             pending: VecDeque::new(),
             send_slots: Vec::new(),
+            send_iovs: Vec::new(),
+            gso,
+            gro,
+            fixed,
+            disabled,
             stats: IoStats::default(),
         })
     }
 
+    /// Enables a ring set up disabled: the calling thread becomes its single issuer.
+    fn enable(&mut self) -> io::Result<()> {
+        if self.disabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
+        }
+        Ok(())
+    }
+
+    /// Whether segmentation offload is in use for sends.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Whether receive offload is on.
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// The multishot receive on the socket (the fixed file when registered).
+    fn recv_entry(&self) -> io_uring::squeue::Entry {
+        if self.fixed {
+            opcode::RecvMsgMulti::new(Fixed(0), &*self.recv_hdr, BGID).build()
+        } else {
+            opcode::RecvMsgMulti::new(Fd(self.sock.as_raw_fd()), &*self.recv_hdr, BGID).build()
+        }
+    }
+
+    /// A send of `hdr` on the socket (the fixed file when registered).
+    fn send_entry(&self, hdr: *const libc::msghdr) -> io_uring::squeue::Entry {
+        if self.fixed {
+            opcode::SendMsg::new(Fixed(0), hdr).build()
+        } else {
+            opcode::SendMsg::new(Fd(self.sock.as_raw_fd()), hdr).build()
+        }
+    }
+
     fn arm(&mut self) -> io::Result<()> {
         if !self.recv_armed {
-            let e = opcode::RecvMsgMulti::new(Fd(self.sock.as_raw_fd()), &*self.recv_hdr, BGID)
-                .build()
-                .user_data(RECV);
+            let e = self.recv_entry().user_data(RECV);
             self.push(e)?;
             self.recv_armed = true;
         }
@@ -207,8 +285,9 @@ impl UringUdp {
         Ok(())
     }
 
-    /// Takes every completion; receive completions are queued in `pending`.
-    fn reap(&mut self) -> usize {
+    /// Takes every completion; receive completions are queued in `pending`. Returns the sends
+    /// completed; refused ones are listed in `failed` (slot index, errno).
+    fn reap_sends(&mut self, failed: &mut Vec<(usize, i32)>) -> usize {
         let mut sends = 0;
         let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
         for c in cqes {
@@ -226,17 +305,21 @@ impl UringUdp {
                     // after the buffers have been given back.
                 }
                 WAKE => self.wake_armed = false,
-                SEND => {
+                d if d & 0xff == SEND => {
                     sends += 1;
                     if c.result() < 0 {
-                        self.stats.send_errors += 1;
-                        self.stats.datagrams_sent = self.stats.datagrams_sent.saturating_sub(1);
+                        failed.push(((d >> 8) as usize, -c.result()));
                     }
                 }
                 _ => {}
             }
         }
         sends
+    }
+
+    /// [`UringUdp::reap_sends`] outside a send (no send is in flight then).
+    fn reap(&mut self) -> usize {
+        self.reap_sends(&mut Vec::new())
     }
 
     fn hand_over(&mut self, sink: &mut dyn FnMut(Received<'_>)) -> usize {
@@ -262,13 +345,15 @@ impl UringUdp {
                         )
                     };
                     if let Some(from) = socket::from_sockaddr(&storage, len) {
-                        self.stats.datagrams_received += 1;
-                        n += 1;
-                        sink(Received {
+                        let k = socket::hand_datagrams(
                             from,
-                            data: out.payload_data(),
-                            kernel_ns: socket::timestamp_from_cmsgs(out.control_data()),
-                        });
+                            out.payload_data(),
+                            out.control_data(),
+                            self.gro,
+                            sink,
+                        );
+                        self.stats.datagrams_received += k as u64;
+                        n += k;
                     }
                 }
             }
@@ -285,40 +370,114 @@ impl DatagramIo for UringUdp {
     }
 
     fn send_batch(&mut self, batch: &[Outgoing<'_>]) -> io::Result<usize> {
-        for chunk in batch.chunks(SEND_BATCH) {
+        self.enable()?;
+        // Runs of equal datagrams to one destination (one datagram each without offload).
+        let (order, runs) = if self.gso {
+            let shape: Vec<(SocketAddr, usize)> =
+                batch.iter().map(|o| (o.to, o.data.len())).collect();
+            socket::gso_runs(&shape)
+        } else {
+            (
+                (0..batch.len()).collect(),
+                (0..batch.len()).map(|i| i..i + 1).collect(),
+            )
+        };
+        let mut refused: Vec<std::ops::Range<usize>> = Vec::new();
+        for group in runs.chunks(SEND_BATCH) {
             self.send_slots.clear();
-            for o in chunk {
+            self.send_iovs.clear();
+            for run in group {
+                let first = &batch[order[run.start]];
                 // SAFETY: plain old data, filled below.
                 let mut slot = SendSlot {
                     name: unsafe { std::mem::zeroed() },
-                    iov: libc::iovec {
-                        iov_base: o.data.as_ptr() as *mut _,
-                        iov_len: o.data.len(),
-                    },
                     hdr: unsafe { std::mem::zeroed() },
+                    cmsg: [0; 4],
+                    datagrams: run.len(),
                 };
-                slot.hdr.msg_namelen = socket::to_sockaddr(o.to, &mut slot.name);
+                slot.hdr.msg_namelen = socket::to_sockaddr(first.to, &mut slot.name);
+                if run.len() > 1 {
+                    let seg = u16::try_from(first.data.len()).unwrap_or(u16::MAX);
+                    // SAFETY: CMSG_LEN is pure arithmetic.
+                    let cmsg_len = unsafe { libc::CMSG_LEN(2) } as usize;
+                    let hdr = libc::cmsghdr {
+                        cmsg_len,
+                        cmsg_level: libc::SOL_UDP,
+                        cmsg_type: socket::UDP_SEGMENT,
+                    };
+                    let buf = slot.cmsg.as_mut_ptr().cast::<u8>();
+                    // SAFETY: the 32-byte, 8-aligned buffer holds a cmsghdr (16 bytes) and a u16.
+                    unsafe {
+                        std::ptr::write_unaligned(buf.cast::<libc::cmsghdr>(), hdr);
+                        std::ptr::write_unaligned(
+                            buf.add(std::mem::size_of::<libc::cmsghdr>()).cast::<u16>(),
+                            seg,
+                        );
+                    }
+                }
+                for &i in &order[run.clone()] {
+                    self.send_iovs.push(libc::iovec {
+                        iov_base: batch[i].data.as_ptr() as *mut _,
+                        iov_len: batch[i].data.len(),
+                    });
+                }
                 self.send_slots.push(slot);
             }
-            // Pointers are taken only after the vector stops growing.
-            for i in 0..self.send_slots.len() {
-                let s = &mut self.send_slots[i];
+            // Pointers are taken only after the vectors stop growing.
+            let mut at = 0;
+            let mut entries = Vec::with_capacity(group.len());
+            for (k, run) in group.iter().enumerate() {
+                let s = &mut self.send_slots[k];
                 s.hdr.msg_name = (&mut s.name as *mut libc::sockaddr_storage).cast();
-                s.hdr.msg_iov = &mut s.iov;
-                s.hdr.msg_iovlen = 1;
-                let e = opcode::SendMsg::new(Fd(self.sock.as_raw_fd()), &s.hdr)
-                    .build()
-                    .user_data(SEND);
+                s.hdr.msg_iov = &mut self.send_iovs[at];
+                s.hdr.msg_iovlen = run.len();
+                at += run.len();
+                if run.len() > 1 {
+                    s.hdr.msg_control = s.cmsg.as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE is pure arithmetic.
+                    s.hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+                }
+                // The slot's index rides in the user data, so a refused run can be retried.
+                let hdr: *const libc::msghdr = &s.hdr;
+                entries.push(self.send_entry(hdr).user_data(SEND | ((k as u64) << 8)));
+            }
+            for e in entries {
                 self.push(e)?;
             }
-            self.stats.datagrams_sent += chunk.len() as u64;
-            // Every send of this chunk must complete before the slots (and caller data) go away.
-            let mut done = self.reap();
-            while done < chunk.len() {
+            let datagrams: usize = group.iter().map(|r| r.len()).sum();
+            self.stats.datagrams_sent += datagrams as u64;
+            // Every send of this group must complete before the slots (and caller data) go away.
+            let mut failed: Vec<(usize, i32)> = Vec::new();
+            let mut done = self.reap_sends(&mut failed);
+            while done < group.len() {
                 self.stats.syscalls += 1;
                 self.ring.submit_and_wait(1)?;
-                done += self.reap();
+                done += self.reap_sends(&mut failed);
             }
+            for (k, errno) in failed {
+                let n = self.send_slots[k].datagrams;
+                self.stats.datagrams_sent = self.stats.datagrams_sent.saturating_sub(n as u64);
+                if n > 1
+                    && matches!(
+                        errno,
+                        libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT
+                    )
+                {
+                    // The device or kernel cannot segment: fall back for good.
+                    tracing::info!(
+                        errno,
+                        "UDP segmentation offload refused; sending datagram by datagram"
+                    );
+                    self.gso = false;
+                    refused.push(group[k].clone());
+                } else {
+                    self.stats.send_errors += n as u64;
+                }
+            }
+        }
+        for run in refused {
+            let singles: Vec<Outgoing<'_>> = order[run].iter().map(|&i| batch[i]).collect();
+            self.send_batch(&singles)?;
         }
         Ok(batch.len())
     }
@@ -328,6 +487,7 @@ impl DatagramIo for UringUdp {
         wait: Option<Duration>,
         sink: &mut dyn FnMut(Received<'_>),
     ) -> io::Result<usize> {
+        self.enable()?;
         self.arm()?;
         self.reap();
         if self.pending.is_empty() {
@@ -355,6 +515,7 @@ impl DatagramIo for UringUdp {
         }
         self.waker.drain();
         let n = self.hand_over(sink);
+
         // Re-arm now so that datagrams arriving before the next call are already being received.
         self.arm()?;
         self.ring.submit()?;
