@@ -17,6 +17,7 @@ mod replicate_local;
 mod replicate_mix;
 mod replicate_target;
 mod report;
+mod soak;
 mod transport;
 mod udp;
 mod view_change;
@@ -67,6 +68,9 @@ enum Scenario {
     /// ARP replies per second for the same request flood from the kernel and from the XDP fast
     /// path, two namespaces on a bridge (root).
     ArpFlood(arp_flood::Args),
+    /// A failure-detection profile under CPU stress (`stress-ng --cpu N`): views installed while
+    /// nobody left, in network namespaces (root).
+    Soak(soak::Args),
 }
 
 fn print_json(
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Scenario::Failover(args) => failover::run(&args),
         Scenario::Chaos(args) => chaos::run(&args),
         Scenario::ArpFlood(args) => arp_flood::run(&args),
+        Scenario::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -126,6 +126,30 @@ pub fn hand_datagrams(
     n
 }
 
+/// The control message of a segmented send (`UDP_SEGMENT` with `segment` bytes per datagram):
+/// a `cmsghdr` and the size in an 8-aligned 32-byte buffer, `CMSG_SPACE(2)` bytes of it used.
+pub fn segment_cmsg(segment: usize) -> [u64; 4] {
+    let mut buf = [0u64; 4];
+    let seg = u16::try_from(segment).unwrap_or(u16::MAX);
+    // SAFETY: CMSG_LEN is pure arithmetic.
+    let cmsg_len = unsafe { libc::CMSG_LEN(2) } as usize;
+    let hdr = libc::cmsghdr {
+        cmsg_len,
+        cmsg_level: libc::SOL_UDP,
+        cmsg_type: UDP_SEGMENT,
+    };
+    let p = buf.as_mut_ptr().cast::<u8>();
+    // SAFETY: the 32-byte, 8-aligned buffer holds a cmsghdr (16 bytes) and a u16.
+    unsafe {
+        std::ptr::write_unaligned(p.cast::<libc::cmsghdr>(), hdr);
+        std::ptr::write_unaligned(
+            p.add(std::mem::size_of::<libc::cmsghdr>()).cast::<u16>(),
+            seg,
+        );
+    }
+    buf
+}
+
 /// Orders a batch for segmentation offload: datagrams grouped by destination (each destination's
 /// datagrams keep their order), then cut into runs that one GSO send carries: the same
 /// destination, every datagram but the last of the run exactly as long as the first, at most

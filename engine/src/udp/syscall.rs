@@ -223,23 +223,7 @@ impl SyscallUdp {
                     });
                 }
                 if run.len() > 1 {
-                    let seg = u16::try_from(first.data.len()).unwrap_or(u16::MAX);
-                    // SAFETY: CMSG_LEN is pure arithmetic.
-                    let cmsg_len = unsafe { libc::CMSG_LEN(2) } as usize;
-                    let hdr = libc::cmsghdr {
-                        cmsg_len,
-                        cmsg_level: libc::SOL_UDP,
-                        cmsg_type: socket::UDP_SEGMENT,
-                    };
-                    let buf = cmsgs[k].as_mut_ptr().cast::<u8>();
-                    // SAFETY: the 32-byte, 8-aligned buffer holds a cmsghdr (16 bytes) and a u16.
-                    unsafe {
-                        std::ptr::write_unaligned(buf.cast::<libc::cmsghdr>(), hdr);
-                        std::ptr::write_unaligned(
-                            buf.add(std::mem::size_of::<libc::cmsghdr>()).cast::<u16>(),
-                            seg,
-                        );
-                    }
+                    cmsgs[k] = socket::segment_cmsg(first.data.len());
                 }
             }
             // SAFETY: plain old data, pointers set below.

@@ -121,7 +121,8 @@ struct SendSlot {
     datagrams: usize,
 }
 
-/// io_uring UDP driver.
+/// io_uring UDP driver. Its ring has a single issuer: the first thread that sends or receives
+/// through it; calls from any other thread afterwards fail (EEXIST).
 pub struct UringUdp {
     // Field order matters for drop: the ring (and any operation in flight) goes before the buffers.
     ring: IoUring,
@@ -179,8 +180,11 @@ impl UringUdp {
         };
         // The socket as fixed file 0: no file table lookup per operation.
         let fixed = ring.submitter().register_files(&[sock.as_raw_fd()]).is_ok();
-        let gso = socket::set_udp_option(&sock, socket::UDP_SEGMENT, 0).is_ok();
+        // As the syscall driver: COHORT_NO_GSO / COHORT_NO_GRO turn the offloads off.
+        let gso = socket::set_udp_option(&sock, socket::UDP_SEGMENT, 0).is_ok()
+            && std::env::var_os("COHORT_NO_GSO").is_none();
         let gro = max_payload >= super::MAX_DATAGRAM
+            && std::env::var_os("COHORT_NO_GRO").is_none()
             && socket::set_udp_option(&sock, socket::UDP_GRO, 1).is_ok();
         let header = 16 + std::mem::size_of::<libc::sockaddr_storage>() + CMSG_SPACE;
         let buf_size = header + max_payload;
@@ -279,10 +283,19 @@ impl UringUdp {
     fn push(&mut self, e: io_uring::squeue::Entry) -> io::Result<()> {
         // SAFETY: every entry points at memory owned by self that outlives its completion.
         while unsafe { self.ring.submission().push(&e) }.is_err() {
-            self.stats.syscalls += 1;
-            self.ring.submit()?;
+            self.submit()?;
         }
         Ok(())
+    }
+
+    /// Submits what is queued (and runs deferred completion work); a signal is not an error.
+    fn submit(&mut self) -> io::Result<()> {
+        self.stats.syscalls += 1;
+        match self.ring.submit() {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Takes every completion; receive completions are queued in `pending`. Returns the sends
@@ -397,23 +410,7 @@ impl DatagramIo for UringUdp {
                 };
                 slot.hdr.msg_namelen = socket::to_sockaddr(first.to, &mut slot.name);
                 if run.len() > 1 {
-                    let seg = u16::try_from(first.data.len()).unwrap_or(u16::MAX);
-                    // SAFETY: CMSG_LEN is pure arithmetic.
-                    let cmsg_len = unsafe { libc::CMSG_LEN(2) } as usize;
-                    let hdr = libc::cmsghdr {
-                        cmsg_len,
-                        cmsg_level: libc::SOL_UDP,
-                        cmsg_type: socket::UDP_SEGMENT,
-                    };
-                    let buf = slot.cmsg.as_mut_ptr().cast::<u8>();
-                    // SAFETY: the 32-byte, 8-aligned buffer holds a cmsghdr (16 bytes) and a u16.
-                    unsafe {
-                        std::ptr::write_unaligned(buf.cast::<libc::cmsghdr>(), hdr);
-                        std::ptr::write_unaligned(
-                            buf.add(std::mem::size_of::<libc::cmsghdr>()).cast::<u16>(),
-                            seg,
-                        );
-                    }
+                    slot.cmsg = socket::segment_cmsg(first.data.len());
                 }
                 for &i in &order[run.clone()] {
                     self.send_iovs.push(libc::iovec {
@@ -451,7 +448,13 @@ impl DatagramIo for UringUdp {
             let mut done = self.reap_sends(&mut failed);
             while done < group.len() {
                 self.stats.syscalls += 1;
-                self.ring.submit_and_wait(1)?;
+                match self.ring.submit_and_wait(1) {
+                    Ok(_) => {}
+                    // A signal (the daemon handles TERM, INT and HUP): the sends are still in
+                    // flight and point at this call's slots and the caller's data, so wait on.
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
                 done += self.reap_sends(&mut failed);
             }
             for (k, errno) in failed {
@@ -488,9 +491,11 @@ impl DatagramIo for UringUdp {
         sink: &mut dyn FnMut(Received<'_>),
     ) -> io::Result<usize> {
         self.enable()?;
-        self.arm()?;
+        // Reap before arming: a receive armed while every buffer waits in `pending` would fail
+        // at once (ENOBUFS) and leave the next wait with nothing armed.
         self.reap();
         if self.pending.is_empty() {
+            self.arm()?;
             self.stats.syscalls += 1;
             let r = match wait {
                 Some(d) if d.is_zero() => self.ring.submit().map(|_| ()),
@@ -510,15 +515,14 @@ impl DatagramIo for UringUdp {
                 Err(e) => return Err(e),
             }
             self.reap();
-        } else {
-            self.ring.submit()?;
         }
         self.waker.drain();
         let n = self.hand_over(sink);
-
-        // Re-arm now so that datagrams arriving before the next call are already being received.
+        // The buffers are back: re-arm now (a receive that ended meanwhile is seen by this reap)
+        // so that datagrams arriving before the next call are already being received.
+        self.reap();
         self.arm()?;
-        self.ring.submit()?;
+        self.submit()?;
         Ok(n)
     }
 

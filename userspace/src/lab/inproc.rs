@@ -65,7 +65,11 @@ pub fn start_with_msgc(
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         enter(&ns);
-        let node = Node::start(cfg, None, Driver::Syscall, false).expect("node starts");
+        let driver = match cfg.msgc_server.udp_driver {
+            cohort_engine::config::UdpDriver::Syscall => Driver::Syscall,
+            cohort_engine::config::UdpDriver::Uring => Driver::Uring,
+        };
+        let node = Node::start(cfg, None, driver, false).expect("node starts");
         let shared = node.shared.clone();
         let deliveries = shared.subscribe(1 << 16);
         for g in groups {
