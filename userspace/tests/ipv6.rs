@@ -335,13 +335,43 @@ fn ipv6_duravips_end_to_end() {
             xdp::interface_mac("eth0").expect("mac")
         })
     };
-    for (v, &o) in vips.iter().zip(&owners) {
-        solicit(&client, *v);
-        assert_eq!(
-            neigh6_mac(&client, *v),
-            Some(mac_text(node_mac(o))),
-            "{v} answered by its owner"
+    // Each address answered with its owner's MAC (owners read again if placement moved).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut owners = owners;
+    loop {
+        let answered: Vec<Option<String>> = vips
+            .iter()
+            .map(|v| {
+                // Forget this address alone (the others' entries stay for the move below).
+                let _ = Command::new("ip")
+                    .args([
+                        "-n",
+                        &client,
+                        "-6",
+                        "neigh",
+                        "del",
+                        &v.to_string(),
+                        "dev",
+                        "eth0",
+                    ])
+                    .output();
+                solicit(&client, *v);
+                neigh6_mac(&client, *v)
+            })
+            .collect();
+        let want: Vec<Option<String>> = owners
+            .iter()
+            .map(|&o| Some(mac_text(node_mac(o))))
+            .collect();
+        if answered == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "answers {answered:?}, owners' MACs {want:?}"
         );
+        std::thread::sleep(Duration::from_millis(200));
+        owners = wait_owners6(&lab, &vips, &NODES);
     }
     // A move: the new owner's advertisement to all nodes updates the client's entry.
     let from = owners[0];
