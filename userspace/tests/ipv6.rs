@@ -259,40 +259,6 @@ fn xdp_answers_neighbour_solicitations_under_lease() {
     });
 }
 
-/// The IPv6 addresses of host `i`'s eth0, as `ip -6 addr show` prints them.
-fn plumbed6(lab: &Lab, i: usize) -> String {
-    let out =
-        run(Command::new("ip").args(["-n", &lab.hosts[i].ns, "-6", "addr", "show", "dev", "eth0"]));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits (bounded) until every address is plumbed on exactly one of `nodes`; their owners.
-fn wait_owners6(lab: &Lab, vips: &[Ipv6Addr], nodes: &[usize]) -> Vec<usize> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let shown: Vec<String> = nodes.iter().map(|&i| plumbed6(lab, i)).collect();
-        let owners: Vec<Vec<usize>> = vips
-            .iter()
-            .map(|v| {
-                nodes
-                    .iter()
-                    .zip(&shown)
-                    .filter(|(_, a)| a.contains(&format!("{v}/128")))
-                    .map(|(&i, _)| i)
-                    .collect()
-            })
-            .collect();
-        if owners.iter().all(|o| o.len() == 1) {
-            return owners.into_iter().map(|o| o[0]).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "IPv6 addresses never each had one owner: {owners:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// IPv6 DuraVIPs with real `cohortd` processes: three nodes and a client, four addresses in an IPv6
 /// `Topology` block. Each is plumbed on exactly one node and the client's solicitation is answered
 /// with the owner's MAC; a move sends the new owner's unsolicited advertisement, which updates the
@@ -328,7 +294,7 @@ fn ipv6_duravips_end_to_end() {
     for i in NODES {
         c.wait_members(i, &NODES);
     }
-    let owners = wait_owners6(&lab, &vips, &NODES);
+    let owners = cohort::lab::procs::wait_single_owners(&lab, &vips, &NODES);
     let client = lab.hosts[3].ns.clone();
     let node_mac = |i: usize| {
         in_netns(&lab.hosts[i].ns.clone(), || {
@@ -371,7 +337,7 @@ fn ipv6_duravips_end_to_end() {
             "answers {answered:?}, owners' MACs {want:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
-        owners = wait_owners6(&lab, &vips, &NODES);
+        owners = cohort::lab::procs::wait_single_owners(&lab, &vips, &NODES);
     }
     // A move: the new owner's advertisement to all nodes updates the client's entry.
     let from = owners[0];

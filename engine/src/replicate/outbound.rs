@@ -37,8 +37,9 @@ pub struct Outbound {
     /// Binding -> its group, both in lower case.
     groups: BTreeMap<String, String>,
     throttles: BTreeMap<(ThrottleKind, Stanza), ThrottleSpec>,
-    /// Each throttle's name -> its rate, per kind (what a use by name looks up).
-    names: BTreeMap<(ThrottleKind, String), ThrottleSpec>,
+    /// Per kind (messages, connections), each throttle's name -> its rate (what a use by name
+    /// looks up, without building a key).
+    names: [BTreeMap<String, ThrottleSpec>; 2],
 }
 
 fn lower(s: &str) -> String {
@@ -85,7 +86,7 @@ impl Outbound {
         spec: ThrottleSpec,
     ) -> Outbound {
         let stanza = (binding_group.map(lower), domain.map(lower));
-        self.names.insert((kind, stanza_name(&stanza)), spec);
+        self.names[kind as usize].insert(stanza_name(&stanza), spec);
         self.throttles.insert((kind, stanza), spec);
         self
     }
@@ -128,7 +129,7 @@ impl Outbound {
 
     /// The throttle of `kind` named `name` (as [`Outbound::throttle`] names them), if configured.
     pub fn named(&self, kind: ThrottleKind, name: &str) -> Option<ThrottleSpec> {
-        self.names.get(&(kind, name.to_string())).copied()
+        self.names[kind as usize].get(name).copied()
     }
 
     /// Whether no throttle of `kind` is configured.

@@ -1407,7 +1407,7 @@ impl Replicator {
         let mut requested: Vec<Arc<Object>> = Vec::new();
         // Changes to replicated gauge cache entries: they age the entries here too.
         let mut gauge_changes: Vec<(String, i64)> = Vec::new();
-        let carrier_name = objects.gauge_carrier().map(|o| o.settings.name.clone());
+        let carrier_name = objects.gauge_carrier().map(|o| o.settings.name.as_str());
         for section in message.sections {
             let Some(obj) = objects.objects.get(&section.object) else {
                 self.stats.ignored += 1;
@@ -1446,7 +1446,7 @@ impl Replicator {
                         }
                         sums.own.clear();
                     }
-                    let carrier = carrier_name.as_deref() == Some(section.object.as_str());
+                    let carrier = carrier_name == Some(section.object.as_str());
                     for update in section.updates {
                         match update.op {
                             Op::Add(delta) if sums.add(&update.key, delta) => {

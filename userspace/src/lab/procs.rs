@@ -277,14 +277,30 @@ impl Drop for Cluster<'_> {
     }
 }
 
-/// For each address of `vips`, the hosts among `nodes` that have it plumbed (as a /32).
-pub fn vip_owners(lab: &Lab, vips: &[std::net::Ipv4Addr], nodes: &[usize]) -> Vec<Vec<usize>> {
-    let addrs: Vec<(usize, String)> = nodes.iter().map(|&i| (i, plumbed(lab, i))).collect();
+/// For each address of `vips`, the hosts among `nodes` that have it plumbed (as a /32 or a /128).
+pub fn vip_owners<A: Copy + Into<std::net::IpAddr>>(
+    lab: &Lab,
+    vips: &[A],
+    nodes: &[usize],
+) -> Vec<Vec<usize>> {
+    let v6 = vips.iter().any(|v| (*v).into().is_ipv6());
+    let addrs: Vec<(usize, String)> = nodes
+        .iter()
+        .map(|&i| {
+            let mut a = plumbed(lab, i);
+            if v6 {
+                a.push_str(&plumbed6(lab, i));
+            }
+            (i, a)
+        })
+        .collect();
     vips.iter()
         .map(|v| {
+            let v: std::net::IpAddr = (*v).into();
+            let host = if v.is_ipv6() { 128 } else { 32 };
             addrs
                 .iter()
-                .filter(|(_, a)| a.contains(&format!("{v}/32")))
+                .filter(|(_, a)| a.contains(&format!("{v}/{host}")))
                 .map(|(i, _)| *i)
                 .collect()
         })
@@ -293,7 +309,11 @@ pub fn vip_owners(lab: &Lab, vips: &[std::net::Ipv4Addr], nodes: &[usize]) -> Ve
 
 /// Waits (bounded, 40 s) until every address of `vips` is plumbed on exactly one of `nodes` (a
 /// move in progress may briefly leave one unplumbed); returns each address's owner.
-pub fn wait_single_owners(lab: &Lab, vips: &[std::net::Ipv4Addr], nodes: &[usize]) -> Vec<usize> {
+pub fn wait_single_owners<A: Copy + Into<std::net::IpAddr>>(
+    lab: &Lab,
+    vips: &[A],
+    nodes: &[usize],
+) -> Vec<usize> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let o = vip_owners(lab, vips, nodes);
@@ -306,6 +326,20 @@ pub fn wait_single_owners(lab: &Lab, vips: &[std::net::Ipv4Addr], nodes: &[usize
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The IPv6 addresses on host `i`'s `eth0`, as `ip -6 addr show` prints them.
+pub fn plumbed6(lab: &Lab, i: usize) -> String {
+    let out = super::run(Command::new("ip").args([
+        "-n",
+        &lab.hosts[i].ns,
+        "-6",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The IPv4 addresses on host `i`'s `eth0`, as `ip -4 addr show` prints them.
