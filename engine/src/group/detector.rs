@@ -35,6 +35,10 @@ struct Peer {
     last_delivered: Time,
     suspected_at: Option<Time>,
     failed: bool,
+    /// Whether silence alone makes this peer a suspect: every peer in a small view, the ring
+    /// neighbours in a large one (see `Endpoint`). An unmonitored peer is suspected only when
+    /// another member reports it ([`Detector::suspect`]).
+    monitored: bool,
     rtt: Rtt,
 }
 
@@ -110,8 +114,44 @@ impl Detector {
             last_delivered: now,
             suspected_at: None,
             failed: false,
+            monitored: true,
             rtt: Rtt::default(),
         });
+    }
+
+    /// Whether silence alone makes `m` a suspect. A peer that becomes monitored gets a full
+    /// suspicion timeout from `now` (nothing was expected of it before).
+    pub fn monitor(&mut self, m: &MemberId, on: bool, now: Time) {
+        if let Some(p) = self.peers.get_mut(m) {
+            if on && !p.monitored {
+                p.last_heard = p.last_heard.max(now);
+            }
+            p.monitored = on;
+        }
+    }
+
+    pub fn is_monitored(&self, m: &MemberId) -> bool {
+        self.peers.get(m).is_some_and(|p| p.monitored)
+    }
+
+    /// Another member reports `m` failed: suspect it from `now` (the endpoint then probes it
+    /// directly and through others, and it fails one probe interval later unless heard), unless
+    /// it is already suspected or failed, or it is monitored here and was heard within the
+    /// suspicion timeout (this member's own evidence outweighs the report). Returns whether `m`
+    /// became a suspect.
+    pub fn suspect(&mut self, m: &MemberId, now: Time) -> bool {
+        let timeout = self.suspect_timeout();
+        let Some(p) = self.peers.get_mut(m) else {
+            return false;
+        };
+        if p.failed
+            || p.suspected_at.is_some()
+            || (p.monitored && now.since(p.last_heard) < timeout)
+        {
+            return false;
+        }
+        p.suspected_at = Some(now);
+        true
     }
 
     /// A probe to `m` came back after `rtt`.
@@ -248,7 +288,7 @@ impl Detector {
                 continue;
             }
             match p.suspected_at {
-                None if now.since(p.last_heard) >= timeout => {
+                None if p.monitored && now.since(p.last_heard) >= timeout => {
                     p.suspected_at = Some(now);
                     out.push(Verdict::Suspect(m.clone()));
                 }
@@ -283,6 +323,51 @@ mod tests {
         assert!(d.is_failed(&m));
         d.heard(&m, ms(850));
         assert!(!d.is_failed(&m));
+    }
+
+    #[test]
+    fn an_unmonitored_peer_is_suspected_only_when_reported() {
+        let mut d = Detector::new(Duration::from_millis(200), Duration::from_millis(600));
+        let (near, far) = (MemberId::new("b", 1), MemberId::new("c", 1));
+        d.watch(&near, ms(0));
+        d.watch(&far, ms(0));
+        d.monitor(&far, false, ms(0));
+        assert_eq!(d.check(ms(600)), vec![Verdict::Suspect(near.clone())]);
+        assert!(
+            d.check(ms(5000))
+                .iter()
+                .all(|v| *v != Verdict::Suspect(far.clone()))
+        );
+        // A report about a monitored peer heard lately is outweighed by this member's evidence.
+        d.heard(&near, ms(5000));
+        assert!(!d.suspect(&near, ms(5100)));
+        // A report about an unmonitored one starts suspicion; an answer clears it.
+        assert!(d.suspect(&far, ms(5100)));
+        assert!(!d.suspect(&far, ms(5150)), "already suspected");
+        d.heard(&far, ms(5200));
+        assert!(!d.is_failed(&far));
+        assert!(d.suspect(&far, ms(6000)));
+        let about_far = |v: Vec<Verdict>| -> Vec<Verdict> {
+            v.into_iter()
+                .filter(|v| matches!(v, Verdict::Suspect(m) | Verdict::Failed(m) if *m == far))
+                .collect()
+        };
+        assert!(about_far(d.check(ms(6100))).is_empty());
+        assert_eq!(
+            about_far(d.check(ms(6200))),
+            vec![Verdict::Failed(far.clone())]
+        );
+        // A peer that becomes monitored gets a full timeout from then.
+        let other = MemberId::new("d", 1);
+        d.watch(&other, ms(0));
+        d.monitor(&other, false, ms(0));
+        d.monitor(&other, true, ms(7000));
+        assert!(
+            d.check(ms(7500))
+                .iter()
+                .all(|v| *v != Verdict::Suspect(other.clone()))
+        );
+        assert!(d.check(ms(7600)).contains(&Verdict::Suspect(other)));
     }
 
     #[test]

@@ -28,6 +28,28 @@ use crate::group::wire::{self, Item, Message, NO_ASK, Order, Packet, ProbeTiming
 const NACK_BATCH: u64 = 256;
 /// How many other members a suspect's indirect probe asks.
 const INDIRECT_PROBES: usize = 3;
+/// How many other members each member probes and watches. In a view of up to `WATCHED + 1`
+/// members that is every other member; in a larger one, its `WATCHED` nearest neighbours on the
+/// ring of the view's members (half before it, half after), so the probe traffic each member sends
+/// and receives stays constant as the cluster grows. A watcher that finds a neighbour failed (or
+/// stuck) reports it to every member ([`Message::Suspect`]); a failure report is verified by each
+/// receiver with its own direct and indirect probe before it counts.
+pub const WATCHED: usize = 16;
+/// Probe rounds that still go to every member of a large view after this member's
+/// acknowledgements changed (acknowledgements ride on probes; three rounds cover a lost one).
+const FULL_ACK_ROUNDS: u8 = 3;
+
+/// Whether member `me` of an `n`-member view watches member `j` (see [`WATCHED`]).
+fn watches_in(n: usize, me: usize, j: usize) -> bool {
+    if j == me || j >= n {
+        return false;
+    }
+    if n <= WATCHED + 1 {
+        return true;
+    }
+    let d = (j + n - me) % n;
+    d.min(n - d) <= WATCHED / 2
+}
 /// Most data messages queued for one destination before the next piece of a large message enters
 /// the stream. This is the interleaving bound: anything this member queues after a piece (the
 /// leader's ordering entries, retransmissions) waits behind at most this many datagrams per
@@ -296,6 +318,17 @@ pub struct Endpoint {
     indirect_rotor: usize,
     /// The view member the next probe asks to echo it (round-trip times, one member per probe).
     rtt_rotor: usize,
+    /// In a large view: since when a neighbour this member watches has stood failed without a
+    /// view change removing it (after a flush timeout this member proposes the change itself).
+    own_failed_since: Option<Time>,
+    /// In a large view: members other watchers reported stuck (cleared by the next view).
+    reported_stuck: BTreeSet<MemberId>,
+    /// The acknowledgements the last probe carried, and how many more probe rounds go to every
+    /// member of a large view because they changed.
+    last_probe_acks: Vec<u64>,
+    full_probe_rounds: u8,
+    /// The last proposal whose dropped members this member verified (large views).
+    last_verified_proposal: Option<ViewId>,
     counters: Counters,
 }
 
@@ -373,6 +406,11 @@ impl Endpoint {
             packet_numbers: BTreeMap::new(),
             indirect_rotor: 0,
             rtt_rotor: 0,
+            own_failed_since: None,
+            reported_stuck: BTreeSet::new(),
+            last_probe_acks: Vec::new(),
+            full_probe_rounds: 0,
+            last_verified_proposal: None,
             counters: Counters::default(),
             known: BTreeMap::new(),
             peers,
@@ -830,10 +868,15 @@ impl Endpoint {
     }
 
     fn broadcast(&mut self, msg: Message) {
+        self.multicast(msg, |_| true);
+    }
+
+    /// Sends `msg` to the view members whose index `to` accepts.
+    fn multicast(&mut self, msg: Message, to: impl Fn(usize) -> bool) {
         let bytes = std::sync::Arc::new(self.encode(&msg));
         let (view, me, peers, outbox) = (&self.view, &self.me, &self.peers, &mut self.outbox);
-        for m in &view.members {
-            if m == me || !peers.contains_key(&m.name) {
+        for (j, m) in view.members.iter().enumerate() {
+            if m == me || !peers.contains_key(&m.name) || !to(j) {
                 continue;
             }
             let out = Outgoing {
@@ -1106,6 +1149,22 @@ impl Endpoint {
                 }
             }
             Message::Alive { target } => self.detector.heard(&target, now),
+            Message::Suspect { target, stuck } => {
+                if !same_view || !self.view.contains(&target) {
+                    return;
+                }
+                if target == self.me {
+                    // Show the reporter this member lives, should it hear it after all.
+                    let probe = self.probe(now, false, NO_ASK, 0);
+                    self.send_to(from, probe);
+                } else if self.detector.is_monitored(&target) {
+                    // A watcher of its own: its evidence decides.
+                } else if stuck {
+                    self.reported_stuck.insert(target);
+                } else if self.detector.suspect(&target, now) {
+                    self.on_suspect(now, &target);
+                }
+            }
             Message::Discover { leader, hears_you } => {
                 if let Some(k) = self.known.get_mut(&from.name) {
                     let first = match &k.discover {
@@ -1192,11 +1251,23 @@ impl Endpoint {
         if n < 2 {
             return NO_ASK;
         }
-        self.rtt_rotor = (self.rtt_rotor + 1) % n;
-        if self.rtt_rotor == self.my_index {
+        for _ in 0..n {
             self.rtt_rotor = (self.rtt_rotor + 1) % n;
+            if self.watches(self.rtt_rotor) {
+                return u16::try_from(self.rtt_rotor).unwrap_or(NO_ASK);
+            }
         }
-        u16::try_from(self.rtt_rotor).unwrap_or(NO_ASK)
+        NO_ASK
+    }
+
+    /// Whether this member probes and watches view member `j` (see [`WATCHED`]).
+    fn watches(&self, j: usize) -> bool {
+        watches_in(self.view.members.len(), self.my_index, j)
+    }
+
+    /// Whether the view is larger than the probing neighbourhood.
+    fn ring(&self) -> bool {
+        self.view.members.len() > WATCHED + 1
     }
 
     // ---------------------------------------------------------------- view change
@@ -1213,6 +1284,7 @@ impl Endpoint {
         if proposal.members.binary_search(&self.me).is_err() {
             return;
         }
+        self.verify_dropped(now, &proposal);
         if !self.acceptable(now, &proposal) {
             trace!(member = %self.me, view = ?self.view.id, proposal = ?id, coordinator = %from, "not following this coordinator");
             return;
@@ -1268,6 +1340,33 @@ impl Endpoint {
         }
         let leader = self.view.leader();
         c < leader || (*leader != self.me && self.excluded(leader, now))
+    }
+
+    /// In a large view this member watches only its neighbours, so a proposal may drop members
+    /// it has no evidence about. It checks them itself (a direct and an indirect probe) once per
+    /// proposal: the older ones decide whether it follows the coordinator ([`Self::acceptable`]),
+    /// which resends the proposal until it does or a flush timeout passes.
+    fn verify_dropped(&mut self, now: Time, p: &Proposal) {
+        if !self.ring()
+            || !self.view.contains(&p.coordinator)
+            || self.last_verified_proposal == Some(p.id)
+        {
+            return;
+        }
+        self.last_verified_proposal = Some(p.id);
+        let dropped: Vec<MemberId> = self
+            .view
+            .members
+            .iter()
+            .filter(|m| **m < p.coordinator && p.members.binary_search(m).is_err())
+            .filter(|m| !self.excluded(m, now))
+            .cloned()
+            .collect();
+        for m in dropped {
+            if self.detector.suspect(&m, now) {
+                self.on_suspect(now, &m);
+            }
+        }
     }
 
     fn flush_report(&self, proposal: ViewId) -> Message {
@@ -1421,6 +1520,15 @@ impl Endpoint {
                 self.heartbeat.watch(m, now);
             }
         }
+        for (j, m) in view.members.iter().enumerate() {
+            if *m != self.me {
+                self.detector
+                    .monitor(m, watches_in(view.members.len(), my_index, j), now);
+            }
+        }
+        self.own_failed_since = None;
+        self.reported_stuck.clear();
+        self.full_probe_rounds = FULL_ACK_ROUNDS;
         let vm = view.members.clone();
         self.detector.retain(|m| vm.binary_search(m).is_ok());
         self.heartbeat.retain(|m| vm.binary_search(m).is_ok());
@@ -1526,6 +1634,11 @@ impl Endpoint {
     /// Whether `m`'s transport answers (heard from lately) while its heartbeat counter stands
     /// still. A silent member is the failure detector's business, not a stuck one.
     fn is_stuck(&self, m: &MemberId, now: Time) -> bool {
+        self.reported_stuck.contains(m) || self.seen_stuck(m, now)
+    }
+
+    /// [`Self::is_stuck`] on this member's own observation.
+    fn seen_stuck(&self, m: &MemberId, now: Time) -> bool {
         let stretch = self.detector.stretch();
         self.heartbeat
             .stuck(m, now, stretch, self.cfg.probe_interval * 2 * stretch)
@@ -1609,15 +1722,29 @@ impl Endpoint {
             .find(|m| !self.excluded(m, now))
             .cloned();
         if coordinator.as_ref() != Some(&self.me) {
+            // In a large view the coordinator may not have heard this member's reports (this
+            // member may hear no one): after a flush timeout it proposes the change itself, and
+            // the flush drops whoever does not answer.
+            let standing = self
+                .view
+                .members
+                .iter()
+                .enumerate()
+                .any(|(j, m)| self.watches(j) && self.detector.is_failed(m));
+            if !standing {
+                self.own_failed_since = None;
+            } else if self
+                .own_failed_since
+                .is_some_and(|t| now.since(t) >= self.flush_timeout())
+            {
+                debug!(member = %self.me, view = ?self.view.id, "no view change followed this member's reports; proposing one");
+                self.own_failed_since = Some(now);
+                let keep = self.healthy_members(now);
+                self.start_proposal(now, keep);
+            }
             return;
         }
-        let keep: Vec<MemberId> = self
-            .view
-            .members
-            .iter()
-            .filter(|m| !self.excluded(m, now))
-            .cloned()
-            .collect();
+        let keep = self.healthy_members(now);
         let removals = keep.len() != self.view.members.len();
         let stuck: Vec<MemberId> = self
             .view
@@ -1644,6 +1771,16 @@ impl Endpoint {
         let mut members = keep;
         members.extend(candidates);
         self.start_proposal(now, members);
+    }
+
+    /// The view's members this member does not exclude, in view order.
+    fn healthy_members(&self, now: Time) -> Vec<MemberId> {
+        self.view
+            .members
+            .iter()
+            .filter(|m| !self.excluded(m, now))
+            .cloned()
+            .collect()
     }
 
     fn coordinator_tick(&mut self, now: Time) {
@@ -1833,7 +1970,14 @@ impl Endpoint {
             match v {
                 Verdict::Suspect(m) => self.on_suspect(now, &m),
                 Verdict::Failed(m) => {
-                    debug!(member = %self.me, view = ?self.view.id, failed = %m, "member failed")
+                    debug!(member = %self.me, view = ?self.view.id, failed = %m, "member failed");
+                    if self.ring() && self.view.index_of(&m).is_some_and(|j| self.watches(j)) {
+                        self.own_failed_since.get_or_insert(now);
+                        self.broadcast(Message::Suspect {
+                            target: m,
+                            stuck: false,
+                        });
+                    }
                 }
             }
         }
@@ -1868,7 +2012,39 @@ impl Endpoint {
     fn send_probes(&mut self, now: Time) {
         let ask = self.next_rtt_ask();
         let probe = self.probe(now, false, ask, 0);
-        self.broadcast(probe);
+        if let Message::Probe { acks, .. } = &probe
+            && *acks != self.last_probe_acks
+        {
+            self.last_probe_acks.clone_from(acks);
+            self.full_probe_rounds = FULL_ACK_ROUNDS;
+        }
+        if self.ring() && self.full_probe_rounds == 0 {
+            let (n, me) = (self.view.members.len(), self.my_index);
+            self.multicast(probe, |j| watches_in(n, me, j));
+        } else {
+            self.full_probe_rounds = self.full_probe_rounds.saturating_sub(1);
+            self.broadcast(probe);
+        }
+        if self.ring() && self.participation.is_none() {
+            // Reports stand while what they report does: a lost one is sent again.
+            let reports: Vec<Message> = self
+                .view
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| self.watches(*j))
+                .filter_map(|(_, m)| {
+                    let stuck = self.seen_stuck(m, now);
+                    (stuck || self.detector.is_failed(m)).then(|| Message::Suspect {
+                        target: m.clone(),
+                        stuck,
+                    })
+                })
+                .collect();
+            for r in reports {
+                self.broadcast(r);
+            }
+        }
         // A stuck node, or one in the middle of a view change, does not look for new members.
         if self.participation.is_some() || self.heartbeat.self_stuck(now) {
             return;
@@ -1900,12 +2076,18 @@ impl Endpoint {
         debug!(member = %self.me, view = ?self.view.id, suspect = %m, "suspecting");
         let probe = self.probe(now, true, NO_ASK, 0);
         self.send_to(m, probe);
+        // In a large view only the suspect's neighbours hear it regularly: ask them.
+        let n = self.view.members.len();
+        let target = self.view.index_of(m);
         let others: Vec<MemberId> = self
             .view
             .members
             .iter()
-            .filter(|o| **o != self.me && *o != m)
-            .cloned()
+            .enumerate()
+            .filter(|(j, o)| {
+                **o != self.me && *o != m && target.is_none_or(|t| watches_in(n, t, *j))
+            })
+            .map(|(_, o)| o.clone())
             .collect();
         if others.is_empty() {
             return;
@@ -1994,6 +2176,25 @@ mod tests {
             assert_eq!(ep.view().members.len(), n, "one view forms");
         }
         (eps, now)
+    }
+
+    #[test]
+    fn each_member_watches_every_other_up_to_seventeen_then_sixteen_ring_neighbours() {
+        for n in 1..=17 {
+            for me in 0..n {
+                assert_eq!((0..n).filter(|&j| watches_in(n, me, j)).count(), n - 1);
+            }
+        }
+        for n in [18, 40, 64, 1000] {
+            for me in [0, 1, n / 2, n - 1] {
+                let w: Vec<usize> = (0..n).filter(|&j| watches_in(n, me, j)).collect();
+                assert_eq!(w.len(), WATCHED, "n {n} me {me}: {w:?}");
+                // Symmetric: whoever this member watches watches it.
+                assert!(w.iter().all(|&j| watches_in(n, j, me)));
+            }
+        }
+        assert!(watches_in(40, 0, 39) && watches_in(40, 0, 8) && !watches_in(40, 0, 9));
+        assert!(!watches_in(40, 0, 40), "out of range");
     }
 
     #[test]

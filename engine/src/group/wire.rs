@@ -487,6 +487,15 @@ pub enum Message {
         /// The suspect shown alive.
         target: MemberId,
     },
+    /// In a view larger than the probing neighbourhood: "`target`, a member I watch, has failed"
+    /// (or, with `stuck`, its heartbeat counter stands still while its transport answers). A
+    /// failure report is verified by the receiver (a direct and indirect probe) before it counts.
+    Suspect {
+        /// The member reported.
+        target: MemberId,
+        /// Stuck rather than silent.
+        stuck: bool,
+    },
     /// Sent to configured peers outside the view: "I exist, this is my view's leader".
     Discover {
         /// Leader of the sender's view.
@@ -552,6 +561,7 @@ mod kind {
     pub const INSTALL: u8 = 11;
     pub const LEAVE: u8 = 12;
     pub const LEAVE_ACK: u8 = 13;
+    pub const SUSPECT: u8 = 14;
 }
 
 mod item_kind {
@@ -830,6 +840,10 @@ impl Message {
             kind::ALIVE => Message::Alive {
                 target: r.member()?,
             },
+            kind::SUSPECT => Message::Suspect {
+                target: r.member()?,
+                stuck: r.u8("suspect flags")? & 1 != 0,
+            },
             kind::DISCOVER => Message::Discover {
                 leader: r.member()?,
                 hears_you: r.u8("discover flags")? & 1 != 0,
@@ -969,6 +983,11 @@ impl Message {
             Message::Alive { target } => {
                 w.member(target);
                 kind::ALIVE
+            }
+            Message::Suspect { target, stuck } => {
+                w.member(target);
+                w.u8(u8::from(*stuck));
+                kind::SUSPECT
             }
             Message::Discover { leader, hears_you } => {
                 w.member(leader);
@@ -1124,6 +1143,10 @@ mod tests {
             },
             Message::PingReq { target: m.clone() },
             Message::Alive { target: m.clone() },
+            Message::Suspect {
+                target: m.clone(),
+                stuck: true,
+            },
             Message::Discover {
                 leader: m.clone(),
                 hears_you: true,

@@ -80,14 +80,21 @@ fn run_until_converged(w: &mut World, bound: u64, what: &str) -> Result<u64, Str
 }
 
 fn run_seed(seed: u64) -> Result<Outcome, String> {
-    run_seed_as(seed, false)
+    run_seed_as(seed, false, large_only())
 }
 
-/// [`run_seed`], with `mutant` node machines (see `World::mutant`) when asked.
-fn run_seed_as(seed: u64, mutant: bool) -> Result<Outcome, String> {
+/// `COHORT_SIM_LARGE=1`: every seed has 17 to 64 members (views beyond the probing
+/// neighbourhood), with the rest of the seed as it would be.
+fn large_only() -> bool {
+    std::env::var("COHORT_SIM_LARGE").is_ok_and(|v| v == "1")
+}
+
+/// [`run_seed`], with `mutant` node machines (see `World::mutant`) when asked, and 17 to 64
+/// members whatever the seed draws when `large`.
+fn run_seed_as(seed: u64, mutant: bool, large: bool) -> Result<Outcome, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed);
     // Mostly 3 to 16 members; one seed in a hundred has 17 to 64.
-    let n = if rng.random_bool(0.01) {
+    let n = if rng.random_bool(0.01) || large {
         rng.random_range(17..=64usize)
     } else {
         rng.random_range(3..=16usize)
@@ -387,6 +394,27 @@ fn seed_base() -> u64 {
         .unwrap_or(0)
 }
 
+/// Seeds of 17 to 64 members, where each member probes only its ring neighbours (the seed
+/// ranges above hold about one in a hundred).
+#[test]
+fn large_view_seeds() {
+    for seed in 0..large_seed_count() {
+        if let Err(e) = run_seed_as(seed, false, true) {
+            panic!(
+                "large seed {seed} failed: {e}\n  replay: COHORT_SIM_LARGE=1 {}",
+                replay_line(seed)
+            );
+        }
+    }
+}
+
+fn large_seed_count() -> u64 {
+    std::env::var("COHORT_SIM_LARGE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 0 } else { 4 })
+}
+
 // Two halves, so the test harness runs them on both cores.
 #[test]
 fn seeds_first_half() {
@@ -575,7 +603,7 @@ fn ten_thousand_addresses_through_the_transport() {
 #[test]
 fn a_machine_that_ignores_messages_fails_the_checks() {
     for seed in 0..8 {
-        let r = run_seed_as(seed, true);
+        let r = run_seed_as(seed, true, false);
         let Err(e) = r else {
             panic!("seed {seed} passed with mutant node machines");
         };

@@ -196,3 +196,78 @@ fn a_member_that_hears_no_one_leaves_the_view_within_the_bound() {
         split_hold_heal(w, &format!("n={n} deaf n{cut} (stamped {stamped})"));
     }
 }
+
+/// Views beyond the probing neighbourhood (`WATCHED` + 1 members), where each member watches only
+/// its ring neighbours: an isolated member, a member that hears no one, and a two-sided split
+/// (contiguous halves on the ring, and random sides) each split within the bound, hold, and heal.
+#[test]
+fn large_views_split_and_heal_with_neighbourhood_probing() {
+    if cfg!(debug_assertions) {
+        eprintln!("40-member worlds run in the release pass of ci/test (minutes in a debug build)");
+        return;
+    }
+    let n = 40;
+    for (seed, cut) in [(31, 20), (32, 0)] {
+        let mut w = world(seed, n);
+        let mut sides = vec![0u8; n];
+        sides[cut] = 1;
+        w.faults.sides = Some(sides);
+        split_hold_heal(w, &format!("n={n} cut n{cut}"));
+    }
+    for (seed, cut, stamped) in [(33, 30, true), (34, 0, false)] {
+        let mut w = world(seed, n);
+        w.faults.deaf = vec![cut];
+        w.faults.stamped_when_deaf = stamped;
+        split_hold_heal(w, &format!("n={n} deaf n{cut} (stamped {stamped})"));
+    }
+    let mut w = world(35, n);
+    w.faults.sides = Some((0..n).map(|i| u8::from(i >= n / 2)).collect());
+    split_hold_heal(w, &format!("n={n} halves"));
+    let mut w = world(36, n);
+    let sides: Vec<u8> = (0..n).map(|_| w.rng.random_range(0..3u8)).collect();
+    w.faults.sides = Some(sides);
+    split_hold_heal(w, &format!("n={n} three random sides"));
+}
+
+/// The membership's own traffic in an idle formed view: datagrams each member sends per second.
+fn idle_datagrams_per_member(seed: u64, n: usize) -> f64 {
+    let mut w = world(seed, n);
+    w.send_interval = (1000 * SEC, 1000 * SEC);
+    // Past the formation's own traffic (its acknowledgements ride on full probe rounds).
+    w.run_until(w.now + 8 * SEC).expect("settle");
+    let sent = |w: &World| -> u64 {
+        w.nodes
+            .iter()
+            .map(|x| x.ep().expect("live").counters().datagrams_sent)
+            .sum()
+    };
+    let before = sent(&w);
+    let secs = 5;
+    w.run_until(w.now + secs * SEC).expect("idle");
+    assert!(w.converged(), "still one view:{}", w.describe());
+    (sent(&w) - before) as f64 / (n as u64 * secs) as f64
+}
+
+/// Probe traffic per member grows with the view up to the neighbourhood and stays there beyond
+/// it: a 64-member view costs each member what a 17-member one does.
+#[test]
+fn probe_traffic_per_member_is_constant_beyond_the_neighbourhood() {
+    if cfg!(debug_assertions) {
+        eprintln!("64-member worlds run in the release pass of ci/test (minutes in a debug build)");
+        return;
+    }
+    let small = idle_datagrams_per_member(41, 8);
+    let at17 = idle_datagrams_per_member(42, 17);
+    let at32 = idle_datagrams_per_member(43, 32);
+    let at64 = idle_datagrams_per_member(44, 64);
+    eprintln!(
+        "idle datagrams/s per member: 8 {small:.1}, 17 {at17:.1}, 32 {at32:.1}, 64 {at64:.1}"
+    );
+    assert!(small < at17, "grows below the neighbourhood");
+    for (n, x) in [(32, at32), (64, at64)] {
+        assert!(
+            x <= at17 * 1.1,
+            "{n} members: {x:.1} datagrams/s per member against {at17:.1} at 17"
+        );
+    }
+}
