@@ -39,6 +39,10 @@ pub struct Args {
     /// `msgc_server { suspect_timeout }` in seconds.
     #[arg(long)]
     pub suspect_timeout: Option<f64>,
+    /// `msgc_server { loop_nice }` (the daemon's default, -4, when absent; the fast profiles of
+    /// docs/operations.md use -10).
+    #[arg(long, allow_hyphen_values = true)]
+    pub loop_nice: Option<i32>,
     /// Also print one JSON object after the table.
     #[arg(long)]
     pub json: bool,
@@ -198,6 +202,9 @@ pub fn run(a: &Args) -> Res<()> {
     }
     if let Some(s) = a.suspect_timeout {
         msgc.push_str(&format!("  suspect_timeout = {s}\n"));
+    }
+    if let Some(n) = a.loop_nice {
+        msgc.push_str(&format!("  loop_nice = {n}\n"));
     }
     let mut c = Cluster::new(&lab, &cohortd, &bindings)
         .with_cluster_options(&cluster_opts)
@@ -394,11 +401,12 @@ pub fn run(a: &Args) -> Res<()> {
         report.text(
             "Run",
             &format!(
-                "3 nodes + client in namespaces, {} DuraVIP addresses, {} runs of kill -9 + cable cut; probe_interval {}, suspect_timeout {}",
+                "3 nodes + client in namespaces, {} DuraVIP addresses, {} runs of kill -9 + cable cut; probe_interval {}, suspect_timeout {}, loop_nice {}",
                 a.vips,
                 a.runs,
                 a.probe_interval.map_or("default".into(), |v| format!("{v} s")),
                 a.suspect_timeout.map_or("default".into(), |v| format!("{v} s")),
+                a.loop_nice.map_or("default".into(), |v| v.to_string()),
             ),
         );
         let cells = |v: &[f64]| {

@@ -205,6 +205,15 @@ impl ViewStreams {
         self.streams.iter().map(|s| s.contiguous).collect()
     }
 
+    /// The members whose last acknowledgement vector (as this member knows it) lacks an item
+    /// this member holds.
+    pub fn lagging(&self) -> Vec<usize> {
+        let mine = &self.acks[self.me];
+        (0..self.acks.len())
+            .filter(|&j| j != self.me && self.acks[j].iter().zip(mine).any(|(a, m)| a < m))
+            .collect()
+    }
+
     /// Records member `j`'s acknowledgement vector, learns which items exist, and frees what every
     /// member holds.
     pub fn on_acks(&mut self, j: usize, acks: &[u64]) {
@@ -240,11 +249,11 @@ impl ViewStreams {
         for i in 0..self.streams.len() {
             let stable = stable_of.get(i).copied().unwrap_or(0);
             let s = &mut self.streams[i];
-            if stable <= s.stable {
-                continue;
-            }
-            s.stable = stable;
-            let upto = stable.min(s.delivered);
+            s.stable = s.stable.max(stable);
+            // Items held by every member go once delivered here too: an item that became stable
+            // before its delivery (a safe or agreed one waiting for its place) goes at the
+            // collection after that delivery.
+            let upto = s.stable.min(s.delivered);
             while let Some(entry) = s.items.first_entry() {
                 if *entry.key() > upto {
                     break;
@@ -468,6 +477,27 @@ mod tests {
                 _ => 255,
             })
             .collect()
+    }
+
+    #[test]
+    fn members_whose_acknowledgements_lag_are_listed() {
+        // Member 1 of four holds two items of member 2.
+        let mut v = ViewStreams::new(4, 1, 16, 1 << 20);
+        assert!(v.lagging().is_empty(), "nothing held, nothing lags");
+        v.receive(2, 1, app(Order::Fifo, 1));
+        v.receive(2, 2, app(Order::Fifo, 2));
+        assert_eq!(
+            v.lagging(),
+            vec![0, 3],
+            "no one said so yet (the sender holds its own)"
+        );
+        v.on_acks(0, &[0, 0, 2, 0]);
+        v.on_acks(2, &[0, 0, 2, 0]);
+        assert_eq!(v.lagging(), vec![3]);
+        v.on_acks(3, &[0, 0, 1, 0]);
+        assert_eq!(v.lagging(), vec![3], "one item short");
+        v.on_acks(3, &[0, 0, 2, 0]);
+        assert!(v.lagging().is_empty());
     }
 
     #[test]

@@ -39,6 +39,9 @@ struct Peer {
     /// neighbours in a large one (see `Endpoint`). An unmonitored peer is suspected only when
     /// another member reports it ([`Detector::suspect`]).
     monitored: bool,
+    /// When a suspicion of this peer was last cleared by evidence: a report about it is not
+    /// verified again within a suspicion timeout of that.
+    vouched: Option<Time>,
     rtt: Rtt,
 }
 
@@ -115,6 +118,7 @@ impl Detector {
             suspected_at: None,
             failed: false,
             monitored: true,
+            vouched: None,
             rtt: Rtt::default(),
         });
     }
@@ -127,6 +131,16 @@ impl Detector {
                 p.last_heard = p.last_heard.max(now);
             }
             p.monitored = on;
+        }
+    }
+
+    /// `m` took part in the view change just installed: whatever was suspected of it is void, and
+    /// it gets a full suspicion timeout from `now`.
+    pub fn renew(&mut self, m: &MemberId, now: Time) {
+        if let Some(p) = self.peers.get_mut(m) {
+            p.last_heard = p.last_heard.max(now);
+            p.suspected_at = None;
+            p.failed = false;
         }
     }
 
@@ -147,6 +161,7 @@ impl Detector {
         if p.failed
             || p.suspected_at.is_some()
             || (p.monitored && now.since(p.last_heard) < timeout)
+            || p.vouched.is_some_and(|v| now.since(v) < timeout)
         {
             return false;
         }
@@ -210,6 +225,7 @@ impl Detector {
         if p.suspected_at.is_some_and(|s| at >= s) || p.failed {
             p.suspected_at = None;
             p.failed = false;
+            p.vouched = Some(at);
         }
     }
 

@@ -36,8 +36,9 @@ const INDIRECT_PROBES: usize = 3;
 /// receiver with its own direct and indirect probe before it counts.
 pub const WATCHED: usize = 16;
 /// Probe rounds that still go to every member of a large view after this member's
-/// acknowledgements changed (acknowledgements ride on probes; three rounds cover a lost one).
-const FULL_ACK_ROUNDS: u8 = 3;
+/// acknowledgements changed (acknowledgements ride on probes). A lost one is recovered after
+/// that by asking the members whose acknowledgements lag (see `send_probes`).
+const FULL_ACK_ROUNDS: u8 = 1;
 
 /// Whether member `me` of an `n`-member view watches member `j` (see [`WATCHED`]).
 fn watches_in(n: usize, me: usize, j: usize) -> bool {
@@ -321,8 +322,9 @@ pub struct Endpoint {
     /// In a large view: since when a neighbour this member watches has stood failed without a
     /// view change removing it (after a flush timeout this member proposes the change itself).
     own_failed_since: Option<Time>,
-    /// In a large view: members other watchers reported stuck (cleared by the next view).
-    reported_stuck: BTreeSet<MemberId>,
+    /// In a large view: members their watchers reported stuck, and when last (a report stands
+    /// for two probe intervals; watchers repeat it every interval while it holds).
+    reported_stuck: BTreeMap<MemberId, Time>,
     /// The acknowledgements the last probe carried, and how many more probe rounds go to every
     /// member of a large view because they changed.
     last_probe_acks: Vec<u64>,
@@ -407,7 +409,7 @@ impl Endpoint {
             indirect_rotor: 0,
             rtt_rotor: 0,
             own_failed_since: None,
-            reported_stuck: BTreeSet::new(),
+            reported_stuck: BTreeMap::new(),
             last_probe_acks: Vec::new(),
             full_probe_rounds: 0,
             last_verified_proposal: None,
@@ -1160,7 +1162,16 @@ impl Endpoint {
                 } else if self.detector.is_monitored(&target) {
                     // A watcher of its own: its evidence decides.
                 } else if stuck {
-                    self.reported_stuck.insert(target);
+                    // Only a watcher sees the counter; a report from anyone else is ignored.
+                    let n = self.view.members.len();
+                    let by_watcher = self
+                        .view
+                        .index_of(from)
+                        .zip(self.view.index_of(&target))
+                        .is_some_and(|(f, t)| watches_in(n, f, t));
+                    if by_watcher {
+                        self.reported_stuck.insert(target, now);
+                    }
                 } else if self.detector.suspect(&target, now) {
                     self.on_suspect(now, &target);
                 }
@@ -1331,11 +1342,12 @@ impl Endpoint {
             return true;
         }
         if self.view.contains(c) {
+            let strict = self.strict_about(now, c);
             return self
                 .view
                 .members
                 .iter()
-                .filter(|m| *m < c && p.members.binary_search(m).is_err())
+                .filter(|m| (strict || *m < c) && p.members.binary_search(m).is_err())
                 .all(|m| self.excluded(m, now));
         }
         let leader = self.view.leader();
@@ -1344,8 +1356,9 @@ impl Endpoint {
 
     /// In a large view this member watches only its neighbours, so a proposal may drop members
     /// it has no evidence about. It checks them itself (a direct and an indirect probe) once per
-    /// proposal: the older ones decide whether it follows the coordinator ([`Self::acceptable`]),
-    /// which resends the proposal until it does or a flush timeout passes.
+    /// proposal: those [`Self::acceptable`] judges (the older ones, or every one for a proposer
+    /// this member would not follow itself) decide whether it follows; the proposer resends the
+    /// proposal until it does or a flush timeout passes.
     fn verify_dropped(&mut self, now: Time, p: &Proposal) {
         if !self.ring()
             || !self.view.contains(&p.coordinator)
@@ -1354,11 +1367,12 @@ impl Endpoint {
             return;
         }
         self.last_verified_proposal = Some(p.id);
+        let strict = self.strict_about(now, &p.coordinator);
         let dropped: Vec<MemberId> = self
             .view
             .members
             .iter()
-            .filter(|m| **m < p.coordinator && p.members.binary_search(m).is_err())
+            .filter(|m| (strict || **m < p.coordinator) && p.members.binary_search(m).is_err())
             .filter(|m| !self.excluded(m, now))
             .cloned()
             .collect();
@@ -1367,6 +1381,14 @@ impl Endpoint {
                 self.on_suspect(now, &m);
             }
         }
+    }
+
+    /// Whether a proposal of `c`, a member of this view, must show every member it drops
+    /// excluded here, younger ones too: in a large view any member may propose (see
+    /// `maybe_change`), and only the coordinator this member would follow itself is trusted
+    /// about the younger members it drops.
+    fn strict_about(&self, now: Time, c: &MemberId) -> bool {
+        self.ring() && self.view.members.iter().find(|m| !self.excluded(m, now)) != Some(c)
     }
 
     fn flush_report(&self, proposal: ViewId) -> Message {
@@ -1520,10 +1542,17 @@ impl Endpoint {
                 self.heartbeat.watch(m, now);
             }
         }
+        let ring = view.members.len() > WATCHED + 1;
         for (j, m) in view.members.iter().enumerate() {
             if *m != self.me {
                 self.detector
                     .monitor(m, watches_in(view.members.len(), my_index, j), now);
+                // Every member of the new view answered its flush. In a small view this member
+                // hears each of them every probe interval anyway; in a large one it may never
+                // hear a non-neighbour again, so an old suspicion would stand for good.
+                if ring {
+                    self.detector.renew(m, now);
+                }
             }
         }
         self.own_failed_since = None;
@@ -1634,7 +1663,11 @@ impl Endpoint {
     /// Whether `m`'s transport answers (heard from lately) while its heartbeat counter stands
     /// still. A silent member is the failure detector's business, not a stuck one.
     fn is_stuck(&self, m: &MemberId, now: Time) -> bool {
-        self.reported_stuck.contains(m) || self.seen_stuck(m, now)
+        let stands = self.cfg.probe_interval * 2 * self.detector.stretch();
+        self.reported_stuck
+            .get(m)
+            .is_some_and(|t| now.since(*t) < stands)
+            || self.seen_stuck(m, now)
     }
 
     /// [`Self::is_stuck`] on this member's own observation.
@@ -1731,12 +1764,12 @@ impl Endpoint {
                 .iter()
                 .enumerate()
                 .any(|(j, m)| self.watches(j) && self.detector.is_failed(m));
+            // Armed by this member's verdict, or here for a neighbour failed before the last
+            // view change.
+            let since = *self.own_failed_since.get_or_insert(now);
             if !standing {
                 self.own_failed_since = None;
-            } else if self
-                .own_failed_since
-                .is_some_and(|t| now.since(t) >= self.flush_timeout())
-            {
+            } else if now.since(since) >= self.flush_timeout() {
                 debug!(member = %self.me, view = ?self.view.id, "no view change followed this member's reports; proposing one");
                 self.own_failed_since = Some(now);
                 let keep = self.healthy_members(now);
@@ -2021,6 +2054,18 @@ impl Endpoint {
         if self.ring() && self.full_probe_rounds == 0 {
             let (n, me) = (self.view.members.len(), self.my_index);
             self.multicast(probe, |j| watches_in(n, me, j));
+            // Members whose acknowledgements lag what this member holds (one was lost, or an
+            // item's announcement) are asked for them: answered probes carry both ways.
+            let lagging: Vec<usize> = self
+                .streams
+                .lagging()
+                .into_iter()
+                .filter(|j| !watches_in(n, me, *j))
+                .collect();
+            if !lagging.is_empty() {
+                let ask = self.probe(now, true, NO_ASK, 0);
+                self.multicast(ask, |j| lagging.contains(&j));
+            }
         } else {
             self.full_probe_rounds = self.full_probe_rounds.saturating_sub(1);
             self.broadcast(probe);

@@ -271,3 +271,48 @@ fn probe_traffic_per_member_is_constant_beyond_the_neighbourhood() {
         );
     }
 }
+
+/// In a view beyond the probing neighbourhood, acknowledgements ride on probes that go to every
+/// member only for a round after they change: ones lost to heavy loss are asked for again, so once
+/// the traffic stops every message becomes stable everywhere (no sender's window stays held, no
+/// safe message waits for the next one).
+#[test]
+fn large_view_acknowledgements_lost_to_loss_are_recovered_once_idle() {
+    if cfg!(debug_assertions) {
+        eprintln!("30-member worlds run in the release pass of ci/test (minutes in a debug build)");
+        return;
+    }
+    let n = 30;
+    let mut w = world(51, n);
+    w.faults.loss = 0.3;
+    w.run_until(w.now + 2 * SEC).expect("lossy traffic");
+    for i in 0..n {
+        w.send_now(i, 100, cohort_engine::group::Order::Safe)
+            .expect("a last safe message from every member");
+    }
+    w.send_interval = (1000 * SEC, 1000 * SEC);
+    // The acknowledgements of those last messages, and the round of probes to every member
+    // after them, go out under the loss too.
+    w.run_until(w.now + SEC).expect("lossy acknowledgements");
+    w.faults.loss = 0.0;
+    let held = |w: &World| -> usize {
+        w.nodes
+            .iter()
+            .map(|x| x.ep().expect("live").unstable_bytes())
+            .sum()
+    };
+    let start = w.now;
+    while held(&w) > 0 {
+        assert!(
+            w.now < start + SEC,
+            "{} bytes still unstable 1 s (five probe intervals) after the loss stopped:{}",
+            held(&w),
+            w.describe()
+        );
+        w.run_until(w.now + 10 * MS).expect("idle");
+    }
+    eprintln!(
+        "every message stable on every member {:.2}s after the loss stopped",
+        (w.now - start) as f64 / SEC as f64
+    );
+}
