@@ -77,6 +77,28 @@ fn owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Res<Vec<Vec<usize>>>
 
 /// Waits until every address has exactly one owner among `nodes`, the loads are within one (the
 /// cluster rebalances after a rejoin) and that has not changed for `stable`; the owners.
+/// Waits until every node's failure detector reports local health 0 (`cluster counters`).
+fn at_rest(c: &Cluster, within: Duration) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        let scores: Vec<u64> = NODES
+            .iter()
+            .map(|&i| {
+                c.ctl_json(i, &["cluster", "counters"])
+                    .and_then(|v| v["local_health"].as_u64())
+                    .unwrap_or(u64::MAX)
+            })
+            .collect();
+        if scores.iter().all(|s| *s == 0) {
+            return Ok(());
+        }
+        if t0.elapsed() >= within {
+            return Err(format!("local health never came back to 0: {scores:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn settled_owners(
     lab: &Lab,
     vips: &[Ipv4Addr],
@@ -275,6 +297,9 @@ pub fn run(a: &Args) -> Res<()> {
             stop.clone(),
             Duration::from_secs(30),
         );
+        // A crash of a cluster at rest: every node's local health back to 0 (the rejoin that
+        // ended the previous run can leave a score, which stretches every timeout).
+        at_rest(&c, Duration::from_secs(30))?;
         std::thread::sleep(Duration::from_millis(20));
         let t0 = Instant::now();
         c.kill(victim);

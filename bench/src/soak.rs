@@ -26,10 +26,10 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub stress: usize,
     /// `probe_interval` in seconds (the fast profile's by default).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.025)]
     pub probe_interval: f64,
     /// `suspect_timeout` in seconds (the fast profile's by default).
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.075)]
     pub suspect_timeout: f64,
     /// Also print one JSON object after the report.
     #[arg(long)]

@@ -186,6 +186,17 @@ fn cluster_reset_rejoins_as_a_new_incarnation() {
             .expect("views_installed")
     };
     let before = views(&c);
+    // The failure detector's local health is among the counters (a formed, idle cluster on
+    // this machine reads 0 within a few seconds; cohort-bench failover waits for that).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while c.counters(0)["local_health"]
+        .as_u64()
+        .expect("local_health")
+        != 0
+    {
+        assert!(std::time::Instant::now() < deadline, "local health never 0");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let out = c.ctl_json(1, &["cluster", "reset"]);
     let _ = out; // the text answer is not JSON; the views below are the evidence
     // node1 sees node2 leave and come back: at least two more views, and all three again.

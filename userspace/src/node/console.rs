@@ -132,6 +132,9 @@ impl NodeConsole {
                 ("retransmissions".into(), c.retransmissions),
                 ("nacks_sent".into(), c.nacks_sent),
                 ("views_installed".into(), c.views_installed),
+                // Lifeguard's local health score: 0 healthy; each point stretches every
+                // failure-detection timeout once more (late timers, late reads).
+                ("local_health".into(), u64::from(s.local_health)),
                 ("io_syscalls".into(), s.io.syscalls),
                 ("io_send_errors".into(), s.io.send_errors),
                 ("io_truncated".into(), s.io.truncated),
