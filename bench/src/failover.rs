@@ -75,8 +75,6 @@ fn owners(lab: &Lab, vips: &[Ipv4Addr], nodes: &[usize]) -> Res<Vec<Vec<usize>>>
         .collect())
 }
 
-/// Waits until every address has exactly one owner among `nodes`, the loads are within one (the
-/// cluster rebalances after a rejoin) and that has not changed for `stable`; the owners.
 /// Waits until every node's failure detector reports local health 0 (`cluster counters`).
 fn at_rest(c: &Cluster, within: Duration) -> Result<(), String> {
     let t0 = Instant::now();
@@ -99,6 +97,8 @@ fn at_rest(c: &Cluster, within: Duration) -> Result<(), String> {
     }
 }
 
+/// Waits until every address has exactly one owner among `nodes`, the loads are within one (the
+/// cluster rebalances after a rejoin) and that has not changed for `stable`; the owners.
 fn settled_owners(
     lab: &Lab,
     vips: &[Ipv4Addr],
@@ -288,6 +288,9 @@ pub fn run(a: &Args) -> Res<()> {
             )
             .into());
         }
+        // A crash of a cluster at rest: every node's local health back to 0 (the rejoin that
+        // ended the previous run can leave a score, which stretches every timeout).
+        at_rest(&c, Duration::from_secs(30))?;
         let stop = Arc::new(AtomicBool::new(false));
         let prober = probe(
             client_ns.clone(),
@@ -297,9 +300,6 @@ pub fn run(a: &Args) -> Res<()> {
             stop.clone(),
             Duration::from_secs(30),
         );
-        // A crash of a cluster at rest: every node's local health back to 0 (the rejoin that
-        // ended the previous run can leave a score, which stretches every timeout).
-        at_rest(&c, Duration::from_secs(30))?;
         std::thread::sleep(Duration::from_millis(20));
         let t0 = Instant::now();
         c.kill(victim);

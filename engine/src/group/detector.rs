@@ -151,9 +151,10 @@ impl Detector {
     /// Another member reports `m` failed: suspect it from `now` (the endpoint then probes it
     /// directly and through others, and it fails one probe interval later unless heard), unless
     /// it is already suspected or failed, or it is monitored here and was heard within the
-    /// suspicion timeout (this member's own evidence outweighs the report). Returns whether `m`
-    /// became a suspect.
-    pub fn suspect(&mut self, m: &MemberId, now: Time) -> bool {
+    /// suspicion timeout (this member's own evidence outweighs the report), or, with `vouching`,
+    /// it was shown alive within a suspicion timeout (repeated reports do not repeat the check).
+    /// Returns whether `m` became a suspect.
+    pub fn suspect(&mut self, m: &MemberId, now: Time, vouching: bool) -> bool {
         let timeout = self.suspect_timeout();
         let Some(p) = self.peers.get_mut(m) else {
             return false;
@@ -161,7 +162,7 @@ impl Detector {
         if p.failed
             || p.suspected_at.is_some()
             || (p.monitored && now.since(p.last_heard) < timeout)
-            || p.vouched.is_some_and(|v| now.since(v) < timeout)
+            || (vouching && p.vouched.is_some_and(|v| now.since(v) < timeout))
         {
             return false;
         }
@@ -356,13 +357,18 @@ mod tests {
         );
         // A report about a monitored peer heard lately is outweighed by this member's evidence.
         d.heard(&near, ms(5000));
-        assert!(!d.suspect(&near, ms(5100)));
+        assert!(!d.suspect(&near, ms(5100), false));
         // A report about an unmonitored one starts suspicion; an answer clears it.
-        assert!(d.suspect(&far, ms(5100)));
-        assert!(!d.suspect(&far, ms(5150)), "already suspected");
+        assert!(d.suspect(&far, ms(5100), true));
+        assert!(!d.suspect(&far, ms(5150), false), "already suspected");
         d.heard(&far, ms(5200));
         assert!(!d.is_failed(&far));
-        assert!(d.suspect(&far, ms(6000)));
+        // Shown alive at 5.2 s: a repeated report within a suspicion timeout is not checked
+        // again, but new evidence (a proposal dropping it) is.
+        assert!(!d.suspect(&far, ms(5300), true));
+        let mut e = d.clone();
+        assert!(e.suspect(&far, ms(5300), false));
+        assert!(d.suspect(&far, ms(6000), true));
         let about_far = |v: Vec<Verdict>| -> Vec<Verdict> {
             v.into_iter()
                 .filter(|v| matches!(v, Verdict::Suspect(m) | Verdict::Failed(m) if *m == far))

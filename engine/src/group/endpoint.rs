@@ -1172,7 +1172,7 @@ impl Endpoint {
                     if by_watcher {
                         self.reported_stuck.insert(target, now);
                     }
-                } else if self.detector.suspect(&target, now) {
+                } else if self.detector.suspect(&target, now, true) {
                     self.on_suspect(now, &target);
                 }
             }
@@ -1377,7 +1377,8 @@ impl Endpoint {
             .cloned()
             .collect();
         for m in dropped {
-            if self.detector.suspect(&m, now) {
+            // Checked even if shown alive lately: this proposal is new evidence.
+            if self.detector.suspect(&m, now, false) {
                 self.on_suspect(now, &m);
             }
         }
@@ -1663,10 +1664,13 @@ impl Endpoint {
     /// Whether `m`'s transport answers (heard from lately) while its heartbeat counter stands
     /// still. A silent member is the failure detector's business, not a stuck one.
     fn is_stuck(&self, m: &MemberId, now: Time) -> bool {
+        // A report stands for two probe intervals, and throughout a view change (its watchers
+        // stop repeating it while they flush).
         let stands = self.cfg.probe_interval * 2 * self.detector.stretch();
+        let changing = self.participation.is_some() || self.coordination.is_some();
         self.reported_stuck
             .get(m)
-            .is_some_and(|t| now.since(*t) < stands)
+            .is_some_and(|t| changing || now.since(*t) < stands)
             || self.seen_stuck(m, now)
     }
 
@@ -1755,6 +1759,10 @@ impl Endpoint {
             .find(|m| !self.excluded(m, now))
             .cloned();
         if coordinator.as_ref() != Some(&self.me) {
+            // In a small view only the coordinator proposes removals, on its own evidence.
+            if !self.ring() {
+                return;
+            }
             // In a large view the coordinator may not have heard this member's reports (this
             // member may hear no one): after a flush timeout it proposes the change itself, and
             // the flush drops whoever does not answer.
