@@ -202,8 +202,7 @@ fn a_member_that_hears_no_one_leaves_the_view_within_the_bound() {
 /// (contiguous halves on the ring, and random sides) each split within the bound, hold, and heal.
 #[test]
 fn large_views_split_and_heal_with_neighbourhood_probing() {
-    if cfg!(debug_assertions) {
-        eprintln!("40-member worlds run in the release pass of ci/test (minutes in a debug build)");
+    if debug_build("40-member worlds") {
         return;
     }
     let n = 40;
@@ -252,8 +251,7 @@ fn idle_datagrams_per_member(seed: u64, n: usize) -> f64 {
 /// it: a 64-member view costs each member what a 17-member one does.
 #[test]
 fn probe_traffic_per_member_is_constant_beyond_the_neighbourhood() {
-    if cfg!(debug_assertions) {
-        eprintln!("64-member worlds run in the release pass of ci/test (minutes in a debug build)");
+    if debug_build("64-member worlds") {
         return;
     }
     let small = idle_datagrams_per_member(41, 8);
@@ -278,8 +276,7 @@ fn probe_traffic_per_member_is_constant_beyond_the_neighbourhood() {
 /// safe message waits for the next one).
 #[test]
 fn large_view_acknowledgements_lost_to_loss_are_recovered_once_idle() {
-    if cfg!(debug_assertions) {
-        eprintln!("30-member worlds run in the release pass of ci/test (minutes in a debug build)");
+    if debug_build("30-member worlds") {
         return;
     }
     let n = 30;
@@ -315,4 +312,13 @@ fn large_view_acknowledgements_lost_to_loss_are_recovered_once_idle() {
         "every message stable on every member {:.2}s after the loss stopped",
         (w.now - start) as f64 / SEC as f64
     );
+}
+
+/// In a debug build, says that `what` runs in the release pass of ci/test (minutes in a debug
+/// build) and returns true.
+fn debug_build(what: &str) -> bool {
+    if cfg!(debug_assertions) {
+        eprintln!("{what} run in the release pass of ci/test (minutes in a debug build)");
+    }
+    cfg!(debug_assertions)
 }
