@@ -58,6 +58,8 @@ struct Stream {
     known_high: u64,
     /// Every member holds every item up to this one.
     stable: u64,
+    /// Every item up to this one was collected (none that low can arrive again: see `receive`).
+    collected: u64,
     /// The message whose pieces this stream delivered so far (see [`crate::group::fragment`]).
     reassembly: Reassembly,
 }
@@ -80,8 +82,14 @@ pub struct ViewStreams {
     streams: Vec<Stream>,
     /// `acks[j][i]`: member j holds member i's items up to this one.
     acks: Vec<Vec<u64>>,
-    /// Reused by `collect` (the column minima of `acks`).
-    scratch: Vec<u64>,
+    /// Per column of `acks`: its minimum, and how many rows hold exactly that. Raising the last
+    /// of those rows marks the column `dirty`, for `collect` to find its new minimum.
+    column_min: Vec<u64>,
+    at_min: Vec<usize>,
+    dirty: Vec<bool>,
+    /// Whether anything `collect` looks at (a column of `acks`, a delivery cursor) moved since it
+    /// last ran.
+    moved: bool,
     /// Leader only: the highest item of each sender already sequenced.
     sequenced: Vec<u64>,
     unstable_bytes: usize,
@@ -99,7 +107,10 @@ impl ViewStreams {
             me,
             streams: vec![Stream::default(); n],
             acks: vec![vec![0; n]; n],
-            scratch: Vec::with_capacity(n),
+            column_min: vec![0; n],
+            at_min: vec![n; n],
+            dirty: vec![false; n],
+            moved: false,
             sequenced: vec![0; n],
             unstable_bytes: 0,
             max_queue: max_queue.max(1) as u64,
@@ -166,7 +177,7 @@ impl ViewStreams {
         s.items.insert(seq, item);
         s.contiguous = seq;
         s.known_high = seq;
-        self.acks[self.me][self.me] = seq;
+        self.raise(self.me, self.me, seq);
         seq
     }
 
@@ -188,10 +199,9 @@ impl ViewStreams {
             s.contiguous += 1;
         }
         let c = s.contiguous;
-        self.acks[self.me][origin] = c;
+        self.raise(self.me, origin, c);
         // Its sender holds every item of its own stream up to this one.
-        let own = &mut self.acks[origin][origin];
-        *own = (*own).max(seq);
+        self.raise(origin, origin, seq);
         Received::New
     }
 
@@ -221,11 +231,8 @@ impl ViewStreams {
             return;
         }
         let mut raised = false;
-        for (slot, a) in self.acks[j].iter_mut().zip(acks) {
-            if *a > *slot {
-                *slot = *a;
-                raised = true;
-            }
+        for (i, a) in acks.iter().enumerate() {
+            raised |= self.raise(j, i, *a);
         }
         let announced = acks[j];
         let s = &mut self.streams[j];
@@ -236,24 +243,43 @@ impl ViewStreams {
         }
     }
 
+    /// Raises `acks[j][i]` to `v` if that is higher; whether it was.
+    fn raise(&mut self, j: usize, i: usize, v: u64) -> bool {
+        let slot = &mut self.acks[j][i];
+        if v <= *slot {
+            return false;
+        }
+        let old = std::mem::replace(slot, v);
+        if old == self.column_min[i] {
+            self.at_min[i] = self.at_min[i].saturating_sub(1);
+            self.dirty[i] |= self.at_min[i] == 0;
+        }
+        self.moved = true;
+        true
+    }
+
     fn collect(&mut self) {
-        // Column minima of the acknowledgement matrix, row by row (contiguous memory).
-        let mut stable_of = std::mem::take(&mut self.scratch);
-        stable_of.clear();
-        stable_of.extend_from_slice(self.acks.first().map_or(&[][..], Vec::as_slice));
-        for row in self.acks.iter().skip(1) {
-            for (m, a) in stable_of.iter_mut().zip(row) {
-                *m = (*m).min(*a);
-            }
+        if !std::mem::take(&mut self.moved) {
+            return;
         }
         for i in 0..self.streams.len() {
-            let stable = stable_of.get(i).copied().unwrap_or(0);
+            // A column's minimum rises only once every row that held it rose.
+            if std::mem::take(&mut self.dirty[i]) {
+                let min = self.acks.iter().map(|row| row[i]).min().unwrap_or(0);
+                self.column_min[i] = min;
+                self.at_min[i] = self.acks.iter().filter(|row| row[i] == min).count();
+                let s = &mut self.streams[i];
+                s.stable = s.stable.max(min);
+            }
             let s = &mut self.streams[i];
-            s.stable = s.stable.max(stable);
             // Items held by every member go once delivered here too: an item that became stable
             // before its delivery (a safe or agreed one waiting for its place) goes at the
             // collection after that delivery.
             let upto = s.stable.min(s.delivered);
+            if upto <= s.collected {
+                continue;
+            }
+            s.collected = upto;
             while let Some(entry) = s.items.first_entry() {
                 if *entry.key() > upto {
                     break;
@@ -264,7 +290,6 @@ impl ViewStreams {
                 }
             }
         }
-        self.scratch = stable_of;
     }
 
     /// Missing ranges to NACK: `(origin, from, to)`, at most `batch` items each.
@@ -425,6 +450,7 @@ impl ViewStreams {
             if !progress {
                 break;
             }
+            self.moved = true;
         }
         self.collect();
         (out, new_own)
@@ -443,6 +469,7 @@ impl ViewStreams {
                 let next = self.streams[i].delivered + 1;
                 let item = self.take(i, next);
                 self.streams[i].delivered = next;
+                self.moved = true;
                 match item {
                     Some(Item::Sequence { .. }) | None => {}
                     Some(item) => out.push(Delivered {

@@ -90,6 +90,8 @@ pub struct Detector {
     health: u32,
     last_late: Time,
     peers: BTreeMap<MemberId, Peer>,
+    /// How many of `peers` are failed (most of the time none: `is_failed` then looks nothing up).
+    failed: usize,
 }
 
 impl Detector {
@@ -101,6 +103,7 @@ impl Detector {
             health: 0,
             last_late: Time::ZERO,
             peers: BTreeMap::new(),
+            failed: 0,
         }
     }
 
@@ -140,7 +143,9 @@ impl Detector {
         if let Some(p) = self.peers.get_mut(m) {
             p.last_heard = p.last_heard.max(now);
             p.suspected_at = None;
-            p.failed = false;
+            if std::mem::take(&mut p.failed) {
+                self.failed -= 1;
+            }
         }
     }
 
@@ -194,6 +199,7 @@ impl Detector {
     /// Stops watching every member for which `keep` is false.
     pub fn retain(&mut self, keep: impl Fn(&MemberId) -> bool) {
         self.peers.retain(|m, _| keep(m));
+        self.failed = self.peers.values().filter(|p| p.failed).count();
     }
 
     /// Evidence that `m` was alive at `at` (the arrival time, kernel-stamped where possible).
@@ -201,7 +207,9 @@ impl Detector {
     pub fn heard(&mut self, m: &MemberId, at: Time) {
         if let Some(p) = self.peers.get_mut(m) {
             p.last_delivered = p.last_delivered.max(at);
-            Self::alive(p, at);
+            if Self::alive(p, at) {
+                self.failed -= 1;
+            }
         }
     }
 
@@ -214,26 +222,31 @@ impl Detector {
         let window = self.suspect_timeout();
         if let Some(p) = self.peers.get_mut(m)
             && at.since(p.last_delivered) < window
+            && Self::alive(p, at)
         {
-            Self::alive(p, at);
+            self.failed -= 1;
         }
     }
 
-    fn alive(p: &mut Peer, at: Time) {
+    /// Whether `p` was failed (and is no longer).
+    fn alive(p: &mut Peer, at: Time) -> bool {
         if at > p.last_heard {
             p.last_heard = at;
         }
         if p.suspected_at.is_some_and(|s| at >= s) || p.failed {
             p.suspected_at = None;
-            p.failed = false;
             p.vouched = Some(at);
+            return std::mem::take(&mut p.failed);
         }
+        false
     }
 
     /// Declares `m` failed at once (a graceful leave, or a newer incarnation of the same node).
     pub fn fail(&mut self, m: &MemberId) {
-        if let Some(p) = self.peers.get_mut(m) {
-            p.failed = true;
+        if let Some(p) = self.peers.get_mut(m)
+            && !std::mem::replace(&mut p.failed, true)
+        {
+            self.failed += 1;
         }
     }
 
@@ -283,7 +296,7 @@ impl Detector {
 
     /// Whether `m` has been declared failed.
     pub fn is_failed(&self, m: &MemberId) -> bool {
-        self.peers.get(m).is_some_and(|p| p.failed)
+        self.failed > 0 && self.peers.get(m).is_some_and(|p| p.failed)
     }
 
     /// When `m` was last heard from, if watched.
@@ -311,6 +324,7 @@ impl Detector {
                 }
                 Some(s) if now.since(s) >= confirm => {
                     p.failed = true;
+                    self.failed += 1;
                     out.push(Verdict::Failed(m.clone()));
                 }
                 _ => {}

@@ -305,6 +305,8 @@ pub struct Endpoint {
     closed: bool,
     outbox: BTreeMap<String, DestQueue>,
     outbox_cursor: Option<String>,
+    /// Messages in `outbox`, every destination together.
+    outbox_len: usize,
     loopback: VecDeque<Message>,
     events: VecDeque<Event>,
     deadline: Time,
@@ -397,6 +399,7 @@ impl Endpoint {
             closed: false,
             outbox: BTreeMap::new(),
             outbox_cursor: None,
+            outbox_len: 0,
             loopback: VecDeque::new(),
             events: VecDeque::new(),
             deadline: now,
@@ -842,7 +845,7 @@ impl Endpoint {
             view: self.view.id,
             bytes: std::sync::Arc::new(self.encode(&msg)),
         };
-        Self::queue_for(&mut self.outbox, name, &msg, out);
+        Self::queue_for(&mut self.outbox, &mut self.outbox_len, name, &msg, out);
     }
 
     /// `msg` encoded, in a buffer sized for one datagram.
@@ -855,10 +858,12 @@ impl Endpoint {
     /// Queues `out` (the encoding of `msg`) for the member `name`.
     fn queue_for(
         outbox: &mut BTreeMap<String, DestQueue>,
+        outbox_len: &mut usize,
         name: &str,
         msg: &Message,
         out: Outgoing,
     ) {
+        *outbox_len += 1;
         match outbox.get_mut(name) {
             Some(q) => q.push(msg, out),
             None => {
@@ -876,7 +881,8 @@ impl Endpoint {
     /// Sends `msg` to the view members whose index `to` accepts.
     fn multicast(&mut self, msg: Message, to: impl Fn(usize) -> bool) {
         let bytes = std::sync::Arc::new(self.encode(&msg));
-        let (view, me, peers, outbox) = (&self.view, &self.me, &self.peers, &mut self.outbox);
+        let (view, me, peers) = (&self.view, &self.me, &self.peers);
+        let (outbox, outbox_len) = (&mut self.outbox, &mut self.outbox_len);
         for (j, m) in view.members.iter().enumerate() {
             if m == me || !peers.contains_key(&m.name) || !to(j) {
                 continue;
@@ -885,7 +891,7 @@ impl Endpoint {
                 view: view.id,
                 bytes: bytes.clone(),
             };
-            Self::queue_for(outbox, &m.name, &msg, out);
+            Self::queue_for(outbox, outbox_len, &m.name, &msg, out);
         }
     }
 
@@ -896,6 +902,9 @@ impl Endpoint {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.has_queued() && self.pump() {
             self.deliver();
+        }
+        if self.outbox_len == 0 {
+            return None;
         }
         // Destinations take turns: the first one after the last served that has something queued.
         // Queues stay in the map when empty (one per configured peer at most), so the steady
@@ -943,6 +952,7 @@ impl Endpoint {
                 break;
             }
             let m = queue.pop_front().expect("front was just seen");
+            self.outbox_len -= 1;
             buf.extend_from_slice(&m.bytes);
             count += 1;
         }

@@ -12,12 +12,14 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Members are ordered by age: a smaller incarnation is older, ties broken by name. The driver gives
 /// each start an incarnation that grows across restarts of a node (e.g. wall-clock nanoseconds at
 /// start), so the first member of a view in this order, its leader, is its oldest member.
+// The incarnation first: the derived equality compares it before the name (incarnations differ
+// far more often than names, and cost no string comparison).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MemberId {
-    /// The node name, as in `msgc_server { peers }`.
-    pub name: String,
     /// Fresh at every start; grows across restarts of the same node.
     pub incarnation: u64,
+    /// The node name, as in `msgc_server { peers }`.
+    pub name: String,
 }
 
 impl MemberId {
