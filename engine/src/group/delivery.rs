@@ -263,6 +263,16 @@ impl ViewStreams {
             return;
         }
         for i in 0..self.streams.len() {
+            #[cfg(debug_assertions)]
+            if !self.dirty[i] {
+                let min = self.acks.iter().map(|row| row[i]).min().unwrap_or(0);
+                let at = self.acks.iter().filter(|row| row[i] == min).count();
+                debug_assert_eq!(
+                    (self.column_min[i], self.at_min[i]),
+                    (min, at),
+                    "column {i}'s minimum kept up to date"
+                );
+            }
             // A column's minimum rises only once every row that held it rose.
             if std::mem::take(&mut self.dirty[i]) {
                 let min = self.acks.iter().map(|row| row[i]).min().unwrap_or(0);

@@ -469,14 +469,14 @@ impl World {
             tx.push(t);
         }
         for t in tx {
-            let to = (t
-                .destination
-                .ip()
-                .to_string()
-                .rsplit('.')
-                .next()
-                .and_then(|x| x.parse::<usize>().ok()))
-            .map(|x| x - 1)
+            // The inverse of `addr`.
+            let to = match t.destination.ip() {
+                std::net::IpAddr::V4(a) => {
+                    let [_, _, hi, lo] = a.octets();
+                    (usize::from(hi) * 250 + usize::from(lo)).checked_sub(1)
+                }
+                std::net::IpAddr::V6(_) => None,
+            }
             .ok_or("bad address")?;
             self.transmit(i, to, t.payload);
         }
