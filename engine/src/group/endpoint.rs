@@ -247,6 +247,9 @@ struct Outgoing {
 struct DestQueue {
     control: VecDeque<Outgoing>,
     data: VecDeque<Outgoing>,
+    /// The last packet number sent to this destination: numbered per destination, so each
+    /// receiver's replay window sees a dense sequence.
+    number: u64,
 }
 
 impl DestQueue {
@@ -316,8 +319,6 @@ pub struct Endpoint {
     /// A safe item arrived: acknowledge at once, since its delivery waits for every member's.
     safe_acks_due: bool,
     last_acks: Time,
-    /// The last packet number sent to each destination.
-    packet_numbers: BTreeMap<String, u64>,
     indirect_rotor: usize,
     /// The view member the next probe asks to echo it (round-trip times, one member per probe).
     rtt_rotor: usize,
@@ -408,7 +409,6 @@ impl Endpoint {
             acks_due: false,
             safe_acks_due: false,
             last_acks: now,
-            packet_numbers: BTreeMap::new(),
             indirect_rotor: 0,
             rtt_rotor: 0,
             own_failed_since: None,
@@ -928,21 +928,16 @@ impl Endpoint {
         let addr = *self.peers.get(&name)?;
         let queue = self.outbox.get_mut(&name)?;
         let first_view = queue.front()?.view;
-        // Numbered per destination, so each receiver's replay window sees a dense sequence.
-        let number = match self.packet_numbers.get_mut(&name) {
-            Some(n) => n,
-            None => self.packet_numbers.entry(name.clone()).or_insert(0),
-        };
-        *number += 1;
+        queue.number += 1;
+        let number = queue.number;
         let repr = Repr {
             cluster_id: self.cfg.cluster_id,
             sender: self.me.clone(),
             view: first_view,
-            number: *number,
+            number,
             mac: self.key.as_ref().is_some_and(|k| !k.seals()),
             seal: self.key.as_ref().is_some_and(ClusterKey::seals),
         };
-        let number = *number;
         let mut buf = Vec::with_capacity(self.cfg.mtu);
         repr.emit(&mut buf);
         let limit = self.cfg.mtu - if self.key.is_some() { MAC_LEN } else { 0 };
@@ -1047,12 +1042,23 @@ impl Endpoint {
                 return;
             }
         };
-        let sender = repr.sender.clone();
+        let Repr {
+            sender,
+            view: hview,
+            number,
+            ..
+        } = repr;
         if sender.name == self.me.name || !self.peers.contains_key(&sender.name) {
             self.counters.dropped_unknown_sender += 1;
             return;
         }
-        let known = self.known.entry(sender.name.clone()).or_default();
+        // A lookup first: the entry API would allocate the name for every datagram.
+        if !self.known.contains_key(&sender.name) {
+            self.known.insert(sender.name.clone(), Known::default());
+        }
+        let Some(known) = self.known.get_mut(&sender.name) else {
+            return;
+        };
         if sender.incarnation < known.incarnation {
             self.counters.dropped_stale_incarnation += 1;
             return;
@@ -1068,12 +1074,12 @@ impl Endpoint {
                 self.detector.fail(&old);
             }
         }
-        if self.key.is_some() {
-            let known = self.known.entry(sender.name.clone()).or_default();
-            if !known.replay.accept(repr.number) {
-                self.counters.dropped_replay += 1;
-                return;
-            }
+        if self.key.is_some()
+            && let Some(known) = self.known.get_mut(&sender.name)
+            && !known.replay.accept(number)
+        {
+            self.counters.dropped_replay += 1;
+            return;
         }
         let messages: Result<Vec<Message>, _> = packet.messages().collect();
         let Ok(messages) = messages else {
@@ -1086,7 +1092,7 @@ impl Endpoint {
             k.last_accepted = Some(now);
         }
         for m in messages {
-            self.handle_message(now, &sender, repr.view, m);
+            self.handle_message(now, &sender, hview, m);
         }
         self.progress(now);
     }
