@@ -258,29 +258,29 @@ impl ViewStreams {
         true
     }
 
+    /// Column `i` of `acks`: its minimum, and how many rows hold exactly that.
+    fn column(&self, i: usize) -> (u64, usize) {
+        let min = self.acks.iter().map(|row| row[i]).min().unwrap_or(0);
+        (min, self.acks.iter().filter(|row| row[i] == min).count())
+    }
+
     fn collect(&mut self) {
         if !std::mem::take(&mut self.moved) {
             return;
         }
         for i in 0..self.streams.len() {
-            #[cfg(debug_assertions)]
-            if !self.dirty[i] {
-                let min = self.acks.iter().map(|row| row[i]).min().unwrap_or(0);
-                let at = self.acks.iter().filter(|row| row[i] == min).count();
-                debug_assert_eq!(
-                    (self.column_min[i], self.at_min[i]),
-                    (min, at),
-                    "column {i}'s minimum kept up to date"
-                );
-            }
             // A column's minimum rises only once every row that held it rose.
             if std::mem::take(&mut self.dirty[i]) {
-                let min = self.acks.iter().map(|row| row[i]).min().unwrap_or(0);
-                self.column_min[i] = min;
-                self.at_min[i] = self.acks.iter().filter(|row| row[i] == min).count();
+                let (min, at) = self.column(i);
+                (self.column_min[i], self.at_min[i]) = (min, at);
                 let s = &mut self.streams[i];
                 s.stable = s.stable.max(min);
             }
+            debug_assert_eq!(
+                (self.column_min[i], self.at_min[i]),
+                self.column(i),
+                "column {i}'s minimum kept up to date"
+            );
             let s = &mut self.streams[i];
             // Items held by every member go once delivered here too: an item that became stable
             // before its delivery (a safe or agreed one waiting for its place) goes at the

@@ -1053,11 +1053,9 @@ impl Endpoint {
             return;
         }
         // A lookup first: the entry API would allocate the name for every datagram.
-        if !self.known.contains_key(&sender.name) {
-            self.known.insert(sender.name.clone(), Known::default());
-        }
-        let Some(known) = self.known.get_mut(&sender.name) else {
-            return;
+        let known = match self.known.get_mut(&sender.name) {
+            Some(k) => k,
+            None => self.known.entry(sender.name.clone()).or_default(),
         };
         if sender.incarnation < known.incarnation {
             self.counters.dropped_stale_incarnation += 1;

@@ -169,6 +169,17 @@ pub fn addr(i: usize) -> SocketAddr {
     )
 }
 
+/// The node whose address is `a` (the inverse of [`addr`]).
+fn node_of(a: SocketAddr) -> Option<usize> {
+    match a.ip() {
+        IpAddr::V4(ip) => {
+            let [_, _, hi, lo] = ip.octets();
+            (usize::from(hi) * 250 + usize::from(lo)).checked_sub(1)
+        }
+        IpAddr::V6(_) => None,
+    }
+}
+
 impl World {
     pub fn new(seed: u64, n: usize, cfg_base: GroupConfig, key: Option<ClusterKey>) -> World {
         let mut cfg = cfg_base;
@@ -469,15 +480,7 @@ impl World {
             tx.push(t);
         }
         for t in tx {
-            // The inverse of `addr`.
-            let to = match t.destination.ip() {
-                std::net::IpAddr::V4(a) => {
-                    let [_, _, hi, lo] = a.octets();
-                    (usize::from(hi) * 250 + usize::from(lo)).checked_sub(1)
-                }
-                std::net::IpAddr::V6(_) => None,
-            }
-            .ok_or("bad address")?;
+            let to = node_of(t.destination).ok_or("bad address")?;
             self.transmit(i, to, t.payload);
         }
         Ok(())
